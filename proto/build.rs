@@ -21,6 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Sorted maps: signature inputs/outputs and response outputs iterate in a stable order.
+        .btree_map(".")
         .compile_fds(fds)?;
     Ok(())
 }

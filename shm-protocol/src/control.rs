@@ -1,2 +1,170 @@
-//! Control messages on the gateway↔worker Unix socket (handshake, model status).
-//! Owned by the gateway/worker authors; filled in separately.
+//! Control messages on the gateway↔worker Unix socket. The socket carries the handshake
+//! (with the segment's memfd riding along as SCM_RIGHTS), model lifecycle commands and
+//! servable state reports; tensors never travel here.
+//!
+//! Framing: a little-endian `u32` length, then a postcard-encoded message. Lengths above
+//! [`MAX_CONTROL_MESSAGE`] are refused before anything is allocated.
+
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read, Write};
+
+/// Largest control message accepted (signature maps of big models fit comfortably).
+pub const MAX_CONTROL_MESSAGE: usize = 64 << 20;
+
+/// A servable's lifecycle state, as TF Serving's `ModelVersionStatus.State` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServableState {
+    Start,
+    Loading,
+    Available,
+    Unloading,
+    End,
+}
+
+/// Which versions of a model the worker should aim to serve
+/// (`FileSystemStoragePathSourceConfig.ServableVersionPolicy`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VersionPolicy {
+    /// The `num_versions` highest versions (at least 1).
+    Latest { num_versions: u32 },
+    /// Every version found.
+    All,
+    /// Exactly these versions.
+    Specific { versions: Vec<i64> },
+}
+
+/// One model the worker serves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub name: String,
+    /// Absolute directory holding numeric version subdirectories.
+    pub base_path: String,
+    pub version_policy: VersionPolicy,
+}
+
+/// Session settings the worker applies to every SavedModel it loads.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionConfig {
+    /// MetaGraph tags (`--saved_model_tags`).
+    pub tags: Vec<String>,
+    /// `--tensorflow_intra_op_parallelism` (0 = TensorFlow's choice).
+    pub intra_op_parallelism: i32,
+    /// `--tensorflow_inter_op_parallelism` (0 = TensorFlow's choice).
+    pub inter_op_parallelism: i32,
+}
+
+/// Gateway → worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum GatewayMessage {
+    /// Sent with the segment's memfd attached: attach it, checking this generation.
+    Attach { generation: u64 },
+    /// The models to serve (replaces the previous list).
+    ServeModels {
+        models: Vec<ModelConfig>,
+        session: SessionConfig,
+    },
+    /// Finish in-flight work and exit.
+    Shutdown,
+}
+
+/// Worker → gateway.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum WorkerMessage {
+    /// First message after connecting.
+    Hello { worker_id: u32, pid: u32 },
+    /// The segment is attached; the worker is consuming the request ring.
+    Attached { generation: u64 },
+    /// A servable changed state. `signature_defs` is a serialized
+    /// `tensorflow.serving.SignatureDefMap` (set when the version becomes AVAILABLE).
+    ServableState {
+        model_name: String,
+        version: i64,
+        state: ServableState,
+        /// Canonical error code and message of a failed load.
+        error: Option<(i32, String)>,
+        signature_defs: Vec<u8>,
+    },
+    /// No versions found under a base path (TF Serving logs this and keeps waiting).
+    NoVersions { model_name: String, base_path: String },
+}
+
+/// Why a control message could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control socket: {0}")]
+    Io(#[from] io::Error),
+    #[error("control message of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    #[error("malformed control message: {0}")]
+    Decode(#[from] postcard::Error),
+}
+
+/// Encodes one framed message.
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ControlError> {
+    let body = postcard::to_stdvec(msg)?;
+    if body.len() > MAX_CONTROL_MESSAGE {
+        return Err(ControlError::TooLarge(body.len()));
+    }
+    let len = u32::try_from(body.len()).map_err(|_| ControlError::TooLarge(body.len()))?;
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Writes one framed message.
+pub fn write_message<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), ControlError> {
+    w.write_all(&encode(msg)?)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Checks a frame's length prefix.
+pub fn frame_len(prefix: [u8; 4]) -> Result<usize, ControlError> {
+    let len = u32::from_le_bytes(prefix) as usize;
+    if len > MAX_CONTROL_MESSAGE {
+        return Err(ControlError::TooLarge(len));
+    }
+    Ok(len)
+}
+
+/// Decodes a frame body.
+pub fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ControlError> {
+    Ok(postcard::from_bytes(body)?)
+}
+
+/// Reads one framed message (blocking).
+pub fn read_message<T: for<'a> Deserialize<'a>>(r: &mut impl Read) -> Result<T, ControlError> {
+    let mut prefix = [0u8; 4];
+    r.read_exact(&mut prefix)?;
+    let mut body = vec![0u8; frame_len(prefix)?];
+    r.read_exact(&mut body)?;
+    decode(&body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_oversized_frames() {
+        let msg = WorkerMessage::ServableState {
+            model_name: "half_plus_two".into(),
+            version: 2,
+            state: ServableState::Available,
+            error: None,
+            signature_defs: vec![1, 2, 3],
+        };
+        let bytes = encode(&msg).unwrap();
+        let back: WorkerMessage = read_message(&mut bytes.as_slice()).unwrap();
+        assert_eq!(back, msg);
+
+        let mut huge = (u32::MAX).to_le_bytes().to_vec();
+        huge.extend_from_slice(&[0; 8]);
+        let err = read_message::<WorkerMessage>(&mut huge.as_slice()).unwrap_err();
+        assert!(matches!(err, ControlError::TooLarge(_)));
+
+        let garbage = [3u8, 0, 0, 0, 0xff, 0xff, 0xff];
+        assert!(read_message::<WorkerMessage>(&mut garbage.as_slice()).is_err());
+    }
+}

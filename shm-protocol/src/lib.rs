@@ -1,3 +1,163 @@
 //! Shared-memory transport between the tfgate gateway and its workers.
+//!
+//! The gateway creates one [`Segment`] per worker *incarnation* (an anonymous, sealed
+//! `memfd`; nothing ever appears in `/dev/shm`), sends its fd to the worker over the
+//! gateway↔worker Unix socket ([`fd_passing::send_fd`]), and the worker maps it with
+//! [`Segment::attach`]. Requests travel gateway → worker and responses worker → gateway
+//! through two single-producer/single-consumer rings of fixed-size [`Descriptor`]s; each
+//! descriptor points into a tensor arena that holds an encoded [`frame`].
+//!
+//! # Region layout
+//!
+//! All offsets are from the start of the memfd; every part starts on a 64-byte boundary
+//! (arenas on a page boundary). Offsets, never pointers, cross the process boundary.
+//!
+//! ```text
+//!  0        +--------------------------------------------------------------+
+//!           | Header (#[repr(C)], 128 B; page 0 reserved)                  |
+//!           |   magic "TFGSHM\0\x01", layout_version, header_size,         |
+//!           |   generation (bumped per worker incarnation), total_size,    |
+//!           |   ring_capacity, descriptor_size, spin_ns (advisory),        |
+//!           |   offset+size of each of the four parts below                |
+//!  4096     +--------------------------------------------------------------+
+//!           | request ring   (gateway → worker)                            |
+//!           |   RingControl: [head][tail][data_ready][space_ready][closed] |
+//!           |                 one 64-byte cache line each                  |
+//!           |   Descriptor slots[ring_capacity] (32 B each)                |
+//!           +--------------------------------------------------------------+
+//!           | response ring  (worker → gateway), same shape                |
+//!           +------------------------- page aligned -----------------------+
+//!           | request arena  (written by the gateway, read by the worker)  |
+//!           |   frames at 64-byte aligned offsets; best-fit allocator      |
+//!           |   state lives in the gateway's private memory                |
+//!           +------------------------- page aligned -----------------------+
+//!           | response arena (written by the worker, read by the gateway)  |
+//!           |   circular allocator in the worker's private memory,         |
+//!           |   space released as the response ring's tail advances        |
+//!  total    +--------------------------------------------------------------+
+//! ```
+//!
+//! A frame inside an arena block:
+//!
+//! ```text
+//!  block+0   FrameHeader { magic, kind, meta_offset, meta_len, total_len } (32 B)
+//!  block+64  tensor payloads, each 64-byte aligned
+//!            (DT_STRING: (n+1) little-endian u64 offsets, then the bytes)
+//!  meta_off  postcard metadata: names, dtypes, shapes, payload offset/len
+//! ```
+//!
+//! # High-level API
+//!
+//! Gateway:
+//! ```text
+//! let seg = Segment::create(&SegmentConfig::default(), generation)?;
+//! fd_passing::send_fd(&socket, seg.fd(), b"hello")?;
+//! let (tx, mut rx) = seg.into_gateway();            // RequestSender: Clone + Send + Sync
+//! tx.try_send(request_id, &request_frame)?;        // Err(SendError::Full) => wait, retry
+//! // on one dedicated OS thread:
+//! while let Some((id, frame)) = rx.recv(timeout)? { /* frees id's block; notify senders */ }
+//! ```
+//! Worker:
+//! ```text
+//! let (fd, _) = fd_passing::recv_fd(&socket, &mut buf)?;
+//! let seg = Segment::attach(fd, expected_generation)?;
+//! let (mut rx, mut tx) = seg.into_worker();
+//! if let Some(req) = rx.recv(timeout)? {
+//!     let view = req.frame()?;                      // RequestView: copy tensors out
+//!     tx.send(req.id(), &response_frame, timeout)?; // blocks (spin, then park) while full
+//! }
+//! ```
+//!
+//! # Safety contract
+//!
+//! `unsafe` exists only in this crate, and only to touch the mapping. The rules:
+//! 1. The mapping outlives every pointer into it: each handle that dereferences the region
+//!    holds an `Arc` of the mapping ([`segment`]'s `Mapping`), and pointers are derived
+//!    from it only after bounds checks against the layout *validated at create/attach and
+//!    kept in private memory* (the header is never re-read).
+//! 2. The peer may write any byte of the region at any time. So no `&[u8]`/`&T`
+//!    reference to non-atomic shared bytes is ever created: bytes are copied in and out
+//!    with `ptr::copy_nonoverlapping` / volatile reads into private memory, and every value
+//!    read (indices, offsets, lengths, metadata) is validated *after* it was copied. The
+//!    only references into the region are to atomics (`RingControl`, wake words), for
+//!    which every bit pattern is valid. A racing peer can therefore make us read garbage,
+//!    which decoding rejects, but never make us read out of bounds.
+//! 3. The memfd is sealed against shrink and grow (`F_SEAL_SHRINK | F_SEAL_GROW |
+//!    F_SEAL_SEAL`) before it is shared, and attach refuses an unsealed fd, so the peer
+//!    cannot truncate it under us (no SIGBUS).
+//! 4. Allocator metadata lives in the writer's private memory; the reader only ever
+//!    learns offsets through descriptors, which it bounds-checks.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+pub mod arena;
 pub mod control;
+pub mod fd_passing;
+pub mod frame;
+pub mod gateway;
+mod region;
+pub mod ring;
+pub mod segment;
 pub mod tensor;
+pub mod wake;
+pub mod worker;
+
+pub use arena::ArenaSide;
+pub use frame::{
+    FrameError, RequestFrame, RequestKind, RequestView, ResponseFrame, ResponseRef, TensorDataRef,
+    TensorRef, TensorView,
+};
+pub use region::OutOfBounds;
+pub use gateway::{RequestSender, ResponseReceiver};
+pub use ring::{Descriptor, RingError};
+pub use segment::{Segment, SegmentConfig, SegmentError};
+pub use wake::SpinConfig;
+pub use worker::{IncomingRequest, RequestReceiver, ResponseSender};
+
+/// Why a send did not happen. Nothing was written to the ring when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The ring, the arena or the in-flight table is full right now; wait and retry.
+    #[error("shared memory is full")]
+    Full,
+    /// The frame can never fit: it is larger than the whole arena.
+    #[error("{} needs {needed} bytes of shared memory but the {} arena holds {capacity} bytes; raise {}",
+        side.noun(), side.noun(), side.flag())]
+    TooLarge {
+        side: ArenaSide,
+        needed: u64,
+        capacity: u64,
+    },
+    /// The worker (or gateway) side closed its end, or we gave up waiting on it.
+    #[error("the peer closed the shared-memory channel")]
+    Closed,
+    /// Waited the whole timeout for space (worker side only).
+    #[error("timed out waiting for shared-memory space")]
+    Timeout,
+    /// `try_send` with a request id that is still in flight.
+    #[error("request id {0} is already in flight")]
+    DuplicateId(u64),
+    /// The frame itself is inconsistent (e.g. a tensor whose bytes do not match its shape).
+    #[error("cannot encode frame: {0}")]
+    Invalid(#[from] FrameError),
+    /// The peer wrote impossible ring indices; the segment must be torn down.
+    #[error(transparent)]
+    Corrupt(#[from] RingError),
+}
+
+impl SendError {
+    /// True for the transient errors after which waiting and retrying makes sense.
+    pub fn is_full(&self) -> bool {
+        matches!(self, SendError::Full | SendError::Timeout)
+    }
+}
+
+/// Why a receive failed (a timeout is `Ok(None)`, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum RecvError {
+    /// The peer closed its end and everything it sent has been received.
+    #[error("the peer closed the shared-memory channel")]
+    Closed,
+    /// The peer wrote impossible ring indices; the segment must be torn down.
+    #[error(transparent)]
+    Corrupt(#[from] RingError),
+}

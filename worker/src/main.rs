@@ -1,1 +1,120 @@
-fn main() {}
+//! tfgate-worker: owns TensorFlow sessions for the models the gateway assigns it and
+//! serves requests from the shared-memory rings. Started and supervised by `tfgate`;
+//! exits when the gateway's control socket closes.
+
+mod loader;
+mod manager;
+mod predict;
+mod serve;
+mod source;
+mod tf;
+mod version_policy;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use shm_protocol::control::{self, GatewayMessage, WorkerMessage};
+use shm_protocol::Segment;
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+#[command(name = "tfgate-worker", version, about = "tfgate worker process (started by tfgate)")]
+struct Flags {
+    /// The gateway's Unix socket for this worker slot.
+    #[arg(long = "gateway_socket")]
+    gateway_socket: PathBuf,
+    /// This worker's slot number.
+    #[arg(long = "worker_id", default_value_t = 0)]
+    worker_id: u32,
+}
+
+/// Connects to the gateway, retrying while it starts (containers start in any order).
+fn connect(path: &PathBuf) -> anyhow::Result<UnixStream> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match UnixStream::connect(path) {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!("gateway not ready ({e}); retrying");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot connect to {}", path.display())),
+        }
+    }
+}
+
+/// Receives the Attach message with the segment's memfd.
+fn receive_segment(stream: &UnixStream) -> anyhow::Result<Segment> {
+    let mut buf = vec![0u8; 4096];
+    let (n, fd) = shm_protocol::fd_passing::recv_fd(stream, &mut buf)?;
+    let fd = fd.context("the Attach message carried no file descriptor")?;
+    if n < 4 {
+        bail!("short Attach message");
+    }
+    let len = control::frame_len([buf[0], buf[1], buf[2], buf[3]])?;
+    let mut body = buf[4..n].to_vec();
+    if body.len() < len {
+        let mut rest = vec![0u8; len - body.len()];
+        (&*stream).read_exact(&mut rest)?;
+        body.extend_from_slice(&rest);
+    }
+    match control::decode::<GatewayMessage>(&body[..len])? {
+        GatewayMessage::Attach { generation } => Ok(Segment::attach(fd, generation)?),
+        other => bail!("expected Attach, got {other:?}"),
+    }
+}
+
+fn run(flags: Flags) -> anyhow::Result<()> {
+    // If the gateway dies, so do we (it is our parent when not in a container).
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    let mut stream = connect(&flags.gateway_socket)?;
+    control::write_message(
+        &mut stream,
+        &WorkerMessage::Hello {
+            worker_id: flags.worker_id,
+            pid: std::process::id(),
+        },
+    )?;
+    let segment = receive_segment(&stream)?;
+    let generation = segment.generation();
+    let (requests, responses) = segment.into_worker();
+    control::write_message(&mut stream, &WorkerMessage::Attached { generation })?;
+
+    let (models, session) = match control::read_message::<GatewayMessage>(&mut stream)? {
+        GatewayMessage::ServeModels { models, session } => (models, session),
+        other => bail!("expected ServeModels, got {other:?}"),
+    };
+    let mut manager = manager::Manager::default();
+    let mut writer = stream.try_clone()?;
+    manager.load_models(&models, &session, &mut |msg| {
+        if let Err(e) = control::write_message(&mut writer, &msg) {
+            tracing::error!("cannot report to gateway: {e}");
+        }
+    });
+
+    // The control socket closing means the gateway is gone: exit rather than linger.
+    let mut reader = stream;
+    std::thread::Builder::new().name("control".into()).spawn(move || loop {
+        match control::read_message::<GatewayMessage>(&mut reader) {
+            Ok(GatewayMessage::Shutdown) | Err(_) => std::process::exit(0),
+            Ok(other) => tracing::warn!("ignoring control message {other:?}"),
+        }
+    })?;
+    serve::serve(&manager, requests, responses)
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let flags = Flags::parse();
+    if let Err(e) = run(flags) {
+        tracing::error!("worker failed: {e:#}");
+        std::process::exit(1);
+    }
+}

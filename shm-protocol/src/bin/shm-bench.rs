@@ -1,1 +1,363 @@
-fn main() {}
+//! Two-process benchmark of the shared-memory transport against a Unix socket and memcpy.
+//!
+//! `cargo run --release -p shm-protocol --bin shm-bench`. The binary re-executes itself
+//! as the peer (`--peer shm|uds SOCKET_PATH`). Prints the machine, a table, and as its
+//! last line one JSON object.
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use shm_protocol::fd_passing::{recv_fd, send_fd};
+use shm_protocol::tensor::{DataType, Tensor, TensorData};
+use shm_protocol::{
+    RecvError, RequestFrame, RequestKind, RequestSender, ResponseReceiver, ResponseRef, Segment, SegmentConfig,
+    SpinConfig, TensorRef,
+};
+
+const UDS_MSG: usize = 64;
+/// Small message: one 16-byte float tensor.
+const SMALL_ELEMS: usize = 4;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--peer") {
+        let path = Path::new(&args[3]);
+        match args[2].as_str() {
+            "shm" => shm_peer(path),
+            "uds" => uds_peer(path),
+            other => panic!("unknown peer {other}"),
+        }
+        return;
+    }
+    if let Ok(size) = std::env::var("SHM_BENCH_TPUT_ONLY") {
+        // Development aid: one throughput measurement.
+        let size: usize = size.parse().expect("size");
+        let (peer, tx, mut rx) = spawn_shm(SpinConfig::default(), 1);
+        let g = ring_throughput(&tx, &mut rx, size, Duration::from_secs(2), 0);
+        println!("{size} bytes: {g:.2} GB/s");
+        drop((tx, rx));
+        drop(peer);
+        return;
+    }
+    if let Ok(n) = std::env::var("SHM_BENCH_RTT_ONLY") {
+        let (peer, tx, mut rx) = spawn_shm(SpinConfig::default(), 1);
+        let mut v = ring_rtt(&tx, &mut rx, n.parse().expect("n"), Duration::ZERO, 0);
+        println!("rtt p50 {:.2} µs p99 {:.2} µs", pct(&mut v, 0.5), pct(&mut v, 0.99));
+        drop((tx, rx));
+        drop(peer);
+        return;
+    }
+    bench();
+}
+
+// ------------------------------------------------------------------------ peers
+
+/// Echo worker: decodes every request, copies each input out into a private buffer (as
+/// into a TensorFlow tensor), and answers with the inputs if they are small, else with
+/// an empty Ok.
+fn shm_peer(path: &Path) {
+    let sock = UnixStream::connect(path).expect("connect");
+    let mut gen = [0u8; 8];
+    let (_, fd) = recv_fd(&sock, &mut gen).expect("recv_fd");
+    let seg = Segment::attach(fd.expect("fd"), u64::from_le_bytes(gen)).expect("attach");
+    let (mut rx, mut tx) = seg.into_worker();
+    let mut bufs: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let req = match rx.recv(Duration::from_secs(1)) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(RecvError::Closed) => return,
+            Err(e) => panic!("peer: {e}"),
+        };
+        let view = req.frame().expect("frame");
+        bufs.resize_with(view.inputs.len(), Vec::new);
+        let mut small = true;
+        for ((_, t), buf) in view.inputs.iter().zip(bufs.iter_mut()) {
+            buf.resize(t.byte_len(), 0);
+            t.copy_to(buf).expect("copy");
+            small &= t.byte_len() <= 64;
+        }
+        let outs: Vec<(&str, TensorRef<'_>)>;
+        let shapes: Vec<Vec<i64>> = view.inputs.iter().map(|(_, t)| t.shape().to_vec()).collect();
+        if small {
+            outs = view
+                .inputs
+                .iter()
+                .zip(bufs.iter())
+                .zip(shapes.iter())
+                .map(|(((n, t), b), s)| {
+                    (
+                        n.as_str(),
+                        TensorRef {
+                            dtype: t.dtype(),
+                            shape: s,
+                            data: shm_protocol::TensorDataRef::Bytes(b),
+                        },
+                    )
+                })
+                .collect();
+        } else {
+            outs = Vec::new();
+        }
+        let frame = ResponseRef::Ok {
+            model_version: 1,
+            outputs: &outs,
+        };
+        tx.send_ref(req.id(), frame, Duration::from_secs(10)).expect("send");
+    }
+}
+
+fn uds_peer(path: &Path) {
+    let mut sock = UnixStream::connect(path).expect("connect");
+    let mut buf = [0u8; UDS_MSG];
+    while sock.read_exact(&mut buf).is_ok() {
+        if sock.write_all(&buf).is_err() {
+            return;
+        }
+    }
+}
+
+struct Peer {
+    child: Child,
+    sock: UnixStream,
+    path: PathBuf,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn spawn_peer(kind: &str) -> Peer {
+    let path = std::env::temp_dir().join(format!("shm-bench-{}-{kind}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).expect("bind");
+    let child = Command::new(std::env::current_exe().expect("exe"))
+        .arg("--peer")
+        .arg(kind)
+        .arg(&path)
+        .spawn()
+        .expect("spawn peer");
+    let (sock, _) = listener.accept().expect("accept");
+    Peer { child, sock, path }
+}
+
+fn spawn_shm(spin: SpinConfig, generation: u64) -> (Peer, RequestSender, ResponseReceiver) {
+    let peer = spawn_peer("shm");
+    let config = SegmentConfig {
+        spin,
+        ..SegmentConfig::default()
+    };
+    let seg = Segment::create(&config, generation).expect("create");
+    send_fd(&peer.sock, seg.fd(), &generation.to_le_bytes()).expect("send_fd");
+    let (tx, rx) = seg.into_gateway();
+    (peer, tx, rx)
+}
+
+// ------------------------------------------------------------------------ measurements
+
+fn frame_with(bytes: Vec<u8>, dtype: DataType, shape: Vec<i64>) -> RequestFrame {
+    RequestFrame {
+        kind: RequestKind::Predict,
+        model_name: "bench".into(),
+        version: None,
+        signature_name: "serving_default".into(),
+        output_filter: vec![],
+        inputs: vec![("x".into(), Tensor::new(dtype, shape, TensorData::Bytes(bytes)).expect("tensor"))],
+    }
+}
+
+fn send(tx: &RequestSender, rx: &mut ResponseReceiver, id: u64, frame: &RequestFrame) {
+    loop {
+        match tx.try_send(id, frame) {
+            Ok(()) => return,
+            Err(e) if e.is_full() => {
+                let _ = rx.recv(Duration::from_secs(5)).expect("recv");
+            }
+            Err(e) => panic!("send: {e}"),
+        }
+    }
+}
+
+/// Round trips of a small message, one at a time; `gap` between them (idle mode).
+fn ring_rtt(tx: &RequestSender, rx: &mut ResponseReceiver, n: usize, gap: Duration, id0: u64) -> Vec<u64> {
+    let frame = frame_with(vec![1; SMALL_ELEMS * 4], DataType::Float, vec![SMALL_ELEMS as i64]);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        if !gap.is_zero() {
+            std::thread::sleep(gap);
+        }
+        let t = Instant::now();
+        send(tx, rx, id0 + i as u64, &frame);
+        let (_, f) = rx.recv(Duration::from_secs(5)).expect("recv").expect("response");
+        out.push(t.elapsed().as_nanos() as u64);
+        black_box(f.expect("frame"));
+    }
+    out
+}
+
+fn uds_rtt(sock: &mut UnixStream, n: usize, gap: Duration) -> Vec<u64> {
+    let msg = [7u8; UDS_MSG];
+    let mut buf = [0u8; UDS_MSG];
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        if !gap.is_zero() {
+            std::thread::sleep(gap);
+        }
+        let t = Instant::now();
+        sock.write_all(&msg).expect("write");
+        sock.read_exact(&mut buf).expect("read");
+        out.push(t.elapsed().as_nanos() as u64);
+    }
+    out
+}
+
+/// One-way payload throughput: `size`-byte tensors, several in flight; the peer copies
+/// every tensor out into its own buffer. Returns GB/s (1e9 bytes/s).
+fn ring_throughput(tx: &RequestSender, rx: &mut ResponseReceiver, size: usize, budget: Duration, id0: u64) -> f64 {
+    let frame = frame_with(vec![0x5a; size], DataType::Uint8, vec![size as i64]);
+    let window = (tx.arena_capacity() as usize / (size + 4096)).clamp(1, 16);
+    // Warm up (fault in the arena pages used).
+    let mut id = id0;
+    for _ in 0..window * 2 {
+        send(tx, rx, id, &frame);
+        id += 1;
+    }
+    while tx.in_flight() > 0 {
+        rx.recv(Duration::from_secs(5)).expect("recv");
+    }
+    let t = Instant::now();
+    let mut bytes = 0u64;
+    while t.elapsed() < budget {
+        for _ in 0..window {
+            if tx.in_flight() >= window {
+                let (_, f) = rx.recv(Duration::from_secs(5)).expect("recv").expect("response");
+                black_box(f.expect("frame"));
+            }
+            send(tx, rx, id, &frame);
+            id += 1;
+            bytes += size as u64;
+        }
+    }
+    while tx.in_flight() > 0 {
+        rx.recv(Duration::from_secs(5)).expect("recv");
+    }
+    bytes as f64 / t.elapsed().as_secs_f64() / 1e9
+}
+
+fn memcpy_gbps(size: usize, budget: Duration) -> f64 {
+    let src = vec![0x5au8; size];
+    let mut dst = vec![0u8; size];
+    dst.copy_from_slice(&src);
+    let t = Instant::now();
+    let mut bytes = 0u64;
+    while t.elapsed() < budget {
+        for _ in 0..8 {
+            dst.copy_from_slice(black_box(&src));
+            black_box(&mut dst);
+            bytes += size as u64;
+        }
+    }
+    bytes as f64 / t.elapsed().as_secs_f64() / 1e9
+}
+
+fn pct(v: &mut [u64], p: f64) -> f64 {
+    v.sort_unstable();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i] as f64 / 1000.0
+}
+
+fn machine() -> (String, String, usize) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default();
+    let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    (cpu, kernel, nproc)
+}
+
+fn bench() {
+    let started = Instant::now();
+    let (cpu, kernel, nproc) = machine();
+    println!("machine: nproc={nproc}, cpu={cpu}, kernel={kernel}");
+    let spin = SpinConfig::default();
+    println!("spin before park: {:?}; idle gap 1.5 ms", spin.spin);
+
+    let (peer, tx, mut rx) = spawn_shm(spin, 1);
+    ring_rtt(&tx, &mut rx, 20_000, Duration::ZERO, 0); // warm-up
+    let mut ring_load = ring_rtt(&tx, &mut rx, 200_000, Duration::ZERO, 1 << 32);
+    let mut ring_idle = ring_rtt(&tx, &mut rx, 800, Duration::from_micros(1500), 2 << 32);
+    let sizes = [(4usize << 10, "4kib"), (64 << 10, "64kib"), (1 << 20, "1mib"), (16 << 20, "16mib")];
+    let mut tput = Vec::new();
+    for (i, (size, _)) in sizes.iter().enumerate() {
+        let budget = Duration::from_millis(if *size >= 1 << 20 { 1500 } else { 800 });
+        tput.push(ring_throughput(&tx, &mut rx, *size, budget, (10 + i as u64) << 32));
+    }
+    drop((tx, rx));
+    drop(peer);
+
+    // The same loaded round trip with spin = 0 (park at once), to show the trade-off.
+    let (peer, tx, mut rx) = spawn_shm(SpinConfig { spin: Duration::ZERO }, 2);
+    ring_rtt(&tx, &mut rx, 2_000, Duration::ZERO, 0);
+    let mut ring_nospin = ring_rtt(&tx, &mut rx, 20_000, Duration::ZERO, 1 << 32);
+    drop((tx, rx));
+    drop(peer);
+
+    let mut uds = spawn_peer("uds");
+    uds_rtt(&mut uds.sock, 20_000, Duration::ZERO);
+    let mut uds_load = uds_rtt(&mut uds.sock, 200_000, Duration::ZERO);
+    let mut uds_idle = uds_rtt(&mut uds.sock, 800, Duration::from_micros(1500));
+    drop(uds);
+
+    let memcpy: Vec<f64> = sizes
+        .iter()
+        .map(|(s, _)| memcpy_gbps(*s, Duration::from_millis(400)))
+        .collect();
+
+    println!();
+    println!("{:<44} {:>10} {:>10}", "round trip, small message", "p50 µs", "p99 µs");
+    let rows: [(&str, &mut Vec<u64>); 5] = [
+        ("shm ring, under load (back-to-back)", &mut ring_load),
+        ("shm ring, idle (1 msg / 1.5 ms)", &mut ring_idle),
+        ("shm ring, under load, spin=0 (park at once)", &mut ring_nospin),
+        ("unix socket, under load (back-to-back)", &mut uds_load),
+        ("unix socket, idle (1 msg / 1.5 ms)", &mut uds_idle),
+    ];
+    let mut p = Vec::new();
+    for (name, v) in rows {
+        let (p50, p99) = (pct(v, 0.5), pct(v, 0.99));
+        println!("{name:<44} {p50:>10.2} {p99:>10.2}");
+        p.push((p50, p99));
+    }
+    println!();
+    println!("{:<44} {:>10} {:>10} {:>8}", "one-way tensor payload", "ring GB/s", "memcpy", "ratio");
+    for (i, (size, _)) in sizes.iter().enumerate() {
+        let label = if *size >= 1 << 20 { format!("{} MiB", size >> 20) } else { format!("{} KiB", size >> 10) };
+        println!(
+            "{:<44} {:>10.2} {:>10.2} {:>7.0}%",
+            label,
+            tput[i],
+            memcpy[i],
+            100.0 * tput[i] / memcpy[i]
+        );
+    }
+    println!();
+    println!("total bench time: {:.1} s", started.elapsed().as_secs_f64());
+    let mut json = format!(
+        "{{\"ring_rtt_p50_us\":{:.3},\"ring_rtt_p99_us\":{:.3},\"ring_idle_rtt_p50_us\":{:.3},\"ring_idle_rtt_p99_us\":{:.3},\"ring_nospin_rtt_p50_us\":{:.3},\"uds_rtt_p50_us\":{:.3},\"uds_rtt_p99_us\":{:.3},\"uds_idle_rtt_p50_us\":{:.3},\"uds_idle_rtt_p99_us\":{:.3}",
+        p[0].0, p[0].1, p[1].0, p[1].1, p[2].0, p[3].0, p[3].1, p[4].0, p[4].1
+    );
+    for (i, (_, key)) in sizes.iter().enumerate() {
+        json.push_str(&format!(",\"ring_gbps_{key}\":{:.3},\"memcpy_gbps_{key}\":{:.3}", tput[i], memcpy[i]));
+    }
+    json.push_str(&format!(",\"nproc\":{nproc}}}"));
+    println!("{json}");
+}

@@ -1,0 +1,117 @@
+//! The REST JSON codec: TF Serving's `tensorflow_serving/util/json_tensor.cc` (with the
+//! rapidjson 1.1.0 reader and pretty-writer it uses), reproduced so that bodies and
+//! error messages match byte for byte.
+//!
+//! Flow for `:predict`: [`parse`] the body, read [`predict_signature_name`], resolve the
+//! servable and signature, then [`decode_predict`] with the signature's input dtypes;
+//! answer with [`encode_predict`] in the request's [`PredictFormat`]. For `:classify` /
+//! `:regress`: [`parse`], [`decode_examples`], then [`encode_classify`] /
+//! [`encode_regress`]. Errors become bodies with [`error_body`].
+//!
+//! Where tfgate knowingly differs from TF Serving:
+//! - Several outputs (or inputs) are handled in name order. TF Serving walks a protobuf
+//!   map, whose order is unspecified.
+//! - Doubles inside error messages (`JSON Value: 1.5 ...`) use the shortest round-trip
+//!   digits; rapidjson's Grisu2 picks a longer form in rare cases.
+//! - Error messages are `String`s: invalid UTF-8 from the request is shown as U+FFFD
+//!   where TF Serving would echo the raw bytes.
+
+mod b64;
+mod classify;
+mod float;
+mod parser;
+mod predict;
+mod writer;
+
+pub use classify::{decode_examples, encode_classify, encode_regress, ExamplesJson};
+pub use float::{decimal_f32, decimal_f64};
+pub use parser::{JsonValue, ParseError, ParseErrorCode};
+pub use predict::{
+    decode_predict, encode_predict, predict_signature_name, PredictFormat, PredictJson,
+};
+
+use crate::error::ServingError;
+use tonic::Code;
+
+/// A parsed request body whose root is an object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonDoc {
+    root: JsonValue,
+}
+
+impl JsonDoc {
+    /// The root object.
+    pub fn root(&self) -> &JsonValue {
+        &self.root
+    }
+}
+
+/// `ParseJson`: the body must be one JSON object (anything after it is ignored).
+pub fn parse(body: &[u8]) -> Result<JsonDoc, ServingError> {
+    if body.is_empty() {
+        return Err(ServingError::invalid_argument(
+            "JSON Parse error: The document is empty",
+        ));
+    }
+    let root = parser::parse_value(body).map_err(|e| {
+        ServingError::invalid_argument(format!(
+            "JSON Parse error: {} at offset: {}",
+            e.code.message(),
+            e.offset
+        ))
+    })?;
+    if root.as_object().is_none() {
+        return Err(ServingError::invalid_argument(format!(
+            "JSON Value: {} Is not object",
+            writer::debug_string(&root)
+        )));
+    }
+    Ok(JsonDoc { root })
+}
+
+/// `MakeJsonFromStatus`: `{"error": "<message>"}`, pretty-printed like TF Serving.
+pub fn error_body(message: &str) -> String {
+    let mut w = writer::PrettyWriter::new();
+    w.start_object();
+    w.key(b"error");
+    w.string(message.as_bytes());
+    w.end_object();
+    // Escaping only adds ASCII to valid UTF-8 input.
+    String::from_utf8_lossy(&w.into_bytes()).into_owned()
+}
+
+/// `FormatError(doc, ...)`: the whole document, then the message.
+fn format_error(doc: &JsonDoc, message: &str) -> ServingError {
+    ServingError::invalid_argument(format!(
+        "JSON Value: {} {}",
+        writer::debug_string(doc.root()),
+        message
+    ))
+}
+
+/// `absl::Status::ToString()`: `INVALID_ARGUMENT: message`.
+fn status_to_string(e: &ServingError) -> String {
+    let code = match e.code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    };
+    format!("{code}: {}", e.message)
+}
+
+#[cfg(test)]
+mod tests;

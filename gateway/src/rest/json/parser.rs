@@ -1,0 +1,1004 @@
+//! A JSON reader that behaves like the rapidjson 1.1.0 `Document::ParseStream` call in
+//! TF Serving's `json_tensor.cc` (flags `kParseIterativeFlag | kParseNanAndInfFlag |
+//! kParseStopWhenDoneFlag`, UTF-8 `MemoryStream` input):
+//!
+//! - the iterative state machine, so the same error code and offset come out for the
+//!   same malformed input, and nesting depth costs heap, not stack;
+//! - `NaN`, `Inf`, `Infinity` and `-Infinity` number tokens;
+//! - anything after the first complete root value is ignored (`StopWhenDone`);
+//! - a NUL byte ends the input, as rapidjson's stream reports `'\0'` at its end;
+//! - strings are byte strings: no UTF-8 validation, `\u` escapes encoded as UTF-8
+//!   (lone surrogates included, as rapidjson does);
+//! - numbers keep rapidjson's integer-versus-double typing (`1` is an integer, `1.0` a
+//!   double) and its "normal precision" decimal conversion, bit for bit.
+
+use std::sync::OnceLock;
+
+/// One JSON value. Object members keep their document order and duplicates, like a
+/// rapidjson DOM.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonValue {
+    Null,
+    Bool(bool),
+    /// An integer token (no fraction, no exponent) that fits in `i64` or `u64`.
+    Int(i128),
+    /// Any other number token, `NaN` and the infinities included.
+    Double(f64),
+    /// A string, as raw bytes.
+    String(Vec<u8>),
+    Array(Vec<JsonValue>),
+    Object(Vec<(Vec<u8>, JsonValue)>),
+}
+
+impl Drop for JsonValue {
+    // Deeply nested documents (TF Serving's tests send 500000 nested arrays) would
+    // overflow the stack with the recursive drop glue; unnest iteratively instead.
+    fn drop(&mut self) {
+        let mut stack = Vec::new();
+        take_children(self, &mut stack);
+        while let Some(mut v) = stack.pop() {
+            take_children(&mut v, &mut stack);
+        }
+    }
+}
+
+fn take_children(v: &mut JsonValue, stack: &mut Vec<JsonValue>) {
+    match v {
+        JsonValue::Array(a) if !a.is_empty() => stack.append(a),
+        JsonValue::Object(m) if !m.is_empty() => {
+            stack.extend(std::mem::take(m).into_iter().map(|(_, v)| v));
+        }
+        _ => {}
+    }
+}
+
+impl JsonValue {
+    /// rapidjson's `GetType()` name as `json_tensor.cc::JsonTypeString` spells it.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            JsonValue::Null => "Null",
+            JsonValue::Bool(false) => "False",
+            JsonValue::Bool(true) => "True",
+            JsonValue::Object(_) => "Object",
+            JsonValue::Array(_) => "Array",
+            JsonValue::String(_) => "String",
+            JsonValue::Int(_) | JsonValue::Double(_) => "Number",
+        }
+    }
+
+    pub fn is_number(&self) -> bool {
+        matches!(self, JsonValue::Int(_) | JsonValue::Double(_))
+    }
+
+    /// rapidjson `IsInt()`: an integer token in the `i32` range.
+    pub fn as_i32(&self) -> Option<i32> {
+        match self {
+            JsonValue::Int(i) => i32::try_from(*i).ok(),
+            _ => None,
+        }
+    }
+
+    /// rapidjson `IsUint()`.
+    pub fn as_u32(&self) -> Option<u32> {
+        match self {
+            JsonValue::Int(i) => u32::try_from(*i).ok(),
+            _ => None,
+        }
+    }
+
+    /// rapidjson `IsInt64()`.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            JsonValue::Int(i) => i64::try_from(*i).ok(),
+            _ => None,
+        }
+    }
+
+    /// rapidjson `IsUint64()`.
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            JsonValue::Int(i) => u64::try_from(*i).ok(),
+            _ => None,
+        }
+    }
+
+    /// rapidjson `GetDouble()` for any number (integers rounded to nearest).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            JsonValue::Int(i) => Some(*i as f64),
+            JsonValue::Double(d) => Some(*d),
+            _ => None,
+        }
+    }
+
+    /// rapidjson `GetFloat()`: `static_cast<float>(GetDouble())`.
+    pub fn as_f32(&self) -> Option<f32> {
+        self.as_f64().map(|d| d as f32)
+    }
+
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            JsonValue::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&[JsonValue]> {
+        match self {
+            JsonValue::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    pub fn as_object(&self) -> Option<&[(Vec<u8>, JsonValue)]> {
+        match self {
+            JsonValue::Object(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// rapidjson `FindMember`: the first member with this name.
+    pub fn get(&self, key: &str) -> Option<&JsonValue> {
+        self.as_object()?
+            .iter()
+            .find(|(k, _)| k.as_slice() == key.as_bytes())
+            .map(|(_, v)| v)
+    }
+}
+
+/// rapidjson's `ParseErrorCode`s that this reader can produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseErrorCode {
+    DocumentEmpty,
+    ValueInvalid,
+    ObjectMissName,
+    ObjectMissColon,
+    ObjectMissCommaOrCurlyBracket,
+    ArrayMissCommaOrSquareBracket,
+    StringUnicodeEscapeInvalidHex,
+    StringUnicodeSurrogateInvalid,
+    StringEscapeInvalid,
+    StringMissQuotationMark,
+    NumberTooBig,
+    NumberMissFraction,
+    NumberMissExponent,
+}
+
+impl ParseErrorCode {
+    /// `rapidjson::GetParseError_En`.
+    pub fn message(self) -> &'static str {
+        use ParseErrorCode::*;
+        match self {
+            DocumentEmpty => "The document is empty.",
+            ValueInvalid => "Invalid value.",
+            ObjectMissName => "Missing a name for object member.",
+            ObjectMissColon => "Missing a colon after a name of object member.",
+            ObjectMissCommaOrCurlyBracket => "Missing a comma or '}' after an object member.",
+            ArrayMissCommaOrSquareBracket => "Missing a comma or ']' after an array element.",
+            StringUnicodeEscapeInvalidHex => "Incorrect hex digit after \\u escape in string.",
+            StringUnicodeSurrogateInvalid => "The surrogate pair in string is invalid.",
+            StringEscapeInvalid => "Invalid escape character in string.",
+            StringMissQuotationMark => "Missing a closing quotation mark in string.",
+            NumberTooBig => "Number too big to be stored in double.",
+            NumberMissFraction => "Miss fraction part in number.",
+            NumberMissExponent => "Miss exponent in number.",
+        }
+    }
+}
+
+/// A parse failure: rapidjson's code and byte offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseError {
+    pub code: ParseErrorCode,
+    pub offset: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    Start,
+    Finish,
+    Error,
+    ObjectInitial,
+    MemberKey,
+    KeyValueDelimiter,
+    MemberValue,
+    MemberDelimiter,
+    ObjectFinish,
+    ArrayInitial,
+    Element,
+    ElementDelimiter,
+    ArrayFinish,
+    Value,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Token {
+    LeftBracket,
+    RightBracket,
+    LeftCurly,
+    RightCurly,
+    Comma,
+    Colon,
+    String,
+    False,
+    True,
+    Null,
+    Number,
+}
+
+fn tokenize(c: u8) -> Token {
+    match c {
+        b'[' => Token::LeftBracket,
+        b']' => Token::RightBracket,
+        b'{' => Token::LeftCurly,
+        b'}' => Token::RightCurly,
+        b',' => Token::Comma,
+        b':' => Token::Colon,
+        b'"' => Token::String,
+        b'f' => Token::False,
+        b't' => Token::True,
+        b'n' => Token::Null,
+        _ => Token::Number,
+    }
+}
+
+/// rapidjson's `Predict` table: current state x lookahead token -> next state.
+fn predict(state: State, token: Token) -> State {
+    use State as S;
+    use Token as T;
+    let scalar = matches!(token, T::String | T::False | T::True | T::Null | T::Number);
+    match state {
+        S::Start => match token {
+            T::LeftBracket => S::ArrayInitial,
+            T::LeftCurly => S::ObjectInitial,
+            _ if scalar => S::Value,
+            _ => S::Error,
+        },
+        S::ObjectInitial => match token {
+            T::RightCurly => S::ObjectFinish,
+            T::String => S::MemberKey,
+            _ => S::Error,
+        },
+        S::MemberKey => match token {
+            T::Colon => S::KeyValueDelimiter,
+            _ => S::Error,
+        },
+        S::KeyValueDelimiter => match token {
+            T::LeftBracket => S::ArrayInitial,
+            T::LeftCurly => S::ObjectInitial,
+            _ if scalar => S::MemberValue,
+            _ => S::Error,
+        },
+        S::MemberValue => match token {
+            T::RightCurly => S::ObjectFinish,
+            T::Comma => S::MemberDelimiter,
+            _ => S::Error,
+        },
+        S::MemberDelimiter => match token {
+            T::RightCurly => S::ObjectFinish,
+            T::String => S::MemberKey,
+            _ => S::Error,
+        },
+        S::ArrayInitial | S::ElementDelimiter => match token {
+            T::LeftBracket => S::ArrayInitial,
+            T::RightBracket => S::ArrayFinish,
+            T::LeftCurly => S::ObjectInitial,
+            _ if scalar => S::Element,
+            _ => S::Error,
+        },
+        S::Element => match token {
+            T::RightBracket => S::ArrayFinish,
+            T::Comma => S::ElementDelimiter,
+            _ => S::Error,
+        },
+        S::Finish | S::Error | S::ObjectFinish | S::ArrayFinish | S::Value => S::Error,
+    }
+}
+
+/// A container under construction.
+enum Frame {
+    Array(Vec<JsonValue>),
+    Object(Vec<(Vec<u8>, JsonValue)>, Option<Vec<u8>>),
+}
+
+struct Reader<'a> {
+    s: &'a [u8],
+    pos: usize,
+    error: Option<ParseError>,
+    /// States to return to when a container closes (rapidjson's parse stack).
+    states: Vec<State>,
+    frames: Vec<Frame>,
+    root: Option<JsonValue>,
+}
+
+const DIGITS: std::ops::RangeInclusive<u8> = b'0'..=b'9';
+
+impl<'a> Reader<'a> {
+    fn peek(&self) -> u8 {
+        self.s.get(self.pos).copied().unwrap_or(0)
+    }
+
+    fn take(&mut self) -> u8 {
+        let c = self.peek();
+        if self.pos < self.s.len() {
+            self.pos += 1;
+        }
+        c
+    }
+
+    fn consume(&mut self, c: u8) -> bool {
+        if self.peek() == c {
+            self.take();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn peek_digit(&self) -> bool {
+        DIGITS.contains(&self.peek())
+    }
+
+    fn fail(&mut self, code: ParseErrorCode, offset: usize) {
+        if self.error.is_none() {
+            self.error = Some(ParseError { code, offset });
+        }
+    }
+
+    fn skip_whitespace(&mut self) {
+        while matches!(self.peek(), b' ' | b'\n' | b'\r' | b'\t') {
+            self.take();
+        }
+    }
+
+    /// A completed value goes into the enclosing container, or becomes the root.
+    fn emit(&mut self, v: JsonValue) {
+        match self.frames.last_mut() {
+            Some(Frame::Array(a)) => a.push(v),
+            Some(Frame::Object(m, key)) => {
+                let k = key.take().unwrap_or_default();
+                m.push((k, v));
+            }
+            None => self.root = Some(v),
+        }
+    }
+
+    fn parse(mut self) -> Result<JsonValue, ParseError> {
+        let mut state = State::Start;
+        self.skip_whitespace();
+        while self.peek() != 0 {
+            let t = tokenize(self.peek());
+            let n = predict(state, t);
+            let d = self.transit(state, n);
+            if d == State::Error {
+                self.handle_error(state);
+                break;
+            }
+            state = d;
+            if state == State::Finish {
+                break;
+            }
+            self.skip_whitespace();
+        }
+        if state != State::Finish {
+            self.handle_error(state);
+        }
+        match (self.error, self.root.take()) {
+            (Some(e), _) => Err(e),
+            (None, Some(root)) => Ok(root),
+            (None, None) => Err(ParseError {
+                code: ParseErrorCode::DocumentEmpty,
+                offset: self.pos,
+            }),
+        }
+    }
+
+    fn handle_error(&mut self, src: State) {
+        use ParseErrorCode as E;
+        let code = match src {
+            State::Start => E::DocumentEmpty,
+            // Unreachable with StopWhenDone; rapidjson would say "root not singular".
+            State::Finish => E::ValueInvalid,
+            State::ObjectInitial | State::MemberDelimiter => E::ObjectMissName,
+            State::MemberKey => E::ObjectMissColon,
+            State::MemberValue => E::ObjectMissCommaOrCurlyBracket,
+            State::KeyValueDelimiter | State::ArrayInitial | State::ElementDelimiter => {
+                E::ValueInvalid
+            }
+            _ => E::ArrayMissCommaOrSquareBracket,
+        };
+        self.fail(code, self.pos);
+    }
+
+    fn transit(&mut self, src: State, dst: State) -> State {
+        match dst {
+            State::Error => State::Error,
+            State::ObjectInitial | State::ArrayInitial => {
+                let n = match src {
+                    State::ArrayInitial | State::ElementDelimiter => State::Element,
+                    State::KeyValueDelimiter => State::MemberValue,
+                    other => other,
+                };
+                self.states.push(n);
+                self.frames.push(if dst == State::ObjectInitial {
+                    Frame::Object(Vec::new(), None)
+                } else {
+                    Frame::Array(Vec::new())
+                });
+                self.take();
+                dst
+            }
+            State::MemberKey => match self.parse_string() {
+                Some(key) => {
+                    if let Some(Frame::Object(_, k)) = self.frames.last_mut() {
+                        *k = Some(key);
+                    }
+                    dst
+                }
+                None => State::Error,
+            },
+            State::KeyValueDelimiter => {
+                self.take();
+                dst
+            }
+            State::MemberValue | State::Element => {
+                if self.parse_value() {
+                    dst
+                } else {
+                    State::Error
+                }
+            }
+            State::MemberDelimiter | State::ElementDelimiter => {
+                self.take();
+                dst
+            }
+            State::ObjectFinish | State::ArrayFinish => {
+                let from_delimiter = if dst == State::ObjectFinish {
+                    src == State::MemberDelimiter
+                } else {
+                    src == State::ElementDelimiter
+                };
+                if from_delimiter {
+                    let code = if dst == State::ObjectFinish {
+                        ParseErrorCode::ObjectMissName
+                    } else {
+                        ParseErrorCode::ValueInvalid
+                    };
+                    self.fail(code, self.pos);
+                    return State::Error;
+                }
+                let mut n = self.states.pop().unwrap_or(State::Start);
+                if n == State::Start {
+                    n = State::Finish;
+                }
+                let v = match self.frames.pop() {
+                    Some(Frame::Array(a)) => JsonValue::Array(a),
+                    Some(Frame::Object(m, _)) => JsonValue::Object(m),
+                    None => JsonValue::Null,
+                };
+                self.emit(v);
+                self.take();
+                n
+            }
+            // The single-value root.
+            _ => {
+                if self.parse_value() {
+                    State::Finish
+                } else {
+                    State::Error
+                }
+            }
+        }
+    }
+
+    /// A scalar value; false on error.
+    fn parse_value(&mut self) -> bool {
+        let v = match self.peek() {
+            b'n' => self.parse_literal(b"ull", JsonValue::Null),
+            b't' => self.parse_literal(b"rue", JsonValue::Bool(true)),
+            b'f' => self.parse_literal(b"alse", JsonValue::Bool(false)),
+            b'"' => self.parse_string().map(JsonValue::String),
+            _ => self.parse_number(),
+        };
+        match v {
+            Some(v) => {
+                self.emit(v);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn parse_literal(&mut self, rest: &[u8], v: JsonValue) -> Option<JsonValue> {
+        self.take();
+        for &c in rest {
+            if !self.consume(c) {
+                self.fail(ParseErrorCode::ValueInvalid, self.pos);
+                return None;
+            }
+        }
+        Some(v)
+    }
+
+    fn parse_hex4(&mut self, escape_offset: usize) -> Option<u32> {
+        let mut cp = 0u32;
+        for _ in 0..4 {
+            let c = self.peek();
+            let d = match c {
+                b'0'..=b'9' => c - b'0',
+                b'A'..=b'F' => c - b'A' + 10,
+                b'a'..=b'f' => c - b'a' + 10,
+                _ => {
+                    self.fail(ParseErrorCode::StringUnicodeEscapeInvalidHex, escape_offset);
+                    return None;
+                }
+            };
+            cp = (cp << 4) | u32::from(d);
+            self.take();
+        }
+        Some(cp)
+    }
+
+    fn parse_string(&mut self) -> Option<Vec<u8>> {
+        self.take(); // the opening quote
+        let mut out = Vec::new();
+        loop {
+            // Fast path: copy the run of plain bytes.
+            let start = self.pos;
+            let rest = &self.s[start..];
+            let run = rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .unwrap_or(rest.len());
+            out.extend_from_slice(&rest[..run]);
+            self.pos += run;
+
+            let c = self.peek();
+            if c == b'\\' {
+                let escape_offset = self.pos;
+                self.take();
+                let e = self.peek();
+                let simple = match e {
+                    b'"' => Some(b'"'),
+                    b'\\' => Some(b'\\'),
+                    b'/' => Some(b'/'),
+                    b'b' => Some(0x08),
+                    b'f' => Some(0x0c),
+                    b'n' => Some(b'\n'),
+                    b'r' => Some(b'\r'),
+                    b't' => Some(b'\t'),
+                    _ => None,
+                };
+                if let Some(b) = simple {
+                    self.take();
+                    out.push(b);
+                } else if e == b'u' {
+                    self.take();
+                    let mut cp = self.parse_hex4(escape_offset)?;
+                    if (0xD800..=0xDBFF).contains(&cp) {
+                        if !(self.consume(b'\\') && self.consume(b'u')) {
+                            self.fail(ParseErrorCode::StringUnicodeSurrogateInvalid, escape_offset);
+                            return None;
+                        }
+                        let cp2 = self.parse_hex4(escape_offset)?;
+                        if !(0xDC00..=0xDFFF).contains(&cp2) {
+                            self.fail(ParseErrorCode::StringUnicodeSurrogateInvalid, escape_offset);
+                            return None;
+                        }
+                        cp = (((cp - 0xD800) << 10) | (cp2 - 0xDC00)) + 0x10000;
+                    }
+                    encode_utf8(cp, &mut out);
+                } else {
+                    self.fail(ParseErrorCode::StringEscapeInvalid, escape_offset);
+                    return None;
+                }
+            } else if c == b'"' {
+                self.take();
+                return Some(out);
+            } else if c == 0 {
+                // End of input, or a NUL byte (rapidjson cannot tell them apart).
+                self.fail(ParseErrorCode::StringMissQuotationMark, self.pos);
+                return None;
+            } else {
+                // Other control characters must be escaped.
+                self.fail(ParseErrorCode::StringEscapeInvalid, self.pos);
+                return None;
+            }
+        }
+    }
+
+    /// rapidjson's `ParseNumber` without `kParseFullPrecisionFlag`, step for step.
+    fn parse_number(&mut self) -> Option<JsonValue> {
+        let start = self.pos;
+        let minus = self.consume(b'-');
+        let mut i: u32 = 0;
+        let mut i64v: u64 = 0;
+        let mut use64 = false;
+        let mut significand_digit: i32 = 0;
+        let mut d: f64 = 0.0;
+        let mut use_nan_or_inf = false;
+
+        let c = self.peek();
+        if c == b'0' {
+            self.take();
+        } else if (b'1'..=b'9').contains(&c) {
+            i = u32::from(self.take() - b'0');
+            let (limit, last) = if minus {
+                (214_748_364u32, b'8')
+            } else {
+                (429_496_729u32, b'5')
+            };
+            while self.peek_digit() {
+                if i >= limit && (i != limit || self.peek() > last) {
+                    i64v = u64::from(i);
+                    use64 = true;
+                    break;
+                }
+                i = i * 10 + u32::from(self.take() - b'0');
+                significand_digit += 1;
+            }
+        } else if c == b'I' || c == b'N' {
+            use_nan_or_inf = true;
+            if self.consume(b'N') && self.consume(b'a') && self.consume(b'N') {
+                d = f64::NAN;
+            } else if self.consume(b'I') && self.consume(b'n') && self.consume(b'f') {
+                d = if minus {
+                    f64::NEG_INFINITY
+                } else {
+                    f64::INFINITY
+                };
+                if self.peek() == b'i'
+                    && !(self.consume(b'i')
+                        && self.consume(b'n')
+                        && self.consume(b'i')
+                        && self.consume(b't')
+                        && self.consume(b'y'))
+                {
+                    self.fail(ParseErrorCode::ValueInvalid, self.pos);
+                    return None;
+                }
+            } else {
+                self.fail(ParseErrorCode::ValueInvalid, self.pos);
+                return None;
+            }
+        } else {
+            self.fail(ParseErrorCode::ValueInvalid, self.pos);
+            return None;
+        }
+
+        let mut use_double = false;
+        if use64 {
+            let (limit, last) = if minus {
+                (0x0CCC_CCCC_CCCC_CCCCu64, b'8')
+            } else {
+                (0x1999_9999_9999_9999u64, b'5')
+            };
+            while self.peek_digit() {
+                if i64v >= limit && (i64v != limit || self.peek() > last) {
+                    d = i64v as f64;
+                    use_double = true;
+                    break;
+                }
+                i64v = i64v * 10 + u64::from(self.take() - b'0');
+                significand_digit += 1;
+            }
+        }
+
+        if use_double {
+            while self.peek_digit() {
+                if d >= 1.797_693_134_862_315_7e307 {
+                    self.fail(ParseErrorCode::NumberTooBig, start);
+                    return None;
+                }
+                d = d * 10.0 + f64::from(self.take() - b'0');
+            }
+        }
+
+        let mut exp_frac: i64 = 0;
+        if self.consume(b'.') {
+            if !self.peek_digit() {
+                self.fail(ParseErrorCode::NumberMissFraction, self.pos);
+                return None;
+            }
+            if !use_double {
+                if !use64 {
+                    i64v = u64::from(i);
+                }
+                while self.peek_digit() {
+                    if i64v > 0x1F_FFFF_FFFF_FFFF {
+                        break;
+                    }
+                    i64v = i64v * 10 + u64::from(self.take() - b'0');
+                    exp_frac -= 1;
+                    if i64v != 0 {
+                        significand_digit += 1;
+                    }
+                }
+                d = i64v as f64;
+                use_double = true;
+            }
+            while self.peek_digit() {
+                if significand_digit < 17 {
+                    d = d * 10.0 + f64::from(self.take() - b'0');
+                    exp_frac -= 1;
+                    if d > 0.0 {
+                        significand_digit += 1;
+                    }
+                } else {
+                    self.take();
+                }
+            }
+        }
+
+        let mut exp: i64 = 0;
+        if self.consume(b'e') || self.consume(b'E') {
+            if !use_double {
+                d = if use64 { i64v as f64 } else { f64::from(i) };
+                use_double = true;
+            }
+            let mut exp_minus = false;
+            if self.consume(b'+') {
+            } else if self.consume(b'-') {
+                exp_minus = true;
+            }
+            if self.peek_digit() {
+                exp = i64::from(self.take() - b'0');
+                if exp_minus {
+                    while self.peek_digit() {
+                        exp = exp * 10 + i64::from(self.take() - b'0');
+                        if exp >= 214_748_364 {
+                            while self.peek_digit() {
+                                self.take();
+                            }
+                        }
+                    }
+                } else {
+                    let max_exp = 308 - exp_frac;
+                    while self.peek_digit() {
+                        exp = exp * 10 + i64::from(self.take() - b'0');
+                        if exp > max_exp {
+                            self.fail(ParseErrorCode::NumberTooBig, start);
+                            return None;
+                        }
+                    }
+                }
+            } else {
+                self.fail(ParseErrorCode::NumberMissExponent, self.pos);
+                return None;
+            }
+            if exp_minus {
+                exp = -exp;
+            }
+        }
+
+        Some(if use_double {
+            let d = strtod_normal_precision(d, exp + exp_frac);
+            JsonValue::Double(if minus { -d } else { d })
+        } else if use_nan_or_inf {
+            JsonValue::Double(d)
+        } else if use64 {
+            if minus {
+                JsonValue::Int(-i128::from(i64v))
+            } else {
+                JsonValue::Int(i128::from(i64v))
+            }
+        } else if minus {
+            JsonValue::Int(-i128::from(i))
+        } else {
+            JsonValue::Int(i128::from(i))
+        })
+    }
+}
+
+fn encode_utf8(cp: u32, out: &mut Vec<u8>) {
+    if cp <= 0x7F {
+        out.push(cp as u8);
+    } else if cp <= 0x7FF {
+        out.push(0xC0 | ((cp >> 6) & 0xFF) as u8);
+        out.push(0x80 | (cp & 0x3F) as u8);
+    } else if cp <= 0xFFFF {
+        out.push(0xE0 | ((cp >> 12) & 0xFF) as u8);
+        out.push(0x80 | ((cp >> 6) & 0x3F) as u8);
+        out.push(0x80 | (cp & 0x3F) as u8);
+    } else {
+        out.push(0xF0 | ((cp >> 18) & 0xFF) as u8);
+        out.push(0x80 | ((cp >> 12) & 0x3F) as u8);
+        out.push(0x80 | ((cp >> 6) & 0x3F) as u8);
+        out.push(0x80 | (cp & 0x3F) as u8);
+    }
+}
+
+/// `10^n` for `n` in `0..=308`, each correctly rounded like a C++ literal.
+fn pow10(n: i64) -> f64 {
+    static TABLE: OnceLock<Vec<f64>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        (0..=308)
+            .map(|k| format!("1e{k}").parse::<f64>().unwrap_or(f64::INFINITY))
+            .collect()
+    });
+    usize::try_from(n)
+        .ok()
+        .and_then(|k| table.get(k).copied())
+        .unwrap_or(f64::INFINITY)
+}
+
+fn fast_path(significand: f64, exp: i64) -> f64 {
+    if exp < -308 {
+        0.0
+    } else if exp >= 0 {
+        significand * pow10(exp)
+    } else {
+        significand / pow10(-exp)
+    }
+}
+
+/// rapidjson's `StrtodNormalPrecision`: not always correctly rounded, on purpose.
+fn strtod_normal_precision(d: f64, p: i64) -> f64 {
+    if p < -308 {
+        let d = fast_path(d, -308);
+        fast_path(d, p + 308)
+    } else {
+        fast_path(d, p)
+    }
+}
+
+/// Parses a whole request body the way rapidjson does for TF Serving.
+pub fn parse_value(body: &[u8]) -> Result<JsonValue, ParseError> {
+    let mut pos = 0;
+    // The UTF-8 MemoryStream wrapper skips each byte of a BOM independently.
+    for b in [0xEF, 0xBB, 0xBF] {
+        if body.get(pos) == Some(&b) {
+            pos += 1;
+        }
+    }
+    Reader {
+        s: body,
+        pos,
+        error: None,
+        states: Vec::new(),
+        frames: Vec::new(),
+        root: None,
+    }
+    .parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> JsonValue {
+        match parse_value(s.as_bytes()) {
+            Ok(v) => v,
+            Err(e) => panic!("{s:?}: {e:?}"),
+        }
+    }
+
+    fn err(s: &[u8]) -> (ParseErrorCode, usize) {
+        match parse_value(s) {
+            Ok(v) => panic!("{s:?} parsed as {v:?}"),
+            Err(e) => (e.code, e.offset),
+        }
+    }
+
+    #[test]
+    fn integer_and_double_tokens_stay_distinct() {
+        assert_eq!(ok("1"), JsonValue::Int(1));
+        assert_eq!(ok("1.0"), JsonValue::Double(1.0));
+        assert_eq!(ok("1e2"), JsonValue::Double(100.0));
+        assert_eq!(ok("-0"), JsonValue::Int(0));
+        assert!(matches!(ok("-0.0"), JsonValue::Double(d) if d == 0.0 && d.is_sign_negative()));
+        assert_eq!(ok("-2147483648"), JsonValue::Int(-2147483648));
+        assert_eq!(ok("4294967296"), JsonValue::Int(4294967296));
+        assert_eq!(ok("-9223372036854775808"), JsonValue::Int(i128::from(i64::MIN)));
+        assert_eq!(ok("18446744073709551615"), JsonValue::Int(i128::from(u64::MAX)));
+        assert_eq!(ok("18446744073709551616"), JsonValue::Double(18446744073709551616.0));
+        assert_eq!(ok("-9223372036854775809"), JsonValue::Double(-9223372036854775808.0));
+        assert_eq!(ok("0.1"), JsonValue::Double(0.1));
+        assert_eq!(ok("2.5E-3"), JsonValue::Double(0.0025));
+        assert_eq!(ok("1e308"), JsonValue::Double(1e308));
+        assert_eq!(ok("1e-400"), JsonValue::Double(0.0));
+    }
+
+    #[test]
+    fn typed_accessors_follow_rapidjson_flags() {
+        let v = ok("3000000000");
+        assert_eq!(v.as_i32(), None);
+        assert_eq!(v.as_u32(), Some(3_000_000_000));
+        assert_eq!(v.as_i64(), Some(3_000_000_000));
+        let v = ok("-1");
+        assert_eq!(v.as_u32(), None);
+        assert_eq!(v.as_u64(), None);
+        assert_eq!(v.as_i32(), Some(-1));
+        assert_eq!(ok("1.0").as_i32(), None);
+        assert_eq!(ok("16777217").as_f32(), Some(16777216.0));
+    }
+
+    #[test]
+    fn nan_and_infinity_tokens() {
+        assert!(matches!(ok("NaN"), JsonValue::Double(d) if d.is_nan()));
+        assert_eq!(ok("Infinity"), JsonValue::Double(f64::INFINITY));
+        assert_eq!(ok("-Infinity"), JsonValue::Double(f64::NEG_INFINITY));
+        assert_eq!(ok("Inf"), JsonValue::Double(f64::INFINITY));
+        assert!(matches!(ok("-NaN"), JsonValue::Double(d) if d.is_nan()));
+        assert_eq!(err(b"[Infinit]"), (ParseErrorCode::ValueInvalid, 8));
+        assert_eq!(err(b"[Nan]"), (ParseErrorCode::ValueInvalid, 3));
+        assert_eq!(err(b"[nan]"), (ParseErrorCode::ValueInvalid, 2));
+    }
+
+    #[test]
+    fn strings_are_bytes() {
+        assert_eq!(ok(r#""a\"\\\/\b\f\n\r\t""#), JsonValue::String(b"a\"\\/\x08\x0c\n\r\t".to_vec()));
+        assert_eq!(ok(r#""\u00e9\ud83d\ude00""#), JsonValue::String("é😀".as_bytes().to_vec()));
+        assert_eq!(ok(r#""\u0000""#), JsonValue::String(vec![0]));
+        // A lone low surrogate is encoded anyway, as rapidjson does.
+        assert_eq!(ok(r#""\udc00""#), JsonValue::String(vec![0xED, 0xB0, 0x80]));
+        assert_eq!(
+            parse_value(b"\"\xff\xfe\"").ok(),
+            Some(JsonValue::String(vec![0xff, 0xfe]))
+        );
+    }
+
+    #[test]
+    fn error_codes_and_offsets_match_rapidjson() {
+        use ParseErrorCode::*;
+        assert_eq!(err(b"   "), (DocumentEmpty, 3));
+        assert_eq!(err(b"x"), (ValueInvalid, 0));
+        assert_eq!(err(b"{x"), (ObjectMissName, 1));
+        assert_eq!(err(b"{\"a\" 1}"), (ObjectMissColon, 5));
+        assert_eq!(err(b"{\"a\":}"), (ValueInvalid, 5));
+        assert_eq!(err(b"{\"a\":1 2}"), (ObjectMissCommaOrCurlyBracket, 7));
+        assert_eq!(err(b"{\"a\":1,}"), (ObjectMissName, 7));
+        assert_eq!(err(b"[1 2]"), (ArrayMissCommaOrSquareBracket, 3));
+        assert_eq!(err(b"[1,]"), (ValueInvalid, 3));
+        assert_eq!(err(b"[01]"), (ArrayMissCommaOrSquareBracket, 2));
+        assert_eq!(err(b"[1."), (NumberMissFraction, 3));
+        assert_eq!(err(b"[1e]"), (NumberMissExponent, 3));
+        assert_eq!(err(b"[-]"), (ValueInvalid, 2));
+        assert_eq!(err(b"[1, 1e309]"), (NumberTooBig, 4));
+        assert_eq!(err(b"[tru]"), (ValueInvalid, 4));
+        assert_eq!(err(b"\"abc"), (StringMissQuotationMark, 4));
+        assert_eq!(err(b"\"a\x01\""), (StringEscapeInvalid, 2));
+        assert_eq!(err(b"\"a\\x\""), (StringEscapeInvalid, 2));
+        assert_eq!(err(b"\"a\\u12G4\""), (StringUnicodeEscapeInvalidHex, 2));
+        assert_eq!(err(b"\"\\ud800x\""), (StringUnicodeSurrogateInvalid, 1));
+        assert_eq!(err(b"\"\\ud800\\u0041\""), (StringUnicodeSurrogateInvalid, 1));
+        assert_eq!(err(b"{\"a\":[1,2"), (ArrayMissCommaOrSquareBracket, 9));
+        assert_eq!(err(b"{\"a\":[1,2]"), (ObjectMissCommaOrCurlyBracket, 10));
+        // A NUL byte ends the input.
+        assert_eq!(err(b"[1,\x002]"), (ValueInvalid, 3));
+    }
+
+    #[test]
+    fn stops_after_the_root_value() {
+        assert_eq!(ok("{} trailing garbage"), JsonValue::Object(vec![]));
+        assert_eq!(ok("[1]]"), JsonValue::Array(vec![JsonValue::Int(1)]));
+        assert_eq!(ok("1 2"), JsonValue::Int(1));
+    }
+
+    #[test]
+    fn skips_bom_bytes() {
+        assert_eq!(parse_value(b"\xEF\xBB\xBF{}").ok(), Some(JsonValue::Object(vec![])));
+        assert_eq!(err(b"\xEF\xBB\xBF"), (ParseErrorCode::DocumentEmpty, 3));
+    }
+
+    #[test]
+    fn deep_nesting_uses_no_stack() {
+        let mut s = String::from(r#"{"a":"#);
+        s.push_str(&"[".repeat(500_000));
+        s.push_str(&"]".repeat(500_000));
+        s.push('}');
+        let v = ok(&s);
+        assert!(v.get("a").is_some());
+        drop(v);
+        // Unbalanced: error, and the partial tree is dropped without recursion.
+        let s = "[".repeat(300_000);
+        assert_eq!(err(s.as_bytes()), (ParseErrorCode::ValueInvalid, 300_000));
+    }
+
+    #[test]
+    fn duplicate_keys_are_kept_in_order() {
+        let v = ok(r#"{"a":1,"a":2}"#);
+        assert_eq!(v.as_object().map(|m| m.len()), Some(2));
+        assert_eq!(v.get("a"), Some(&JsonValue::Int(1)));
+    }
+}

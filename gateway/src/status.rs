@@ -1,0 +1,52 @@
+//! `GetModelStatus`: the versions of a model and their states, from the servable table
+//! (`model_servers/get_model_status_impl.cc`).
+
+use crate::error::ServingError;
+use crate::servables::Servables;
+use shm_protocol::control::ServableState;
+use tfgate_proto::tensorflow::error::Code;
+use tfgate_proto::tensorflow::serving::{model_version_status::State, GetModelStatusResponse, ModelVersionStatus, StatusProto};
+
+fn state(s: ServableState) -> State {
+    match s {
+        ServableState::Start => State::Start,
+        ServableState::Loading => State::Loading,
+        ServableState::Available => State::Available,
+        ServableState::Unloading => State::Unloading,
+        ServableState::End => State::End,
+    }
+}
+
+/// Status of every version of `name`, or of one version.
+pub fn model_status(servables: &Servables, name: &str, version: Option<i64>) -> Result<GetModelStatusResponse, ServingError> {
+    let versions = servables
+        .versions(name)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ServingError::not_found(format!("Could not find any versions of model {name}")))?;
+    let selected: Vec<_> = match version {
+        Some(v) => vec![(
+            v,
+            versions
+                .get(&v)
+                .cloned()
+                .ok_or_else(|| ServingError::not_found(format!("Could not find version {v} of model {name}")))?,
+        )],
+        None => versions.into_iter().rev().collect(),
+    };
+    Ok(GetModelStatusResponse {
+        model_version_status: selected
+            .into_iter()
+            .map(|(v, s)| {
+                let (code, message) = s.error.clone().unwrap_or((Code::Ok as i32, String::new()));
+                ModelVersionStatus {
+                    version: v,
+                    state: state(s.state) as i32,
+                    status: Some(StatusProto {
+                        error_code: code,
+                        error_message: message,
+                    }),
+                }
+            })
+            .collect(),
+    })
+}

@@ -1,0 +1,117 @@
+"""Writes tfgate's demo and test SavedModels with Python TensorFlow; nothing is downloaded.
+
+Usage: python make_models.py OUT_DIR
+
+  half_plus_two/{1,2}  TF1-style graph: y = 0.5*x + 2 (v1) or + 3 (v2); besides serving_default
+                       (x -> y) it has classify/regress signatures over serialized tf.Examples,
+                       shaped like TF Serving's own half_plus_two test model.
+  mixed_types/1        int64 `a`, float32 `b`, string `s` inputs; outputs of several dtypes.
+  mlp/1                64 -> 512 -> 512 -> 16 float32 MLP with fixed weights, for benchmarks.
+"""
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+v1 = tf.compat.v1
+
+
+def half_plus_two(path: str, offset: float) -> None:
+    graph = tf.Graph()
+    with graph.as_default():
+        serialized = v1.placeholder(tf.string, name="tf_example")
+        features = {
+            "x": v1.FixedLenFeature([1], dtype=tf.float32),
+            "x2": v1.FixedLenFeature([1], dtype=tf.float32, default_value=[0.0]),
+        }
+        parsed = v1.parse_example(serialized, features)
+        # Identity ops, not placeholders: callers may feed any shape, as with TF Serving's model.
+        x = tf.identity(parsed["x"], name="x")
+        x2 = tf.identity(parsed["x2"], name="x2")
+        a = v1.Variable(0.5, name="a")
+        b = v1.Variable(offset, name="b")
+        c = v1.Variable(3.0, name="c")
+        y = tf.add(tf.multiply(a, x), b, name="y")
+        y2 = tf.add(tf.multiply(a, x), c, name="y2")
+        y3 = tf.add(tf.multiply(a, x2), c, name="y3")
+
+        info = v1.saved_model.utils.build_tensor_info
+        sig = v1.saved_model.signature_def_utils.build_signature_def
+        consts = v1.saved_model.signature_constants
+        predict = sig({"x": info(x)}, {"y": info(y)}, consts.PREDICT_METHOD_NAME)
+        classify = sig({consts.CLASSIFY_INPUTS: info(serialized)},
+                       {consts.CLASSIFY_OUTPUT_SCORES: info(y)}, consts.CLASSIFY_METHOD_NAME)
+
+        def regress(out):
+            return sig({consts.REGRESS_INPUTS: info(serialized)},
+                       {consts.REGRESS_OUTPUTS: info(out)}, consts.REGRESS_METHOD_NAME)
+
+        regress_x2 = sig({consts.REGRESS_INPUTS: info(x2)},
+                         {consts.REGRESS_OUTPUTS: info(y3)}, consts.REGRESS_METHOD_NAME)
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            builder = v1.saved_model.builder.SavedModelBuilder(path)
+            builder.add_meta_graph_and_variables(
+                sess, [v1.saved_model.tag_constants.SERVING],
+                signature_def_map={
+                    consts.DEFAULT_SERVING_SIGNATURE_DEF_KEY: predict,
+                    "classify_x_to_y": classify,
+                    "regress_x_to_y": regress(y),
+                    "regress_x_to_y2": regress(y2),
+                    "regress_x2_to_y3": regress_x2,
+                },
+                main_op=v1.tables_initializer(),
+                strip_default_attrs=True)
+            builder.save()
+
+
+class MixedTypes(tf.Module):
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.int64, name="a"),
+        tf.TensorSpec([None], tf.float32, name="b"),
+        tf.TensorSpec([None], tf.string, name="s"),
+    ])
+    def serve(self, a, b, s):
+        return {
+            "sum": tf.cast(a, tf.float32) + b,          # float32
+            "a_times_2": a * 2,                           # int64
+            "s_length": tf.strings.length(s),             # int32
+            "s_upper": tf.strings.upper(s),               # string, written raw
+            "s_bytes": s,                                 # string, written as {"b64": ...}
+        }
+
+
+class Mlp(tf.Module):
+    def __init__(self):
+        super().__init__()
+        rng = np.random.default_rng(42)
+        dims = [64, 512, 512, 16]
+        self.w = [tf.Variable((rng.standard_normal((i, o)) / np.sqrt(i)).astype(np.float32))
+                  for i, o in zip(dims, dims[1:])]
+        self.b = [tf.Variable(np.full((o,), 0.01, np.float32)) for o in dims[1:]]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 64], tf.float32, name="x")])
+    def serve(self, x):
+        h = x
+        for i, (w, b) in enumerate(zip(self.w, self.b)):
+            h = tf.matmul(h, w) + b
+            if i < len(self.w) - 1:
+                h = tf.nn.relu(h)
+        return {"y": h}
+
+
+def main() -> None:
+    out = sys.argv[1]
+    half_plus_two(os.path.join(out, "half_plus_two", "1"), 2.0)
+    half_plus_two(os.path.join(out, "half_plus_two", "2"), 3.0)
+    m = MixedTypes()
+    tf.saved_model.save(m, os.path.join(out, "mixed_types", "1"), signatures={"serving_default": m.serve})
+    mlp = Mlp()
+    tf.saved_model.save(mlp, os.path.join(out, "mlp", "1"), signatures={"serving_default": mlp.serve})
+    print(f"wrote models under {out}")
+
+
+if __name__ == "__main__":
+    main()

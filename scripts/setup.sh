@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Idempotent setup for a fresh Debian machine with Rust and Python 3:
+#  1. a project-local venv with tensorflow-cpu (its libtensorflow is the worker's C API),
+#     the official tensorflow-serving-api client and pytest;
+#  2. .libtensorflow/{lib,pkgconfig}: link-time names, SONAMEs and a tensorflow.pc, which
+#     .cargo/config.toml hands to tensorflow-sys (its own download cannot work offline);
+#  3. proto/descriptors.binpb: TF Serving's protos as a FileDescriptorSet taken from the wheels;
+#  4. models/: the demo and test SavedModels, written by scripts/make_models.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+TF_VERSION=2.21.0
+
+log() { echo "[setup] $*" >&2; }
+
+# System packages the build needs (tensorflow-sys' build script uses pkg-config; its
+# build-dependencies link OpenSSL). Installed only when missing.
+need=()
+command -v pkg-config >/dev/null || need+=(pkg-config)
+[ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+command -v cc >/dev/null || need+=(build-essential)
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if ! .venv/bin/python -c "import tensorflow_serving, pytest, grpc" >/dev/null 2>&1 \
+   || [ "$(.venv/bin/pip show tensorflow-cpu 2>/dev/null | sed -n 's/^Version: //p')" != "$TF_VERSION" ]; then
+  log "creating .venv with tensorflow-cpu==$TF_VERSION (a 270 MB wheel)"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check \
+    "tensorflow-cpu==$TF_VERSION" "tensorflow-serving-api==$TF_VERSION" pytest
+fi
+
+SITE=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+TFDIR="$SITE/tensorflow"
+[ -f "$TFDIR/libtensorflow_cc.so.2" ] || { log "no libtensorflow_cc.so.2 in $TFDIR"; exit 1; }
+
+mkdir -p .libtensorflow/lib .libtensorflow/pkgconfig
+ln -sfn "$TFDIR/libtensorflow_cc.so.2" .libtensorflow/lib/libtensorflow_cc.so.2
+ln -sfn "$TFDIR/libtensorflow_framework.so.2" .libtensorflow/lib/libtensorflow_framework.so.2
+ln -sfn libtensorflow_cc.so.2 .libtensorflow/lib/libtensorflow.so
+ln -sfn libtensorflow_framework.so.2 .libtensorflow/lib/libtensorflow_framework.so
+cat > .libtensorflow/pkgconfig/tensorflow.pc <<PC
+libdir=\${pcfiledir}/../lib
+includedir=\${pcfiledir}/../include
+
+Name: tensorflow
+Description: TensorFlow C API from the tensorflow-cpu $TF_VERSION wheel
+Version: $TF_VERSION
+Libs: -L\${libdir} -ltensorflow -ltensorflow_framework
+Cflags:
+PC
+
+if [ ! -s proto/descriptors.binpb ] || [ scripts/gen_descriptors.py -nt proto/descriptors.binpb ]; then
+  log "writing proto/descriptors.binpb"
+  .venv/bin/python scripts/gen_descriptors.py proto/descriptors.binpb 2>/dev/null
+fi
+
+if [ ! -f models/.complete ] || [ scripts/make_models.py -nt models/.complete ]; then
+  log "writing SavedModels under models/"
+  rm -rf models
+  .venv/bin/python scripts/make_models.py models 2>/dev/null
+  touch models/.complete
+fi
+log "done: $ROOT"

@@ -1,0 +1,242 @@
+//! The gateway's endpoints: [`RequestSender`] (many tokio tasks) and [`ResponseReceiver`]
+//! (one dedicated OS thread).
+//!
+//! # Waiting for space
+//!
+//! `try_send` never blocks: when the request arena, the ring or the in-flight table
+//! (at most `ring_capacity` requests) is full it returns [`SendError::Full`]. Space is
+//! only ever freed by [`ResponseReceiver::recv`] returning `Some` (the response of a
+//! request frees that request's arena block and in-flight slot, because the worker has
+//! finished reading it by then). So the gateway's design is: the receiver thread calls
+//! `tokio::sync::Notify::notify_waiters()` after each `Some`, and a task that got `Full`
+//! awaits `notified()` (created *before* the `try_send`, to not miss a wake-up) and
+//! retries. [`RequestSender::freed_count`] gives a cheap counter for the same purpose.
+//! The request ring itself cannot fill up before the in-flight table does, since every
+//! descriptor in it belongs to an in-flight request.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::arena::{AllocError, ArenaSide, Block, RequestArena};
+use crate::frame::{decode_response, FrameError, RequestFrame, ResponseFrame};
+use crate::region::Region;
+use crate::ring::{self, Consumer, Descriptor, Producer};
+use crate::segment::{Layout, Mapping};
+use crate::wake::{SpinConfig, Wait};
+use crate::{RecvError, SendError};
+
+struct InFlight {
+    block: Block,
+    /// Set (under the producer lock) just before the descriptor is pushed; only a pushed
+    /// request's block may be freed by a response.
+    pushed: bool,
+}
+
+/// Allocator state shared by the senders and the receiver (private memory only).
+struct Alloc {
+    arena: RequestArena,
+    in_flight: HashMap<u64, InFlight>,
+}
+
+struct Shared {
+    alloc: Mutex<Alloc>,
+    /// Number of requests whose block was freed so far.
+    freed: AtomicU64,
+}
+
+struct SenderInner {
+    producer: Mutex<Producer>,
+    shared: Arc<Shared>,
+    region: Region,
+    max_in_flight: usize,
+}
+
+/// Sends requests to the worker. Cheap to clone; `Send + Sync`; never blocks.
+#[derive(Clone)]
+pub struct RequestSender {
+    inner: Arc<SenderInner>,
+}
+
+/// Receives responses from the worker; frees the request blocks. Use from one thread.
+pub struct ResponseReceiver {
+    consumer: Consumer,
+    region: Region,
+    shared: Arc<Shared>,
+    spin: SpinConfig,
+}
+
+pub(crate) fn endpoints(map: Arc<Mapping>, layout: Layout) -> (RequestSender, ResponseReceiver) {
+    // SAFETY: the layout was validated against the mapping (offsets 64-aligned, in bounds,
+    // capacity a power of two), and `Segment::into_gateway` consumed the segment, so this
+    // process creates exactly one producer of the request ring and one consumer of the
+    // response ring; the worker creates the opposite ends.
+    let producer = unsafe { ring::producer(map.clone(), layout.request_ring_offset as usize, layout.ring_capacity) };
+    // SAFETY: as above.
+    let consumer = unsafe { ring::consumer(map.clone(), layout.response_ring_offset as usize, layout.ring_capacity) };
+    let shared = Arc::new(Shared {
+        alloc: Mutex::new(Alloc {
+            arena: RequestArena::new(layout.request_arena_size),
+            in_flight: HashMap::new(),
+        }),
+        freed: AtomicU64::new(0),
+    });
+    let req_region = Region::new(map.clone(), layout.request_arena_offset as usize, layout.request_arena_size as usize);
+    let resp_region = Region::new(map, layout.response_arena_offset as usize, layout.response_arena_size as usize);
+    let sender = RequestSender {
+        inner: Arc::new(SenderInner {
+            producer: Mutex::new(producer),
+            shared: shared.clone(),
+            region: req_region,
+            max_in_flight: layout.ring_capacity as usize,
+        }),
+    };
+    let receiver = ResponseReceiver {
+        consumer,
+        region: resp_region,
+        shared,
+        spin: layout.spin,
+    };
+    (sender, receiver)
+}
+
+impl RequestSender {
+    /// Encodes `frame` straight into the request arena and pushes its descriptor.
+    ///
+    /// Errors: [`SendError::Full`] (wait for a response, retry), [`SendError::TooLarge`]
+    /// (never fits; names `--shm_request_arena_mb`), [`SendError::Closed`] (the worker
+    /// dropped its receiver), [`SendError::DuplicateId`], [`SendError::Invalid`] (a tensor
+    /// whose bytes do not match its shape), [`SendError::Corrupt`].
+    pub fn try_send(&self, request_id: u64, frame: &RequestFrame) -> Result<(), SendError> {
+        let enc = frame.encode()?;
+        let inner = &*self.inner;
+        let block = {
+            let mut a = inner.shared.alloc.lock();
+            if a.in_flight.contains_key(&request_id) {
+                return Err(SendError::DuplicateId(request_id));
+            }
+            if a.in_flight.len() >= inner.max_in_flight {
+                return Err(SendError::Full);
+            }
+            let block = match a.arena.alloc(enc.len()) {
+                Ok(b) => b,
+                Err(AllocError::Full) => return Err(SendError::Full),
+                Err(AllocError::TooLarge { needed, capacity }) => {
+                    return Err(SendError::TooLarge {
+                        side: ArenaSide::Request,
+                        needed,
+                        capacity,
+                    })
+                }
+            };
+            a.in_flight.insert(request_id, InFlight { block, pushed: false });
+            block
+        };
+        // The payload copy runs without any lock held.
+        if let Err(e) = enc.write(&inner.region, block.offset) {
+            self.unwind(request_id);
+            return Err(SendError::Invalid(FrameError::OutOfBounds(e)));
+        }
+        let desc = Descriptor {
+            id: request_id,
+            offset: block.offset,
+            len: enc.len(),
+            ..Descriptor::default()
+        };
+        let mut producer = inner.producer.lock();
+        if producer.is_consumer_closed() {
+            drop(producer);
+            self.unwind(request_id);
+            return Err(SendError::Closed);
+        }
+        if let Some(f) = inner.shared.alloc.lock().in_flight.get_mut(&request_id) {
+            f.pushed = true;
+        }
+        match producer.try_push(desc) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                drop(producer);
+                self.unwind(request_id);
+                Err(SendError::Full)
+            }
+            Err(e) => {
+                drop(producer);
+                self.unwind(request_id);
+                Err(SendError::Corrupt(e))
+            }
+        }
+    }
+
+    fn unwind(&self, request_id: u64) {
+        let mut a = self.inner.shared.alloc.lock();
+        if let Some(f) = a.in_flight.remove(&request_id) {
+            a.arena.free(f.block);
+        }
+    }
+
+    /// Requests sent and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.inner.shared.alloc.lock().in_flight.len()
+    }
+
+    /// Free bytes in the request arena (possibly fragmented).
+    pub fn free_bytes(&self) -> u64 {
+        self.inner.shared.alloc.lock().arena.free_bytes()
+    }
+
+    /// Capacity of the request arena in bytes.
+    pub fn arena_capacity(&self) -> u64 {
+        self.inner.shared.alloc.lock().arena.capacity()
+    }
+
+    /// How many request blocks have been freed so far; it changes whenever space frees up.
+    pub fn freed_count(&self) -> u64 {
+        // Acquire: pairs with the Release increment in `ResponseReceiver::recv`.
+        self.inner.shared.freed.load(Ordering::Acquire)
+    }
+}
+
+impl ResponseReceiver {
+    /// The next response, waiting up to `timeout` (spin, then park on a shared futex).
+    ///
+    /// `Ok(None)`: nothing arrived within `timeout` (also what a dead worker looks like;
+    /// watch the Unix socket for that). `Ok(Some((id, Err(_))))`: the worker sent a
+    /// malformed frame for `id`. `Err(Closed)`: the worker dropped its sender and
+    /// everything was received. `Err(Corrupt)`: tear the segment down.
+    ///
+    /// Returning `Some` frees the request-arena block of `id`; see the module docs.
+    #[allow(clippy::type_complexity)]
+    pub fn recv(&mut self, timeout: Duration) -> Result<Option<(u64, Result<ResponseFrame, FrameError>)>, RecvError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(desc) = self.consumer.peek()? {
+                // Copy the frame out before releasing the slot: advancing the tail lets
+                // the worker reuse the response arena block.
+                let frame = decode_response(&self.region, desc.offset, desc.len);
+                self.consumer.advance();
+                let mut a = self.shared.alloc.lock();
+                if a.in_flight.get(&desc.id).is_some_and(|f| f.pushed) {
+                    if let Some(f) = a.in_flight.remove(&desc.id) {
+                        a.arena.free(f.block);
+                    }
+                    // Release: pairs with the Acquire load in `freed_count`.
+                    self.shared.freed.fetch_add(1, Ordering::Release);
+                }
+                return Ok(Some((desc.id, frame)));
+            }
+            if self.consumer.is_producer_closed() {
+                // Everything pushed before the close is visible now (Acquire): drain it.
+                if self.consumer.peek()?.is_some() {
+                    continue;
+                }
+                return Err(RecvError::Closed);
+            }
+            if self.consumer.wait_for_data(self.spin, deadline) == Wait::TimedOut {
+                return Ok(None);
+            }
+        }
+    }
+}

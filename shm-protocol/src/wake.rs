@@ -1,0 +1,197 @@
+//! Spin-then-park wake-ups on a 32-bit word in the shared region.
+//!
+//! A waiter first spins for [`SpinConfig::spin`] re-checking its condition (a ring index),
+//! then parks in `futex(FUTEX_WAIT)` on a [`WakeWord`] — a *shared* futex, without
+//! `FUTEX_PRIVATE_FLAG`, because the waker is another process — always with a timeout so
+//! that a waiter whose peer died returns.
+//!
+//! # Latency / CPU trade-off
+//!
+//! * A spinning waiter sees a new descriptor within ~0.1–1 µs, but burns a core while it
+//!   spins. Under continuous load the peer answers before the spin ends, so nobody ever
+//!   enters the kernel and no syscalls are made on the hot path.
+//! * A parked waiter costs no CPU, but a wake-up is a `futex(FUTEX_WAKE)` syscall on the
+//!   producer side plus a scheduler wake-up on the consumer side: 5–50 µs depending on
+//!   whether the consumer's vCPU is asleep (about the same as a Unix socket).
+//! * The spin budget therefore bounds the CPU wasted per idle period (`spin` per message
+//!   at most) and decides which gaps between messages are served at spin latency. The
+//!   default 50 µs covers back-to-back traffic and batch pipelines (gaps of a few µs)
+//!   while costing at most 5 % of a core at 1,000 idle messages per second.
+//!   `spin = 0` parks at once (lowest CPU, highest latency).
+//!
+//! # Handshake (no lost wake-ups)
+//!
+//! ```text
+//! waiter                                  waker (after publishing, e.g. head.store)
+//! s = seq.load(Acquire)                   fence(SeqCst)                       // F2
+//! waiters.store(1)                        if waiters.load() != 0 {
+//! fence(SeqCst)                    // F1      seq.fetch_add(1); futex_wake(seq)
+//! if condition() { return }               }
+//! futex_wait(seq, s, timeout)
+//! ```
+//! F1 and F2 order "announce, then check" against "publish, then check": either the waker
+//! sees the waiter flag (and bumps `seq`, so `futex_wait` either returns `EAGAIN` or is
+//! woken), or the waiter's `condition()` sees the published index. A peer that scribbles
+//! over these words can cause spurious wake-ups or missed ones; the timeout bounds both.
+
+use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rustix::thread::futex;
+
+/// How long a waiter spins before parking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpinConfig {
+    /// Busy-wait budget before the futex wait; `Duration::ZERO` parks immediately.
+    /// Default 50 µs.
+    pub spin: Duration,
+}
+
+impl Default for SpinConfig {
+    fn default() -> Self {
+        SpinConfig {
+            spin: Duration::from_micros(50),
+        }
+    }
+}
+
+/// The longest single futex wait; longer waits loop, so a corrupt word costs at most this.
+const MAX_PARK: Duration = Duration::from_millis(100);
+
+/// A futex word plus the "a waiter is parked" flag, on its own cache line.
+#[repr(C, align(64))]
+pub struct WakeWord {
+    /// Bumped by the waker whenever it saw a waiter; the futex word.
+    seq: AtomicU32,
+    /// Non-zero while the waiter is (about to be) parked.
+    waiters: AtomicU32,
+}
+
+const _: () = assert!(std::mem::size_of::<WakeWord>() == 64);
+const _: () = assert!(std::mem::align_of::<WakeWord>() == 64);
+
+/// How a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    Ready,
+    TimedOut,
+}
+
+impl WakeWord {
+    /// Wakes the waiter if it announced that it parks. Call after publishing the change
+    /// the waiter waits for (with Release or stronger).
+    pub fn notify(&self) {
+        // F2: orders our preceding publish (e.g. `head.store(Release)`) before the load
+        // of `waiters`; pairs with F1 in `wait_until`.
+        fence(Ordering::SeqCst);
+        // Relaxed: the fences (F2 here, F1 in `wait_until`) provide the ordering. The
+        // plain load keeps the common case (nobody parked) free of an RMW; the swap makes
+        // only the first notify after a park pay for the syscall, while the waiter is
+        // still waking up, later notifies see 0.
+        if self.waiters.load(Ordering::Relaxed) != 0 && self.waiters.swap(0, Ordering::Relaxed) != 0 {
+            // Release: pairs with the waiter's Acquire load of `seq`; the kernel compares
+            // the value atomically in FUTEX_WAIT, so a bump before the wait makes it
+            // return EAGAIN instead of sleeping.
+            self.seq.fetch_add(1, Ordering::Release);
+            // Shared futex (no PRIVATE flag): the waiter is another process. Errors are
+            // ignored: the waiter's timeout covers a failed wake.
+            let _ = futex::wake(&self.seq, futex::Flags::empty(), u32::MAX >> 1);
+        }
+    }
+
+    /// Waits until `ready()` is true or `deadline` passes: spin for `spin.spin`, then park.
+    pub fn wait_until(&self, spin: SpinConfig, deadline: Instant, mut ready: impl FnMut() -> bool) -> Wait {
+        if ready() {
+            return Wait::Ready;
+        }
+        if !spin.spin.is_zero() {
+            let start = Instant::now();
+            let spin_end = start + spin.spin;
+            loop {
+                for _ in 0..32 {
+                    std::hint::spin_loop();
+                    if ready() {
+                        return Wait::Ready;
+                    }
+                }
+                let now = Instant::now();
+                if now >= spin_end || now >= deadline {
+                    break;
+                }
+            }
+        }
+        loop {
+            // Acquire: pairs with the waker's Release `fetch_add`.
+            let seq = self.seq.load(Ordering::Acquire);
+            // Relaxed store, ordered by F1 below.
+            self.waiters.store(1, Ordering::Relaxed);
+            // F1: orders the announcement before re-checking the condition; pairs with F2
+            // in `notify`.
+            fence(Ordering::SeqCst);
+            if ready() {
+                // Relaxed: only a hint for the waker; a stale 1 costs one spurious wake.
+                self.waiters.store(0, Ordering::Relaxed);
+                return Wait::Ready;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                self.waiters.store(0, Ordering::Relaxed);
+                return Wait::TimedOut;
+            }
+            let park = (deadline - now).min(MAX_PARK);
+            let ts = futex::Timespec {
+                tv_sec: park.as_secs() as _,
+                tv_nsec: park.subsec_nanos() as _,
+            };
+            // Shared futex (flags empty = no FUTEX_PRIVATE_FLAG); relative timeout.
+            // EAGAIN (seq changed), EINTR and ETIMEDOUT all just mean "look again".
+            let _ = futex::wait(&self.seq, futex::Flags::empty(), seq, Some(&ts));
+            self.waiters.store(0, Ordering::Relaxed);
+            if ready() {
+                return Wait::Ready;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    #[test]
+    fn wait_times_out_and_wakes() {
+        let w = Arc::new((
+            WakeWord {
+                seq: AtomicU32::new(0),
+                waiters: AtomicU32::new(0),
+            },
+            AtomicBool::new(false),
+        ));
+        let t0 = Instant::now();
+        let r = w.0.wait_until(SpinConfig::default(), t0 + Duration::from_millis(30), || {
+            w.1.load(Ordering::Acquire)
+        });
+        assert_eq!(r, Wait::TimedOut);
+        assert!(t0.elapsed() >= Duration::from_millis(30));
+        assert!(t0.elapsed() < Duration::from_millis(500));
+
+        let w2 = w.clone();
+        let h = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            w2.1.store(true, Ordering::Release);
+            w2.0.notify();
+        });
+        let t0 = Instant::now();
+        let r = w.0.wait_until(
+            SpinConfig { spin: Duration::ZERO },
+            t0 + Duration::from_secs(10),
+            || w.1.load(Ordering::Acquire),
+        );
+        assert_eq!(r, Wait::Ready);
+        // Woken by the futex, not by the 100 ms MAX_PARK re-check.
+        assert!(t0.elapsed() < Duration::from_millis(90), "{:?}", t0.elapsed());
+        h.join().unwrap();
+    }
+}

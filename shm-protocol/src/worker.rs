@@ -1,0 +1,198 @@
+//! The worker's endpoints: [`RequestReceiver`] and [`ResponseSender`], both used from the
+//! worker's serving thread(s); each is `Send` (not `Sync`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::arena::{AllocError, ArenaSide, ResponseArena};
+use crate::frame::{decode_request, FrameError, RequestView, ResponseFrame, ResponseRef, TensorRef};
+use crate::region::Region;
+use crate::ring::{self, Consumer, Descriptor, Producer};
+use crate::segment::{Layout, Mapping};
+use crate::wake::{SpinConfig, Wait};
+use crate::{RecvError, SendError};
+
+/// Receives requests from the gateway.
+pub struct RequestReceiver {
+    consumer: Consumer,
+    region: Region,
+    spin: SpinConfig,
+}
+
+/// A request taken off the ring. Its frame stays in the request arena until the gateway
+/// receives the response for its id: decode and copy the inputs out *before* sending
+/// the response.
+pub struct IncomingRequest {
+    id: u64,
+    offset: u64,
+    len: u64,
+    region: Region,
+}
+
+/// Sends responses to the gateway; blocks (spin, then park) while the response arena or
+/// ring is full.
+pub struct ResponseSender {
+    producer: Producer,
+    arena: ResponseArena,
+    region: Region,
+    spin: SpinConfig,
+}
+
+pub(crate) fn endpoints(map: Arc<Mapping>, layout: Layout) -> (RequestReceiver, ResponseSender) {
+    // SAFETY: the layout was validated against the mapping, and `Segment::into_worker`
+    // consumed the segment, so this process creates exactly one consumer of the request
+    // ring and one producer of the response ring; the gateway holds the opposite ends.
+    let consumer = unsafe { ring::consumer(map.clone(), layout.request_ring_offset as usize, layout.ring_capacity) };
+    // SAFETY: as above.
+    let producer = unsafe { ring::producer(map.clone(), layout.response_ring_offset as usize, layout.ring_capacity) };
+    let req_region = Region::new(map.clone(), layout.request_arena_offset as usize, layout.request_arena_size as usize);
+    let resp_region = Region::new(map, layout.response_arena_offset as usize, layout.response_arena_size as usize);
+    (
+        RequestReceiver {
+            consumer,
+            region: req_region,
+            spin: layout.spin,
+        },
+        ResponseSender {
+            producer,
+            arena: ResponseArena::new(layout.response_arena_size),
+            region: resp_region,
+            spin: layout.spin,
+        },
+    )
+}
+
+impl RequestReceiver {
+    /// The next request, waiting up to `timeout`. `Ok(None)` on timeout;
+    /// `Err(Closed)` once the gateway dropped its sender and the ring is drained.
+    pub fn recv(&mut self, timeout: Duration) -> Result<Option<IncomingRequest>, RecvError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(d) = self.consumer.try_pop()? {
+                return Ok(Some(IncomingRequest {
+                    id: d.id,
+                    offset: d.offset,
+                    len: d.len,
+                    region: self.region.clone(),
+                }));
+            }
+            if self.consumer.is_producer_closed() {
+                if self.consumer.peek()?.is_some() {
+                    continue;
+                }
+                return Err(RecvError::Closed);
+            }
+            if self.consumer.wait_for_data(self.spin, deadline) == Wait::TimedOut {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+impl IncomingRequest {
+    /// The gateway's request id; pass it to [`ResponseSender::send`].
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Length of the encoded frame (as claimed by the gateway).
+    pub fn frame_len(&self) -> u64 {
+        self.len
+    }
+
+    /// Decodes and validates the frame. Tensor bytes stay in shared memory until copied
+    /// out with the [`crate::TensorView`] methods.
+    pub fn frame(&self) -> Result<RequestView<'_>, FrameError> {
+        decode_request(&self.region, self.offset, self.len)
+    }
+}
+
+impl ResponseSender {
+    /// Sends `frame` as the response to `request_id`, waiting up to `timeout` for space.
+    ///
+    /// Errors: [`SendError::TooLarge`] (the frame can never fit; names
+    /// `--shm_response_arena_mb` — send a small `ResponseFrame::Err` instead, which is
+    /// always possible since nothing was written), [`SendError::Timeout`] (still full after
+    /// `timeout`), [`SendError::Closed`], [`SendError::Invalid`], [`SendError::Corrupt`].
+    pub fn send(&mut self, request_id: u64, frame: &ResponseFrame, timeout: Duration) -> Result<(), SendError> {
+        match frame {
+            ResponseFrame::Ok { model_version, outputs } => {
+                let outs: Vec<(&str, TensorRef<'_>)> = outputs.iter().map(|(n, t)| (n.as_str(), TensorRef::from(t))).collect();
+                self.send_ref(
+                    request_id,
+                    ResponseRef::Ok {
+                        model_version: *model_version,
+                        outputs: &outs,
+                    },
+                    timeout,
+                )
+            }
+            ResponseFrame::Err { code, message } => self.send_ref(request_id, ResponseRef::Err { code: *code, message }, timeout),
+        }
+    }
+
+    /// Like [`ResponseSender::send`], from borrowed buffers (e.g. TensorFlow outputs),
+    /// copied straight into the response arena.
+    pub fn send_ref(&mut self, request_id: u64, frame: ResponseRef<'_>, timeout: Duration) -> Result<(), SendError> {
+        let enc = frame.encode()?;
+        let need = enc.len();
+        let capacity = self.arena.capacity();
+        if crate::arena::round_up(need).is_none_or(|n| n > capacity) {
+            return Err(SendError::TooLarge {
+                side: ArenaSide::Response,
+                needed: need,
+                capacity,
+            });
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.producer.is_consumer_closed() {
+                return Err(SendError::Closed);
+            }
+            let tail = self.producer.refresh_tail()?;
+            self.arena.release_until(tail);
+            if self.producer.free_slots()? > 0 {
+                match self.arena.alloc(need, self.producer.head()) {
+                    Ok(block) => {
+                        if let Err(e) = enc.write(&self.region, block.offset) {
+                            self.arena.unalloc_last();
+                            return Err(SendError::Invalid(FrameError::OutOfBounds(e)));
+                        }
+                        let desc = Descriptor {
+                            id: request_id,
+                            offset: block.offset,
+                            len: need,
+                            ..Descriptor::default()
+                        };
+                        match self.producer.try_push(desc) {
+                            Ok(true) => return Ok(()),
+                            // Cannot happen (we checked for a free slot and are the only
+                            // producer), but stay consistent if it does.
+                            Ok(false) => self.arena.unalloc_last(),
+                            Err(e) => {
+                                self.arena.unalloc_last();
+                                return Err(SendError::Corrupt(e));
+                            }
+                        }
+                    }
+                    Err(AllocError::Full) => {}
+                    Err(AllocError::TooLarge { needed, capacity }) => {
+                        return Err(SendError::TooLarge {
+                            side: ArenaSide::Response,
+                            needed,
+                            capacity,
+                        })
+                    }
+                }
+            }
+            if self.producer.wait_for_space(tail, self.spin, deadline) == Wait::TimedOut {
+                return Err(SendError::Timeout);
+            }
+        }
+    }
+
+    /// Capacity of the response arena in bytes.
+    pub fn arena_capacity(&self) -> u64 {
+        self.arena.capacity()
+    }
+}

@@ -1,0 +1,369 @@
+//! Real two-process tests: the test binary re-executes itself (`child_entry`, selected by
+//! the `SHM_TEST_CHILD` env var) as the worker, and the memfd travels over a Unix socket
+//! with `fd_passing`.
+
+use std::io::Read;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shm_protocol::fd_passing::{recv_fd, send_fd};
+use shm_protocol::tensor::{DataType, Tensor, TensorData};
+use shm_protocol::{
+    RecvError, RequestFrame, RequestKind, ResponseFrame, ResponseRef, RequestSender, ResponseReceiver, Segment,
+    SegmentConfig, SpinConfig, TensorDataRef, TensorRef,
+};
+
+const CHILD_ENV: &str = "SHM_TEST_CHILD";
+const SOCK_ENV: &str = "SHM_TEST_SOCK";
+
+fn xorshift(mut s: u64) -> impl FnMut() -> u64 {
+    s = s.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    }
+}
+
+/// Deterministic pseudo-random payload for `seed`: random size, random bytes.
+fn payload(seed: u64, out: &mut Vec<u8>) {
+    let mut r = xorshift(seed);
+    let k = r() % 100;
+    let len = match k {
+        0..80 => r() % 256,
+        80..98 => 256 + r() % 3840,
+        _ => 4096 + r() % 61440,
+    } as usize;
+    out.clear();
+    out.reserve(len);
+    while out.len() + 8 <= len {
+        out.extend_from_slice(&r().to_le_bytes());
+    }
+    let tail = len - out.len();
+    out.extend_from_slice(&r().to_le_bytes()[..tail]);
+}
+
+fn checksum(data: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ data.len() as u64;
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        h = (h ^ u64::from_le_bytes(c.try_into().unwrap())).wrapping_mul(0x100_0000_01b3).rotate_left(29);
+    }
+    for &b in chunks.remainder() {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+fn scalar_u64(v: u64) -> Tensor {
+    Tensor::new(DataType::Uint64, vec![], TensorData::Bytes(v.to_le_bytes().to_vec())).unwrap()
+}
+
+/// The worker role, run in the child process.
+fn run_child() -> i32 {
+    let path = std::env::var(SOCK_ENV).unwrap();
+    let mut sock = UnixStream::connect(path).unwrap();
+    let mut gen = [0u8; 8];
+    let (n, fd) = recv_fd(&sock, &mut gen).unwrap();
+    assert_eq!(n, 8);
+    let seg = match Segment::attach(fd.unwrap(), u64::from_le_bytes(gen)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("child: attach: {e}");
+            return 2;
+        }
+    };
+    let (mut rx, mut tx) = seg.into_worker();
+    let mut buf = Vec::new();
+    let mut reply = Vec::new();
+    sock.set_nonblocking(true).unwrap();
+    loop {
+        let req = match rx.recv(Duration::from_millis(200)) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                // Parent gone? (EOF on the socket)
+                if matches!(sock.read(&mut [0u8; 1]), Ok(0)) {
+                    return 0;
+                }
+                continue;
+            }
+            Err(RecvError::Closed) => return 0,
+            Err(e) => {
+                eprintln!("child: {e}");
+                return 3;
+            }
+        };
+        let view = match req.frame() {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("child: bad frame {}: {e}", req.id());
+                return 4;
+            }
+        };
+        let (Some((_, data)), Some((_, sum))) = (view.inputs.first(), view.inputs.get(1)) else {
+            return 5;
+        };
+        buf.resize(data.byte_len(), 0);
+        data.copy_to(&mut buf).unwrap();
+        let mut s = [0u8; 8];
+        sum.copy_to(&mut s).unwrap();
+        let got = checksum(&buf);
+        if got != u64::from_le_bytes(s) || view.model_name != "echo" {
+            eprintln!("child: checksum mismatch for request {}", req.id());
+            return 6;
+        }
+        payload(req.id() ^ 0x5555, &mut reply);
+        let reply_sum = checksum(&reply).to_le_bytes();
+        let shape = [reply.len() as i64];
+        let outs = [
+            (
+                "sum",
+                TensorRef {
+                    dtype: DataType::Uint64,
+                    shape: &[],
+                    data: TensorDataRef::Bytes(&reply_sum),
+                },
+            ),
+            (
+                "data",
+                TensorRef {
+                    dtype: DataType::Uint8,
+                    shape: &shape,
+                    data: TensorDataRef::Bytes(&reply),
+                },
+            ),
+        ];
+        let frame = ResponseRef::Ok {
+            model_version: got as i64,
+            outputs: &outs,
+        };
+        if let Err(e) = tx.send_ref(req.id(), frame, Duration::from_secs(10)) {
+            eprintln!("child: send: {e}");
+            return 7;
+        }
+    }
+}
+
+/// Entry point of the child process; a no-op in a normal test run.
+#[test]
+fn child_entry() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        std::process::exit(run_child());
+    }
+}
+
+struct Parent {
+    child: Child,
+    sock: UnixStream,
+    tx: RequestSender,
+    rx: ResponseReceiver,
+    _path: TempSock,
+}
+
+struct TempSock(PathBuf);
+impl Drop for TempSock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn start(generation: u64, tag: &str) -> Parent {
+    let path = std::env::temp_dir().join(format!("shm-test-{}-{tag}-{generation}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).unwrap();
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, "worker")
+        .env(SOCK_ENV, &path)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (sock, _) = listener.accept().unwrap();
+    let config = SegmentConfig {
+        ring_capacity: 256,
+        request_arena_bytes: 16 << 20,
+        response_arena_bytes: 16 << 20,
+        spin: SpinConfig {
+            spin: Duration::from_micros(50),
+        },
+    };
+    let seg = Segment::create(&config, generation).unwrap();
+    send_fd(&sock, seg.fd(), &generation.to_le_bytes()).unwrap();
+    let (tx, rx) = seg.into_gateway();
+    Parent {
+        child,
+        sock,
+        tx,
+        rx,
+        _path: TempSock(path),
+    }
+}
+
+fn request_for(id: u64, frame: &mut RequestFrame) {
+    let TensorData::Bytes(data) = &mut frame.inputs[0].1.data else { unreachable!() };
+    payload(id, data);
+    let sum = checksum(data);
+    frame.inputs[0].1.shape = vec![data.len() as i64];
+    frame.inputs[1].1 = scalar_u64(sum);
+}
+
+fn new_frame() -> RequestFrame {
+    RequestFrame {
+        kind: RequestKind::Predict,
+        model_name: "echo".into(),
+        version: None,
+        signature_name: "serving_default".into(),
+        output_filter: vec![],
+        inputs: vec![
+            ("data".into(), Tensor::new(DataType::Uint8, vec![0], TensorData::Bytes(vec![])).unwrap()),
+            ("sum".into(), scalar_u64(0)),
+        ],
+    }
+}
+
+/// Checks a response against what the child must have computed for `id`.
+fn verify(id: u64, frame: ResponseFrame, scratch: &mut Vec<u8>) {
+    let ResponseFrame::Ok { model_version, outputs } = frame else { panic!("error response for {id}") };
+    payload(id, scratch);
+    assert_eq!(model_version as u64, checksum(scratch), "request checksum echoed for {id}");
+    payload(id ^ 0x5555, scratch);
+    let TensorData::Bytes(sum) = &outputs[0].1.data else { panic!() };
+    let TensorData::Bytes(data) = &outputs[1].1.data else { panic!() };
+    assert_eq!(u64::from_le_bytes(sum[..].try_into().unwrap()), checksum(data), "response checksum for {id}");
+    assert_eq!(data, scratch, "response payload for {id}");
+}
+
+fn send_blocking(tx: &RequestSender, id: u64, frame: &RequestFrame) {
+    loop {
+        match tx.try_send(id, frame) {
+            Ok(()) => return,
+            Err(e) if e.is_full() => std::thread::yield_now(),
+            Err(e) => panic!("send {id}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn two_processes_one_million_messages() {
+    const N: u64 = 1_000_000;
+    let t0 = Instant::now();
+    let Parent {
+        mut child,
+        sock,
+        tx,
+        mut rx,
+        _path,
+    } = start(1, "million");
+    let receiver = std::thread::spawn(move || {
+        let mut scratch = Vec::new();
+        let mut next = 0u64;
+        while next < N {
+            match rx.recv(Duration::from_secs(10)).unwrap() {
+                Some((id, frame)) => {
+                    // One worker, FIFO: responses come back in order.
+                    assert_eq!(id, next);
+                    verify(id, frame.unwrap(), &mut scratch);
+                    next += 1;
+                }
+                None => panic!("no response for 10 s after {next}"),
+            }
+        }
+        // The worker closes its sender after the gateway's sender is dropped.
+        assert!(matches!(rx.recv(Duration::from_secs(10)), Err(RecvError::Closed)));
+        next
+    });
+    let mut frame = new_frame();
+    for id in 0..N {
+        request_for(id, &mut frame);
+        send_blocking(&tx, id, &frame);
+    }
+    drop(tx);
+    assert_eq!(receiver.join().unwrap(), N);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "child failed: {status}");
+    drop(sock);
+    eprintln!("{N} round trips in {:?}", t0.elapsed());
+}
+
+#[test]
+fn sigkill_of_the_worker_does_not_hang_the_gateway() {
+    let Parent {
+        mut child,
+        mut sock,
+        tx,
+        mut rx,
+        _path,
+    } = start(1, "kill");
+    let mut frame = new_frame();
+    let mut scratch = Vec::new();
+    let (mut sent, mut received) = (0u64, 0u64);
+    // Stream with up to 64 in flight; kill the worker in the middle of it.
+    while received < 20_000 {
+        while sent < received + 64 {
+            request_for(sent, &mut frame);
+            send_blocking(&tx, sent, &frame);
+            sent += 1;
+        }
+        let (id, f) = rx.recv(Duration::from_secs(10)).unwrap().expect("worker alive");
+        verify(id, f.unwrap(), &mut scratch);
+        received += 1;
+    }
+    child.kill().unwrap(); // SIGKILL
+    let killed_at = Instant::now();
+    child.wait().unwrap();
+
+    // Whatever the worker had already answered may still arrive; then recv times out.
+    let timeout = Duration::from_millis(200);
+    loop {
+        let t = Instant::now();
+        let r = rx.recv(timeout).unwrap();
+        assert!(t.elapsed() < timeout + Duration::from_millis(150), "recv overran its timeout");
+        match r {
+            Some((id, f)) => verify(id, f.unwrap(), &mut scratch),
+            None => {
+                assert!(t.elapsed() >= timeout);
+                break;
+            }
+        }
+        assert!(killed_at.elapsed() < Duration::from_secs(5));
+    }
+    // The socket shows the death too (EOF).
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(sock.read(&mut [0u8; 1]).unwrap(), 0);
+    // Sends do not block either: they succeed until the table is full, then say Full.
+    let mut full = false;
+    for id in sent..sent + 1000 {
+        request_for(id, &mut frame);
+        match tx.try_send(id, &frame) {
+            Ok(()) => {}
+            Err(e) if e.is_full() => {
+                full = true;
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(full);
+    drop((tx, rx));
+
+    // The gateway keeps running: a new incarnation (generation 2) serves normally.
+    let Parent {
+        mut child,
+        sock,
+        tx,
+        mut rx,
+        _path,
+    } = start(2, "kill");
+    for id in 0..1000 {
+        request_for(id, &mut frame);
+        send_blocking(&tx, id, &frame);
+        let (got, f) = rx.recv(Duration::from_secs(10)).unwrap().unwrap();
+        assert_eq!(got, id);
+        verify(id, f.unwrap(), &mut scratch);
+    }
+    drop((tx, sock));
+    assert!(child.wait().unwrap().success());
+}

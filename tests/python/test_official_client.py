@@ -1,0 +1,108 @@
+"""tfgate against the official TensorFlow Serving Python client (tensorflow-serving-api)
+and TensorFlow's own tensor helpers, over gRPC and REST, on real processes."""
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.environ.get("TFGATE_BIN", os.path.join(ROOT, "target", "release", "tfgate"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rest(port, method, path, body=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                 data=None if body is None else body.encode())
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.fixture(scope="module")
+def server():
+    grpc_port, rest_port = free_port(), free_port()
+    proc = subprocess.Popen([BIN, f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+                             "--model_name=half_plus_two",
+                             f"--model_base_path={ROOT}/models/half_plus_two"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if rest(rest_port, "GET", "/v1/models/half_plus_two")[0] == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("tfgate did not start")
+    yield grpc_port, rest_port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_predict_with_official_stub(server):
+    channel = grpc.insecure_channel(f"127.0.0.1:{server[0]}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "half_plus_two"
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto([[1.0], [2.0], [5.0]], dtype=tf.float32))
+    response = stub.Predict(request, 10.0)
+    assert list(response.outputs["y"].float_val) == [3.5, 4.0, 5.5]
+    np.testing.assert_array_equal(tf.make_ndarray(response.outputs["y"]), [[3.5], [4.0], [5.5]])
+    assert response.model_spec.name == "half_plus_two"
+    assert response.model_spec.version.value == 2
+    assert response.model_spec.signature_name == "serving_default"
+
+
+def test_numpy_tensor_content(server):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{server[0]}"))
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "half_plus_two"
+    x = np.arange(1000, dtype=np.float32).reshape(1000, 1)
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(x))  # numpy arrays travel as tensor_content
+    y = tf.make_ndarray(stub.Predict(request, 10.0).outputs["y"])
+    np.testing.assert_allclose(y, 0.5 * x + 3.0)
+
+
+def test_errors_with_official_stub(server):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{server[0]}"))
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "half"
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto([1.0]))
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Predict(request, 10.0)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert e.value.details() == "Servable not found for request: Latest(half)"
+
+
+def test_model_status(server):
+    stub = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(f"127.0.0.1:{server[0]}"))
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = "half_plus_two"
+    status = stub.GetModelStatus(request, 10.0)
+    assert [(v.version, v.state) for v in status.model_version_status] == [
+        (2, get_model_status_pb2.ModelVersionStatus.AVAILABLE)]
+
+
+def test_rest_matches_readme(server):
+    status, body = rest(server[1], "POST", "/v1/models/half_plus_two:predict",
+                        '{"instances": [[1.0], [2.0], [5.0]]}')
+    assert (status, body) == (200, {"predictions": [[3.5], [4.0], [5.5]]})

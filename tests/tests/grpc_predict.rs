@@ -1,0 +1,98 @@
+//! gRPC PredictionService/ModelService against the real binaries.
+
+use tfgate_e2e::Server;
+use tfgate_proto::tensorflow::serving::model_spec::VersionChoice;
+use tfgate_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use tfgate_proto::tensorflow::serving::{GetModelMetadataRequest, ModelSpec, PredictRequest};
+use tfgate_proto::tensorflow::{tensor_shape_proto::Dim, TensorProto, TensorShapeProto};
+
+fn floats(shape: &[i64], values: &[f32]) -> TensorProto {
+    TensorProto {
+        dtype: 1,
+        tensor_shape: Some(TensorShapeProto {
+            dim: shape.iter().map(|&size| Dim { size, name: String::new() }).collect(),
+            unknown_rank: false,
+        }),
+        float_val: values.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn request(model: &str, input: &str, t: TensorProto) -> PredictRequest {
+    PredictRequest {
+        model_spec: Some(ModelSpec {
+            name: model.into(),
+            ..Default::default()
+        }),
+        inputs: [(input.to_string(), t)].into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn grpc_predict_values_and_errors() {
+    let server = Server::start("half_plus_two");
+    let mut client = PredictionServiceClient::connect(server.grpc_url()).await.unwrap();
+
+    let resp = client
+        .predict(request("half_plus_two", "x", floats(&[3, 1], &[1.0, 2.0, 5.0])))
+        .await
+        .unwrap()
+        .into_inner();
+    let y = &resp.outputs["y"];
+    assert_eq!(y.float_val, vec![3.5, 4.0, 5.5]);
+    assert_eq!(y.tensor_shape.as_ref().unwrap().dim.iter().map(|d| d.size).collect::<Vec<_>>(), vec![3, 1]);
+    let spec = resp.model_spec.unwrap();
+    assert_eq!(spec.name, "half_plus_two");
+    assert_eq!(spec.signature_name, "serving_default");
+    assert_eq!(spec.version_choice, Some(VersionChoice::Version(2)));
+
+    // tensor_content input, the form numpy-based clients send.
+    let mut content = floats(&[2], &[]);
+    content.tensor_content = [2.0f32, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into();
+    let resp = client.predict(request("half_plus_two", "x", content)).await.unwrap().into_inner();
+    assert_eq!(resp.outputs["y"].float_val, vec![4.0, 5.0]);
+
+    let err = client
+        .predict(request("half", "x", floats(&[1], &[1.0])))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert_eq!(err.message(), "Servable not found for request: Latest(half)");
+
+    let err = client
+        .predict(request("half_plus_two", "z", floats(&[1], &[1.0])))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        err.message(),
+        "Signature input alias: x(feed name: x:0) not found in request and no default value provided. Inputs expected to be in the request {z}, or default input alias set: "
+    );
+
+    let mut bad_sig = request("half_plus_two", "x", floats(&[1], &[1.0]));
+    bad_sig.model_spec.as_mut().unwrap().signature_name = "foo".into();
+    let err = client.predict(bad_sig).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(err.message(), "Serving signature key \"foo\" not found.");
+
+    let err = client.predict(request("", "x", floats(&[1], &[1.0]))).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(err.message(), "ModelSpec has no name specified.");
+
+    let meta = client
+        .get_model_metadata(GetModelMetadataRequest {
+            model_spec: Some(ModelSpec {
+                name: "half_plus_two".into(),
+                ..Default::default()
+            }),
+            metadata_field: vec!["signature_def".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        meta.metadata["signature_def"].type_url,
+        "type.googleapis.com/tensorflow.serving.SignatureDefMap"
+    );
+}

@@ -1,0 +1,64 @@
+//! Process isolation: the worker is a separate process, only it maps TensorFlow, and the
+//! gateway survives the worker's death.
+
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tfgate_e2e::{http, maps_library, worker_of, Server};
+
+fn predict(server: &Server) -> (u16, String) {
+    http(server.rest_port, "POST", "/v1/models/half_plus_two:predict", r#"{"instances": [1.0]}"#).unwrap()
+}
+
+#[test]
+fn worker_is_a_separate_process_and_only_it_links_tensorflow() {
+    let server = Server::start("half_plus_two");
+    let worker = worker_of(server.pid());
+    assert_ne!(worker, server.pid());
+    assert!(maps_library(worker, "libtensorflow"), "the worker maps libtensorflow");
+    assert!(!maps_library(server.pid(), "libtensorflow"), "the gateway must not map libtensorflow");
+}
+
+#[test]
+fn gateway_survives_a_worker_crash() {
+    let server = Server::start("half_plus_two");
+    let first = worker_of(server.pid());
+    assert_eq!(predict(&server).0, 200);
+    std::process::Command::new("kill").args(["-9", &first.to_string()]).status().unwrap();
+
+    // The gateway keeps its sockets open; requests during the restart wait for the new
+    // worker instead of failing.
+    let (status, body) = predict(&server);
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v, json!({"predictions": [3.5]}));
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let second = loop {
+        let w = worker_of(server.pid());
+        if w != first {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "worker was not restarted");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_ne!(first, second);
+    assert!(server.child.id() > 0);
+}
+
+#[test]
+fn worker_exits_with_its_gateway() {
+    let mut server = Server::start("half_plus_two");
+    let worker = worker_of(server.pid());
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{worker}")).exists() {
+        // A zombie that was reparented still has /proc until reaped; check its state.
+        let stat = std::fs::read_to_string(format!("/proc/{worker}/stat")).unwrap_or_default();
+        if stat.contains(") Z ") || stat.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "worker outlived its gateway");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,123 @@
+//! REST predict against the real binaries: values, formats, dtypes and TF Serving's errors.
+
+use serde_json::{json, Value};
+use tfgate_e2e::{http, http_headers, Server};
+
+fn post(server: &Server, path: &str, body: &str) -> (u16, Value) {
+    let (status, text) = http(server.rest_port, "POST", path, body).expect("http");
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (status, value)
+}
+
+#[test]
+fn half_plus_two_row_and_columnar() {
+    let server = Server::start("half_plus_two");
+    // The newest version (2: y = 0.5x + 3) serves by default.
+    let (status, body) = post(&server, "/v1/models/half_plus_two:predict", r#"{"instances": [[1.0], [2.0], [5.0]]}"#);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"predictions": [[3.5], [4.0], [5.5]]}));
+
+    let (status, body) = post(&server, "/v1/models/half_plus_two:predict", r#"{"instances": [1.0, 2.0, 5.0]}"#);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"predictions": [3.5, 4.0, 5.5]}));
+
+    let (status, body) = post(&server, "/v1/models/half_plus_two:predict", r#"{"inputs": {"x": [[2.0], [3.0]]}}"#);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"outputs": [[4.0], [4.5]]}));
+
+    let (status, body) = post(&server, "/v1/models/half_plus_two/versions/2:predict", r#"{"inputs": [4.0]}"#);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"outputs": [5.0]}));
+
+    let headers = http_headers(server.rest_port, "POST", "/v1/models/half_plus_two:predict", r#"{"inputs": [1.0]}"#).unwrap();
+    assert!(headers.contains("content-type: application/json"), "{headers}");
+}
+
+#[test]
+fn rest_errors_match_tf_serving() {
+    let server = Server::start("half_plus_two");
+    let (status, body) = post(&server, "/v1/models/half:predict", r#"{"instances": [1.0]}"#);
+    assert_eq!((status, body), (404, json!({"error": "Servable not found for request: Latest(half)"})));
+
+    // Only the latest version is loaded (default policy latest{1}).
+    let (status, body) = post(&server, "/v1/models/half_plus_two/versions/1:predict", r#"{"instances": [1.0]}"#);
+    assert_eq!(
+        (status, body),
+        (404, json!({"error": "Servable not found for request: Specific(half_plus_two, 1)"}))
+    );
+
+    let (status, body) = post(&server, "/v1/models/half_plus_two:predict", r#"{"instances": [1.0,"#);
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().starts_with("JSON Parse error"), "{body}");
+
+    let (status, body) = post(&server, "/v1/models/half_plus_two:predict", "");
+    assert_eq!((status, body), (400, json!({"error": "JSON Parse error: The document is empty"})));
+
+    let (status, body) = post(&server, "/v1/models/half_plus_two:predict", r#"{"inputs": {"z": [1.0]}}"#);
+    assert_eq!((status, body), (400, json!({"error": "Missing named input: x in 'inputs' object."})));
+
+    let (status, body) = post(&server, "/v1/models/half_plus_two:predict", r#"{"instances": [{"z": 1.0}]}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].is_string());
+
+    let (status, body) = post(
+        &server,
+        "/v1/models/half_plus_two:predict",
+        r#"{"signature_name": "foo", "instances": [1.0]}"#,
+    );
+    assert_eq!(
+        (status, body),
+        (400, json!({"error": "Serving signature name: \"foo\" not found in signature def"}))
+    );
+
+    let (status, body) = post(&server, "/v1/models/half_plus_two:predict", r#"{"foo": [1.0]}"#);
+    assert_eq!((status, body), (400, json!({"error": "Missing 'inputs' or 'instances' key"})));
+
+    let (status, body) = post(&server, "/v1/models/half_plus_two/version/2:predict", "{}");
+    assert_eq!(
+        (status, body),
+        (400, json!({"error": "Malformed request: POST /v1/models/half_plus_two/version/2:predict"}))
+    );
+
+    let (status, _) = http(server.rest_port, "GET", "/not-v1", "").unwrap();
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn mixed_dtypes_and_binary_strings() {
+    let server = Server::start("mixed_types");
+    let (status, body) = post(
+        &server,
+        "/v1/models/mixed_types:predict",
+        r#"{"instances": [{"a": 1, "b": 0.5, "s": "ab"}, {"a": -4, "b": 2.25, "s": {"b64": "/wA="}}]}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["predictions"][0],
+        json!({"a_times_2": 2, "s_bytes": {"b64": "YWI="}, "s_length": 2, "s_upper": "AB", "sum": 1.5})
+    );
+    let second = &body["predictions"][1];
+    assert_eq!(second["a_times_2"], json!(-8));
+    assert_eq!(second["s_bytes"], json!({"b64": "/wA="}), "binary strings survive end to end");
+    assert_eq!(second["s_length"], json!(2));
+    assert_eq!(second["sum"], json!(-1.75));
+
+    let (status, body) = post(
+        &server,
+        "/v1/models/mixed_types:predict",
+        r#"{"inputs": {"a": [7], "b": [1.0], "s": ["hello"]}}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outputs"]["a_times_2"], json!([14]));
+    assert_eq!(body["outputs"]["s_upper"], json!(["HELLO"]));
+    assert_eq!(body["outputs"]["s_length"], json!([5]));
+    assert_eq!(body["outputs"]["sum"], json!([8.0]));
+
+    // int64 inputs take JSON integers only.
+    let (status, body) = post(
+        &server,
+        "/v1/models/mixed_types:predict",
+        r#"{"inputs": {"a": [1.5], "b": [1.0], "s": ["x"]}}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+}

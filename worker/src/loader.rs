@@ -1,0 +1,114 @@
+//! The Loader: turns a version directory into a servable — a loaded SavedModel with its
+//! signatures resolved to graph tensors.
+
+use crate::tf::{SavedModel, TensorRef, TfError};
+use prost::Message;
+use shm_protocol::control::SessionConfig;
+use std::collections::BTreeMap;
+use tfgate_proto::tensorflow::serving::SignatureDefMap;
+
+/// A signature's tensor: where it lives in the graph.
+#[derive(Clone, Debug)]
+pub struct SignatureTensor {
+    pub tensor: TensorRef,
+}
+
+/// A signature with every TensorInfo resolved.
+#[derive(Clone, Debug, Default)]
+pub struct Signature {
+    pub inputs: BTreeMap<String, SignatureTensor>,
+    pub outputs: BTreeMap<String, SignatureTensor>,
+}
+
+/// One loaded model version.
+pub struct Servable {
+    pub version: i64,
+    pub model: SavedModel,
+    pub signatures: BTreeMap<String, Signature>,
+    /// Serialized `SignatureDefMap`, reported to the gateway.
+    pub signature_defs: Vec<u8>,
+}
+
+/// Serializes a ConfigProto with only the thread-pool sizes (fields 2 and 5), which is
+/// all the worker sets; hand-encoded so the worker needs no config.proto.
+fn config_proto(session: &SessionConfig) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut field = |tag: u8, v: i32| {
+        if v > 0 {
+            out.push(tag);
+            let mut v = v as u64;
+            while v >= 0x80 {
+                out.push((v as u8) | 0x80);
+                v >>= 7;
+            }
+            out.push(v as u8);
+        }
+    };
+    field(2 << 3, session.intra_op_parallelism);
+    field(5 << 3, session.inter_op_parallelism);
+    out
+}
+
+impl Servable {
+    /// Loads `path` as model version `version`.
+    pub fn load(version: i64, path: &str, session: &SessionConfig) -> Result<Servable, TfError> {
+        let tags = if session.tags.is_empty() {
+            vec!["serve".to_string()]
+        } else {
+            session.tags.clone()
+        };
+        let model = SavedModel::load(path, &tags, &config_proto(session))?;
+        let defs = model.meta_graph_def.signature_def.clone();
+        let mut signatures = BTreeMap::new();
+        for (key, def) in &defs {
+            let resolve = |map: &BTreeMap<String, tfgate_proto::tensorflow::TensorInfo>| {
+                map.iter()
+                    .map(|(alias, info)| {
+                        let name = match &info.encoding {
+                            Some(tfgate_proto::tensorflow::tensor_info::Encoding::Name(n)) => n.clone(),
+                            _ => {
+                                return Err(TfError::internal(format!(
+                                    "signature {key}: tensor {alias} is not a dense tensor"
+                                )))
+                            }
+                        };
+                        Ok((
+                            alias.clone(),
+                            SignatureTensor {
+                                tensor: model.tensor(&name)?,
+                            },
+                        ))
+                    })
+                    .collect::<Result<BTreeMap<_, _>, TfError>>()
+            };
+            // A signature that does not resolve is skipped, not fatal (TF Serving would
+            // fail only when it is used).
+            if let (Ok(inputs), Ok(outputs)) = (resolve(&def.inputs), resolve(&def.outputs)) {
+                signatures.insert(key.clone(), Signature { inputs, outputs });
+            }
+        }
+        let signature_defs = SignatureDefMap { signature_def: defs }.encode_to_vec();
+        Ok(Servable {
+            version,
+            model,
+            signatures,
+            signature_defs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_proto_encodes_thread_pools() {
+        let s = SessionConfig {
+            tags: vec![],
+            intra_op_parallelism: 2,
+            inter_op_parallelism: 300,
+        };
+        assert_eq!(config_proto(&s), vec![0x10, 2, 0x28, 0xac, 0x02]);
+        assert!(config_proto(&SessionConfig::default()).is_empty());
+    }
+}

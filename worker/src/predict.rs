@@ -1,0 +1,61 @@
+//! Predict on a loaded servable. The gateway has validated the request against the
+//! signature already; the worker checks again only what it needs to run safely.
+
+use crate::manager::Manager;
+use crate::tf::TfError;
+use shm_protocol::tensor::Tensor;
+
+/// A predict request as the worker sees it.
+pub struct PredictCall<'a> {
+    pub model_name: &'a str,
+    pub version: Option<i64>,
+    pub signature_name: &'a str,
+    pub inputs: &'a [(String, Tensor)],
+    pub output_filter: &'a [String],
+}
+
+/// Runs the request; returns the version that served it and the outputs by alias.
+pub fn predict(manager: &Manager, call: &PredictCall<'_>) -> Result<(i64, Vec<(String, Tensor)>), TfError> {
+    let servable = manager.servable(call.model_name, call.version).ok_or_else(|| {
+        let request = match call.version {
+            Some(v) => format!("Specific({}, {v})", call.model_name),
+            None => format!("Latest({})", call.model_name),
+        };
+        TfError::new(5, format!("Servable not found for request: {request}"))
+    })?;
+    let signature_name = if call.signature_name.is_empty() {
+        "serving_default"
+    } else {
+        call.signature_name
+    };
+    let signature = servable.signatures.get(signature_name).ok_or_else(|| {
+        TfError::new(
+            9,
+            format!("Serving signature key \"{signature_name}\" not found."),
+        )
+    })?;
+    let mut feeds = Vec::with_capacity(call.inputs.len());
+    for (alias, tensor) in call.inputs {
+        let input = signature.inputs.get(alias).ok_or_else(|| {
+            TfError::invalid_argument(format!("input tensor alias not found in signature: {alias}"))
+        })?;
+        feeds.push((input.tensor, tensor));
+    }
+    let aliases: Vec<&String> = if call.output_filter.is_empty() {
+        signature.outputs.keys().collect()
+    } else {
+        call.output_filter.iter().collect()
+    };
+    let mut fetches = Vec::with_capacity(aliases.len());
+    for alias in &aliases {
+        let output = signature.outputs.get(*alias).ok_or_else(|| {
+            TfError::invalid_argument(format!("output tensor alias not found in signature: {alias}"))
+        })?;
+        fetches.push(output.tensor);
+    }
+    let outputs = servable.model.run(&feeds, &fetches)?;
+    Ok((
+        servable.version,
+        aliases.into_iter().cloned().zip(outputs).collect(),
+    ))
+}

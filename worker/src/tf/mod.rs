@@ -1,0 +1,13 @@
+//! A small safe wrapper over TensorFlow's C API (`tensorflow-sys`): load a SavedModel,
+//! run a session, and move tensors in and out — DT_STRING as bytes, which the
+//! `tensorflow` crate's `Tensor<String>` cannot do (see docs/architecture.md).
+//!
+//! This module is the only place in the worker with `unsafe`; every block says why it
+//! holds. Raw pointers never leave it.
+
+mod saved_model;
+mod status;
+mod tensor;
+
+pub use saved_model::{SavedModel, TensorRef};
+pub use status::TfError;

@@ -1,0 +1,211 @@
+//! A loaded SavedModel: its graph, session and MetaGraphDef.
+
+use super::status::{Status, TfError};
+use super::tensor::{InputTensor, OutputTensor};
+use prost::Message;
+use shm_protocol::tensor::Tensor;
+use std::ffi::CString;
+use std::os::raw::c_int;
+use tensorflow_sys as sys;
+use tfgate_proto::tensorflow::MetaGraphDef;
+
+/// A graph tensor, resolved from a TensorInfo name such as `"x:0"`.
+#[derive(Clone, Copy, Debug)]
+pub struct TensorRef {
+    oper: *mut sys::TF_Operation,
+    index: c_int,
+}
+
+// SAFETY: a TF_Operation pointer is an immutable handle into a graph that outlives every
+// TensorRef (both live in SavedModel); TF allows concurrent reads of a finalized graph.
+unsafe impl Send for TensorRef {}
+// SAFETY: as above; the handle is never written through.
+unsafe impl Sync for TensorRef {}
+
+/// An owned `TF_Buffer`.
+struct Buffer(*mut sys::TF_Buffer);
+
+impl Buffer {
+    fn new() -> Buffer {
+        // SAFETY: TF_NewBuffer has no preconditions.
+        Buffer(unsafe { sys::TF_NewBuffer() })
+    }
+    fn to_vec(&self) -> Vec<u8> {
+        // SAFETY: a TF-filled buffer holds `length` readable bytes at `data` (or is empty).
+        unsafe {
+            let b = &*self.0;
+            if b.data.is_null() || b.length == 0 {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(b.data as *const u8, b.length).to_vec()
+            }
+        }
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        // SAFETY: from TF_NewBuffer, deleted once (TF frees the data it allocated).
+        unsafe { sys::TF_DeleteBuffer(self.0) }
+    }
+}
+
+/// A SavedModel loaded into its own graph and session.
+pub struct SavedModel {
+    graph: *mut sys::TF_Graph,
+    session: *mut sys::TF_Session,
+    pub meta_graph_def: MetaGraphDef,
+}
+
+// SAFETY: TF_Session is thread-safe for TF_SessionRun (TensorFlow's documented contract);
+// the graph is only read after loading. Both are freed once in Drop.
+unsafe impl Send for SavedModel {}
+// SAFETY: see above; &SavedModel only permits TF_SessionRun and graph lookups.
+unsafe impl Sync for SavedModel {}
+
+impl SavedModel {
+    /// Loads `export_dir` with the given MetaGraph tags. `config` is a serialized
+    /// `ConfigProto` (empty for TensorFlow's defaults).
+    pub fn load(export_dir: &str, tags: &[String], config: &[u8]) -> Result<SavedModel, TfError> {
+        let dir = CString::new(export_dir)
+            .map_err(|_| TfError::invalid_argument("export dir contains NUL"))?;
+        let tags: Vec<CString> = tags
+            .iter()
+            .map(|t| CString::new(t.as_str()))
+            .collect::<Result<_, _>>()
+            .map_err(|_| TfError::invalid_argument("tag contains NUL"))?;
+        let tag_ptrs: Vec<*const std::os::raw::c_char> = tags.iter().map(|t| t.as_ptr()).collect();
+        let status = Status::new();
+        let meta = Buffer::new();
+        // SAFETY: every pointer passed is live for the call; TF copies the config bytes and
+        // strings; the graph and session it returns are owned by the SavedModel below.
+        unsafe {
+            let opts = sys::TF_NewSessionOptions();
+            if !config.is_empty() {
+                sys::TF_SetConfig(
+                    opts,
+                    config.as_ptr() as *const _,
+                    config.len(),
+                    status.as_ptr(),
+                );
+                if let Err(e) = status.check() {
+                    sys::TF_DeleteSessionOptions(opts);
+                    return Err(e);
+                }
+            }
+            let graph = sys::TF_NewGraph();
+            let session = sys::TF_LoadSessionFromSavedModel(
+                opts,
+                std::ptr::null(),
+                dir.as_ptr(),
+                tag_ptrs.as_ptr(),
+                tag_ptrs.len() as c_int,
+                graph,
+                meta.0,
+                status.as_ptr(),
+            );
+            sys::TF_DeleteSessionOptions(opts);
+            if let Err(e) = status.check() {
+                sys::TF_DeleteGraph(graph);
+                return Err(e);
+            }
+            // Owned from here on: an early return below frees graph and session.
+            let mut model = SavedModel {
+                graph,
+                session,
+                meta_graph_def: MetaGraphDef::default(),
+            };
+            model.meta_graph_def = MetaGraphDef::decode(meta.to_vec().as_slice()).map_err(|e| {
+                TfError::internal(format!("cannot decode MetaGraphDef of {export_dir}: {e}"))
+            })?;
+            Ok(model)
+        }
+    }
+
+    /// Resolves a TensorInfo name (`op` or `op:index`) in this model's graph.
+    pub fn tensor(&self, name: &str) -> Result<TensorRef, TfError> {
+        let (op, index) = match name.rsplit_once(':') {
+            Some((op, idx)) => (
+                op,
+                idx.parse::<c_int>()
+                    .map_err(|_| TfError::internal(format!("bad tensor name {name}")))?,
+            ),
+            None => (name, 0),
+        };
+        let c = CString::new(op).map_err(|_| TfError::internal("tensor name contains NUL"))?;
+        // SAFETY: graph is live; c is a valid C string for the call.
+        let oper = unsafe { sys::TF_GraphOperationByName(self.graph, c.as_ptr()) };
+        if oper.is_null() {
+            return Err(TfError::internal(format!("tensor {name} not found in graph")));
+        }
+        Ok(TensorRef { oper, index })
+    }
+
+    /// Feeds `inputs`, fetches `outputs` and copies the results out.
+    pub fn run(
+        &self,
+        inputs: &[(TensorRef, &Tensor)],
+        outputs: &[TensorRef],
+    ) -> Result<Vec<Tensor>, TfError> {
+        let feeds: Vec<InputTensor> = inputs
+            .iter()
+            .map(|(_, t)| InputTensor::from_tensor(t))
+            .collect::<Result<_, _>>()?;
+        let feed_ptrs: Vec<*mut sys::TF_Tensor> = feeds.iter().map(|t| t.as_ptr()).collect();
+        let input_ops: Vec<sys::TF_Output> = inputs
+            .iter()
+            .map(|(r, _)| sys::TF_Output {
+                oper: r.oper,
+                index: r.index,
+            })
+            .collect();
+        let output_ops: Vec<sys::TF_Output> = outputs
+            .iter()
+            .map(|r| sys::TF_Output {
+                oper: r.oper,
+                index: r.index,
+            })
+            .collect();
+        let mut fetched: Vec<*mut sys::TF_Tensor> = vec![std::ptr::null_mut(); outputs.len()];
+        let status = Status::new();
+        // SAFETY: all arrays have the lengths passed; feeds stay alive until after the
+        // call (TF does not take ownership of inputs); TF writes one owned tensor per
+        // output into `fetched`.
+        unsafe {
+            sys::TF_SessionRun(
+                self.session,
+                std::ptr::null(),
+                input_ops.as_ptr(),
+                feed_ptrs.as_ptr(),
+                input_ops.len() as c_int,
+                output_ops.as_ptr(),
+                fetched.as_mut_ptr(),
+                output_ops.len() as c_int,
+                std::ptr::null(),
+                0,
+                std::ptr::null_mut(),
+                status.as_ptr(),
+            );
+        }
+        // Take ownership first, so fetched tensors are freed on every path.
+        let owned: Vec<OutputTensor> = fetched.into_iter().map(OutputTensor).collect();
+        status.check()?;
+        // Outputs are copied out before `feeds` (whose strings an output may alias) drop.
+        let result = owned.iter().map(OutputTensor::to_tensor).collect();
+        drop(owned);
+        drop(feeds);
+        result
+    }
+}
+
+impl Drop for SavedModel {
+    fn drop(&mut self) {
+        let status = Status::new();
+        // SAFETY: session and graph are owned by self and freed exactly once, session first.
+        unsafe {
+            sys::TF_CloseSession(self.session, status.as_ptr());
+            sys::TF_DeleteSession(self.session, status.as_ptr());
+            sys::TF_DeleteGraph(self.graph);
+        }
+    }
+}

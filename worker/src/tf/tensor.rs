@@ -1,0 +1,189 @@
+//! Owned `TF_Tensor`s, built from and copied into [`shm_protocol::tensor::Tensor`].
+
+use super::status::TfError;
+use shm_protocol::tensor::{DataType, Tensor, TensorData};
+use std::mem::size_of;
+use tensorflow_sys as sys;
+
+/// Converts tfgate's dtype to the C API's.
+pub(crate) fn to_tf_dtype(dtype: DataType) -> sys::TF_DataType {
+    use sys::TF_DataType as T;
+    match dtype {
+        DataType::Float => T::TF_FLOAT,
+        DataType::Double => T::TF_DOUBLE,
+        DataType::Int32 => T::TF_INT32,
+        DataType::Uint8 => T::TF_UINT8,
+        DataType::Int16 => T::TF_INT16,
+        DataType::Int8 => T::TF_INT8,
+        DataType::String => T::TF_STRING,
+        DataType::Complex64 => T::TF_COMPLEX64,
+        DataType::Int64 => T::TF_INT64,
+        DataType::Bool => T::TF_BOOL,
+        DataType::Bfloat16 => T::TF_BFLOAT16,
+        DataType::Uint16 => T::TF_UINT16,
+        DataType::Complex128 => T::TF_COMPLEX128,
+        DataType::Half => T::TF_HALF,
+        DataType::Uint32 => T::TF_UINT32,
+        DataType::Uint64 => T::TF_UINT64,
+    }
+}
+
+/// A tensor allocated by this process and fed to a session. Strings are initialised
+/// `TF_TString`s that this type deallocates.
+pub(crate) struct InputTensor {
+    ptr: *mut sys::TF_Tensor,
+    strings: usize,
+}
+
+// SAFETY: a TF_Tensor is a plain heap object with no thread affinity; InputTensor owns it
+// exclusively.
+unsafe impl Send for InputTensor {}
+
+impl InputTensor {
+    /// Allocates a TF tensor holding a copy of `t`.
+    pub(crate) fn from_tensor(t: &Tensor) -> Result<InputTensor, TfError> {
+        t.check()
+            .map_err(|e| TfError::invalid_argument(format!("bad tensor: {e}")))?;
+        let n = t.num_elements();
+        let byte_len = match &t.data {
+            TensorData::Bytes(b) => b.len(),
+            TensorData::Strings(s) => s.len() * size_of::<sys::TF_TString>(),
+        };
+        let dims = t.shape.as_slice();
+        let rank = i32::try_from(dims.len())
+            .map_err(|_| TfError::invalid_argument("tensor rank too large"))?;
+        // SAFETY: dims points to `rank` i64s; TF copies them. A null result means failure.
+        let ptr = unsafe {
+            sys::TF_AllocateTensor(to_tf_dtype(t.dtype), dims.as_ptr(), rank, byte_len)
+        };
+        if ptr.is_null() {
+            return Err(TfError::internal("TF_AllocateTensor failed"));
+        }
+        let mut out = InputTensor { ptr, strings: 0 };
+        match &t.data {
+            TensorData::Bytes(b) => {
+                if !b.is_empty() {
+                    // SAFETY: TF allocated byte_len == b.len() bytes at TF_TensorData; the
+                    // regions cannot overlap (ours is a Rust Vec).
+                    unsafe {
+                        let dst = sys::TF_TensorData(out.ptr) as *mut u8;
+                        std::ptr::copy_nonoverlapping(b.as_ptr(), dst, b.len());
+                    }
+                }
+            }
+            TensorData::Strings(s) => {
+                // SAFETY: the buffer holds n TF_TStrings (byte_len above); each is
+                // initialised before use and counted in `strings` so Drop frees exactly
+                // the initialised ones.
+                unsafe {
+                    let base = sys::TF_TensorData(out.ptr) as *mut sys::TF_TString;
+                    for (i, bytes) in s.iter().enumerate().take(n) {
+                        let ts = base.add(i);
+                        sys::TF_StringInit(ts);
+                        out.strings = i + 1;
+                        sys::TF_StringCopy(ts, bytes.as_ptr() as *const _, bytes.len());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut sys::TF_Tensor {
+        self.ptr
+    }
+}
+
+impl Drop for InputTensor {
+    fn drop(&mut self) {
+        // SAFETY: the first `strings` elements were initialised by TF_StringInit; the
+        // buffer from TF_AllocateTensor does not run tstring destructors itself, so heap
+        // strings are freed here, once, before the tensor is deleted.
+        unsafe {
+            if self.strings > 0 {
+                let base = sys::TF_TensorData(self.ptr) as *mut sys::TF_TString;
+                for i in 0..self.strings {
+                    sys::TF_StringDealloc(base.add(i));
+                }
+            }
+            sys::TF_DeleteTensor(self.ptr);
+        }
+    }
+}
+
+/// A tensor returned by `TF_SessionRun`, owned until dropped.
+pub(crate) struct OutputTensor(pub(crate) *mut sys::TF_Tensor);
+
+impl Drop for OutputTensor {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: TF_SessionRun handed us ownership of this tensor; deleted once.
+            unsafe { sys::TF_DeleteTensor(self.0) }
+        }
+    }
+}
+
+impl OutputTensor {
+    /// Copies the tensor into process memory.
+    pub(crate) fn to_tensor(&self) -> Result<Tensor, TfError> {
+        if self.0.is_null() {
+            return Err(TfError::internal("session returned a null tensor"));
+        }
+        // SAFETY: self.0 is a live tensor owned by self; these accessors only read it.
+        let (raw_dtype, rank) = unsafe {
+            (
+                sys::TF_TensorType(self.0) as i32,
+                sys::TF_NumDims(self.0),
+            )
+        };
+        let dtype = DataType::from_i32(raw_dtype).ok_or_else(|| {
+            TfError::new(
+                3,
+                format!("Failed to write JSON value for tensor type: {raw_dtype}"),
+            )
+        })?;
+        // SAFETY: dim indices are in 0..rank.
+        let shape: Vec<i64> = (0..rank).map(|i| unsafe { sys::TF_Dim(self.0, i) }).collect();
+        // SAFETY: reads the live tensor's byte size and data pointer.
+        let (len, data) = unsafe { (sys::TF_TensorByteSize(self.0), sys::TF_TensorData(self.0)) };
+        let elements = shm_protocol::tensor::num_elements(&shape)
+            .map_err(|e| TfError::internal(format!("bad output shape: {e}")))?;
+        let content = match dtype.element_size() {
+            Some(size) => {
+                if elements.checked_mul(size) != Some(len) {
+                    return Err(TfError::internal("output byte size does not match its shape"));
+                }
+                let mut v = vec![0u8; len];
+                if len > 0 {
+                    // SAFETY: TF guarantees `len` readable bytes at `data`.
+                    unsafe { std::ptr::copy_nonoverlapping(data as *const u8, v.as_mut_ptr(), len) };
+                }
+                TensorData::Bytes(v)
+            }
+            None => {
+                if elements.checked_mul(size_of::<sys::TF_TString>()) != Some(len) {
+                    return Err(TfError::internal("string output size does not match its shape"));
+                }
+                let base = data as *const sys::TF_TString;
+                let mut v = Vec::with_capacity(elements);
+                for i in 0..elements {
+                    // SAFETY: the tensor holds `elements` initialised TF_TStrings; each
+                    // data pointer is valid for its reported size while the tensor lives.
+                    let bytes = unsafe {
+                        let ts = base.add(i);
+                        let p = sys::TF_StringGetDataPointer(ts) as *const u8;
+                        let n = sys::TF_StringGetSize(ts);
+                        if n == 0 {
+                            Vec::new()
+                        } else {
+                            std::slice::from_raw_parts(p, n).to_vec()
+                        }
+                    };
+                    v.push(bytes);
+                }
+                TensorData::Strings(v)
+            }
+        };
+        Tensor::new(dtype, shape, content).map_err(|e| TfError::internal(e.to_string()))
+    }
+}
