@@ -4,6 +4,7 @@
 //! and tensors travel between them through shared memory (see docs/architecture.md).
 #![forbid(unsafe_code)]
 
+mod classifier;
 mod config;
 mod error;
 mod grpc;
@@ -26,6 +27,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tfgate_proto::tensorflow::serving::{model_service_server::ModelServiceServer, prediction_service_server::PredictionServiceServer};
 use workers::{SupervisorConfig, WorkerPool};
+
+/// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// A private directory for the worker sockets, removed on exit.
 struct RuntimeDir(PathBuf);
@@ -187,6 +191,16 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind gRPC port {grpc_addr}"))?;
     tracing::info!("Running gRPC ModelServer at 0.0.0.0:{} ...", flags.port);
+    // One stop signal for every listener; in-flight requests get a grace period, then the
+    // process exits even if clients keep idle connections open.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
     let grpc_server = tonic::transport::Server::builder()
         .add_service(
             PredictionServiceServer::new(grpc.clone())
@@ -194,9 +208,9 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
                 .max_encoding_message_size(i32::MAX as usize),
         )
         .add_service(ModelServiceServer::new(grpc))
-        .serve_with_incoming_shutdown(tokio_stream_incoming(grpc_listener), shutdown_signal());
+        .serve_with_incoming_shutdown(tokio_stream_incoming(grpc_listener), stopped(stop_rx.clone()));
 
-    let rest_task = if flags.rest_api_port != 0 && flags.rest_api_port != flags.port {
+    if flags.rest_api_port != 0 && flags.rest_api_port != flags.port {
         let api = rest::RestApi {
             predictor,
             config: rest::RestConfig {
@@ -204,16 +218,16 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
                 max_body_bytes: flags.max_request_body_mb << 20,
             },
         };
-        Some(tokio::spawn(serve_rest(SocketAddr::from(([0, 0, 0, 0], flags.rest_api_port)), api)))
-    } else {
-        if flags.rest_api_port == flags.port {
-            tracing::error!("--rest_api_port cannot be the same as --port; not starting REST");
-        }
-        None
-    };
-    grpc_server.await.context("gRPC server failed")?;
-    if let Some(t) = rest_task {
-        t.abort();
+        tokio::spawn(serve_rest(SocketAddr::from(([0, 0, 0, 0], flags.rest_api_port)), api));
+    } else if flags.rest_api_port == flags.port {
+        tracing::error!("--rest_api_port cannot be the same as --port; not starting REST");
+    }
+    tokio::select! {
+        r = grpc_server => r.context("gRPC server failed")?,
+        _ = async {
+            stopped(stop_rx).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {}
     }
     drop(runtime_dir);
     Ok(())

@@ -40,10 +40,29 @@ impl Predictor {
         timeout: Duration,
     ) -> Result<PredictResult, ServingError> {
         let valid = validate_predict(servable, signature_name, inputs, output_filter)?;
-        self.run(valid, timeout).await
+        self.dispatch(valid, timeout).await
     }
 
-    async fn run(&self, valid: ValidPredict, timeout: Duration) -> Result<PredictResult, ServingError> {
+    /// Runs signature `signature_key` with inputs the caller has already checked
+    /// (classify and regress validate by their own rules).
+    pub async fn run(
+        &self,
+        servable: &Servable,
+        signature_key: &str,
+        inputs: Vec<(String, Tensor)>,
+        output_filter: Vec<String>,
+        timeout: Duration,
+    ) -> Result<PredictResult, ServingError> {
+        let valid = ValidPredict {
+            servable: servable.id.clone(),
+            signature_name: signature_key.to_string(),
+            inputs,
+            output_filter,
+        };
+        self.dispatch(valid, timeout).await
+    }
+
+    async fn dispatch(&self, valid: ValidPredict, timeout: Duration) -> Result<PredictResult, ServingError> {
         let frame = RequestFrame {
             kind: RequestKind::Predict,
             model_name: valid.servable.name.clone(),

@@ -55,6 +55,9 @@ impl Default for SpinConfig {
     }
 }
 
+/// Spin without yielding for at most this long: a busy peer answers within ~1-3 µs.
+const PURE_SPIN: Duration = Duration::from_micros(5);
+
 /// The longest single futex wait; longer waits loop, so a corrupt word costs at most this.
 const MAX_PARK: Duration = Duration::from_millis(100);
 
@@ -107,6 +110,7 @@ impl WakeWord {
         if !spin.spin.is_zero() {
             let start = Instant::now();
             let spin_end = start + spin.spin;
+            let pure_end = start + spin.spin.min(PURE_SPIN);
             loop {
                 for _ in 0..32 {
                     std::hint::spin_loop();
@@ -117,6 +121,12 @@ impl WakeWord {
                 let now = Instant::now();
                 if now >= spin_end || now >= deadline {
                     break;
+                }
+                if now >= pure_end {
+                    // The peer we are waiting for may have been woken onto *our* CPU (the
+                    // scheduler packs tasks onto busy vCPUs); yielding lets it run now
+                    // instead of after our spin budget. Returns at once if nobody waits.
+                    std::thread::yield_now();
                 }
             }
         }

@@ -106,3 +106,30 @@ def test_rest_matches_readme(server):
     status, body = rest(server[1], "POST", "/v1/models/half_plus_two:predict",
                         '{"instances": [[1.0], [2.0], [5.0]]}')
     assert (status, body) == (200, {"predictions": [[3.5], [4.0], [5.5]]})
+
+
+def test_classify_and_regress_with_official_stub(server):
+    from tensorflow_serving.apis import classification_pb2, regression_pb2
+
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{server[0]}"))
+
+    def example(x):
+        return tf.train.Example(features=tf.train.Features(
+            feature={"x": tf.train.Feature(float_list=tf.train.FloatList(value=[x]))}))
+
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = "half_plus_two"
+    request.model_spec.signature_name = "classify_x_to_y"
+    request.input.example_list.examples.extend([example(2.0), example(6.0)])
+    result = stub.Classify(request, 10.0)
+    assert [[(c.label, c.score) for c in cl.classes] for cl in result.result.classifications] == [
+        [("", 4.0)], [("", 6.0)]]
+    assert result.model_spec.version.value == 2
+
+    request = regression_pb2.RegressionRequest()
+    request.model_spec.name = "half_plus_two"
+    request.model_spec.signature_name = "regress_x_to_y"
+    request.input.example_list_with_context.context.CopyFrom(example(10.0))
+    request.input.example_list_with_context.examples.extend([example(2.0), tf.train.Example()])
+    result = stub.Regress(request, 10.0)
+    assert [r.value for r in result.result.regressions] == [4.0, 8.0]

@@ -121,3 +121,38 @@ fn mixed_dtypes_and_binary_strings() {
     );
     assert_eq!(status, 400, "{body}");
 }
+
+#[test]
+fn classify_and_regress_over_tf_examples() {
+    let server = Server::start("half_plus_two");
+    // Version 2: y = 0.5 * x + 3.
+    let (status, body) = post(
+        &server,
+        "/v1/models/half_plus_two:classify",
+        r#"{"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}, {"x": 4.0}]}"#,
+    );
+    assert_eq!((status, body), (200, json!({"results": [[["", 4.0]], [["", 5.0]]]})));
+
+    let (status, body) = post(
+        &server,
+        "/v1/models/half_plus_two:regress",
+        r#"{"signature_name": "regress_x_to_y2", "context": {"x": 1.0}, "examples": [{"x": 2.0}, {}]}"#,
+    );
+    // y2 = 0.5 * x + 3; the second example takes x from the context.
+    assert_eq!((status, body), (200, json!({"results": [4.0, 3.5]})));
+
+    let (status, body) = post(&server, "/v1/models/half_plus_two:classify", r#"{"examples": [{"x": 2.0}]}"#);
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"error": "Expected classification signature method_name to be tensorflow/serving/classify. Was: tensorflow/serving/predict"})
+        )
+    );
+    let (status, body) = post(
+        &server,
+        "/v1/models/half_plus_two:regress",
+        r#"{"signature_name": "nope", "examples": [{"x": 2.0}]}"#,
+    );
+    assert_eq!((status, body), (400, json!({"error": "No signature was found with the name: nope"})));
+}

@@ -3,6 +3,7 @@
 
 pub mod tensor_proto;
 
+use crate::classifier;
 use crate::error::ServingError;
 use crate::predictor::Predictor;
 use crate::servables::ServableRequest;
@@ -37,6 +38,15 @@ pub fn servable_request(spec: Option<&pb::ModelSpec>) -> Result<ServableRequest,
     })
 }
 
+/// The `model_spec` of a response: name, version and the signature that ran.
+fn response_spec(servable: &crate::servables::Servable, signature: &str) -> pb::ModelSpec {
+    pb::ModelSpec {
+        name: servable.id.name.clone(),
+        signature_name: crate::validation::signature_key(signature).to_string(),
+        version_choice: Some(VersionChoice::Version(servable.id.version)),
+    }
+}
+
 /// The deadline a gRPC client set (`grpc-timeout`), which becomes the run timeout.
 fn deadline_of<T>(request: &Request<T>) -> Duration {
     request
@@ -63,12 +73,55 @@ fn parse_grpc_timeout(v: &str) -> Option<Duration> {
 
 #[tonic::async_trait]
 impl pb::prediction_service_server::PredictionService for GrpcServices {
-    async fn classify(&self, _: Request<pb::ClassificationRequest>) -> Result<Response<pb::ClassificationResponse>, Status> {
-        Err(Status::unimplemented("Classify is not implemented yet"))
+    async fn classify(&self, request: Request<pb::ClassificationRequest>) -> Result<Response<pb::ClassificationResponse>, Status> {
+        let timeout = deadline_of(&request);
+        let req = request.into_inner();
+        let servable = self
+            .predictor
+            .resolve(&servable_request(req.model_spec.as_ref()).map_err(|e| e.to_status())?)
+            .map_err(|e| e.to_status())?;
+        let signature = req.model_spec.as_ref().map(|s| s.signature_name.clone()).unwrap_or_default();
+        let examples = classifier::serialized_examples(req.input.as_ref());
+        let results = classifier::classify(&self.predictor, &servable, &signature, examples, timeout)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::ClassificationResponse {
+            model_spec: Some(response_spec(&servable, &signature)),
+            result: Some(pb::ClassificationResult {
+                classifications: results
+                    .into_iter()
+                    .map(|classes| pb::Classifications {
+                        classes: classes
+                            .into_iter()
+                            .map(|(label, score)| pb::Class {
+                                label: String::from_utf8_lossy(&label).into_owned(),
+                                score,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            }),
+        }))
     }
 
-    async fn regress(&self, _: Request<pb::RegressionRequest>) -> Result<Response<pb::RegressionResponse>, Status> {
-        Err(Status::unimplemented("Regress is not implemented yet"))
+    async fn regress(&self, request: Request<pb::RegressionRequest>) -> Result<Response<pb::RegressionResponse>, Status> {
+        let timeout = deadline_of(&request);
+        let req = request.into_inner();
+        let servable = self
+            .predictor
+            .resolve(&servable_request(req.model_spec.as_ref()).map_err(|e| e.to_status())?)
+            .map_err(|e| e.to_status())?;
+        let signature = req.model_spec.as_ref().map(|s| s.signature_name.clone()).unwrap_or_default();
+        let examples = classifier::serialized_examples(req.input.as_ref());
+        let values = classifier::regress(&self.predictor, &servable, &signature, examples, timeout)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::RegressionResponse {
+            model_spec: Some(response_spec(&servable, &signature)),
+            result: Some(pb::RegressionResult {
+                regressions: values.into_iter().map(|value| pb::Regression { value }).collect(),
+            }),
+        }))
     }
 
     async fn predict(&self, request: Request<pb::PredictRequest>) -> Result<Response<pb::PredictResponse>, Status> {

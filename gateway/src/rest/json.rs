@@ -11,27 +11,55 @@
 //! Where tfgate knowingly differs from TF Serving:
 //! - Several outputs (or inputs) are handled in name order. TF Serving walks a protobuf
 //!   map, whose order is unspecified.
-//! - Doubles inside error messages (`JSON Value: 1.5 ...`) use the shortest round-trip
-//!   digits; rapidjson's Grisu2 picks a longer form in rare cases.
 //! - Error messages are `String`s: invalid UTF-8 from the request is shown as U+FFFD
 //!   where TF Serving would echo the raw bytes.
 
 mod b64;
 mod classify;
+mod dtoa;
 mod float;
-mod parser;
+pub mod parser;
 mod predict;
 mod writer;
 
-pub use classify::{decode_examples, encode_classify, encode_regress, ExamplesJson};
-pub use float::{decimal_f32, decimal_f64};
-pub use parser::{JsonValue, ParseError, ParseErrorCode};
-pub use predict::{
-    decode_predict, encode_predict, predict_signature_name, PredictFormat, PredictJson,
-};
+pub use classify::{decode_examples, encode_classify, encode_regress};
+pub use predict::{decode_predict, encode_predict, predict_signature_name};
 
 use crate::error::ServingError;
+use parser::JsonValue;
+use shm_protocol::tensor::Tensor;
 use tonic::Code;
+
+/// Which request shape the body used; the response uses the matching one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PredictFormat {
+    /// `{"instances": [...]}` in, `{"predictions": [...]}` out.
+    Row,
+    /// `{"inputs": ...}` in, `{"outputs": ...}` out.
+    Columnar,
+}
+
+/// A decoded predict request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictJson {
+    /// `signature_name` as sent (`None` if absent; may be `Some("")`).
+    pub signature_name: Option<String>,
+    pub format: PredictFormat,
+    /// One tensor per signature input, sorted by name.
+    pub inputs: Vec<(String, Tensor)>,
+}
+
+/// A decoded classify or regress request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExamplesJson {
+    /// `signature_name` as sent (`None` if absent).
+    pub signature_name: Option<String>,
+    /// The serialized context `Example` when `context` was given: the request is then
+    /// an `ExampleListWithContext`, else an `ExampleList`.
+    pub context: Option<Vec<u8>>,
+    /// One serialized `tensorflow.Example` per element of `examples`.
+    pub examples: Vec<Vec<u8>>,
+}
 
 /// A parsed request body whose root is an object.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,6 +5,7 @@ pub mod json;
 mod model_json;
 mod route;
 
+use crate::classifier;
 use crate::error::ServingError;
 use crate::predictor::Predictor;
 use crate::servables::ServableRequest;
@@ -99,10 +100,21 @@ impl RestApi {
     async fn infer(&self, request: &ServableRequest, verb: Verb, body: &[u8]) -> Result<Vec<u8>, ServingError> {
         match verb {
             Verb::Predict => self.predict(request, body).await,
-            Verb::Classify | Verb::Regress => Err(ServingError::unimplemented(format!(
-                "{} is not implemented yet",
-                verb.as_str()
-            ))),
+            Verb::Classify | Verb::Regress => {
+                let doc = json::parse(body)?;
+                let decoded = json::decode_examples(&doc)?;
+                let servable = self.predictor.resolve(request)?;
+                let examples = classifier::with_context(decoded.context.as_deref(), decoded.examples);
+                let signature = decoded.signature_name.unwrap_or_default();
+                let timeout = self.config.timeout;
+                if verb == Verb::Classify {
+                    let results = classifier::classify(&self.predictor, &servable, &signature, examples, timeout).await?;
+                    json::encode_classify(&results)
+                } else {
+                    let results = classifier::regress(&self.predictor, &servable, &signature, examples, timeout).await?;
+                    json::encode_regress(&results).map(String::into_bytes)
+                }
+            }
         }
     }
 

@@ -24,16 +24,6 @@ pub enum Verb {
     Regress,
 }
 
-impl Verb {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verb::Predict => "predict",
-            Verb::Classify => "classify",
-            Verb::Regress => "regress",
-        }
-    }
-}
-
 /// A matched route.
 #[derive(Debug, PartialEq)]
 pub enum Route {

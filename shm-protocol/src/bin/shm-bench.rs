@@ -44,8 +44,14 @@ fn main() {
         return;
     }
     if let Ok(n) = std::env::var("SHM_BENCH_RTT_ONLY") {
-        let (peer, tx, mut rx) = spawn_shm(SpinConfig::default(), 1);
-        let mut v = ring_rtt(&tx, &mut rx, n.parse().expect("n"), Duration::ZERO, 0);
+        // Development aid: SHM_BENCH_SPIN_US, SHM_BENCH_GAP_US.
+        let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+        let spin = SpinConfig {
+            spin: Duration::from_micros(env("SHM_BENCH_SPIN_US", 50)),
+        };
+        let gap = Duration::from_micros(env("SHM_BENCH_GAP_US", 0));
+        let (peer, tx, mut rx) = spawn_shm(spin, 1);
+        let mut v = ring_rtt(&tx, &mut rx, n.parse().expect("n"), gap, 0);
         println!("rtt p50 {:.2} µs p99 {:.2} µs", pct(&mut v, 0.5), pct(&mut v, 0.99));
         drop((tx, rx));
         drop(peer);
@@ -223,7 +229,10 @@ fn uds_rtt(sock: &mut UnixStream, n: usize, gap: Duration) -> Vec<u64> {
 /// every tensor out into its own buffer. Returns GB/s (1e9 bytes/s).
 fn ring_throughput(tx: &RequestSender, rx: &mut ResponseReceiver, size: usize, budget: Duration, id0: u64) -> f64 {
     let frame = frame_with(vec![0x5a; size], DataType::Uint8, vec![size as i64]);
-    let window = (tx.arena_capacity() as usize / (size + 4096)).clamp(1, 16);
+    let window = std::env::var("SHM_BENCH_WINDOW")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| (tx.arena_capacity() as usize / (size + 4096)).clamp(1, 16));
     // Warm up (fault in the arena pages used).
     let mut id = id0;
     for _ in 0..window * 2 {
@@ -311,6 +320,17 @@ fn bench() {
     drop((tx, rx));
     drop(peer);
 
+    // Idle with a longer spin: the waiting gateway thread still spins when the (slow to
+    // wake) peer answers, so only one cold wake-up is paid per round trip.
+    let long_spin = SpinConfig {
+        spin: Duration::from_micros(200),
+    };
+    let (peer, tx, mut rx) = spawn_shm(long_spin, 3);
+    ring_rtt(&tx, &mut rx, 2_000, Duration::ZERO, 0);
+    let mut ring_idle_long = ring_rtt(&tx, &mut rx, 800, Duration::from_micros(1500), 1 << 32);
+    drop((tx, rx));
+    drop(peer);
+
     let mut uds = spawn_peer("uds");
     uds_rtt(&mut uds.sock, 20_000, Duration::ZERO);
     let mut uds_load = uds_rtt(&mut uds.sock, 200_000, Duration::ZERO);
@@ -324,10 +344,11 @@ fn bench() {
 
     println!();
     println!("{:<44} {:>10} {:>10}", "round trip, small message", "p50 µs", "p99 µs");
-    let rows: [(&str, &mut Vec<u64>); 5] = [
+    let rows: [(&str, &mut Vec<u64>); 6] = [
         ("shm ring, under load (back-to-back)", &mut ring_load),
         ("shm ring, idle (1 msg / 1.5 ms)", &mut ring_idle),
         ("shm ring, under load, spin=0 (park at once)", &mut ring_nospin),
+        ("shm ring, idle, spin=200 µs", &mut ring_idle_long),
         ("unix socket, under load (back-to-back)", &mut uds_load),
         ("unix socket, idle (1 msg / 1.5 ms)", &mut uds_idle),
     ];
@@ -352,8 +373,8 @@ fn bench() {
     println!();
     println!("total bench time: {:.1} s", started.elapsed().as_secs_f64());
     let mut json = format!(
-        "{{\"ring_rtt_p50_us\":{:.3},\"ring_rtt_p99_us\":{:.3},\"ring_idle_rtt_p50_us\":{:.3},\"ring_idle_rtt_p99_us\":{:.3},\"ring_nospin_rtt_p50_us\":{:.3},\"uds_rtt_p50_us\":{:.3},\"uds_rtt_p99_us\":{:.3},\"uds_idle_rtt_p50_us\":{:.3},\"uds_idle_rtt_p99_us\":{:.3}",
-        p[0].0, p[0].1, p[1].0, p[1].1, p[2].0, p[3].0, p[3].1, p[4].0, p[4].1
+        "{{\"ring_rtt_p50_us\":{:.3},\"ring_rtt_p99_us\":{:.3},\"ring_idle_rtt_p50_us\":{:.3},\"ring_idle_rtt_p99_us\":{:.3},\"ring_nospin_rtt_p50_us\":{:.3},\"ring_idle_spin200_rtt_p50_us\":{:.3},\"uds_rtt_p50_us\":{:.3},\"uds_rtt_p99_us\":{:.3},\"uds_idle_rtt_p50_us\":{:.3},\"uds_idle_rtt_p99_us\":{:.3}",
+        p[0].0, p[0].1, p[1].0, p[1].1, p[2].0, p[3].0, p[4].0, p[4].1, p[5].0, p[5].1
     );
     for (i, (_, key)) in sizes.iter().enumerate() {
         json.push_str(&format!(",\"ring_gbps_{key}\":{:.3},\"memcpy_gbps_{key}\":{:.3}", tput[i], memcpy[i]));

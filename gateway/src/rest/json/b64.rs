@@ -9,9 +9,7 @@ use crate::error::ServingError;
 /// string.
 pub(crate) fn is_b64_object(v: &JsonValue) -> bool {
     match v.as_object() {
-        Some(members) => {
-            members.len() == 1 && v.get("b64").is_some_and(|s| s.as_bytes().is_some())
-        }
+        Some(members) => members.len() == 1 && v.get("b64").is_some_and(|s| s.as_bytes().is_some()),
         None => false,
     }
 }
@@ -136,7 +134,10 @@ mod tests {
                     .collect(),
             )
         };
-        assert!(is_b64_object(&obj(vec![("b64", JsonValue::String(b"AA==".to_vec()))])));
+        assert!(is_b64_object(&obj(vec![(
+            "b64",
+            JsonValue::String(b"AA==".to_vec())
+        )])));
         assert!(!is_b64_object(&obj(vec![("b64", JsonValue::Int(1))])));
         assert!(!is_b64_object(&obj(vec![
             ("b64", JsonValue::String(vec![])),
@@ -148,8 +149,8 @@ mod tests {
             err.message,
             "JSON Value: {\n    \"b64\": 1\n} not formatted correctly for base64 data"
         );
-        let err = decode_b64_object(&obj(vec![("b64", JsonValue::String(b"a".to_vec()))]))
-            .unwrap_err();
+        let err =
+            decode_b64_object(&obj(vec![("b64", JsonValue::String(b"a".to_vec()))])).unwrap_err();
         assert_eq!(err.message, "Unable to base64 decode");
     }
 }

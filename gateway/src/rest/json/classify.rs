@@ -9,20 +9,8 @@ use super::float::decimal_f32;
 use super::parser::JsonValue;
 use super::predict::predict_signature_name;
 use super::writer::PrettyWriter;
-use super::{format_error, JsonDoc};
+use super::{format_error, ExamplesJson, JsonDoc};
 use crate::error::ServingError;
-
-/// A decoded classify or regress request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExamplesJson {
-    /// `signature_name` as sent (`None` if absent).
-    pub signature_name: Option<String>,
-    /// The serialized context `Example` when `context` was given: the request is then
-    /// an `ExampleListWithContext`, else an `ExampleList`.
-    pub context: Option<Vec<u8>>,
-    /// One serialized `tensorflow.Example` per element of `examples`.
-    pub examples: Vec<Vec<u8>>,
-}
 
 /// A `tensorflow.Feature` being filled.
 #[derive(Debug, Default)]
@@ -242,7 +230,10 @@ pub fn decode_examples(doc: &JsonDoc) -> Result<ExamplesJson, ServingError> {
         ));
     };
     let Some(items) = examples.as_array() else {
-        return Err(format_error(doc, "Expecting 'examples' value to be an list/array"));
+        return Err(format_error(
+            doc,
+            "Expecting 'examples' value to be an list/array",
+        ));
     };
     if items.is_empty() {
         return Err(format_error(doc, "'examples' value is an empty array"));

@@ -66,10 +66,6 @@ impl JsonValue {
         }
     }
 
-    pub fn is_number(&self) -> bool {
-        matches!(self, JsonValue::Int(_) | JsonValue::Double(_))
-    }
-
     /// rapidjson `IsInt()`: an integer token in the `i32` range.
     pub fn as_i32(&self) -> Option<i32> {
         match self {
@@ -889,10 +885,22 @@ mod tests {
         assert!(matches!(ok("-0.0"), JsonValue::Double(d) if d == 0.0 && d.is_sign_negative()));
         assert_eq!(ok("-2147483648"), JsonValue::Int(-2147483648));
         assert_eq!(ok("4294967296"), JsonValue::Int(4294967296));
-        assert_eq!(ok("-9223372036854775808"), JsonValue::Int(i128::from(i64::MIN)));
-        assert_eq!(ok("18446744073709551615"), JsonValue::Int(i128::from(u64::MAX)));
-        assert_eq!(ok("18446744073709551616"), JsonValue::Double(18446744073709551616.0));
-        assert_eq!(ok("-9223372036854775809"), JsonValue::Double(-9223372036854775808.0));
+        assert_eq!(
+            ok("-9223372036854775808"),
+            JsonValue::Int(i128::from(i64::MIN))
+        );
+        assert_eq!(
+            ok("18446744073709551615"),
+            JsonValue::Int(i128::from(u64::MAX))
+        );
+        assert_eq!(
+            ok("18446744073709551616"),
+            JsonValue::Double(18446744073709551616.0)
+        );
+        assert_eq!(
+            ok("-9223372036854775809"),
+            JsonValue::Double(-9223372036854775808.0)
+        );
         assert_eq!(ok("0.1"), JsonValue::Double(0.1));
         assert_eq!(ok("2.5E-3"), JsonValue::Double(0.0025));
         assert_eq!(ok("1e308"), JsonValue::Double(1e308));
@@ -927,8 +935,14 @@ mod tests {
 
     #[test]
     fn strings_are_bytes() {
-        assert_eq!(ok(r#""a\"\\\/\b\f\n\r\t""#), JsonValue::String(b"a\"\\/\x08\x0c\n\r\t".to_vec()));
-        assert_eq!(ok(r#""\u00e9\ud83d\ude00""#), JsonValue::String("é😀".as_bytes().to_vec()));
+        assert_eq!(
+            ok(r#""a\"\\\/\b\f\n\r\t""#),
+            JsonValue::String(b"a\"\\/\x08\x0c\n\r\t".to_vec())
+        );
+        assert_eq!(
+            ok(r#""\u00e9\ud83d\ude00""#),
+            JsonValue::String("é😀".as_bytes().to_vec())
+        );
         assert_eq!(ok(r#""\u0000""#), JsonValue::String(vec![0]));
         // A lone low surrogate is encoded anyway, as rapidjson does.
         assert_eq!(ok(r#""\udc00""#), JsonValue::String(vec![0xED, 0xB0, 0x80]));
@@ -961,7 +975,10 @@ mod tests {
         assert_eq!(err(b"\"a\\x\""), (StringEscapeInvalid, 2));
         assert_eq!(err(b"\"a\\u12G4\""), (StringUnicodeEscapeInvalidHex, 2));
         assert_eq!(err(b"\"\\ud800x\""), (StringUnicodeSurrogateInvalid, 1));
-        assert_eq!(err(b"\"\\ud800\\u0041\""), (StringUnicodeSurrogateInvalid, 1));
+        assert_eq!(
+            err(b"\"\\ud800\\u0041\""),
+            (StringUnicodeSurrogateInvalid, 1)
+        );
         assert_eq!(err(b"{\"a\":[1,2"), (ArrayMissCommaOrSquareBracket, 9));
         assert_eq!(err(b"{\"a\":[1,2]"), (ObjectMissCommaOrCurlyBracket, 10));
         // A NUL byte ends the input.
@@ -977,7 +994,10 @@ mod tests {
 
     #[test]
     fn skips_bom_bytes() {
-        assert_eq!(parse_value(b"\xEF\xBB\xBF{}").ok(), Some(JsonValue::Object(vec![])));
+        assert_eq!(
+            parse_value(b"\xEF\xBB\xBF{}").ok(),
+            Some(JsonValue::Object(vec![]))
+        );
         assert_eq!(err(b"\xEF\xBB\xBF"), (ParseErrorCode::DocumentEmpty, 3));
     }
 

@@ -10,27 +10,8 @@ use super::b64::{decode_b64_object, is_b64_object};
 use super::float::{decimal_f32, decimal_f64};
 use super::parser::JsonValue;
 use super::writer::{debug_string, PrettyWriter};
-use super::{format_error, status_to_string, JsonDoc};
+use super::{format_error, status_to_string, JsonDoc, PredictFormat, PredictJson};
 use crate::error::ServingError;
-
-/// Which request shape the body used; the response uses the matching one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PredictFormat {
-    /// `{"instances": [...]}` in, `{"predictions": [...]}` out.
-    Row,
-    /// `{"inputs": ...}` in, `{"outputs": ...}` out.
-    Columnar,
-}
-
-/// A decoded predict request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PredictJson {
-    /// `signature_name` as sent (`None` if absent; may be `Some("")`).
-    pub signature_name: Option<String>,
-    pub format: PredictFormat,
-    /// One tensor per signature input, sorted by name.
-    pub inputs: Vec<(String, Tensor)>,
-}
 
 /// Values as a `TensorProto` holds them while the JSON is read.
 enum Vals {
@@ -65,6 +46,9 @@ impl Vals {
     }
 }
 
+/// Decoded inputs by name: dtype, shape, values.
+type Decoded = BTreeMap<String, (DataType, Vec<i64>, Vals)>;
+
 struct Acc {
     dtype: DataType,
     vals: Vals,
@@ -86,11 +70,7 @@ fn add_value(v: &JsonValue, acc: &mut Acc) -> Result<(), ServingError> {
         Vals::Float(out) => out.push(v.as_f32().ok_or_else(|| type_error(v, dtype))?),
         Vals::Double(out) => out.push(v.as_f64().ok_or_else(|| type_error(v, dtype))?),
         Vals::Int(out) => out.push(v.as_i32().ok_or_else(|| type_error(v, dtype))?),
-        Vals::Str(out) => out.push(
-            v.as_bytes()
-                .ok_or_else(|| type_error(v, dtype))?
-                .to_vec(),
-        ),
+        Vals::Str(out) => out.push(v.as_bytes().ok_or_else(|| type_error(v, dtype))?.to_vec()),
         Vals::Int64(out) => out.push(v.as_i64().ok_or_else(|| type_error(v, dtype))?),
         Vals::Bool(out) => match v {
             JsonValue::Bool(b) => out.push(*b),
@@ -232,13 +212,11 @@ fn add_instance_item(
         (Some(&want), _) if want != size => Err(ServingError::invalid_argument(format!(
             "Expecting tensor size: {want} but got: {size}"
         ))),
-        (Some(_), Some(want)) if *want != shape => {
-            Err(ServingError::invalid_argument(format!(
-                "Expecting shape {} but got: {}",
-                shape_to_string(want),
-                shape_to_string(&shape)
-            )))
-        }
+        (Some(_), Some(want)) if *want != shape => Err(ServingError::invalid_argument(format!(
+            "Expecting shape {} but got: {}",
+            shape_to_string(want),
+            shape_to_string(&shape)
+        ))),
         (Some(_), _) => Ok(()),
         (None, _) => {
             st.sizes.insert(name.to_string(), size);
@@ -252,7 +230,7 @@ fn add_instance_item(
 fn from_instances(
     instances: &[JsonValue],
     inputs: &BTreeMap<String, DataType>,
-) -> Result<BTreeMap<String, (DataType, Vec<i64>, Vals)>, ServingError> {
+) -> Result<Decoded, ServingError> {
     let Some(first) = instances.first() else {
         return Ok(BTreeMap::new());
     };
@@ -328,7 +306,7 @@ fn from_instances(
 fn from_inputs(
     val: &JsonValue,
     inputs: &BTreeMap<String, DataType>,
-) -> Result<BTreeMap<String, (DataType, Vec<i64>, Vals)>, ServingError> {
+) -> Result<Decoded, ServingError> {
     let mut out = BTreeMap::new();
     let mut one = |name: &str, dtype: DataType, v: &JsonValue| -> Result<(), ServingError> {
         let shape = dense_shape(v);
@@ -456,7 +434,10 @@ pub fn decode_predict(
         }
         (Some(instances), None) => {
             let Some(items) = instances.as_array() else {
-                return Err(format_error(doc, "Expecting 'instances' to be an list/array"));
+                return Err(format_error(
+                    doc,
+                    "Expecting 'instances' to be an list/array",
+                ));
             };
             if items.is_empty() {
                 return Err(format_error(doc, "No values in 'instances' array"));
@@ -520,7 +501,11 @@ fn write_single(
                 if as_bytes {
                     w.start_object();
                     w.key(b"b64");
-                    w.string(base64::engine::general_purpose::STANDARD.encode(s).as_bytes());
+                    w.string(
+                        base64::engine::general_purpose::STANDARD
+                            .encode(s)
+                            .as_bytes(),
+                    );
                     w.end_object();
                 } else {
                     w.string(s);

@@ -6,6 +6,7 @@
 //! \f \r` or `\u00XX` (upper-case hex), every other byte, invalid UTF-8 included, copied
 //! as is.
 
+use super::dtoa::rapidjson_dtoa;
 use super::parser::JsonValue;
 
 struct Level {
@@ -185,58 +186,6 @@ pub(crate) fn write_escaped(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
 }
 
-/// rapidjson's `internal::dtoa` (Grisu2 digits, then `Prettify` with
-/// `maxDecimalPlaces = 324`) for a finite double: `1.0`, `0.001`, `1e30`, `1.5e-7`.
-///
-/// The digits come from Rust's shortest round-trip formatting; Grisu2 gives the same
-/// digits except in rare cases where it returns a longer (still exact) form.
-pub(crate) fn rapidjson_dtoa(d: f64) -> String {
-    if d == 0.0 {
-        return if d.is_sign_negative() { "-0.0" } else { "0.0" }.to_string();
-    }
-    let mut out = String::new();
-    if d < 0.0 {
-        out.push('-');
-    }
-    let sci = format!("{:e}", d.abs());
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    let length = digits.len() as i32;
-    let k = exp - (length - 1);
-    let kk = length + k;
-    if (0..).contains(&k) && kk <= 21 {
-        out.push_str(&digits);
-        for _ in length..kk {
-            out.push('0');
-        }
-        out.push_str(".0");
-    } else if 0 < kk && kk <= 21 {
-        let (a, b) = digits.split_at(kk as usize);
-        out.push_str(a);
-        out.push('.');
-        out.push_str(b);
-    } else if -6 < kk && kk <= 0 {
-        out.push_str("0.");
-        for _ in 0..-kk {
-            out.push('0');
-        }
-        out.push_str(&digits);
-    } else if kk < -324 {
-        out.push_str("0.0");
-    } else {
-        let (a, b) = digits.split_at(1);
-        out.push_str(a);
-        if !b.is_empty() {
-            out.push('.');
-            out.push_str(b);
-        }
-        out.push('e');
-        out.push_str(&(kk - 1).to_string());
-    }
-    out
-}
-
 const MAX_DEBUG_STRING_BYTES: usize = 256;
 
 /// `JsonValueToDebugString`: the value pretty-printed with single-line arrays, cut
@@ -307,26 +256,6 @@ mod tests {
     }
 
     #[test]
-    fn dtoa_matches_rapidjson_prettify() {
-        assert_eq!(rapidjson_dtoa(1.0), "1.0");
-        assert_eq!(rapidjson_dtoa(-0.0), "-0.0");
-        assert_eq!(rapidjson_dtoa(0.0), "0.0");
-        assert_eq!(rapidjson_dtoa(1.5), "1.5");
-        assert_eq!(rapidjson_dtoa(-2.25), "-2.25");
-        assert_eq!(rapidjson_dtoa(123456.0), "123456.0");
-        assert_eq!(rapidjson_dtoa(1e20), "100000000000000000000.0");
-        assert_eq!(rapidjson_dtoa(1e21), "1e21");
-        assert_eq!(rapidjson_dtoa(1.5e21), "1.5e21");
-        assert_eq!(rapidjson_dtoa(0.001), "0.001");
-        assert_eq!(rapidjson_dtoa(0.000001), "0.000001");
-        assert_eq!(rapidjson_dtoa(1e-7), "1e-7");
-        assert_eq!(rapidjson_dtoa(1.25e-7), "1.25e-7");
-        assert_eq!(rapidjson_dtoa(1.7976931348623157e308), "1.7976931348623157e308");
-        assert_eq!(rapidjson_dtoa(5e-324), "5e-324");
-        assert_eq!(rapidjson_dtoa(0.1), "0.1");
-    }
-
-    #[test]
     fn pretty_layout_matches_rapidjson() {
         let mut w = PrettyWriter::new();
         w.start_object();
@@ -352,14 +281,19 @@ mod tests {
     fn escapes_like_rapidjson() {
         let mut out = Vec::new();
         write_escaped(&mut out, b"a\"b\\c/\x01\x1f\x7f\n\t\x08\x0c\r\xff");
-        assert_eq!(out, b"\"a\\\"b\\\\c/\\u0001\\u001F\x7f\\n\\t\\b\\f\\r\xff\"".to_vec());
+        assert_eq!(
+            out,
+            b"\"a\\\"b\\\\c/\\u0001\\u001F\x7f\\n\\t\\b\\f\\r\xff\"".to_vec()
+        );
     }
 
     #[test]
     fn debug_strings() {
         assert_eq!(dbg("[1, 2.50, \"x\"]"), "[1, 2.5, \"x\"]");
-        assert_eq!(dbg(r#"{"a": [1, {"b": null}], "c": true}"#),
-            "{\n    \"a\": [1, {\n            \"b\": null\n        }],\n    \"c\": true\n}");
+        assert_eq!(
+            dbg(r#"{"a": [1, {"b": null}], "c": true}"#),
+            "{\n    \"a\": [1, {\n            \"b\": null\n        }],\n    \"c\": true\n}"
+        );
         assert_eq!(dbg("{}"), "{}");
         assert_eq!(dbg("[]"), "[]");
         assert_eq!(dbg("[[], {}]"), "[[], {}]");
