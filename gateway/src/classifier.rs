@@ -7,11 +7,11 @@ use crate::error::ServingError;
 use crate::predictor::Predictor;
 use crate::servables::Servable;
 use crate::validation::signature_key;
+use prost::Message;
 use shm_protocol::tensor::{DataType, Tensor, TensorData};
 use std::time::Duration;
 use tfgate_proto::tensorflow::serving::{input, Input};
 use tfgate_proto::tensorflow::SignatureDef;
-use prost::Message;
 
 const CLASSIFY_METHOD: &str = "tensorflow/serving/classify";
 const REGRESS_METHOD: &str = "tensorflow/serving/regress";
@@ -23,9 +23,15 @@ pub type Class = (Vec<u8>, f32);
 /// first, so the example's own features win when both set one (protobuf merge order).
 pub fn serialized_examples(input: Option<&Input>) -> Vec<Vec<u8>> {
     match input.and_then(|i| i.kind.as_ref()) {
-        Some(input::Kind::ExampleList(list)) => list.examples.iter().map(|e| e.encode_to_vec()).collect(),
+        Some(input::Kind::ExampleList(list)) => {
+            list.examples.iter().map(|e| e.encode_to_vec()).collect()
+        }
         Some(input::Kind::ExampleListWithContext(list)) => {
-            let context = list.context.as_ref().map(|c| c.encode_to_vec()).unwrap_or_default();
+            let context = list
+                .context
+                .as_ref()
+                .map(|c| c.encode_to_vec())
+                .unwrap_or_default();
             list.examples
                 .iter()
                 .map(|e| {
@@ -54,11 +60,16 @@ pub fn with_context(context: Option<&[u8]>, examples: Vec<Vec<u8>>) -> Vec<Vec<u
     }
 }
 
-fn signature<'a>(servable: &'a Servable, name: &str, method: &str, kind: &str) -> Result<(&'a SignatureDef, String), ServingError> {
+fn signature<'a>(
+    servable: &'a Servable,
+    name: &str,
+    method: &str,
+    kind: &str,
+) -> Result<(&'a SignatureDef, String), ServingError> {
     let key = signature_key(name).to_string();
-    let sig = servable
-        .signature(&key)
-        .ok_or_else(|| ServingError::invalid_argument(format!("No signature was found with the name: {key}")))?;
+    let sig = servable.signature(&key).ok_or_else(|| {
+        ServingError::invalid_argument(format!("No signature was found with the name: {key}"))
+    })?;
     if sig.method_name != method {
         return Err(ServingError::invalid_argument(format!(
             "Expected {kind} signature method_name to be {method}. Was: {}",
@@ -69,26 +80,44 @@ fn signature<'a>(servable: &'a Servable, name: &str, method: &str, kind: &str) -
         return Err(ServingError::invalid_argument("Expected one input Tensor."));
     }
     if !sig.inputs.contains_key("inputs") {
-        return Err(ServingError::failed_precondition(format!("No {kind} inputs found in SignatureDef")));
+        return Err(ServingError::failed_precondition(format!(
+            "No {kind} inputs found in SignatureDef"
+        )));
     }
     Ok((sig, key))
 }
 
 fn shape_string(shape: &[i64]) -> String {
-    format!("[{}]", shape.iter().map(i64::to_string).collect::<Vec<_>>().join(","))
+    format!(
+        "[{}]",
+        shape
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    )
 }
 
 fn examples_tensor(examples: Vec<Vec<u8>>, request: &str) -> Result<Tensor, ServingError> {
     if examples.is_empty() {
-        return Err(ServingError::invalid_argument(format!("{request}::input is empty.")));
+        return Err(ServingError::invalid_argument(format!(
+            "{request}::input is empty."
+        )));
     }
-    Tensor::new(DataType::String, vec![examples.len() as i64], TensorData::Strings(examples))
-        .map_err(|e| ServingError::internal(e.to_string()))
+    Tensor::new(
+        DataType::String,
+        vec![examples.len() as i64],
+        TensorData::Strings(examples),
+    )
+    .map_err(|e| ServingError::internal(e.to_string()))
 }
 
 fn floats(t: &Tensor, what: &str) -> Result<Vec<f32>, ServingError> {
     t.to_f32().ok_or_else(|| {
-        ServingError::invalid_argument(format!("Expected {what} Tensor of DT_FLOAT. Got: DT_{}", t.dtype.name().to_uppercase()))
+        ServingError::invalid_argument(format!(
+            "Expected {what} Tensor of DT_FLOAT. Got: DT_{}",
+            t.dtype.name().to_uppercase()
+        ))
     })
 }
 
@@ -107,7 +136,11 @@ pub async fn classify(
             sig.outputs.len()
         )));
     }
-    let wanted: Vec<String> = ["classes", "scores"].iter().filter(|k| sig.outputs.contains_key(**k)).map(|k| k.to_string()).collect();
+    let wanted: Vec<String> = ["classes", "scores"]
+        .iter()
+        .filter(|k| sig.outputs.contains_key(**k))
+        .map(|k| k.to_string())
+        .collect();
     if wanted.is_empty() {
         return Err(ServingError::failed_precondition(
             "Expected classification signature outputs to contain at least one of \"classes\" or \"scores\".",
@@ -116,7 +149,13 @@ pub async fn classify(
     let n = examples.len();
     let input = examples_tensor(examples, "ClassificationRequest")?;
     let result = predictor
-        .run(servable, &key, vec![("inputs".into(), input)], wanted, timeout)
+        .run(
+            servable,
+            &key,
+            vec![("inputs".into(), input)],
+            wanted,
+            timeout,
+        )
         .await?;
     let mut classes = None;
     let mut scores = None;
@@ -161,8 +200,14 @@ pub async fn classify(
             (0..num_classes)
                 .map(|c| {
                     let idx = i * num_classes + c;
-                    let label = classes.as_ref().and_then(|(_, l)| l.get(idx).cloned()).unwrap_or_default();
-                    let score = scores.as_ref().and_then(|(_, s)| s.get(idx).copied()).unwrap_or(0.0);
+                    let label = classes
+                        .as_ref()
+                        .and_then(|(_, l)| l.get(idx).cloned())
+                        .unwrap_or_default();
+                    let score = scores
+                        .as_ref()
+                        .and_then(|(_, s)| s.get(idx).copied())
+                        .unwrap_or(0.0);
                     (label, score)
                 })
                 .collect()
@@ -180,15 +225,25 @@ pub async fn regress(
 ) -> Result<Vec<f32>, ServingError> {
     let (sig, key) = signature(servable, signature_name, REGRESS_METHOD, "regression")?;
     if sig.outputs.len() != 1 {
-        return Err(ServingError::invalid_argument("Expected one output Tensor."));
+        return Err(ServingError::invalid_argument(
+            "Expected one output Tensor.",
+        ));
     }
     if !sig.outputs.contains_key("outputs") {
-        return Err(ServingError::failed_precondition("No regression outputs found in SignatureDef"));
+        return Err(ServingError::failed_precondition(
+            "No regression outputs found in SignatureDef",
+        ));
     }
     let n = examples.len();
     let input = examples_tensor(examples, "RegressionRequest")?;
     let result = predictor
-        .run(servable, &key, vec![("inputs".into(), input)], vec!["outputs".into()], timeout)
+        .run(
+            servable,
+            &key,
+            vec![("inputs".into(), input)],
+            vec!["outputs".into()],
+            timeout,
+        )
         .await?;
     let (_, t) = result
         .outputs

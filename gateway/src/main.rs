@@ -25,7 +25,9 @@ use shm_protocol::control::{ModelConfig, ServableState, SessionConfig, VersionPo
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tfgate_proto::tensorflow::serving::{model_service_server::ModelServiceServer, prediction_service_server::PredictionServiceServer};
+use tfgate_proto::tensorflow::serving::{
+    model_service_server::ModelServiceServer, prediction_service_server::PredictionServiceServer,
+};
 use workers::{SupervisorConfig, WorkerPool};
 
 /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
@@ -80,13 +82,19 @@ async fn wait_until_available(servables: &Servables, models: &[ModelConfig]) -> 
         let mut failed = Vec::new();
         for m in models {
             let versions = servables.versions(&m.name).unwrap_or_default();
-            if versions.values().any(|v| v.state == ServableState::Available) {
+            if versions
+                .values()
+                .any(|v| v.state == ServableState::Available)
+            {
                 continue;
             }
             pending += 1;
             for (v, s) in &versions {
                 if let (ServableState::End, Some((_, msg))) = (s.state, &s.error) {
-                    failed.push(format!("{{name: {} version: {v}}} due to error: {msg}", m.name));
+                    failed.push(format!(
+                        "{{name: {} version: {v}}} due to error: {msg}",
+                        m.name
+                    ));
                 }
             }
         }
@@ -208,7 +216,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
                 .max_encoding_message_size(i32::MAX as usize),
         )
         .add_service(ModelServiceServer::new(grpc))
-        .serve_with_incoming_shutdown(tokio_stream_incoming(grpc_listener), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(
+            tokio_stream_incoming(grpc_listener),
+            stopped(stop_rx.clone()),
+        );
 
     if flags.rest_api_port != 0 && flags.rest_api_port != flags.port {
         let api = rest::RestApi {
@@ -218,7 +229,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
                 max_body_bytes: flags.max_request_body_mb << 20,
             },
         };
-        tokio::spawn(serve_rest(SocketAddr::from(([0, 0, 0, 0], flags.rest_api_port)), api));
+        tokio::spawn(serve_rest(
+            SocketAddr::from(([0, 0, 0, 0], flags.rest_api_port)),
+            api,
+        ));
     } else if flags.rest_api_port == flags.port {
         tracing::error!("--rest_api_port cannot be the same as --port; not starting REST");
     }
@@ -242,12 +256,16 @@ fn tokio_stream_incoming(
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
     let flags = Flags::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("Failed to start server. Error: {e}");

@@ -62,7 +62,11 @@ impl Predictor {
         self.dispatch(valid, timeout).await
     }
 
-    async fn dispatch(&self, valid: ValidPredict, timeout: Duration) -> Result<PredictResult, ServingError> {
+    async fn dispatch(
+        &self,
+        valid: ValidPredict,
+        timeout: Duration,
+    ) -> Result<PredictResult, ServingError> {
         let frame = RequestFrame {
             kind: RequestKind::Predict,
             model_name: valid.servable.name.clone(),
@@ -72,7 +76,10 @@ impl Predictor {
             inputs: valid.inputs,
         };
         match self.workers.dispatch(&frame, timeout).await? {
-            ResponseFrame::Ok { model_version, outputs } => Ok(PredictResult {
+            ResponseFrame::Ok {
+                model_version,
+                outputs,
+            } => Ok(PredictResult {
                 servable: ServableId {
                     name: valid.servable.name,
                     version: model_version,
@@ -80,7 +87,9 @@ impl Predictor {
                 signature_name: valid.signature_name,
                 outputs,
             }),
-            ResponseFrame::Err { code, message } => Err(ServingError::new(tonic::Code::from_i32(code), message)),
+            ResponseFrame::Err { code, message } => {
+                Err(ServingError::new(tonic::Code::from_i32(code), message))
+            }
         }
     }
 }

@@ -28,7 +28,9 @@ pub enum ServableRequest {
 impl ServableRequest {
     pub fn name(&self) -> &str {
         match self {
-            ServableRequest::Latest(n) | ServableRequest::Specific(n, _) | ServableRequest::Label(n, _) => n,
+            ServableRequest::Latest(n)
+            | ServableRequest::Specific(n, _)
+            | ServableRequest::Label(n, _) => n,
         }
     }
 }
@@ -72,7 +74,13 @@ impl Default for Servables {
 
 impl Servables {
     /// Records a state change reported by a worker.
-    pub fn update(&self, id: ServableId, state: ServableState, error: Option<(i32, String)>, signatures: SignatureDefMap) {
+    pub fn update(
+        &self,
+        id: ServableId,
+        state: ServableState,
+        error: Option<(i32, String)>,
+        signatures: SignatureDefMap,
+    ) {
         {
             let mut table = self.inner.write();
             let versions = table.entry(id.name).or_default();
@@ -128,10 +136,18 @@ impl Servables {
                         .map(|(version, _)| *version)
                 })
                 .and_then(|version| available(name, version))
-                .ok_or_else(|| ServingError::not_found(format!("Servable not found for request: Latest({name})"))),
-            ServableRequest::Specific(name, version) => available(name, *version).ok_or_else(|| {
-                ServingError::not_found(format!("Servable not found for request: Specific({name}, {version})"))
-            }),
+                .ok_or_else(|| {
+                    ServingError::not_found(format!(
+                        "Servable not found for request: Latest({name})"
+                    ))
+                }),
+            ServableRequest::Specific(name, version) => {
+                available(name, *version).ok_or_else(|| {
+                    ServingError::not_found(format!(
+                        "Servable not found for request: Specific({name}, {version})"
+                    ))
+                })
+            }
             ServableRequest::Label(_, label) => Err(ServingError::invalid_argument(format!(
                 "Unrecognized servable version label: {label}"
             ))),
@@ -153,14 +169,41 @@ mod tests {
     #[test]
     fn resolves_latest_available_and_specific() {
         let s = Servables::default();
-        s.update(id(1), ServableState::Available, None, SignatureDefMap::default());
-        s.update(id(2), ServableState::Available, None, SignatureDefMap::default());
-        s.update(id(3), ServableState::Loading, None, SignatureDefMap::default());
-        assert_eq!(s.resolve(&ServableRequest::Latest("m".into())).unwrap().id, id(2));
-        assert_eq!(s.resolve(&ServableRequest::Specific("m".into(), 1)).unwrap().id, id(1));
-        let e = s.resolve(&ServableRequest::Specific("m".into(), 3)).unwrap_err();
+        s.update(
+            id(1),
+            ServableState::Available,
+            None,
+            SignatureDefMap::default(),
+        );
+        s.update(
+            id(2),
+            ServableState::Available,
+            None,
+            SignatureDefMap::default(),
+        );
+        s.update(
+            id(3),
+            ServableState::Loading,
+            None,
+            SignatureDefMap::default(),
+        );
+        assert_eq!(
+            s.resolve(&ServableRequest::Latest("m".into())).unwrap().id,
+            id(2)
+        );
+        assert_eq!(
+            s.resolve(&ServableRequest::Specific("m".into(), 1))
+                .unwrap()
+                .id,
+            id(1)
+        );
+        let e = s
+            .resolve(&ServableRequest::Specific("m".into(), 3))
+            .unwrap_err();
         assert_eq!(e.message, "Servable not found for request: Specific(m, 3)");
-        let e = s.resolve(&ServableRequest::Latest("half".into())).unwrap_err();
+        let e = s
+            .resolve(&ServableRequest::Latest("half".into()))
+            .unwrap_err();
         assert_eq!(e.message, "Servable not found for request: Latest(half)");
         assert_eq!(e.http_status(), 404);
     }

@@ -5,7 +5,9 @@ use crate::error::ServingError;
 use crate::servables::Servables;
 use shm_protocol::control::ServableState;
 use tfgate_proto::tensorflow::error::Code;
-use tfgate_proto::tensorflow::serving::{model_version_status::State, GetModelStatusResponse, ModelVersionStatus, StatusProto};
+use tfgate_proto::tensorflow::serving::{
+    model_version_status::State, GetModelStatusResponse, ModelVersionStatus, StatusProto,
+};
 
 fn state(s: ServableState) -> State {
     match s {
@@ -18,18 +20,23 @@ fn state(s: ServableState) -> State {
 }
 
 /// Status of every version of `name`, or of one version.
-pub fn model_status(servables: &Servables, name: &str, version: Option<i64>) -> Result<GetModelStatusResponse, ServingError> {
+pub fn model_status(
+    servables: &Servables,
+    name: &str,
+    version: Option<i64>,
+) -> Result<GetModelStatusResponse, ServingError> {
     let versions = servables
         .versions(name)
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| ServingError::not_found(format!("Could not find any versions of model {name}")))?;
+        .ok_or_else(|| {
+            ServingError::not_found(format!("Could not find any versions of model {name}"))
+        })?;
     let selected: Vec<_> = match version {
         Some(v) => vec![(
             v,
-            versions
-                .get(&v)
-                .cloned()
-                .ok_or_else(|| ServingError::not_found(format!("Could not find version {v} of model {name}")))?,
+            versions.get(&v).cloned().ok_or_else(|| {
+                ServingError::not_found(format!("Could not find version {v} of model {name}"))
+            })?,
         )],
         None => versions.into_iter().rev().collect(),
     };

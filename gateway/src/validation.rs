@@ -21,7 +21,11 @@ pub struct ValidPredict {
 }
 
 fn join<'a>(items: impl IntoIterator<Item = &'a String>) -> String {
-    items.into_iter().map(String::as_str).collect::<Vec<_>>().join(",")
+    items
+        .into_iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The signature key a request names, defaulting to `serving_default`.
@@ -151,7 +155,8 @@ mod tests {
         assert_eq!(e.code, tonic::Code::FailedPrecondition);
         assert_eq!(e.message, "Serving signature key \"foo\" not found.");
 
-        let e = validate_predict(&s, "", vec![("a".into(), t()), ("b".into(), t())], vec![]).unwrap_err();
+        let e = validate_predict(&s, "", vec![("a".into(), t()), ("b".into(), t())], vec![])
+            .unwrap_err();
         assert_eq!(
             e.message,
             "input size does not match signature: 2!=1 len({a,b}) != len({x}). Sent extra: {a,b}. Missing but required: {x}."
@@ -171,7 +176,13 @@ mod tests {
             e.message,
             "output tensor alias not found in signature: q Outputs expected to be in the set {y,z}."
         );
-        let e = validate_predict(&s, "", vec![("x".into(), t())], vec!["y".into(), "y".into()]).unwrap_err();
+        let e = validate_predict(
+            &s,
+            "",
+            vec![("x".into(), t())],
+            vec!["y".into(), "y".into()],
+        )
+        .unwrap_err();
         assert_eq!(e.message, "duplicate output tensor alias: y");
         assert_eq!(e.code, tonic::Code::InvalidArgument);
     }

@@ -114,7 +114,11 @@ impl RequestArena {
         if len > self.capacity {
             return Err(too_large);
         }
-        let &(free_len, offset) = self.by_size.range((len, 0)..).next().ok_or(AllocError::Full)?;
+        let &(free_len, offset) = self
+            .by_size
+            .range((len, 0)..)
+            .next()
+            .ok_or(AllocError::Full)?;
         self.remove(offset, free_len);
         self.insert(offset + len, free_len - len);
         Ok(Block { offset, len })
@@ -247,7 +251,11 @@ mod tests {
             a.free(blocks[i]);
         }
         assert_eq!(a.free_bytes(), 5 * 64);
-        assert_eq!(a.alloc(128), Err(AllocError::Full), "no two adjacent free blocks yet");
+        assert_eq!(
+            a.alloc(128),
+            Err(AllocError::Full),
+            "no two adjacent free blocks yet"
+        );
         a.free(blocks[8]); // 7,8,9 adjacent now
         let b = a.alloc(192).unwrap();
         assert_eq!(b.offset, 7 * 64);
@@ -256,7 +264,13 @@ mod tests {
         }
         a.free(b);
         assert_eq!(a.free_bytes(), 640);
-        assert_eq!(a.alloc(640).unwrap(), Block { offset: 0, len: 640 });
+        assert_eq!(
+            a.alloc(640).unwrap(),
+            Block {
+                offset: 0,
+                len: 640
+            }
+        );
     }
 
     #[test]
@@ -294,11 +308,21 @@ mod tests {
     #[test]
     fn response_arena_is_circular() {
         let mut a = ResponseArena::new(1024);
-        assert_eq!(a.alloc(1025, 0), Err(AllocError::TooLarge { needed: 1025, capacity: 1024 }));
+        assert_eq!(
+            a.alloc(1025, 0),
+            Err(AllocError::TooLarge {
+                needed: 1025,
+                capacity: 1024
+            })
+        );
         let b0 = a.alloc(400, 0).unwrap();
         let b1 = a.alloc(400, 1).unwrap();
         assert_eq!((b0.offset, b1.offset), (0, 448));
-        assert_eq!(a.alloc(200, 2), Err(AllocError::Full), "would straddle the end");
+        assert_eq!(
+            a.alloc(200, 2),
+            Err(AllocError::Full),
+            "would straddle the end"
+        );
         a.release_until(1); // descriptor 0 consumed
         let b2 = a.alloc(200, 2).unwrap();
         assert_eq!(b2.offset, 0, "wrapped to the start");
@@ -310,6 +334,10 @@ mod tests {
         a.unalloc_last();
         a.release_until(4);
         assert_eq!(a.in_use(), 0);
-        assert_eq!(a.alloc(1024, 4).unwrap().offset, 0, "a whole-arena block fits when empty");
+        assert_eq!(
+            a.alloc(1024, 4).unwrap().offset,
+            0,
+            "a whole-arena block fits when empty"
+        );
     }
 }

@@ -85,7 +85,10 @@ pub enum WorkerMessage {
         signature_defs: Vec<u8>,
     },
     /// No versions found under a base path (TF Serving logs this and keeps waiting).
-    NoVersions { model_name: String, base_path: String },
+    NoVersions {
+        model_name: String,
+        base_path: String,
+    },
 }
 
 /// Why a control message could not be read or written.

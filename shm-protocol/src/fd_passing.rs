@@ -11,14 +11,17 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::net::{
-    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
+    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
 };
 
 /// Sends `fd` plus `payload` (at least one byte) over `socket`.
 pub fn send_fd(socket: impl AsFd, fd: BorrowedFd<'_>, payload: &[u8]) -> io::Result<()> {
     if payload.is_empty() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "send_fd needs a non-empty payload"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "send_fd needs a non-empty payload",
+        ));
     }
     let fds = [fd];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
@@ -27,7 +30,12 @@ pub fn send_fd(socket: impl AsFd, fd: BorrowedFd<'_>, payload: &[u8]) -> io::Res
         return Err(io::Error::other("control buffer too small"));
     }
     let mut sent = loop {
-        match sendmsg(&socket, &[IoSlice::new(payload)], &mut control, SendFlags::NOSIGNAL) {
+        match sendmsg(
+            &socket,
+            &[IoSlice::new(payload)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        ) {
             Ok(n) => break n,
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
@@ -53,7 +61,12 @@ pub fn recv_fd(socket: impl AsFd, buf: &mut [u8]) -> io::Result<(usize, Option<O
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let msg = loop {
-        match recvmsg(&socket, &mut [IoSliceMut::new(buf)], &mut control, RecvFlags::CMSG_CLOEXEC) {
+        match recvmsg(
+            &socket,
+            &mut [IoSliceMut::new(buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
             Ok(m) => break m,
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
@@ -70,7 +83,10 @@ pub fn recv_fd(socket: impl AsFd, buf: &mut [u8]) -> io::Result<(usize, Option<O
         }
     }
     if msg.flags.contains(ReturnFlags::CTRUNC) {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "control message truncated"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "control message truncated",
+        ));
     }
     Ok((msg.bytes, fd))
 }

@@ -213,8 +213,14 @@ enum WireResponseOut<'a> {
 
 #[derive(Deserialize)]
 enum WireResponse {
-    Ok { model_version: i64, outputs: Vec<WireTensor> },
-    Err { code: i32, message: String },
+    Ok {
+        model_version: i64,
+        outputs: Vec<WireTensor>,
+    },
+    Err {
+        code: i32,
+        message: String,
+    },
 }
 
 // ---------------------------------------------------------------- encoding
@@ -242,7 +248,10 @@ fn check_tensor(name: &str, t: &TensorRef<'_>) -> Result<u64, FrameError> {
     let elements = num_elements(t.shape).map_err(terr)?;
     match (t.data, t.dtype.element_size()) {
         (TensorDataRef::Bytes(b), Some(size)) => {
-            let expected = elements.checked_mul(size).ok_or(TensorError::Overflow).map_err(terr)?;
+            let expected = elements
+                .checked_mul(size)
+                .ok_or(TensorError::Overflow)
+                .map_err(terr)?;
             if b.len() != expected {
                 return Err(terr(TensorError::ByteLength {
                     dtype: t.dtype,
@@ -290,7 +299,12 @@ fn place<'a>(
     Ok(cursor)
 }
 
-fn finish<'a>(kind: u32, payload_end: u64, meta: Vec<u8>, payloads: Vec<(u64, TensorRef<'a>)>) -> Result<Encoded<'a>, FrameError> {
+fn finish<'a>(
+    kind: u32,
+    payload_end: u64,
+    meta: Vec<u8>,
+    payloads: Vec<(u64, TensorRef<'a>)>,
+) -> Result<Encoded<'a>, FrameError> {
     if meta.len() as u64 > MAX_META_BYTES {
         return Err(FrameError::MetaTooLarge(meta.len() as u64));
     }
@@ -313,7 +327,9 @@ impl RequestFrame {
         let mut wire = Vec::with_capacity(self.inputs.len());
         let mut payloads = Vec::with_capacity(self.inputs.len());
         let end = place(
-            self.inputs.iter().map(|(n, t)| (n.as_str(), TensorRef::from(t))),
+            self.inputs
+                .iter()
+                .map(|(n, t)| (n.as_str(), TensorRef::from(t))),
             &mut wire,
             &mut payloads,
         )?;
@@ -335,17 +351,25 @@ impl<'a> ResponseRef<'a> {
         let mut wire = Vec::new();
         let mut payloads = Vec::new();
         let (end, meta) = match self {
-            ResponseRef::Ok { model_version, outputs } => {
-                let end = place(outputs.iter().map(|(n, t)| (*n, *t)), &mut wire, &mut payloads)?;
+            ResponseRef::Ok {
+                model_version,
+                outputs,
+            } => {
+                let end = place(
+                    outputs.iter().map(|(n, t)| (*n, *t)),
+                    &mut wire,
+                    &mut payloads,
+                )?;
                 let meta = postcard::to_allocvec(&WireResponseOut::Ok {
                     model_version,
                     outputs: wire,
                 });
                 (end, meta)
             }
-            ResponseRef::Err { code, message } => {
-                (PAYLOAD_START, postcard::to_allocvec(&WireResponseOut::Err { code, message }))
-            }
+            ResponseRef::Err { code, message } => (
+                PAYLOAD_START,
+                postcard::to_allocvec(&WireResponseOut::Err { code, message }),
+            ),
         };
         finish(KIND_RESPONSE, end, meta.map_err(meta_err)?, payloads)
     }
@@ -512,7 +536,11 @@ impl<'a> TensorView<'a> {
         let data = match &self.strings {
             Some(t) => {
                 let all = copy_out(self.region, self.strings_at(), self.byte_len())?;
-                TensorData::Strings(t.windows(2).map(|w| all[w[0] as usize..w[1] as usize].to_vec()).collect())
+                TensorData::Strings(
+                    t.windows(2)
+                        .map(|w| all[w[0] as usize..w[1] as usize].to_vec())
+                        .collect(),
+                )
             }
             None => TensorData::Bytes(copy_out(self.region, self.at, self.len as usize)?),
         };
@@ -527,7 +555,10 @@ impl<'a> TensorView<'a> {
 /// Copies `len` bytes at `at` into a new Vec without zero-filling it first.
 fn copy_out(region: &Region, at: u64, len: usize) -> Result<Vec<u8>, FrameError> {
     // Bounds first, so a bad length cannot cause a huge allocation.
-    if at.checked_add(len as u64).is_none_or(|end| end > region.len() as u64) {
+    if at
+        .checked_add(len as u64)
+        .is_none_or(|end| end > region.len() as u64)
+    {
         return Err(OutOfBounds {
             offset: at,
             len: len as u64,
@@ -575,8 +606,15 @@ impl RequestView<'_> {
 
 /// Reads and checks the frame header of the block `offset..offset+len`; returns the
 /// frame's total length and its metadata (copied out).
-fn read_block(region: &Region, offset: u64, len: u64, kind: u32) -> Result<(u64, Vec<u8>), FrameError> {
-    let end = offset.checked_add(len).ok_or(FrameError::BadHeader("block overflows"))?;
+fn read_block(
+    region: &Region,
+    offset: u64,
+    len: u64,
+    kind: u32,
+) -> Result<(u64, Vec<u8>), FrameError> {
+    let end = offset
+        .checked_add(len)
+        .ok_or(FrameError::BadHeader("block overflows"))?;
     if end > region.len() as u64 {
         return Err(OutOfBounds {
             offset,
@@ -601,7 +639,10 @@ fn read_block(region: &Region, offset: u64, len: u64, kind: u32) -> Result<(u64,
     }
     let found = word(4..8) as u32;
     if found != kind {
-        return Err(FrameError::WrongKind { found, expected: kind });
+        return Err(FrameError::WrongKind {
+            found,
+            expected: kind,
+        });
     }
     let (meta_offset, meta_len, total) = (word(8..16), word(16..24), word(24..32));
     if total > len {
@@ -627,7 +668,12 @@ fn parse<T: serde::de::DeserializeOwned>(meta: &[u8]) -> Result<T, FrameError> {
 }
 
 /// Validates one tensor's metadata against the frame; reads and checks a string table.
-fn view<'a>(region: &'a Region, block: u64, total: u64, w: WireTensor) -> Result<(String, TensorView<'a>), FrameError> {
+fn view<'a>(
+    region: &'a Region,
+    block: u64,
+    total: u64,
+    w: WireTensor,
+) -> Result<(String, TensorView<'a>), FrameError> {
     let WireTensor {
         name,
         dtype,
@@ -647,7 +693,10 @@ fn view<'a>(region: &'a Region, block: u64, total: u64, w: WireTensor) -> Result
         Err(source) => return Err(FrameError::Tensor { name, source }),
     };
     let bad = |name: String| FrameError::BadPayload { name, offset, len };
-    if offset < PAYLOAD_START || offset % ALIGN != 0 || offset.checked_add(len).is_none_or(|e| e > total) {
+    if offset < PAYLOAD_START
+        || offset % ALIGN != 0
+        || offset.checked_add(len).is_none_or(|e| e > total)
+    {
         return Err(bad(name));
     }
     let at = block + offset; // ≤ block + total ≤ region length: no overflow.
@@ -680,7 +729,8 @@ fn view<'a>(region: &'a Region, block: u64, total: u64, w: WireTensor) -> Result
             }
             let data_len = len - table_bytes as u64;
             let monotonic = table.windows(2).all(|w| w[0] <= w[1]);
-            if table.first() != Some(&0) || !monotonic || table.last().is_none_or(|&e| e > data_len) {
+            if table.first() != Some(&0) || !monotonic || table.last().is_none_or(|&e| e > data_len)
+            {
                 return Err(FrameError::BadStrings { name });
             }
             Some(table)
@@ -700,7 +750,11 @@ fn view<'a>(region: &'a Region, block: u64, total: u64, w: WireTensor) -> Result
 }
 
 /// Decodes the request frame in `region` at `offset..offset+len` (worker side).
-pub(crate) fn decode_request(region: &Region, offset: u64, len: u64) -> Result<RequestView<'_>, FrameError> {
+pub(crate) fn decode_request(
+    region: &Region,
+    offset: u64,
+    len: u64,
+) -> Result<RequestView<'_>, FrameError> {
     let (total, meta) = read_block(region, offset, len, KIND_REQUEST)?;
     let w: WireRequest = parse(&meta)?;
     let kind = RequestKind::from_code(w.kind).ok_or(FrameError::UnknownKind(w.kind))?;
@@ -720,11 +774,18 @@ pub(crate) fn decode_request(region: &Region, offset: u64, len: u64) -> Result<R
 }
 
 /// Decodes and copies out the response frame at `offset..offset+len` (gateway side).
-pub(crate) fn decode_response(region: &Region, offset: u64, len: u64) -> Result<ResponseFrame, FrameError> {
+pub(crate) fn decode_response(
+    region: &Region,
+    offset: u64,
+    len: u64,
+) -> Result<ResponseFrame, FrameError> {
     let (total, meta) = read_block(region, offset, len, KIND_RESPONSE)?;
     match parse::<WireResponse>(&meta)? {
         WireResponse::Err { code, message } => Ok(ResponseFrame::Err { code, message }),
-        WireResponse::Ok { model_version, outputs } => {
+        WireResponse::Ok {
+            model_version,
+            outputs,
+        } => {
             let outputs = outputs
                 .into_iter()
                 .map(|t| {
@@ -732,7 +793,10 @@ pub(crate) fn decode_response(region: &Region, offset: u64, len: u64) -> Result<
                     Ok((name, v.to_tensor()?))
                 })
                 .collect::<Result<_, FrameError>>()?;
-            Ok(ResponseFrame::Ok { model_version, outputs })
+            Ok(ResponseFrame::Ok {
+                model_version,
+                outputs,
+            })
         }
     }
 }
@@ -754,18 +818,31 @@ mod tests {
             signature_name: "serving_default".into(),
             output_filter: vec!["y".into()],
             inputs: vec![
-                ("x".into(), Tensor::from_f32(vec![2, 2], &[1.0, 2.0, 3.0, 4.0]).unwrap()),
+                (
+                    "x".into(),
+                    Tensor::from_f32(vec![2, 2], &[1.0, 2.0, 3.0, 4.0]).unwrap(),
+                ),
                 (
                     "s".into(),
                     Tensor::new(
                         DataType::String,
                         vec![3],
-                        TensorData::Strings(vec![b"".to_vec(), vec![0xff, 0, 7], b"hello".to_vec()]),
+                        TensorData::Strings(vec![
+                            b"".to_vec(),
+                            vec![0xff, 0, 7],
+                            b"hello".to_vec(),
+                        ]),
                     )
                     .unwrap(),
                 ),
-                ("scalar".into(), Tensor::new(DataType::Int64, vec![], TensorData::Bytes(vec![9; 8])).unwrap()),
-                ("empty".into(), Tensor::new(DataType::Int32, vec![0, 5], TensorData::Bytes(vec![])).unwrap()),
+                (
+                    "scalar".into(),
+                    Tensor::new(DataType::Int64, vec![], TensorData::Bytes(vec![9; 8])).unwrap(),
+                ),
+                (
+                    "empty".into(),
+                    Tensor::new(DataType::Int32, vec![0, 5], TensorData::Bytes(vec![])).unwrap(),
+                ),
             ],
         }
     }
@@ -828,7 +905,10 @@ mod tests {
         let e = sample_request();
         let e = e.encode().unwrap();
         e.write(&r, 0).unwrap();
-        assert!(matches!(decode_response(&r, 0, e.len()), Err(FrameError::WrongKind { .. })));
+        assert!(matches!(
+            decode_response(&r, 0, e.len()),
+            Err(FrameError::WrongKind { .. })
+        ));
     }
 
     #[test]
@@ -856,7 +936,12 @@ mod tests {
         };
         let f = sample_request();
         let e = f.encode().unwrap();
-        let t = Tensor::new(DataType::String, vec![2], TensorData::Strings(vec![b"ab".to_vec(), b"c".to_vec()])).unwrap();
+        let t = Tensor::new(
+            DataType::String,
+            vec![2],
+            TensorData::Strings(vec![b"ab".to_vec(), b"c".to_vec()]),
+        )
+        .unwrap();
         let outs = [("o", TensorRef::from(&t))];
         let re = ResponseRef::Ok {
             model_version: 1,
@@ -891,7 +976,17 @@ mod tests {
                 1 => {
                     // Overwrite an aligned u64 with an interesting value.
                     let i = ((rnd() as usize) % (buf.len() / 8)) * 8;
-                    let vals = [0u64, 1, 63, 64, u64::MAX, u64::MAX - 63, 1 << 40, len as u64, rnd()];
+                    let vals = [
+                        0u64,
+                        1,
+                        63,
+                        64,
+                        u64::MAX,
+                        u64::MAX - 63,
+                        1 << 40,
+                        len as u64,
+                        rnd(),
+                    ];
                     let v = vals[(rnd() as usize) % vals.len()];
                     buf[i..i + 8].copy_from_slice(&v.to_le_bytes());
                 }

@@ -74,9 +74,21 @@ pub(crate) fn endpoints(map: Arc<Mapping>, layout: Layout) -> (RequestSender, Re
     // capacity a power of two), and `Segment::into_gateway` consumed the segment, so this
     // process creates exactly one producer of the request ring and one consumer of the
     // response ring; the worker creates the opposite ends.
-    let producer = unsafe { ring::producer(map.clone(), layout.request_ring_offset as usize, layout.ring_capacity) };
+    let producer = unsafe {
+        ring::producer(
+            map.clone(),
+            layout.request_ring_offset as usize,
+            layout.ring_capacity,
+        )
+    };
     // SAFETY: as above.
-    let consumer = unsafe { ring::consumer(map.clone(), layout.response_ring_offset as usize, layout.ring_capacity) };
+    let consumer = unsafe {
+        ring::consumer(
+            map.clone(),
+            layout.response_ring_offset as usize,
+            layout.ring_capacity,
+        )
+    };
     let shared = Arc::new(Shared {
         alloc: Mutex::new(Alloc {
             arena: RequestArena::new(layout.request_arena_size),
@@ -84,8 +96,16 @@ pub(crate) fn endpoints(map: Arc<Mapping>, layout: Layout) -> (RequestSender, Re
         }),
         freed: AtomicU64::new(0),
     });
-    let req_region = Region::new(map.clone(), layout.request_arena_offset as usize, layout.request_arena_size as usize);
-    let resp_region = Region::new(map, layout.response_arena_offset as usize, layout.response_arena_size as usize);
+    let req_region = Region::new(
+        map.clone(),
+        layout.request_arena_offset as usize,
+        layout.request_arena_size as usize,
+    );
+    let resp_region = Region::new(
+        map,
+        layout.response_arena_offset as usize,
+        layout.response_arena_size as usize,
+    );
     let sender = RequestSender {
         inner: Arc::new(SenderInner {
             producer: Mutex::new(producer),
@@ -132,7 +152,13 @@ impl RequestSender {
                     })
                 }
             };
-            a.in_flight.insert(request_id, InFlight { block, pushed: false });
+            a.in_flight.insert(
+                request_id,
+                InFlight {
+                    block,
+                    pushed: false,
+                },
+            );
             block
         };
         // The payload copy runs without any lock held.
@@ -209,7 +235,10 @@ impl ResponseReceiver {
     ///
     /// Returning `Some` frees the request-arena block of `id`; see the module docs.
     #[allow(clippy::type_complexity)]
-    pub fn recv(&mut self, timeout: Duration) -> Result<Option<(u64, Result<ResponseFrame, FrameError>)>, RecvError> {
+    pub fn recv(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<(u64, Result<ResponseFrame, FrameError>)>, RecvError> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(desc) = self.consumer.peek()? {

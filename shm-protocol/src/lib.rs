@@ -57,6 +57,8 @@
 //! // on one dedicated OS thread:
 //! while let Some((id, frame)) = rx.recv(timeout)? { /* frees id's block; notify senders */ }
 //! ```
+//! `try_send` returning [`SendError::Full`] means: wait until `recv` returned `Some`
+//! again (see [`gateway`] for the `tokio::sync::Notify` pattern), then retry.
 //! Worker:
 //! ```text
 //! let (fd, _) = fd_passing::recv_fd(&socket, &mut buf)?;
@@ -85,7 +87,9 @@
 //! 3. The memfd is sealed against shrink and grow (`F_SEAL_SHRINK | F_SEAL_GROW |
 //!    F_SEAL_SEAL`) before it is shared, and attach refuses an unsealed fd, so the peer
 //!    cannot truncate it under us (no SIGBUS).
-//! 4. Allocator metadata lives in the writer's private memory; the reader only ever
+//! 4. The region is zero-filled at creation, which is the valid initial state of both
+//!    rings; with [`SegmentConfig::prefault`] every page is faulted in up front.
+//! 5. Allocator metadata lives in the writer's private memory; the reader only ever
 //!    learns offsets through descriptors, which it bounds-checks.
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
@@ -106,8 +110,8 @@ pub use frame::{
     FrameError, RequestFrame, RequestKind, RequestView, ResponseFrame, ResponseRef, TensorDataRef,
     TensorRef, TensorView,
 };
-pub use region::OutOfBounds;
 pub use gateway::{RequestSender, ResponseReceiver};
+pub use region::OutOfBounds;
 pub use ring::{Descriptor, RingError};
 pub use segment::{Segment, SegmentConfig, SegmentError};
 pub use wake::SpinConfig;

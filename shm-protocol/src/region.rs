@@ -72,7 +72,12 @@ impl Region {
     ///
     /// # Safety
     /// `dst` must be valid for writes of `n` bytes and must not point into the mapping.
-    pub(crate) unsafe fn read_raw(&self, offset: u64, dst: *mut u8, n: usize) -> Result<(), OutOfBounds> {
+    pub(crate) unsafe fn read_raw(
+        &self,
+        offset: u64,
+        dst: *mut u8,
+        n: usize,
+    ) -> Result<(), OutOfBounds> {
         let src = self.ptr(offset, n)?;
         // SAFETY: source checked by `ptr`; destination valid and disjoint per the caller.
         unsafe { std::ptr::copy_nonoverlapping(src, dst, n) };

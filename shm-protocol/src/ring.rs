@@ -96,7 +96,7 @@ impl Ring {
     /// `offset` must be 64-byte aligned and `offset + ring_bytes(capacity)` must lie inside
     /// `map`; `capacity` must be a power of two in `MIN_RING_CAPACITY..=MAX_RING_CAPACITY`.
     unsafe fn new(map: Arc<Mapping>, offset: usize, capacity: u64) -> Ring {
-        debug_assert!(offset % 64 == 0 && capacity.is_power_of_two());
+        debug_assert!(offset.is_multiple_of(64) && capacity.is_power_of_two());
         debug_assert!(offset as u64 + ring_bytes(capacity) <= map.len() as u64);
         // SAFETY: in bounds per the caller; the mapping base is page aligned, so
         // `base + offset` is 64-byte aligned as `RingControl` requires.
@@ -327,7 +327,8 @@ impl Consumer {
         let tail = self.tail;
         ctrl.data_ready.wait_until(spin, deadline, || {
             // Acquire: pairs with the producer's Release store of `head`.
-            ctrl.head.0.load(Ordering::Acquire) != tail || ctrl.closed.0[0].load(Ordering::Relaxed) != 0
+            ctrl.head.0.load(Ordering::Acquire) != tail
+                || ctrl.closed.0[0].load(Ordering::Relaxed) != 0
         })
     }
 
@@ -419,7 +420,9 @@ mod tests {
         // Hand-rolled seeded LCG: fuzz the peer's indices.
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut rnd = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             seed >> 11 ^ seed
         };
         for case in 0..50_000u32 {

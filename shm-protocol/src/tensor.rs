@@ -206,15 +206,29 @@ mod tests {
     fn checks_byte_length_against_shape() {
         assert!(Tensor::from_f32(vec![2, 2], &[1.0, 2.0, 3.0, 4.0]).is_ok());
         let err = Tensor::new(DataType::Float, vec![3], TensorData::Bytes(vec![0; 8])).unwrap_err();
-        assert!(matches!(err, TensorError::ByteLength { expected: 12, actual: 8, .. }));
+        assert!(matches!(
+            err,
+            TensorError::ByteLength {
+                expected: 12,
+                actual: 8,
+                ..
+            }
+        ));
         assert_eq!(num_elements(&[]), Ok(1));
         assert_eq!(num_elements(&[-1]), Err(TensorError::NegativeDim(-1)));
-        assert_eq!(num_elements(&[i64::MAX, i64::MAX]), Err(TensorError::Overflow));
+        assert_eq!(
+            num_elements(&[i64::MAX, i64::MAX]),
+            Err(TensorError::Overflow)
+        );
     }
 
     #[test]
     fn strings_are_bytes() {
-        let t = Tensor::new(DataType::String, vec![2], TensorData::Strings(vec![vec![0xff, 0], b"ok".to_vec()]));
+        let t = Tensor::new(
+            DataType::String,
+            vec![2],
+            TensorData::Strings(vec![vec![0xff, 0], b"ok".to_vec()]),
+        );
         assert!(t.is_ok());
         assert!(Tensor::new(DataType::String, vec![2], TensorData::Bytes(vec![])).is_err());
     }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::arena::{AllocError, ArenaSide, ResponseArena};
-use crate::frame::{decode_request, FrameError, RequestView, ResponseFrame, ResponseRef, TensorRef};
+use crate::frame::{
+    decode_request, FrameError, RequestView, ResponseFrame, ResponseRef, TensorRef,
+};
 use crate::region::Region;
 use crate::ring::{self, Consumer, Descriptor, Producer};
 use crate::segment::{Layout, Mapping};
@@ -42,11 +44,31 @@ pub(crate) fn endpoints(map: Arc<Mapping>, layout: Layout) -> (RequestReceiver, 
     // SAFETY: the layout was validated against the mapping, and `Segment::into_worker`
     // consumed the segment, so this process creates exactly one consumer of the request
     // ring and one producer of the response ring; the gateway holds the opposite ends.
-    let consumer = unsafe { ring::consumer(map.clone(), layout.request_ring_offset as usize, layout.ring_capacity) };
+    let consumer = unsafe {
+        ring::consumer(
+            map.clone(),
+            layout.request_ring_offset as usize,
+            layout.ring_capacity,
+        )
+    };
     // SAFETY: as above.
-    let producer = unsafe { ring::producer(map.clone(), layout.response_ring_offset as usize, layout.ring_capacity) };
-    let req_region = Region::new(map.clone(), layout.request_arena_offset as usize, layout.request_arena_size as usize);
-    let resp_region = Region::new(map, layout.response_arena_offset as usize, layout.response_arena_size as usize);
+    let producer = unsafe {
+        ring::producer(
+            map.clone(),
+            layout.response_ring_offset as usize,
+            layout.ring_capacity,
+        )
+    };
+    let req_region = Region::new(
+        map.clone(),
+        layout.request_arena_offset as usize,
+        layout.request_arena_size as usize,
+    );
+    let resp_region = Region::new(
+        map,
+        layout.response_arena_offset as usize,
+        layout.response_arena_size as usize,
+    );
     (
         RequestReceiver {
             consumer,
@@ -114,10 +136,21 @@ impl ResponseSender {
     /// `--shm_response_arena_mb` — send a small `ResponseFrame::Err` instead, which is
     /// always possible since nothing was written), [`SendError::Timeout`] (still full after
     /// `timeout`), [`SendError::Closed`], [`SendError::Invalid`], [`SendError::Corrupt`].
-    pub fn send(&mut self, request_id: u64, frame: &ResponseFrame, timeout: Duration) -> Result<(), SendError> {
+    pub fn send(
+        &mut self,
+        request_id: u64,
+        frame: &ResponseFrame,
+        timeout: Duration,
+    ) -> Result<(), SendError> {
         match frame {
-            ResponseFrame::Ok { model_version, outputs } => {
-                let outs: Vec<(&str, TensorRef<'_>)> = outputs.iter().map(|(n, t)| (n.as_str(), TensorRef::from(t))).collect();
+            ResponseFrame::Ok {
+                model_version,
+                outputs,
+            } => {
+                let outs: Vec<(&str, TensorRef<'_>)> = outputs
+                    .iter()
+                    .map(|(n, t)| (n.as_str(), TensorRef::from(t)))
+                    .collect();
                 self.send_ref(
                     request_id,
                     ResponseRef::Ok {
@@ -127,13 +160,25 @@ impl ResponseSender {
                     timeout,
                 )
             }
-            ResponseFrame::Err { code, message } => self.send_ref(request_id, ResponseRef::Err { code: *code, message }, timeout),
+            ResponseFrame::Err { code, message } => self.send_ref(
+                request_id,
+                ResponseRef::Err {
+                    code: *code,
+                    message,
+                },
+                timeout,
+            ),
         }
     }
 
     /// Like [`ResponseSender::send`], from borrowed buffers (e.g. TensorFlow outputs),
     /// copied straight into the response arena.
-    pub fn send_ref(&mut self, request_id: u64, frame: ResponseRef<'_>, timeout: Duration) -> Result<(), SendError> {
+    pub fn send_ref(
+        &mut self,
+        request_id: u64,
+        frame: ResponseRef<'_>,
+        timeout: Duration,
+    ) -> Result<(), SendError> {
         let enc = frame.encode()?;
         let need = enc.len();
         let capacity = self.arena.capacity();

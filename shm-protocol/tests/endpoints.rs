@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use shm_protocol::tensor::{DataType, Tensor, TensorData};
 use shm_protocol::{
-    RecvError, RequestFrame, RequestKind, ResponseFrame, Segment, SegmentConfig, SendError, SpinConfig,
+    RecvError, RequestFrame, RequestKind, ResponseFrame, Segment, SegmentConfig, SendError,
+    SpinConfig,
 };
 
 fn config(ring: u32, arena: u64) -> SegmentConfig {
@@ -16,6 +17,7 @@ fn config(ring: u32, arena: u64) -> SegmentConfig {
         spin: SpinConfig {
             spin: Duration::from_micros(20),
         },
+        prefault: false,
     }
 }
 
@@ -28,7 +30,12 @@ fn request(bytes: usize) -> RequestFrame {
         output_filter: vec![],
         inputs: vec![(
             "x".into(),
-            Tensor::new(DataType::Uint8, vec![bytes as i64], TensorData::Bytes(vec![7; bytes])).unwrap(),
+            Tensor::new(
+                DataType::Uint8,
+                vec![bytes as i64],
+                TensorData::Bytes(vec![7; bytes]),
+            )
+            .unwrap(),
         )],
     }
 }
@@ -38,7 +45,12 @@ fn ok(bytes: usize) -> ResponseFrame {
         model_version: 1,
         outputs: vec![(
             "y".into(),
-            Tensor::new(DataType::Uint8, vec![bytes as i64], TensorData::Bytes(vec![9; bytes])).unwrap(),
+            Tensor::new(
+                DataType::Uint8,
+                vec![bytes as i64],
+                TensorData::Bytes(vec![9; bytes]),
+            )
+            .unwrap(),
         )],
     }
 }
@@ -62,7 +74,10 @@ fn request_arena_exhaustion_out_of_order_completion_and_recovery() {
         }
     }
     assert!((6..=8).contains(&sent), "{sent}");
-    assert!(matches!(tx.try_send(0, &request(1)), Err(SendError::DuplicateId(0))));
+    assert!(matches!(
+        tx.try_send(0, &request(1)),
+        Err(SendError::DuplicateId(0))
+    ));
     assert_eq!(tx.in_flight() as u64, sent);
 
     // The worker answers in reverse order; each answer frees that request's block.
@@ -104,7 +119,10 @@ fn in_flight_is_bounded_by_the_ring() {
     }
     assert!(matches!(tx.try_send(4, &request(10)), Err(SendError::Full)));
     let r = wrx.recv(T).unwrap().unwrap();
-    assert!(matches!(tx.try_send(4, &request(10)), Err(SendError::Full)), "popped but not answered");
+    assert!(
+        matches!(tx.try_send(4, &request(10)), Err(SendError::Full)),
+        "popped but not answered"
+    );
     wtx.send(r.id(), &ok(1), T).unwrap();
     rx.recv(T).unwrap().unwrap().1.unwrap();
     tx.try_send(4, &request(10)).unwrap();
@@ -119,15 +137,24 @@ fn too_large_names_the_flag_and_an_error_frame_still_fits() {
     let e = tx.try_send(1, &request(100_000)).unwrap_err();
     let msg = e.to_string();
     assert!(msg.starts_with("request needs "), "{msg}");
-    assert!(msg.contains("but the request arena holds 65536 bytes; raise --shm_request_arena_mb"), "{msg}");
+    assert!(
+        msg.contains("but the request arena holds 65536 bytes; raise --shm_request_arena_mb"),
+        "{msg}"
+    );
     assert_eq!(tx.in_flight(), 0);
 
     tx.try_send(2, &request(10)).unwrap();
     let r = wrx.recv(T).unwrap().unwrap();
     let e = wtx.send(r.id(), &ok(70_000), T).unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("response arena holds 65536 bytes; raise --shm_response_arena_mb"), "{msg}");
-    let err = ResponseFrame::Err { code: 8, message: msg };
+    assert!(
+        msg.contains("response arena holds 65536 bytes; raise --shm_response_arena_mb"),
+        "{msg}"
+    );
+    let err = ResponseFrame::Err {
+        code: 8,
+        message: msg,
+    };
     wtx.send(r.id(), &err, T).unwrap();
     assert_eq!(rx.recv(T).unwrap().unwrap(), (2, Ok(err)));
 }
@@ -164,7 +191,8 @@ fn worker_blocks_while_the_response_arena_is_full() {
         }
         got
     });
-    wtx.send(answered, &ok(10_000), Duration::from_secs(10)).unwrap();
+    wtx.send(answered, &ok(10_000), Duration::from_secs(10))
+        .unwrap();
     for id in answered + 1..20 {
         let r = wrx.recv(T).unwrap().unwrap();
         assert_eq!(r.id(), id);
@@ -182,12 +210,21 @@ fn closing_either_side_is_reported() {
     let (wrx, mut wtx) = worker.into_worker();
     tx.try_send(1, &request(1)).unwrap();
     drop(wrx);
-    assert!(matches!(tx.try_send(2, &request(1)), Err(SendError::Closed)));
+    assert!(matches!(
+        tx.try_send(2, &request(1)),
+        Err(SendError::Closed)
+    ));
     wtx.send(1, &ok(1), T).unwrap();
     drop(wtx);
-    assert!(rx.recv(T).unwrap().is_some(), "drains before reporting Closed");
+    assert!(
+        rx.recv(T).unwrap().is_some(),
+        "drains before reporting Closed"
+    );
     let t0 = Instant::now();
-    assert!(matches!(rx.recv(Duration::from_secs(5)), Err(RecvError::Closed)));
+    assert!(matches!(
+        rx.recv(Duration::from_secs(5)),
+        Err(RecvError::Closed)
+    ));
     assert!(t0.elapsed() < Duration::from_secs(1));
     // And the worker sees the gateway close.
     let seg = Segment::create(&config(8, 1 << 20), 2).unwrap();
@@ -212,4 +249,16 @@ fn recv_times_out() {
         assert!(wrx.recv(timeout).unwrap().is_none());
         assert!(t0.elapsed() < 2 * timeout + Duration::from_millis(50));
     }
+}
+
+#[test]
+fn handles_are_send_and_sync_where_needed() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<shm_protocol::RequestSender>();
+    send::<shm_protocol::ResponseReceiver>();
+    send::<shm_protocol::RequestReceiver>();
+    send::<shm_protocol::ResponseSender>();
+    send::<shm_protocol::IncomingRequest>();
+    send::<Segment>();
 }

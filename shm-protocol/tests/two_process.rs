@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use shm_protocol::fd_passing::{recv_fd, send_fd};
 use shm_protocol::tensor::{DataType, Tensor, TensorData};
 use shm_protocol::{
-    RecvError, RequestFrame, RequestKind, ResponseFrame, ResponseRef, RequestSender, ResponseReceiver, Segment,
-    SegmentConfig, SpinConfig, TensorDataRef, TensorRef,
+    RecvError, RequestFrame, RequestKind, RequestSender, ResponseFrame, ResponseReceiver,
+    ResponseRef, Segment, SegmentConfig, SpinConfig, TensorDataRef, TensorRef,
 };
 
 const CHILD_ENV: &str = "SHM_TEST_CHILD";
@@ -50,7 +50,9 @@ fn checksum(data: &[u8]) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64 ^ data.len() as u64;
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        h = (h ^ u64::from_le_bytes(c.try_into().unwrap())).wrapping_mul(0x100_0000_01b3).rotate_left(29);
+        h = (h ^ u64::from_le_bytes(c.try_into().unwrap()))
+            .wrapping_mul(0x100_0000_01b3)
+            .rotate_left(29);
     }
     for &b in chunks.remainder() {
         h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
@@ -59,7 +61,12 @@ fn checksum(data: &[u8]) -> u64 {
 }
 
 fn scalar_u64(v: u64) -> Tensor {
-    Tensor::new(DataType::Uint64, vec![], TensorData::Bytes(v.to_le_bytes().to_vec())).unwrap()
+    Tensor::new(
+        DataType::Uint64,
+        vec![],
+        TensorData::Bytes(v.to_le_bytes().to_vec()),
+    )
+    .unwrap()
 }
 
 /// The worker role, run in the child process.
@@ -171,7 +178,10 @@ impl Drop for TempSock {
 }
 
 fn start(generation: u64, tag: &str) -> Parent {
-    let path = std::env::temp_dir().join(format!("shm-test-{}-{tag}-{generation}.sock", std::process::id()));
+    let path = std::env::temp_dir().join(format!(
+        "shm-test-{}-{tag}-{generation}.sock",
+        std::process::id()
+    ));
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path).unwrap();
     let child = Command::new(std::env::current_exe().unwrap())
@@ -189,6 +199,7 @@ fn start(generation: u64, tag: &str) -> Parent {
         spin: SpinConfig {
             spin: Duration::from_micros(50),
         },
+        prefault: false,
     };
     let seg = Segment::create(&config, generation).unwrap();
     send_fd(&sock, seg.fd(), &generation.to_le_bytes()).unwrap();
@@ -203,7 +214,9 @@ fn start(generation: u64, tag: &str) -> Parent {
 }
 
 fn request_for(id: u64, frame: &mut RequestFrame) {
-    let TensorData::Bytes(data) = &mut frame.inputs[0].1.data else { unreachable!() };
+    let TensorData::Bytes(data) = &mut frame.inputs[0].1.data else {
+        unreachable!()
+    };
     payload(id, data);
     let sum = checksum(data);
     frame.inputs[0].1.shape = vec![data.len() as i64];
@@ -218,7 +231,10 @@ fn new_frame() -> RequestFrame {
         signature_name: "serving_default".into(),
         output_filter: vec![],
         inputs: vec![
-            ("data".into(), Tensor::new(DataType::Uint8, vec![0], TensorData::Bytes(vec![])).unwrap()),
+            (
+                "data".into(),
+                Tensor::new(DataType::Uint8, vec![0], TensorData::Bytes(vec![])).unwrap(),
+            ),
             ("sum".into(), scalar_u64(0)),
         ],
     }
@@ -226,13 +242,31 @@ fn new_frame() -> RequestFrame {
 
 /// Checks a response against what the child must have computed for `id`.
 fn verify(id: u64, frame: ResponseFrame, scratch: &mut Vec<u8>) {
-    let ResponseFrame::Ok { model_version, outputs } = frame else { panic!("error response for {id}") };
+    let ResponseFrame::Ok {
+        model_version,
+        outputs,
+    } = frame
+    else {
+        panic!("error response for {id}")
+    };
     payload(id, scratch);
-    assert_eq!(model_version as u64, checksum(scratch), "request checksum echoed for {id}");
+    assert_eq!(
+        model_version as u64,
+        checksum(scratch),
+        "request checksum echoed for {id}"
+    );
     payload(id ^ 0x5555, scratch);
-    let TensorData::Bytes(sum) = &outputs[0].1.data else { panic!() };
-    let TensorData::Bytes(data) = &outputs[1].1.data else { panic!() };
-    assert_eq!(u64::from_le_bytes(sum[..].try_into().unwrap()), checksum(data), "response checksum for {id}");
+    let TensorData::Bytes(sum) = &outputs[0].1.data else {
+        panic!()
+    };
+    let TensorData::Bytes(data) = &outputs[1].1.data else {
+        panic!()
+    };
+    assert_eq!(
+        u64::from_le_bytes(sum[..].try_into().unwrap()),
+        checksum(data),
+        "response checksum for {id}"
+    );
     assert_eq!(data, scratch, "response payload for {id}");
 }
 
@@ -272,7 +306,10 @@ fn two_processes_one_million_messages() {
             }
         }
         // The worker closes its sender after the gateway's sender is dropped.
-        assert!(matches!(rx.recv(Duration::from_secs(10)), Err(RecvError::Closed)));
+        assert!(matches!(
+            rx.recv(Duration::from_secs(10)),
+            Err(RecvError::Closed)
+        ));
         next
     });
     let mut frame = new_frame();
@@ -307,7 +344,10 @@ fn sigkill_of_the_worker_does_not_hang_the_gateway() {
             send_blocking(&tx, sent, &frame);
             sent += 1;
         }
-        let (id, f) = rx.recv(Duration::from_secs(10)).unwrap().expect("worker alive");
+        let (id, f) = rx
+            .recv(Duration::from_secs(10))
+            .unwrap()
+            .expect("worker alive");
         verify(id, f.unwrap(), &mut scratch);
         received += 1;
     }
@@ -320,7 +360,10 @@ fn sigkill_of_the_worker_does_not_hang_the_gateway() {
     loop {
         let t = Instant::now();
         let r = rx.recv(timeout).unwrap();
-        assert!(t.elapsed() < timeout + Duration::from_millis(150), "recv overran its timeout");
+        assert!(
+            t.elapsed() < timeout + Duration::from_millis(150),
+            "recv overran its timeout"
+        );
         match r {
             Some((id, f)) => verify(id, f.unwrap(), &mut scratch),
             None => {

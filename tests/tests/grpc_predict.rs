@@ -10,7 +10,13 @@ fn floats(shape: &[i64], values: &[f32]) -> TensorProto {
     TensorProto {
         dtype: 1,
         tensor_shape: Some(TensorShapeProto {
-            dim: shape.iter().map(|&size| Dim { size, name: String::new() }).collect(),
+            dim: shape
+                .iter()
+                .map(|&size| Dim {
+                    size,
+                    name: String::new(),
+                })
+                .collect(),
             unknown_rank: false,
         }),
         float_val: values.to_vec(),
@@ -32,16 +38,31 @@ fn request(model: &str, input: &str, t: TensorProto) -> PredictRequest {
 #[tokio::test]
 async fn grpc_predict_values_and_errors() {
     let server = Server::start("half_plus_two");
-    let mut client = PredictionServiceClient::connect(server.grpc_url()).await.unwrap();
+    let mut client = PredictionServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
 
     let resp = client
-        .predict(request("half_plus_two", "x", floats(&[3, 1], &[1.0, 2.0, 5.0])))
+        .predict(request(
+            "half_plus_two",
+            "x",
+            floats(&[3, 1], &[1.0, 2.0, 5.0]),
+        ))
         .await
         .unwrap()
         .into_inner();
     let y = &resp.outputs["y"];
     assert_eq!(y.float_val, vec![3.5, 4.0, 5.5]);
-    assert_eq!(y.tensor_shape.as_ref().unwrap().dim.iter().map(|d| d.size).collect::<Vec<_>>(), vec![3, 1]);
+    assert_eq!(
+        y.tensor_shape
+            .as_ref()
+            .unwrap()
+            .dim
+            .iter()
+            .map(|d| d.size)
+            .collect::<Vec<_>>(),
+        vec![3, 1]
+    );
     let spec = resp.model_spec.unwrap();
     assert_eq!(spec.name, "half_plus_two");
     assert_eq!(spec.signature_name, "serving_default");
@@ -49,8 +70,15 @@ async fn grpc_predict_values_and_errors() {
 
     // tensor_content input, the form numpy-based clients send.
     let mut content = floats(&[2], &[]);
-    content.tensor_content = [2.0f32, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into();
-    let resp = client.predict(request("half_plus_two", "x", content)).await.unwrap().into_inner();
+    content.tensor_content = [2.0f32, 4.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect::<Vec<u8>>();
+    let resp = client
+        .predict(request("half_plus_two", "x", content))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(resp.outputs["y"].float_val, vec![4.0, 5.0]);
 
     let err = client
@@ -58,7 +86,10 @@ async fn grpc_predict_values_and_errors() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
-    assert_eq!(err.message(), "Servable not found for request: Latest(half)");
+    assert_eq!(
+        err.message(),
+        "Servable not found for request: Latest(half)"
+    );
 
     let err = client
         .predict(request("half_plus_two", "z", floats(&[1], &[1.0])))
@@ -76,7 +107,10 @@ async fn grpc_predict_values_and_errors() {
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert_eq!(err.message(), "Serving signature key \"foo\" not found.");
 
-    let err = client.predict(request("", "x", floats(&[1], &[1.0]))).await.unwrap_err();
+    let err = client
+        .predict(request("", "x", floats(&[1], &[1.0])))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert_eq!(err.message(), "ModelSpec has no name specified.");
 

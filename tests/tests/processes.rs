@@ -6,7 +6,13 @@ use std::time::{Duration, Instant};
 use tfgate_e2e::{http, maps_library, worker_of, Server};
 
 fn predict(server: &Server) -> (u16, String) {
-    http(server.rest_port, "POST", "/v1/models/half_plus_two:predict", r#"{"instances": [1.0]}"#).unwrap()
+    http(
+        server.rest_port,
+        "POST",
+        "/v1/models/half_plus_two:predict",
+        r#"{"instances": [1.0]}"#,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -14,8 +20,14 @@ fn worker_is_a_separate_process_and_only_it_links_tensorflow() {
     let server = Server::start("half_plus_two");
     let worker = worker_of(server.pid());
     assert_ne!(worker, server.pid());
-    assert!(maps_library(worker, "libtensorflow"), "the worker maps libtensorflow");
-    assert!(!maps_library(server.pid(), "libtensorflow"), "the gateway must not map libtensorflow");
+    assert!(
+        maps_library(worker, "libtensorflow"),
+        "the worker maps libtensorflow"
+    );
+    assert!(
+        !maps_library(server.pid(), "libtensorflow"),
+        "the gateway must not map libtensorflow"
+    );
 }
 
 #[test]
@@ -23,7 +35,10 @@ fn gateway_survives_a_worker_crash() {
     let server = Server::start("half_plus_two");
     let first = worker_of(server.pid());
     assert_eq!(predict(&server).0, 200);
-    std::process::Command::new("kill").args(["-9", &first.to_string()]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &first.to_string()])
+        .status()
+        .unwrap();
 
     // The gateway keeps its sockets open; requests during the restart wait for the new
     // worker instead of failing.

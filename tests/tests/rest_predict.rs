@@ -13,50 +13,122 @@ fn post(server: &Server, path: &str, body: &str) -> (u16, Value) {
 fn half_plus_two_row_and_columnar() {
     let server = Server::start("half_plus_two");
     // The newest version (2: y = 0.5x + 3) serves by default.
-    let (status, body) = post(&server, "/v1/models/half_plus_two:predict", r#"{"instances": [[1.0], [2.0], [5.0]]}"#);
+    let (status, body) = post(
+        &server,
+        "/v1/models/half_plus_two:predict",
+        r#"{"instances": [[1.0], [2.0], [5.0]]}"#,
+    );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, json!({"predictions": [[3.5], [4.0], [5.5]]}));
 
-    let (status, body) = post(&server, "/v1/models/half_plus_two:predict", r#"{"instances": [1.0, 2.0, 5.0]}"#);
+    let (status, body) = post(
+        &server,
+        "/v1/models/half_plus_two:predict",
+        r#"{"instances": [1.0, 2.0, 5.0]}"#,
+    );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, json!({"predictions": [3.5, 4.0, 5.5]}));
 
-    let (status, body) = post(&server, "/v1/models/half_plus_two:predict", r#"{"inputs": {"x": [[2.0], [3.0]]}}"#);
+    let (status, body) = post(
+        &server,
+        "/v1/models/half_plus_two:predict",
+        r#"{"inputs": {"x": [[2.0], [3.0]]}}"#,
+    );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, json!({"outputs": [[4.0], [4.5]]}));
 
-    let (status, body) = post(&server, "/v1/models/half_plus_two/versions/2:predict", r#"{"inputs": [4.0]}"#);
+    let (status, body) = post(
+        &server,
+        "/v1/models/half_plus_two/versions/2:predict",
+        r#"{"inputs": [4.0]}"#,
+    );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, json!({"outputs": [5.0]}));
 
-    let headers = http_headers(server.rest_port, "POST", "/v1/models/half_plus_two:predict", r#"{"inputs": [1.0]}"#).unwrap();
-    assert!(headers.contains("content-type: application/json"), "{headers}");
+    let headers = http_headers(
+        server.rest_port,
+        "POST",
+        "/v1/models/half_plus_two:predict",
+        r#"{"inputs": [1.0]}"#,
+    )
+    .unwrap();
+    assert!(
+        headers.contains("content-type: application/json"),
+        "{headers}"
+    );
 }
 
 #[test]
 fn rest_errors_match_tf_serving() {
     let server = Server::start("half_plus_two");
-    let (status, body) = post(&server, "/v1/models/half:predict", r#"{"instances": [1.0]}"#);
-    assert_eq!((status, body), (404, json!({"error": "Servable not found for request: Latest(half)"})));
-
-    // Only the latest version is loaded (default policy latest{1}).
-    let (status, body) = post(&server, "/v1/models/half_plus_two/versions/1:predict", r#"{"instances": [1.0]}"#);
+    let (status, body) = post(
+        &server,
+        "/v1/models/half:predict",
+        r#"{"instances": [1.0]}"#,
+    );
     assert_eq!(
         (status, body),
-        (404, json!({"error": "Servable not found for request: Specific(half_plus_two, 1)"}))
+        (
+            404,
+            json!({"error": "Servable not found for request: Latest(half)"})
+        )
     );
 
-    let (status, body) = post(&server, "/v1/models/half_plus_two:predict", r#"{"instances": [1.0,"#);
+    // Only the latest version is loaded (default policy latest{1}).
+    let (status, body) = post(
+        &server,
+        "/v1/models/half_plus_two/versions/1:predict",
+        r#"{"instances": [1.0]}"#,
+    );
+    assert_eq!(
+        (status, body),
+        (
+            404,
+            json!({"error": "Servable not found for request: Specific(half_plus_two, 1)"})
+        )
+    );
+
+    let (status, body) = post(
+        &server,
+        "/v1/models/half_plus_two:predict",
+        r#"{"instances": [1.0,"#,
+    );
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().unwrap().starts_with("JSON Parse error"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("JSON Parse error"),
+        "{body}"
+    );
 
     let (status, body) = post(&server, "/v1/models/half_plus_two:predict", "");
-    assert_eq!((status, body), (400, json!({"error": "JSON Parse error: The document is empty"})));
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"error": "JSON Parse error: The document is empty"})
+        )
+    );
 
-    let (status, body) = post(&server, "/v1/models/half_plus_two:predict", r#"{"inputs": {"z": [1.0]}}"#);
-    assert_eq!((status, body), (400, json!({"error": "Missing named input: x in 'inputs' object."})));
+    let (status, body) = post(
+        &server,
+        "/v1/models/half_plus_two:predict",
+        r#"{"inputs": {"z": [1.0]}}"#,
+    );
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"error": "Missing named input: x in 'inputs' object."})
+        )
+    );
 
-    let (status, body) = post(&server, "/v1/models/half_plus_two:predict", r#"{"instances": [{"z": 1.0}]}"#);
+    let (status, body) = post(
+        &server,
+        "/v1/models/half_plus_two:predict",
+        r#"{"instances": [{"z": 1.0}]}"#,
+    );
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].is_string());
 
@@ -67,16 +139,29 @@ fn rest_errors_match_tf_serving() {
     );
     assert_eq!(
         (status, body),
-        (400, json!({"error": "Serving signature name: \"foo\" not found in signature def"}))
+        (
+            400,
+            json!({"error": "Serving signature name: \"foo\" not found in signature def"})
+        )
     );
 
-    let (status, body) = post(&server, "/v1/models/half_plus_two:predict", r#"{"foo": [1.0]}"#);
-    assert_eq!((status, body), (400, json!({"error": "Missing 'inputs' or 'instances' key"})));
+    let (status, body) = post(
+        &server,
+        "/v1/models/half_plus_two:predict",
+        r#"{"foo": [1.0]}"#,
+    );
+    assert_eq!(
+        (status, body),
+        (400, json!({"error": "Missing 'inputs' or 'instances' key"}))
+    );
 
     let (status, body) = post(&server, "/v1/models/half_plus_two/version/2:predict", "{}");
     assert_eq!(
         (status, body),
-        (400, json!({"error": "Malformed request: POST /v1/models/half_plus_two/version/2:predict"}))
+        (
+            400,
+            json!({"error": "Malformed request: POST /v1/models/half_plus_two/version/2:predict"})
+        )
     );
 
     let (status, _) = http(server.rest_port, "GET", "/not-v1", "").unwrap();
@@ -98,7 +183,11 @@ fn mixed_dtypes_and_binary_strings() {
     );
     let second = &body["predictions"][1];
     assert_eq!(second["a_times_2"], json!(-8));
-    assert_eq!(second["s_bytes"], json!({"b64": "/wA="}), "binary strings survive end to end");
+    assert_eq!(
+        second["s_bytes"],
+        json!({"b64": "/wA="}),
+        "binary strings survive end to end"
+    );
     assert_eq!(second["s_length"], json!(2));
     assert_eq!(second["sum"], json!(-1.75));
 
@@ -131,7 +220,10 @@ fn classify_and_regress_over_tf_examples() {
         "/v1/models/half_plus_two:classify",
         r#"{"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}, {"x": 4.0}]}"#,
     );
-    assert_eq!((status, body), (200, json!({"results": [[["", 4.0]], [["", 5.0]]]})));
+    assert_eq!(
+        (status, body),
+        (200, json!({"results": [[["", 4.0]], [["", 5.0]]]}))
+    );
 
     let (status, body) = post(
         &server,
@@ -141,7 +233,11 @@ fn classify_and_regress_over_tf_examples() {
     // y2 = 0.5 * x + 3; the second example takes x from the context.
     assert_eq!((status, body), (200, json!({"results": [4.0, 3.5]})));
 
-    let (status, body) = post(&server, "/v1/models/half_plus_two:classify", r#"{"examples": [{"x": 2.0}]}"#);
+    let (status, body) = post(
+        &server,
+        "/v1/models/half_plus_two:classify",
+        r#"{"examples": [{"x": 2.0}]}"#,
+    );
     assert_eq!(
         (status, body),
         (
@@ -154,5 +250,11 @@ fn classify_and_regress_over_tf_examples() {
         "/v1/models/half_plus_two:regress",
         r#"{"signature_name": "nope", "examples": [{"x": 2.0}]}"#,
     );
-    assert_eq!((status, body), (400, json!({"error": "No signature was found with the name: nope"})));
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"error": "No signature was found with the name: nope"})
+        )
+    );
 }

@@ -65,7 +65,9 @@ impl Servable {
                 map.iter()
                     .map(|(alias, info)| {
                         let name = match &info.encoding {
-                            Some(tfgate_proto::tensorflow::tensor_info::Encoding::Name(n)) => n.clone(),
+                            Some(tfgate_proto::tensorflow::tensor_info::Encoding::Name(n)) => {
+                                n.clone()
+                            }
                             _ => {
                                 return Err(TfError::internal(format!(
                                     "signature {key}: tensor {alias} is not a dense tensor"
@@ -87,7 +89,10 @@ impl Servable {
                 signatures.insert(key.clone(), Signature { inputs, outputs });
             }
         }
-        let signature_defs = SignatureDefMap { signature_def: defs }.encode_to_vec();
+        let signature_defs = SignatureDefMap {
+            signature_def: defs,
+        }
+        .encode_to_vec();
         Ok(Servable {
             version,
             model,

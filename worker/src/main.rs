@@ -2,11 +2,14 @@
 //! serves requests from the shared-memory rings. Started and supervised by `tfgate`;
 //! exits when the gateway's control socket closes.
 
+#![deny(unsafe_code)]
+
 mod loader;
 mod manager;
 mod predict;
 mod serve;
 mod source;
+#[allow(unsafe_code)] // the TensorFlow C API wrapper: the worker's only unsafe code
 mod tf;
 mod version_policy;
 
@@ -20,7 +23,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
-#[command(name = "tfgate-worker", version, about = "tfgate worker process (started by tfgate)")]
+#[command(
+    name = "tfgate-worker",
+    version,
+    about = "tfgate worker process (started by tfgate)"
+)]
 struct Flags {
     /// The gateway's Unix socket for this worker slot.
     #[arg(long = "gateway_socket")]
@@ -40,7 +47,9 @@ fn connect(path: &PathBuf) -> anyhow::Result<UnixStream> {
                 tracing::debug!("gateway not ready ({e}); retrying");
                 std::thread::sleep(Duration::from_millis(100));
             }
-            Err(e) => return Err(e).with_context(|| format!("cannot connect to {}", path.display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot connect to {}", path.display()))
+            }
         }
     }
 }
@@ -96,19 +105,22 @@ fn run(flags: Flags) -> anyhow::Result<()> {
 
     // The control socket closing means the gateway is gone: exit rather than linger.
     let mut reader = stream;
-    std::thread::Builder::new().name("control".into()).spawn(move || loop {
-        match control::read_message::<GatewayMessage>(&mut reader) {
-            Ok(GatewayMessage::Shutdown) | Err(_) => std::process::exit(0),
-            Ok(other) => tracing::warn!("ignoring control message {other:?}"),
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || loop {
+            match control::read_message::<GatewayMessage>(&mut reader) {
+                Ok(GatewayMessage::Shutdown) | Err(_) => std::process::exit(0),
+                Ok(other) => tracing::warn!("ignoring control message {other:?}"),
+            }
+        })?;
     serve::serve(&manager, requests, responses)
 }
 
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();

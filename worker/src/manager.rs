@@ -70,7 +70,11 @@ impl Manager {
                     }
                     Err(e) => {
                         tracing::error!(model = %model.name, version, "load failed: {e}");
-                        report(state(ServableState::End, Some((e.code, e.message)), Vec::new()));
+                        report(state(
+                            ServableState::End,
+                            Some((e.code, e.message)),
+                            Vec::new(),
+                        ));
                     }
                 }
             }

@@ -15,14 +15,19 @@ pub struct PredictCall<'a> {
 }
 
 /// Runs the request; returns the version that served it and the outputs by alias.
-pub fn predict(manager: &Manager, call: &PredictCall<'_>) -> Result<(i64, Vec<(String, Tensor)>), TfError> {
-    let servable = manager.servable(call.model_name, call.version).ok_or_else(|| {
-        let request = match call.version {
-            Some(v) => format!("Specific({}, {v})", call.model_name),
-            None => format!("Latest({})", call.model_name),
-        };
-        TfError::new(5, format!("Servable not found for request: {request}"))
-    })?;
+pub fn predict(
+    manager: &Manager,
+    call: &PredictCall<'_>,
+) -> Result<(i64, Vec<(String, Tensor)>), TfError> {
+    let servable = manager
+        .servable(call.model_name, call.version)
+        .ok_or_else(|| {
+            let request = match call.version {
+                Some(v) => format!("Specific({}, {v})", call.model_name),
+                None => format!("Latest({})", call.model_name),
+            };
+            TfError::new(5, format!("Servable not found for request: {request}"))
+        })?;
     let signature_name = if call.signature_name.is_empty() {
         "serving_default"
     } else {
@@ -37,7 +42,9 @@ pub fn predict(manager: &Manager, call: &PredictCall<'_>) -> Result<(i64, Vec<(S
     let mut feeds = Vec::with_capacity(call.inputs.len());
     for (alias, tensor) in call.inputs {
         let input = signature.inputs.get(alias).ok_or_else(|| {
-            TfError::invalid_argument(format!("input tensor alias not found in signature: {alias}"))
+            TfError::invalid_argument(format!(
+                "input tensor alias not found in signature: {alias}"
+            ))
         })?;
         feeds.push((input.tensor, tensor));
     }
@@ -49,7 +56,9 @@ pub fn predict(manager: &Manager, call: &PredictCall<'_>) -> Result<(i64, Vec<(S
     let mut fetches = Vec::with_capacity(aliases.len());
     for alias in &aliases {
         let output = signature.outputs.get(*alias).ok_or_else(|| {
-            TfError::invalid_argument(format!("output tensor alias not found in signature: {alias}"))
+            TfError::invalid_argument(format!(
+                "output tensor alias not found in signature: {alias}"
+            ))
         })?;
         fetches.push(output.tensor);
     }

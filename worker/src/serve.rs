@@ -42,7 +42,11 @@ fn handle(manager: &Manager, frame: &RequestFrame) -> ResponseFrame {
 }
 
 /// Serves requests until the gateway goes away.
-pub fn serve(manager: &Manager, mut requests: RequestReceiver, mut responses: ResponseSender) -> anyhow::Result<()> {
+pub fn serve(
+    manager: &Manager,
+    mut requests: RequestReceiver,
+    mut responses: ResponseSender,
+) -> anyhow::Result<()> {
     loop {
         let Some(request) = requests.recv(RECV_POLL)? else {
             continue;

@@ -54,7 +54,11 @@ mod tests {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
         std::fs::write(dir.join("5"), b"a file, not a version").unwrap();
-        let versions: Vec<i64> = list_versions(&dir).unwrap().iter().map(|v| v.version).collect();
+        let versions: Vec<i64> = list_versions(&dir)
+            .unwrap()
+            .iter()
+            .map(|v| v.version)
+            .collect();
         assert_eq!(versions, vec![1, 123]);
         std::fs::remove_dir_all(&dir).unwrap();
     }

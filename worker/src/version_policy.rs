@@ -30,10 +30,16 @@ mod tests {
         let found = [3, 1, 2];
         let latest = |n| VersionPolicy::Latest { num_versions: n };
         assert_eq!(aspired_versions(&latest(1), &found), vec![3]);
-        assert_eq!(aspired_versions(&latest(0), &found), vec![3], "forced to at least 1");
+        assert_eq!(
+            aspired_versions(&latest(0), &found),
+            vec![3],
+            "forced to at least 1"
+        );
         assert_eq!(aspired_versions(&latest(2), &found), vec![3, 2]);
         assert_eq!(aspired_versions(&VersionPolicy::All, &found), vec![3, 2, 1]);
-        let specific = VersionPolicy::Specific { versions: vec![1, 9] };
+        let specific = VersionPolicy::Specific {
+            versions: vec![1, 9],
+        };
         assert_eq!(aspired_versions(&specific, &found), vec![1]);
         assert!(aspired_versions(&latest(1), &[]).is_empty());
     }

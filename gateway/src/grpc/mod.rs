@@ -29,12 +29,16 @@ pub struct GrpcServices {
 pub fn servable_request(spec: Option<&pb::ModelSpec>) -> Result<ServableRequest, ServingError> {
     let spec = spec.ok_or_else(|| ServingError::invalid_argument("Missing ModelSpec"))?;
     if spec.name.is_empty() {
-        return Err(ServingError::invalid_argument("ModelSpec has no name specified."));
+        return Err(ServingError::invalid_argument(
+            "ModelSpec has no name specified.",
+        ));
     }
     Ok(match &spec.version_choice {
         None => ServableRequest::Latest(spec.name.clone()),
         Some(VersionChoice::Version(v)) => ServableRequest::Specific(spec.name.clone(), *v),
-        Some(VersionChoice::VersionLabel(l)) => ServableRequest::Label(spec.name.clone(), l.clone()),
+        Some(VersionChoice::VersionLabel(l)) => {
+            ServableRequest::Label(spec.name.clone(), l.clone())
+        }
     })
 }
 
@@ -73,18 +77,26 @@ fn parse_grpc_timeout(v: &str) -> Option<Duration> {
 
 #[tonic::async_trait]
 impl pb::prediction_service_server::PredictionService for GrpcServices {
-    async fn classify(&self, request: Request<pb::ClassificationRequest>) -> Result<Response<pb::ClassificationResponse>, Status> {
+    async fn classify(
+        &self,
+        request: Request<pb::ClassificationRequest>,
+    ) -> Result<Response<pb::ClassificationResponse>, Status> {
         let timeout = deadline_of(&request);
         let req = request.into_inner();
         let servable = self
             .predictor
             .resolve(&servable_request(req.model_spec.as_ref()).map_err(|e| e.to_status())?)
             .map_err(|e| e.to_status())?;
-        let signature = req.model_spec.as_ref().map(|s| s.signature_name.clone()).unwrap_or_default();
+        let signature = req
+            .model_spec
+            .as_ref()
+            .map(|s| s.signature_name.clone())
+            .unwrap_or_default();
         let examples = classifier::serialized_examples(req.input.as_ref());
-        let results = classifier::classify(&self.predictor, &servable, &signature, examples, timeout)
-            .await
-            .map_err(|e| e.to_status())?;
+        let results =
+            classifier::classify(&self.predictor, &servable, &signature, examples, timeout)
+                .await
+                .map_err(|e| e.to_status())?;
         Ok(Response::new(pb::ClassificationResponse {
             model_spec: Some(response_spec(&servable, &signature)),
             result: Some(pb::ClassificationResult {
@@ -104,14 +116,21 @@ impl pb::prediction_service_server::PredictionService for GrpcServices {
         }))
     }
 
-    async fn regress(&self, request: Request<pb::RegressionRequest>) -> Result<Response<pb::RegressionResponse>, Status> {
+    async fn regress(
+        &self,
+        request: Request<pb::RegressionRequest>,
+    ) -> Result<Response<pb::RegressionResponse>, Status> {
         let timeout = deadline_of(&request);
         let req = request.into_inner();
         let servable = self
             .predictor
             .resolve(&servable_request(req.model_spec.as_ref()).map_err(|e| e.to_status())?)
             .map_err(|e| e.to_status())?;
-        let signature = req.model_spec.as_ref().map(|s| s.signature_name.clone()).unwrap_or_default();
+        let signature = req
+            .model_spec
+            .as_ref()
+            .map(|s| s.signature_name.clone())
+            .unwrap_or_default();
         let examples = classifier::serialized_examples(req.input.as_ref());
         let values = classifier::regress(&self.predictor, &servable, &signature, examples, timeout)
             .await
@@ -119,26 +138,47 @@ impl pb::prediction_service_server::PredictionService for GrpcServices {
         Ok(Response::new(pb::RegressionResponse {
             model_spec: Some(response_spec(&servable, &signature)),
             result: Some(pb::RegressionResult {
-                regressions: values.into_iter().map(|value| pb::Regression { value }).collect(),
+                regressions: values
+                    .into_iter()
+                    .map(|value| pb::Regression { value })
+                    .collect(),
             }),
         }))
     }
 
-    async fn predict(&self, request: Request<pb::PredictRequest>) -> Result<Response<pb::PredictResponse>, Status> {
+    async fn predict(
+        &self,
+        request: Request<pb::PredictRequest>,
+    ) -> Result<Response<pb::PredictResponse>, Status> {
         let timeout = deadline_of(&request);
         let req = request.into_inner();
-        let servable_request = servable_request(req.model_spec.as_ref()).map_err(|e| e.to_status())?;
-        let servable = self.predictor.resolve(&servable_request).map_err(|e| e.to_status())?;
+        let servable_request =
+            servable_request(req.model_spec.as_ref()).map_err(|e| e.to_status())?;
+        let servable = self
+            .predictor
+            .resolve(&servable_request)
+            .map_err(|e| e.to_status())?;
         let mut inputs = Vec::with_capacity(req.inputs.len());
         for (alias, proto) in &req.inputs {
-            let tensor = tensor_proto::from_proto(proto)
-                .map_err(|_| ServingError::invalid_argument(format!("tensor parsing error: {alias}")).to_status())?;
+            let tensor = tensor_proto::from_proto(proto).map_err(|_| {
+                ServingError::invalid_argument(format!("tensor parsing error: {alias}")).to_status()
+            })?;
             inputs.push((alias.clone(), tensor));
         }
-        let signature_name = req.model_spec.as_ref().map(|s| s.signature_name.as_str()).unwrap_or("");
+        let signature_name = req
+            .model_spec
+            .as_ref()
+            .map(|s| s.signature_name.as_str())
+            .unwrap_or("");
         let result = self
             .predictor
-            .predict(&servable, signature_name, inputs, req.output_filter.clone(), timeout)
+            .predict(
+                &servable,
+                signature_name,
+                inputs,
+                req.output_filter.clone(),
+                timeout,
+            )
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(pb::PredictResponse {
@@ -155,8 +195,13 @@ impl pb::prediction_service_server::PredictionService for GrpcServices {
         }))
     }
 
-    async fn multi_inference(&self, _: Request<pb::MultiInferenceRequest>) -> Result<Response<pb::MultiInferenceResponse>, Status> {
-        Err(Status::unimplemented("MultiInference is not implemented yet"))
+    async fn multi_inference(
+        &self,
+        _: Request<pb::MultiInferenceRequest>,
+    ) -> Result<Response<pb::MultiInferenceResponse>, Status> {
+        Err(Status::unimplemented(
+            "MultiInference is not implemented yet",
+        ))
     }
 
     async fn get_model_metadata(
@@ -169,10 +214,20 @@ impl pb::prediction_service_server::PredictionService for GrpcServices {
             .resolve(&servable_request(req.model_spec.as_ref()).map_err(|e| e.to_status())?)
             .map_err(|e| e.to_status())?;
         if req.metadata_field.is_empty() {
-            return Err(ServingError::invalid_argument("GetModelMetadataRequest must specify at least one metadata_field").to_status());
+            return Err(ServingError::invalid_argument(
+                "GetModelMetadataRequest must specify at least one metadata_field",
+            )
+            .to_status());
         }
-        if let Some(f) = req.metadata_field.iter().find(|f| f.as_str() != "signature_def") {
-            return Err(ServingError::invalid_argument(format!("Metadata field {f} is not supported")).to_status());
+        if let Some(f) = req
+            .metadata_field
+            .iter()
+            .find(|f| f.as_str() != "signature_def")
+        {
+            return Err(ServingError::invalid_argument(format!(
+                "Metadata field {f} is not supported"
+            ))
+            .to_status());
         }
         let any = prost_types::Any {
             type_url: "type.googleapis.com/tensorflow.serving.SignatureDefMap".into(),
@@ -196,11 +251,16 @@ impl pb::model_service_server::ModelService for GrpcServices {
         request: Request<pb::GetModelStatusRequest>,
     ) -> Result<Response<pb::GetModelStatusResponse>, Status> {
         let req = request.into_inner();
-        let spec = req.model_spec.ok_or_else(|| ServingError::invalid_argument("Missing ModelSpec").to_status())?;
+        let spec = req
+            .model_spec
+            .ok_or_else(|| ServingError::invalid_argument("Missing ModelSpec").to_status())?;
         let version = match spec.version_choice {
             Some(VersionChoice::Version(v)) => Some(v),
             Some(VersionChoice::VersionLabel(l)) => {
-                return Err(ServingError::invalid_argument(format!("Unrecognized servable version label: {l}")).to_status())
+                return Err(ServingError::invalid_argument(format!(
+                    "Unrecognized servable version label: {l}"
+                ))
+                .to_status())
             }
             None => None,
         };
@@ -213,7 +273,9 @@ impl pb::model_service_server::ModelService for GrpcServices {
         &self,
         _: Request<pb::ReloadConfigRequest>,
     ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
-        Err(Status::unimplemented("HandleReloadConfigRequest is not implemented yet"))
+        Err(Status::unimplemented(
+            "HandleReloadConfigRequest is not implemented yet",
+        ))
     }
 }
 
@@ -237,7 +299,10 @@ mod tests {
             version_choice: Some(VersionChoice::Version(2)),
             ..Default::default()
         };
-        assert_eq!(servable_request(Some(&spec)).unwrap(), ServableRequest::Specific("m".into(), 2));
+        assert_eq!(
+            servable_request(Some(&spec)).unwrap(),
+            ServableRequest::Specific("m".into(), 2)
+        );
     }
 
     #[test]

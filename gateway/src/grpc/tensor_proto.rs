@@ -17,7 +17,13 @@ fn shape_of(proto: &TensorProto) -> Result<Vec<i64>, ParseError> {
         Some(s) => s
             .dim
             .iter()
-            .map(|d| if d.size < 0 { Err(ParseError) } else { Ok(d.size) })
+            .map(|d| {
+                if d.size < 0 {
+                    Err(ParseError)
+                } else {
+                    Ok(d.size)
+                }
+            })
             .collect(),
     }
 }
@@ -56,7 +62,7 @@ pub fn from_proto(proto: &TensorProto) -> Result<Tensor, ParseError> {
             if proto.tensor_content.len() != n.checked_mul(size).ok_or(ParseError)? {
                 return Err(ParseError);
             }
-            TensorData::Bytes(proto.tensor_content.to_vec())
+            TensorData::Bytes(proto.tensor_content.clone())
         } else {
             TensorData::Bytes(match dtype {
                 DataType::Float => pack(fill(&proto.float_val, n)?, f32::to_le_bytes),
@@ -74,7 +80,11 @@ pub fn from_proto(proto: &TensorProto) -> Result<Tensor, ParseError> {
                 DataType::Uint64 => pack(fill(&proto.uint64_val, n)?, u64::to_le_bytes),
                 DataType::Bool => pack(fill(&proto.bool_val, n)?, |v| [v as u8]),
                 DataType::Complex64 => {
-                    let pairs: Vec<[f32; 2]> = proto.scomplex_val.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
+                    let pairs: Vec<[f32; 2]> = proto
+                        .scomplex_val
+                        .chunks_exact(2)
+                        .map(|c| [c[0], c[1]])
+                        .collect();
                     pack(fill(&pairs, n)?, |[re, im]| {
                         let mut b = [0u8; 8];
                         b[..4].copy_from_slice(&re.to_le_bytes());
@@ -83,7 +93,11 @@ pub fn from_proto(proto: &TensorProto) -> Result<Tensor, ParseError> {
                     })
                 }
                 DataType::Complex128 => {
-                    let pairs: Vec<[f64; 2]> = proto.dcomplex_val.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
+                    let pairs: Vec<[f64; 2]> = proto
+                        .dcomplex_val
+                        .chunks_exact(2)
+                        .map(|c| [c[0], c[1]])
+                        .collect();
                     pack(fill(&pairs, n)?, |[re, im]| {
                         let mut b = [0u8; 16];
                         b[..8].copy_from_slice(&re.to_le_bytes());
@@ -99,7 +113,7 @@ pub fn from_proto(proto: &TensorProto) -> Result<Tensor, ParseError> {
         if vals.len() > n {
             return Err(ParseError);
         }
-        let mut out: Vec<Vec<u8>> = vals.iter().map(|b| b.to_vec()).collect();
+        let mut out: Vec<Vec<u8>> = vals.clone();
         let last = out.last().cloned().unwrap_or_default();
         out.resize(n, last);
         TensorData::Strings(out)
@@ -136,8 +150,8 @@ pub fn to_proto(t: &Tensor, as_content: bool) -> TensorProto {
         ..Default::default()
     };
     match &t.data {
-        TensorData::Strings(s) => p.string_val = s.iter().map(|b| b.clone().into()).collect(),
-        TensorData::Bytes(b) if as_content => p.tensor_content = b.clone().into(),
+        TensorData::Strings(s) => p.string_val = s.clone(),
+        TensorData::Bytes(b) if as_content => p.tensor_content = b.clone(),
         TensorData::Bytes(b) => match t.dtype {
             DataType::Float => p.float_val = unpack(b, f32::from_le_bytes),
             DataType::Double => p.double_val = unpack(b, f64::from_le_bytes),
@@ -146,7 +160,9 @@ pub fn to_proto(t: &Tensor, as_content: bool) -> TensorProto {
             DataType::Int8 => p.int_val = unpack(b, |a: [u8; 1]| a[0] as i8 as i32),
             DataType::Uint8 => p.int_val = unpack(b, |a: [u8; 1]| a[0] as i32),
             DataType::Uint16 => p.int_val = unpack(b, |a| u16::from_le_bytes(a) as i32),
-            DataType::Half | DataType::Bfloat16 => p.half_val = unpack(b, |a| u16::from_le_bytes(a) as i32),
+            DataType::Half | DataType::Bfloat16 => {
+                p.half_val = unpack(b, |a| u16::from_le_bytes(a) as i32)
+            }
             DataType::Int64 => p.int64_val = unpack(b, i64::from_le_bytes),
             DataType::Uint32 => p.uint32_val = unpack(b, u32::from_le_bytes),
             DataType::Uint64 => p.uint64_val = unpack(b, u64::from_le_bytes),
@@ -208,7 +224,7 @@ mod tests {
         let bad_content = TensorProto {
             dtype: 1,
             tensor_shape: shape(&[2]),
-            tensor_content: vec![0u8; 7].into(),
+            tensor_content: vec![0u8; 7],
             ..Default::default()
         };
         assert_eq!(from_proto(&bad_content), Err(ParseError));
@@ -219,7 +235,7 @@ mod tests {
         let p = TensorProto {
             dtype: 7,
             tensor_shape: shape(&[2]),
-            string_val: vec![vec![0xffu8, 0].into(), b"a".to_vec().into()],
+            string_val: vec![vec![0xffu8, 0], b"a".to_vec()],
             ..Default::default()
         };
         let t = from_proto(&p).unwrap();

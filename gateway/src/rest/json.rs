@@ -8,11 +8,25 @@
 //! `:regress`: [`parse`], [`decode_examples`], then [`encode_classify`] /
 //! [`encode_regress`]. Errors become bodies with [`error_body`].
 //!
+//! Matched on purpose, because clients see it: rapidjson's error codes and offsets
+//! (`kParseIterativeFlag | kParseNanAndInfFlag | kParseStopWhenDoneFlag`: trailing bytes
+//! after the root are ignored, a NUL byte ends the input), its number typing (`1` is an
+//! integer, `1.0` is not) and decimal conversion, its pretty-printer's exact layout
+//! (`"predictions": [2.5, 3.0\n    ]`), Grisu2 digits for doubles echoed in error
+//! messages, `absl::Base64Unescape`'s leniency, `WriteDecimal`'s float text, int8/int16/
+//! uint8 inputs narrowed from int32 like TF's `int_val`, and wrapped row errors turning
+//! UNIMPLEMENTED into INVALID_ARGUMENT.
+//!
 //! Where tfgate knowingly differs from TF Serving:
 //! - Several outputs (or inputs) are handled in name order. TF Serving walks a protobuf
 //!   map, whose order is unspecified.
 //! - Error messages are `String`s: invalid UTF-8 from the request is shown as U+FFFD
-//!   where TF Serving would echo the raw bytes.
+//!   where TF Serving would echo the raw bytes. Response bodies are bytes and keep raw
+//!   string outputs and labels exactly, invalid UTF-8 included, as TF Serving does.
+//! - A decoded input of more than 254 dimensions (TF's limit) is refused here with TF's
+//!   later message, `tensor parsing error: <name>`.
+//! - `tf.Example` features are serialized in key order (protobuf map order is
+//!   unspecified); the messages are equal.
 
 mod b64;
 mod classify;
@@ -45,7 +59,9 @@ pub struct PredictJson {
     /// `signature_name` as sent (`None` if absent; may be `Some("")`).
     pub signature_name: Option<String>,
     pub format: PredictFormat,
-    /// One tensor per signature input, sorted by name.
+    /// The tensors built, sorted by name: one per signature input (row requests whose
+    /// first instance is a `{"b64": ...}` object feed only the first input, as TF
+    /// Serving does).
     pub inputs: Vec<(String, Tensor)>,
 }
 

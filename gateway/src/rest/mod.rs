@@ -34,8 +34,10 @@ pub struct RestApi {
 fn json_response(status: u16, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -75,11 +77,15 @@ impl RestApi {
         let limited = Limited::new(req.into_body(), self.config.max_body_bytes);
         match limited.collect().await {
             Ok(c) => Ok(c.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ServingError::resource_exhausted(format!(
-                "Request body exceeds {} bytes; raise --max_request_body_mb",
-                self.config.max_body_bytes
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(ServingError::resource_exhausted(format!(
+                    "Request body exceeds {} bytes; raise --max_request_body_mb",
+                    self.config.max_body_bytes
+                )))
+            }
+            Err(e) => Err(ServingError::invalid_argument(format!(
+                "Failed to read request body: {e}"
             ))),
-            Err(e) => Err(ServingError::invalid_argument(format!("Failed to read request body: {e}"))),
         }
     }
 
@@ -94,37 +100,68 @@ impl RestApi {
 
     fn metadata(&self, request: &ServableRequest) -> Result<String, ServingError> {
         let servable = self.predictor.resolve(request)?;
-        Ok(model_json::metadata_json(&servable.id.name, servable.id.version, &servable.signatures))
+        Ok(model_json::metadata_json(
+            &servable.id.name,
+            servable.id.version,
+            &servable.signatures,
+        ))
     }
 
-    async fn infer(&self, request: &ServableRequest, verb: Verb, body: &[u8]) -> Result<Vec<u8>, ServingError> {
+    async fn infer(
+        &self,
+        request: &ServableRequest,
+        verb: Verb,
+        body: &[u8],
+    ) -> Result<Vec<u8>, ServingError> {
         match verb {
             Verb::Predict => self.predict(request, body).await,
             Verb::Classify | Verb::Regress => {
                 let doc = json::parse(body)?;
                 let decoded = json::decode_examples(&doc)?;
                 let servable = self.predictor.resolve(request)?;
-                let examples = classifier::with_context(decoded.context.as_deref(), decoded.examples);
+                let examples =
+                    classifier::with_context(decoded.context.as_deref(), decoded.examples);
                 let signature = decoded.signature_name.unwrap_or_default();
                 let timeout = self.config.timeout;
                 if verb == Verb::Classify {
-                    let results = classifier::classify(&self.predictor, &servable, &signature, examples, timeout).await?;
+                    let results = classifier::classify(
+                        &self.predictor,
+                        &servable,
+                        &signature,
+                        examples,
+                        timeout,
+                    )
+                    .await?;
                     json::encode_classify(&results)
                 } else {
-                    let results = classifier::regress(&self.predictor, &servable, &signature, examples, timeout).await?;
+                    let results = classifier::regress(
+                        &self.predictor,
+                        &servable,
+                        &signature,
+                        examples,
+                        timeout,
+                    )
+                    .await?;
                     json::encode_regress(&results).map(String::into_bytes)
                 }
             }
         }
     }
 
-    async fn predict(&self, request: &ServableRequest, body: &[u8]) -> Result<Vec<u8>, ServingError> {
+    async fn predict(
+        &self,
+        request: &ServableRequest,
+        body: &[u8],
+    ) -> Result<Vec<u8>, ServingError> {
         let doc = json::parse(body)?;
         let signature_name = json::predict_signature_name(&doc)?;
         let servable = self.predictor.resolve(request)?;
-        let key = crate::validation::signature_key(signature_name.as_deref().unwrap_or("")).to_string();
+        let key =
+            crate::validation::signature_key(signature_name.as_deref().unwrap_or("")).to_string();
         let signature = servable.signature(&key).ok_or_else(|| {
-            ServingError::invalid_argument(format!("Serving signature name: \"{key}\" not found in signature def"))
+            ServingError::invalid_argument(format!(
+                "Serving signature name: \"{key}\" not found in signature def"
+            ))
         })?;
         let input_types: Vec<(String, shm_protocol::tensor::DataType)> = signature
             .inputs
@@ -132,13 +169,24 @@ impl RestApi {
             .map(|(alias, info)| {
                 shm_protocol::tensor::DataType::from_i32(info.dtype)
                     .map(|d| (alias.clone(), d))
-                    .ok_or_else(|| ServingError::unimplemented(format!("Conversion of JSON Value to type: {} is not supported", info.dtype)))
+                    .ok_or_else(|| {
+                        ServingError::unimplemented(format!(
+                            "Conversion of JSON Value to type: {} is not supported",
+                            info.dtype
+                        ))
+                    })
             })
             .collect::<Result<_, _>>()?;
         let decoded = json::decode_predict(&doc, &input_types)?;
         let result = self
             .predictor
-            .predict(&servable, &key, decoded.inputs, Vec::new(), self.config.timeout)
+            .predict(
+                &servable,
+                &key,
+                decoded.inputs,
+                Vec::new(),
+                self.config.timeout,
+            )
             .await?;
         json::encode_predict(decoded.format, &result.outputs)
     }

@@ -4,7 +4,9 @@
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tfgate_proto::tensorflow::error::Code;
-use tfgate_proto::tensorflow::serving::{model_version_status::State, GetModelStatusResponse, SignatureDefMap};
+use tfgate_proto::tensorflow::serving::{
+    model_version_status::State, GetModelStatusResponse, SignatureDefMap,
+};
 use tfgate_proto::tensorflow::{tensor_info, DataType, TensorInfo, TensorShapeProto};
 
 fn pretty(v: &Value) -> String {
@@ -49,7 +51,11 @@ fn tensor_info_json(info: &TensorInfo) -> Value {
     let mut m = Map::new();
     m.insert(
         "dtype".into(),
-        Value::from(DataType::try_from(info.dtype).map(|d| d.as_str_name()).unwrap_or("DT_INVALID")),
+        Value::from(
+            DataType::try_from(info.dtype)
+                .map(|d| d.as_str_name())
+                .unwrap_or("DT_INVALID"),
+        ),
     );
     m.insert("tensor_shape".into(), shape_json(&info.tensor_shape));
     if let Some(tensor_info::Encoding::Name(n)) = &info.encoding {
@@ -63,7 +69,11 @@ pub fn metadata_json(name: &str, version: i64, signatures: &SignatureDefMap) -> 
     let mut defs = Map::new();
     for (key, def) in &signatures.signature_def {
         let map = |m: &std::collections::BTreeMap<String, TensorInfo>| {
-            Value::Object(m.iter().map(|(k, v)| (k.clone(), tensor_info_json(v))).collect())
+            Value::Object(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), tensor_info_json(v)))
+                    .collect(),
+            )
         };
         defs.insert(
             key.clone(),
@@ -100,6 +110,7 @@ mod tests {
             v,
             json!({"model_version_status": [{"version": "123", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
         );
-        assert!(status_json(&s).starts_with("{\n \"model_version_status\": [\n  {\n   \"version\": \"123\""));
+        assert!(status_json(&s)
+            .starts_with("{\n \"model_version_status\": [\n  {\n   \"version\": \"123\""));
     }
 }

@@ -27,9 +27,16 @@ pub enum Verb {
 /// A matched route.
 #[derive(Debug, PartialEq)]
 pub enum Route {
-    Status { request: ServableRequest },
-    Metadata { request: ServableRequest },
-    Infer { request: ServableRequest, verb: Verb },
+    Status {
+        request: ServableRequest,
+    },
+    Metadata {
+        request: ServableRequest,
+    },
+    Infer {
+        request: ServableRequest,
+        verb: Verb,
+    },
 }
 
 /// Why nothing matched.
@@ -42,16 +49,26 @@ pub enum NoRoute {
 }
 
 fn unescape(s: &str) -> String {
-    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
-fn servable_request(name: &str, version: Option<&str>, label: Option<&str>) -> Result<ServableRequest, ServingError> {
+fn servable_request(
+    name: &str,
+    version: Option<&str>,
+    label: Option<&str>,
+) -> Result<ServableRequest, ServingError> {
     let name = unescape(name);
     match (version, label) {
         (Some(v), _) => v
             .parse::<i64>()
             .map(|v| ServableRequest::Specific(name, v))
-            .map_err(|_| ServingError::invalid_argument(format!("Failed to convert version: {v} to numeric."))),
+            .map_err(|_| {
+                ServingError::invalid_argument(format!(
+                    "Failed to convert version: {v} to numeric."
+                ))
+            }),
         (None, Some(l)) => Ok(ServableRequest::Label(name, unescape(l))),
         (None, None) => Ok(ServableRequest::Latest(name)),
     }
@@ -63,7 +80,11 @@ pub fn parse(method: &Method, path: &str) -> Result<Route, NoRoute> {
     if !lower.starts_with("/v1/") {
         return Err(NoRoute::NotFound);
     }
-    let malformed = || NoRoute::Error(ServingError::invalid_argument(format!("Malformed request: {method} {path}")));
+    let malformed = || {
+        NoRoute::Error(ServingError::invalid_argument(format!(
+            "Malformed request: {method} {path}"
+        )))
+    };
     if method == Method::POST {
         let caps = POST_RE.captures(path).ok_or_else(malformed)?;
         let verb = match caps.get(4).map(|m| m.as_str()) {
@@ -83,10 +104,16 @@ pub fn parse(method: &Method, path: &str) -> Result<Route, NoRoute> {
     if method == Method::GET {
         let caps = GET_RE.captures(path).ok_or_else(malformed)?;
         let Some(name) = caps.get(1) else {
-            return Err(NoRoute::Error(ServingError::invalid_argument("Missing model name in request.")));
+            return Err(NoRoute::Error(ServingError::invalid_argument(
+                "Missing model name in request.",
+            )));
         };
-        let request = servable_request(name.as_str(), caps.get(2).map(|m| m.as_str()), caps.get(3).map(|m| m.as_str()))
-            .map_err(NoRoute::Error)?;
+        let request = servable_request(
+            name.as_str(),
+            caps.get(2).map(|m| m.as_str()),
+            caps.get(3).map(|m| m.as_str()),
+        )
+        .map_err(NoRoute::Error)?;
         return Ok(if caps.get(4).is_some() {
             Route::Metadata { request }
         } else {
@@ -135,15 +162,34 @@ mod tests {
                 request: ServableRequest::Specific("m".into(), 3)
             }
         );
-        assert_eq!(err(Method::GET, "/v1/models"), "Missing model name in request.");
+        assert_eq!(
+            err(Method::GET, "/v1/models"),
+            "Missing model name in request."
+        );
         assert_eq!(
             err(Method::POST, "/v1/models/foo/version/50:predict"),
             "Malformed request: POST /v1/models/foo/version/50:predict"
         );
-        assert_eq!(err(Method::GET, "/v1/models/m:predict"), "Malformed request: GET /v1/models/m:predict");
-        assert_eq!(err(Method::GET, "/v1/models/m/"), "Malformed request: GET /v1/models/m/");
-        assert_eq!(err(Method::PUT, "/v1/models/m"), "Malformed request: PUT /v1/models/m");
-        assert!(matches!(parse(&Method::GET, "/healthz"), Err(NoRoute::NotFound)));
-        assert!(err(Method::POST, "/v1/models/m/versions/99999999999999999999:predict").starts_with("Failed to convert version"));
+        assert_eq!(
+            err(Method::GET, "/v1/models/m:predict"),
+            "Malformed request: GET /v1/models/m:predict"
+        );
+        assert_eq!(
+            err(Method::GET, "/v1/models/m/"),
+            "Malformed request: GET /v1/models/m/"
+        );
+        assert_eq!(
+            err(Method::PUT, "/v1/models/m"),
+            "Malformed request: PUT /v1/models/m"
+        );
+        assert!(matches!(
+            parse(&Method::GET, "/healthz"),
+            Err(NoRoute::NotFound)
+        ));
+        assert!(err(
+            Method::POST,
+            "/v1/models/m/versions/99999999999999999999:predict"
+        )
+        .starts_with("Failed to convert version"));
     }
 }

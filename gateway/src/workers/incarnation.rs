@@ -43,7 +43,11 @@ const RECV_POLL: Duration = Duration::from_millis(20);
 
 impl Incarnation {
     /// Wraps a fresh segment's gateway ends and starts the completion thread.
-    pub fn start(generation: u64, sender: RequestSender, receiver: ResponseReceiver) -> std::io::Result<Arc<Incarnation>> {
+    pub fn start(
+        generation: u64,
+        sender: RequestSender,
+        receiver: ResponseReceiver,
+    ) -> std::io::Result<Arc<Incarnation>> {
         let inc = Arc::new(Incarnation {
             generation,
             sender,
@@ -81,7 +85,10 @@ impl Incarnation {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::error!(generation = self.generation, "response ring failed: {e}; dropping this worker");
+                    tracing::error!(
+                        generation = self.generation,
+                        "response ring failed: {e}; dropping this worker"
+                    );
                     break;
                 }
             }
@@ -90,7 +97,11 @@ impl Incarnation {
     }
 
     /// Sends one request and waits for its response.
-    pub async fn call(&self, frame: &RequestFrame, timeout: Duration) -> Result<ResponseFrame, CallError> {
+    pub async fn call(
+        &self,
+        frame: &RequestFrame,
+        timeout: Duration,
+    ) -> Result<ResponseFrame, CallError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -117,7 +128,9 @@ impl Incarnation {
                         return Err(CallError::DeadlineExceeded);
                     }
                 }
-                Err(e @ SendError::TooLarge { .. }) => return Err(CallError::TooLarge(e.to_string())),
+                Err(e @ SendError::TooLarge { .. }) => {
+                    return Err(CallError::TooLarge(e.to_string()))
+                }
                 Err(_) => return Err(CallError::WorkerDied),
             }
         }

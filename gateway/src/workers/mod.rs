@@ -40,7 +40,11 @@ impl WorkerPool {
     /// A live incarnation, waiting (until `deadline`) while workers restart.
     async fn live(&self, deadline: tokio::time::Instant) -> Result<Arc<Incarnation>, ServingError> {
         // One slot today; more slots arrive with multi-worker scaling.
-        let mut rx = self.slots.first().cloned().ok_or_else(|| ServingError::unavailable("no workers configured"))?;
+        let mut rx = self
+            .slots
+            .first()
+            .cloned()
+            .ok_or_else(|| ServingError::unavailable("no workers configured"))?;
         let wait = async {
             rx.wait_for(|inc| inc.as_ref().is_some_and(|i| i.is_alive()))
                 .await
@@ -49,12 +53,19 @@ impl WorkerPool {
         match tokio::time::timeout_at(deadline, wait).await {
             Ok(Ok(inc)) => inc.ok_or_else(|| ServingError::unavailable("worker unavailable")),
             Ok(Err(_)) => Err(ServingError::unavailable("worker supervisor stopped")),
-            Err(_) => Err(ServingError::new(tonic::Code::DeadlineExceeded, "Deadline Exceeded")),
+            Err(_) => Err(ServingError::new(
+                tonic::Code::DeadlineExceeded,
+                "Deadline Exceeded",
+            )),
         }
     }
 
     /// Sends a request to a live worker and waits for the response.
-    pub async fn dispatch(&self, frame: &RequestFrame, timeout: Duration) -> Result<ResponseFrame, ServingError> {
+    pub async fn dispatch(
+        &self,
+        frame: &RequestFrame,
+        timeout: Duration,
+    ) -> Result<ResponseFrame, ServingError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut last = None;
         for _ in 0..MAX_ATTEMPTS {
@@ -63,19 +74,29 @@ impl WorkerPool {
             match inc.call(frame, left).await {
                 Ok(resp) => return Ok(resp),
                 Err(CallError::WorkerDied) => {
-                    tracing::warn!(generation = inc.generation, "worker died with a request in flight; retrying");
+                    tracing::warn!(
+                        generation = inc.generation,
+                        "worker died with a request in flight; retrying"
+                    );
                     last = Some(CallError::WorkerDied);
                 }
                 Err(CallError::TooLarge(msg)) => return Err(ServingError::resource_exhausted(msg)),
                 Err(CallError::BadResponse(e)) => {
-                    return Err(ServingError::internal(format!("malformed response from worker: {e}")))
+                    return Err(ServingError::internal(format!(
+                        "malformed response from worker: {e}"
+                    )))
                 }
                 Err(CallError::DeadlineExceeded) => {
-                    return Err(ServingError::new(tonic::Code::DeadlineExceeded, "Deadline Exceeded"))
+                    return Err(ServingError::new(
+                        tonic::Code::DeadlineExceeded,
+                        "Deadline Exceeded",
+                    ))
                 }
             }
         }
         tracing::error!("giving up after {MAX_ATTEMPTS} attempts: {last:?}");
-        Err(ServingError::unavailable("the worker serving this model crashed repeatedly while running this request"))
+        Err(ServingError::unavailable(
+            "the worker serving this model crashed repeatedly while running this request",
+        ))
     }
 }

@@ -52,7 +52,10 @@ pub async fn supervise(cfg: SupervisorConfig, current: watch::Sender<Option<Arc<
     let listener = match UnixListener::bind(&cfg.socket_path) {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!("cannot bind worker socket {}: {e}", cfg.socket_path.display());
+            tracing::error!(
+                "cannot bind worker socket {}: {e}",
+                cfg.socket_path.display()
+            );
             return;
         }
     };
@@ -62,8 +65,16 @@ pub async fn supervise(cfg: SupervisorConfig, current: watch::Sender<Option<Arc<
         generation += 1;
         let started = Instant::now();
         match run_incarnation(&cfg, &listener, generation, &current).await {
-            Ok(status) => tracing::warn!(slot = cfg.slot, generation, "worker exited ({status}); restarting"),
-            Err(e) => tracing::error!(slot = cfg.slot, generation, "worker failed: {e:#}; restarting"),
+            Ok(status) => tracing::warn!(
+                slot = cfg.slot,
+                generation,
+                "worker exited ({status}); restarting"
+            ),
+            Err(e) => tracing::error!(
+                slot = cfg.slot,
+                generation,
+                "worker failed: {e:#}; restarting"
+            ),
         }
         current.send_replace(None);
         if started.elapsed() > Duration::from_secs(10) {
@@ -104,7 +115,13 @@ async fn run_incarnation(
         let (mut stream, _) = listener.accept().await?;
         match read_message(&mut stream).await? {
             WorkerMessage::Hello { worker_id, pid } => {
-                tracing::info!(slot = cfg.slot, worker_id, pid, generation, "worker connected");
+                tracing::info!(
+                    slot = cfg.slot,
+                    worker_id,
+                    pid,
+                    generation,
+                    "worker connected"
+                );
             }
             other => bail!("expected Hello, got {other:?}"),
         }
@@ -145,7 +162,11 @@ async fn run_incarnation(
     };
     incarnation.mark_dead();
     let _ = child.start_kill();
-    let status = child.wait().await.map(|s| s.to_string()).unwrap_or_default();
+    let status = child
+        .wait()
+        .await
+        .map(|s| s.to_string())
+        .unwrap_or_default();
     Ok(format!("{outcome}; {status}"))
 }
 

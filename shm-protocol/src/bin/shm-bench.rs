@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use shm_protocol::fd_passing::{recv_fd, send_fd};
 use shm_protocol::tensor::{DataType, Tensor, TensorData};
 use shm_protocol::{
-    RecvError, RequestFrame, RequestKind, RequestSender, ResponseReceiver, ResponseRef, Segment, SegmentConfig,
-    SpinConfig, TensorRef,
+    RecvError, RequestFrame, RequestKind, RequestSender, ResponseReceiver, ResponseRef, Segment,
+    SegmentConfig, SpinConfig, TensorRef,
 };
 
 const UDS_MSG: usize = 64;
@@ -45,14 +45,23 @@ fn main() {
     }
     if let Ok(n) = std::env::var("SHM_BENCH_RTT_ONLY") {
         // Development aid: SHM_BENCH_SPIN_US, SHM_BENCH_GAP_US.
-        let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+        let env = |k: &str, d: u64| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
         let spin = SpinConfig {
             spin: Duration::from_micros(env("SHM_BENCH_SPIN_US", 50)),
         };
         let gap = Duration::from_micros(env("SHM_BENCH_GAP_US", 0));
         let (peer, tx, mut rx) = spawn_shm(spin, 1);
         let mut v = ring_rtt(&tx, &mut rx, n.parse().expect("n"), gap, 0);
-        println!("rtt p50 {:.2} µs p99 {:.2} µs", pct(&mut v, 0.5), pct(&mut v, 0.99));
+        println!(
+            "rtt p50 {:.2} µs p99 {:.2} µs",
+            pct(&mut v, 0.5),
+            pct(&mut v, 0.99)
+        );
         drop((tx, rx));
         drop(peer);
         return;
@@ -87,33 +96,35 @@ fn shm_peer(path: &Path) {
             t.copy_to(buf).expect("copy");
             small &= t.byte_len() <= 64;
         }
-        let outs: Vec<(&str, TensorRef<'_>)>;
-        let shapes: Vec<Vec<i64>> = view.inputs.iter().map(|(_, t)| t.shape().to_vec()).collect();
-        if small {
-            outs = view
-                .inputs
+        let shapes: Vec<Vec<i64>> = view
+            .inputs
+            .iter()
+            .map(|(_, t)| t.shape().to_vec())
+            .collect();
+        let outs: Vec<(&str, TensorRef<'_>)> = if small {
+            view.inputs
                 .iter()
                 .zip(bufs.iter())
                 .zip(shapes.iter())
                 .map(|(((n, t), b), s)| {
-                    (
-                        n.as_str(),
-                        TensorRef {
-                            dtype: t.dtype(),
-                            shape: s,
-                            data: shm_protocol::TensorDataRef::Bytes(b),
-                        },
-                    )
+                    let data = shm_protocol::TensorDataRef::Bytes(b);
+                    let t = TensorRef {
+                        dtype: t.dtype(),
+                        shape: s,
+                        data,
+                    };
+                    (n.as_str(), t)
                 })
-                .collect();
+                .collect()
         } else {
-            outs = Vec::new();
-        }
+            Vec::new()
+        };
         let frame = ResponseRef::Ok {
             model_version: 1,
             outputs: &outs,
         };
-        tx.send_ref(req.id(), frame, Duration::from_secs(10)).expect("send");
+        tx.send_ref(req.id(), frame, Duration::from_secs(10))
+            .expect("send");
     }
 }
 
@@ -157,8 +168,10 @@ fn spawn_peer(kind: &str) -> Peer {
 
 fn spawn_shm(spin: SpinConfig, generation: u64) -> (Peer, RequestSender, ResponseReceiver) {
     let peer = spawn_peer("shm");
+    // Steady state of a long-running gateway: every arena page already touched.
     let config = SegmentConfig {
         spin,
+        prefault: true,
         ..SegmentConfig::default()
     };
     let seg = Segment::create(&config, generation).expect("create");
@@ -176,7 +189,10 @@ fn frame_with(bytes: Vec<u8>, dtype: DataType, shape: Vec<i64>) -> RequestFrame 
         version: None,
         signature_name: "serving_default".into(),
         output_filter: vec![],
-        inputs: vec![("x".into(), Tensor::new(dtype, shape, TensorData::Bytes(bytes)).expect("tensor"))],
+        inputs: vec![(
+            "x".into(),
+            Tensor::new(dtype, shape, TensorData::Bytes(bytes)).expect("tensor"),
+        )],
     }
 }
 
@@ -193,8 +209,18 @@ fn send(tx: &RequestSender, rx: &mut ResponseReceiver, id: u64, frame: &RequestF
 }
 
 /// Round trips of a small message, one at a time; `gap` between them (idle mode).
-fn ring_rtt(tx: &RequestSender, rx: &mut ResponseReceiver, n: usize, gap: Duration, id0: u64) -> Vec<u64> {
-    let frame = frame_with(vec![1; SMALL_ELEMS * 4], DataType::Float, vec![SMALL_ELEMS as i64]);
+fn ring_rtt(
+    tx: &RequestSender,
+    rx: &mut ResponseReceiver,
+    n: usize,
+    gap: Duration,
+    id0: u64,
+) -> Vec<u64> {
+    let frame = frame_with(
+        vec![1; SMALL_ELEMS * 4],
+        DataType::Float,
+        vec![SMALL_ELEMS as i64],
+    );
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         if !gap.is_zero() {
@@ -202,7 +228,10 @@ fn ring_rtt(tx: &RequestSender, rx: &mut ResponseReceiver, n: usize, gap: Durati
         }
         let t = Instant::now();
         send(tx, rx, id0 + i as u64, &frame);
-        let (_, f) = rx.recv(Duration::from_secs(5)).expect("recv").expect("response");
+        let (_, f) = rx
+            .recv(Duration::from_secs(5))
+            .expect("recv")
+            .expect("response");
         out.push(t.elapsed().as_nanos() as u64);
         black_box(f.expect("frame"));
     }
@@ -227,12 +256,20 @@ fn uds_rtt(sock: &mut UnixStream, n: usize, gap: Duration) -> Vec<u64> {
 
 /// One-way payload throughput: `size`-byte tensors, several in flight; the peer copies
 /// every tensor out into its own buffer. Returns GB/s (1e9 bytes/s).
-fn ring_throughput(tx: &RequestSender, rx: &mut ResponseReceiver, size: usize, budget: Duration, id0: u64) -> f64 {
+fn ring_throughput(
+    tx: &RequestSender,
+    rx: &mut ResponseReceiver,
+    size: usize,
+    budget: Duration,
+    id0: u64,
+) -> f64 {
     let frame = frame_with(vec![0x5a; size], DataType::Uint8, vec![size as i64]);
     let window = std::env::var("SHM_BENCH_WINDOW")
         .ok()
         .and_then(|w| w.parse().ok())
-        .unwrap_or_else(|| (tx.arena_capacity() as usize / (size + 4096)).clamp(1, 16));
+        // About 4 MiB in flight (at least 4 frames): the blocks get reused while still in
+        // cache; a deeper pipeline only adds cache misses.
+        .unwrap_or_else(|| ((4usize << 20) / size).clamp(4, 16));
     // Warm up (fault in the arena pages used).
     let mut id = id0;
     for _ in 0..window * 2 {
@@ -247,7 +284,10 @@ fn ring_throughput(tx: &RequestSender, rx: &mut ResponseReceiver, size: usize, b
     while t.elapsed() < budget {
         for _ in 0..window {
             if tx.in_flight() >= window {
-                let (_, f) = rx.recv(Duration::from_secs(5)).expect("recv").expect("response");
+                let (_, f) = rx
+                    .recv(Duration::from_secs(5))
+                    .expect("recv")
+                    .expect("response");
                 black_box(f.expect("frame"));
             }
             send(tx, rx, id, &frame);
@@ -286,10 +326,18 @@ fn pct(v: &mut [u64], p: f64) -> f64 {
 fn machine() -> (String, String, usize) {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default();
-    let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     (cpu, kernel, nproc)
 }
 
@@ -304,17 +352,33 @@ fn bench() {
     ring_rtt(&tx, &mut rx, 20_000, Duration::ZERO, 0); // warm-up
     let mut ring_load = ring_rtt(&tx, &mut rx, 200_000, Duration::ZERO, 1 << 32);
     let mut ring_idle = ring_rtt(&tx, &mut rx, 800, Duration::from_micros(1500), 2 << 32);
-    let sizes = [(4usize << 10, "4kib"), (64 << 10, "64kib"), (1 << 20, "1mib"), (16 << 20, "16mib")];
+    let sizes = [
+        (4usize << 10, "4kib"),
+        (64 << 10, "64kib"),
+        (1 << 20, "1mib"),
+        (16 << 20, "16mib"),
+    ];
     let mut tput = Vec::new();
     for (i, (size, _)) in sizes.iter().enumerate() {
         let budget = Duration::from_millis(if *size >= 1 << 20 { 1500 } else { 800 });
-        tput.push(ring_throughput(&tx, &mut rx, *size, budget, (10 + i as u64) << 32));
+        tput.push(ring_throughput(
+            &tx,
+            &mut rx,
+            *size,
+            budget,
+            (10 + i as u64) << 32,
+        ));
     }
     drop((tx, rx));
     drop(peer);
 
     // The same loaded round trip with spin = 0 (park at once), to show the trade-off.
-    let (peer, tx, mut rx) = spawn_shm(SpinConfig { spin: Duration::ZERO }, 2);
+    let (peer, tx, mut rx) = spawn_shm(
+        SpinConfig {
+            spin: Duration::ZERO,
+        },
+        2,
+    );
     ring_rtt(&tx, &mut rx, 2_000, Duration::ZERO, 0);
     let mut ring_nospin = ring_rtt(&tx, &mut rx, 20_000, Duration::ZERO, 1 << 32);
     drop((tx, rx));
@@ -343,11 +407,17 @@ fn bench() {
         .collect();
 
     println!();
-    println!("{:<44} {:>10} {:>10}", "round trip, small message", "p50 µs", "p99 µs");
+    println!(
+        "{:<44} {:>10} {:>10}",
+        "round trip, small message", "p50 µs", "p99 µs"
+    );
     let rows: [(&str, &mut Vec<u64>); 6] = [
         ("shm ring, under load (back-to-back)", &mut ring_load),
         ("shm ring, idle (1 msg / 1.5 ms)", &mut ring_idle),
-        ("shm ring, under load, spin=0 (park at once)", &mut ring_nospin),
+        (
+            "shm ring, under load, spin=0 (park at once)",
+            &mut ring_nospin,
+        ),
         ("shm ring, idle, spin=200 µs", &mut ring_idle_long),
         ("unix socket, under load (back-to-back)", &mut uds_load),
         ("unix socket, idle (1 msg / 1.5 ms)", &mut uds_idle),
@@ -359,9 +429,16 @@ fn bench() {
         p.push((p50, p99));
     }
     println!();
-    println!("{:<44} {:>10} {:>10} {:>8}", "one-way tensor payload", "ring GB/s", "memcpy", "ratio");
+    println!(
+        "{:<44} {:>10} {:>10} {:>8}",
+        "one-way tensor payload", "ring GB/s", "memcpy", "ratio"
+    );
     for (i, (size, _)) in sizes.iter().enumerate() {
-        let label = if *size >= 1 << 20 { format!("{} MiB", size >> 20) } else { format!("{} KiB", size >> 10) };
+        let label = if *size >= 1 << 20 {
+            format!("{} MiB", size >> 20)
+        } else {
+            format!("{} KiB", size >> 10)
+        };
         println!(
             "{:<44} {:>10.2} {:>10.2} {:>7.0}%",
             label,
@@ -377,7 +454,10 @@ fn bench() {
         p[0].0, p[0].1, p[1].0, p[1].1, p[2].0, p[3].0, p[4].0, p[4].1, p[5].0, p[5].1
     );
     for (i, (_, key)) in sizes.iter().enumerate() {
-        json.push_str(&format!(",\"ring_gbps_{key}\":{:.3},\"memcpy_gbps_{key}\":{:.3}", tput[i], memcpy[i]));
+        json.push_str(&format!(
+            ",\"ring_gbps_{key}\":{:.3},\"memcpy_gbps_{key}\":{:.3}",
+            tput[i], memcpy[i]
+        ));
     }
     json.push_str(&format!(",\"nproc\":{nproc}}}"));
     println!("{json}");

@@ -136,7 +136,9 @@ impl SavedModel {
         // SAFETY: graph is live; c is a valid C string for the call.
         let oper = unsafe { sys::TF_GraphOperationByName(self.graph, c.as_ptr()) };
         if oper.is_null() {
-            return Err(TfError::internal(format!("tensor {name} not found in graph")));
+            return Err(TfError::internal(format!(
+                "tensor {name} not found in graph"
+            )));
         }
         Ok(TensorRef { oper, index })
     }

@@ -53,9 +53,8 @@ impl InputTensor {
         let rank = i32::try_from(dims.len())
             .map_err(|_| TfError::invalid_argument("tensor rank too large"))?;
         // SAFETY: dims points to `rank` i64s; TF copies them. A null result means failure.
-        let ptr = unsafe {
-            sys::TF_AllocateTensor(to_tf_dtype(t.dtype), dims.as_ptr(), rank, byte_len)
-        };
+        let ptr =
+            unsafe { sys::TF_AllocateTensor(to_tf_dtype(t.dtype), dims.as_ptr(), rank, byte_len) };
         if ptr.is_null() {
             return Err(TfError::internal("TF_AllocateTensor failed"));
         }
@@ -130,12 +129,8 @@ impl OutputTensor {
             return Err(TfError::internal("session returned a null tensor"));
         }
         // SAFETY: self.0 is a live tensor owned by self; these accessors only read it.
-        let (raw_dtype, rank) = unsafe {
-            (
-                sys::TF_TensorType(self.0) as i32,
-                sys::TF_NumDims(self.0),
-            )
-        };
+        let (raw_dtype, rank) =
+            unsafe { (sys::TF_TensorType(self.0) as i32, sys::TF_NumDims(self.0)) };
         let dtype = DataType::from_i32(raw_dtype).ok_or_else(|| {
             TfError::new(
                 3,
@@ -143,7 +138,9 @@ impl OutputTensor {
             )
         })?;
         // SAFETY: dim indices are in 0..rank.
-        let shape: Vec<i64> = (0..rank).map(|i| unsafe { sys::TF_Dim(self.0, i) }).collect();
+        let shape: Vec<i64> = (0..rank)
+            .map(|i| unsafe { sys::TF_Dim(self.0, i) })
+            .collect();
         // SAFETY: reads the live tensor's byte size and data pointer.
         let (len, data) = unsafe { (sys::TF_TensorByteSize(self.0), sys::TF_TensorData(self.0)) };
         let elements = shm_protocol::tensor::num_elements(&shape)
@@ -151,18 +148,24 @@ impl OutputTensor {
         let content = match dtype.element_size() {
             Some(size) => {
                 if elements.checked_mul(size) != Some(len) {
-                    return Err(TfError::internal("output byte size does not match its shape"));
+                    return Err(TfError::internal(
+                        "output byte size does not match its shape",
+                    ));
                 }
                 let mut v = vec![0u8; len];
                 if len > 0 {
                     // SAFETY: TF guarantees `len` readable bytes at `data`.
-                    unsafe { std::ptr::copy_nonoverlapping(data as *const u8, v.as_mut_ptr(), len) };
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(data as *const u8, v.as_mut_ptr(), len)
+                    };
                 }
                 TensorData::Bytes(v)
             }
             None => {
                 if elements.checked_mul(size_of::<sys::TF_TString>()) != Some(len) {
-                    return Err(TfError::internal("string output size does not match its shape"));
+                    return Err(TfError::internal(
+                        "string output size does not match its shape",
+                    ));
                 }
                 let base = data as *const sys::TF_TString;
                 let mut v = Vec::with_capacity(elements);

@@ -13,24 +13,37 @@ pub fn format_g(v: f64, precision: usize) -> String {
         return if v < 0.0 { "-inf" } else { "inf" }.to_string();
     }
     let p = precision.max(1);
+    // Rust's `{:.N e}` is exact and rounds ties to even.
+    let (digits, x) = split_sci(&format!("{:.*e}", p - 1, v.abs()));
+    layout_g(v.is_sign_negative(), &digits, x, p)
+}
+
+/// Digits and decimal exponent of Rust's `{:e}` output (`1.2345e-7`).
+fn split_sci(sci: &str) -> (String, i64) {
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci, "0"));
+    let digits = mantissa.chars().filter(|c| *c != '.').collect();
+    (digits, exp.parse().unwrap_or(0))
+}
+
+/// `%g` layout of `0.d1d2d3... x 10^(x+1)` with precision `p` (at least as many as
+/// there are digits): fixed notation when `-4 <= x < p`, else `d.ddde+XX`; trailing
+/// zeros dropped.
+fn layout_g(negative: bool, digits: &str, x: i64, p: usize) -> String {
+    let mut digits = digits.to_string();
+    while digits.len() < p {
+        digits.push('0');
+    }
     let mut out = String::new();
-    if v.is_sign_negative() {
+    if negative {
         out.push('-');
     }
-    // Rust's `{:.N e}` is exact and rounds ties to even.
-    let sci = format!("{:.*e}", p - 1, v.abs());
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let x: i64 = exp.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    let p_i = p as i64;
-    if -4 <= x && x < p_i {
-        // Fixed notation with p - 1 - x decimals.
+    if -4 <= x && x < p as i64 {
         let mut s = String::new();
         if x >= 0 {
-            let int_len = (x + 1) as usize;
-            s.push_str(&digits[..int_len.min(digits.len())]);
+            let int_len = ((x + 1) as usize).min(digits.len());
+            s.push_str(&digits[..int_len]);
             s.push('.');
-            s.push_str(&digits[int_len.min(digits.len())..]);
+            s.push_str(&digits[int_len..]);
         } else {
             s.push_str("0.");
             for _ in 0..(-x - 1) {
@@ -54,6 +67,16 @@ pub fn format_g(v: f64, precision: usize) -> String {
         out.push_str(&ax.to_string());
     }
     out
+}
+
+/// The `%g` (6 digits) text of a normal, non-zero value if it reads back as the same
+/// value, from the shortest round-trip digits `sci` (Rust's `{:e}`): for a normal
+/// float or double, a 6-digit decimal reads back exactly when the shortest form has
+/// at most 6 digits, and then it is that form (the rounding interval is far narrower
+/// than the 6-digit spacing). Subnormals do not have that property.
+fn short_g(negative: bool, sci: &str) -> Option<String> {
+    let (digits, x) = split_sci(sci);
+    (digits.len() <= 6).then(|| layout_g(negative, &digits, x, 6))
 }
 
 fn strip_fraction_zeros(s: &str) -> &str {
@@ -85,13 +108,13 @@ pub fn decimal_f32(v: f32) -> String {
     if !v.is_finite() {
         return non_finite(f64::from(v)).to_string();
     }
-    let short = format_g(f64::from(v), 6);
-    let s = if short.parse::<f32>().ok() == Some(v) {
-        short
+    let short = if v.is_normal() {
+        short_g(v < 0.0, &format!("{:e}", v.abs()))
     } else {
-        format_g(f64::from(v), 9)
+        // Zero and subnormals: the literal algorithm.
+        Some(format_g(f64::from(v), 6)).filter(|s| s.parse::<f32>().ok() == Some(v))
     };
-    finish(s)
+    finish(short.unwrap_or_else(|| format_g(f64::from(v), 9)))
 }
 
 /// `WriteDecimal<double>`.
@@ -99,13 +122,12 @@ pub fn decimal_f64(v: f64) -> String {
     if !v.is_finite() {
         return non_finite(v).to_string();
     }
-    let short = format_g(v, 6);
-    let s = if short.parse::<f64>().ok() == Some(v) {
-        short
+    let short = if v.is_normal() {
+        short_g(v < 0.0, &format!("{:e}", v.abs()))
     } else {
-        format_g(v, 17)
+        Some(format_g(v, 6)).filter(|s| s.parse::<f64>().ok() == Some(v))
     };
-    finish(s)
+    finish(short.unwrap_or_else(|| format_g(v, 17)))
 }
 
 #[cfg(test)]
@@ -178,5 +200,55 @@ mod tests {
         assert_eq!(decimal_f64(123456789.0), "123456789.0");
         assert_eq!(decimal_f64(f64::NAN), "NaN");
         assert_eq!(decimal_f64(-0.0), "-0.0");
+    }
+
+    /// `WriteDecimal` spelled out literally: `%g`, read back, else full precision.
+    fn reference_f32(v: f32) -> String {
+        let short = format_g(f64::from(v), 6);
+        finish(if short.parse::<f32>().ok() == Some(v) {
+            short
+        } else {
+            format_g(f64::from(v), 9)
+        })
+    }
+
+    fn reference_f64(v: f64) -> String {
+        let short = format_g(v, 6);
+        finish(if short.parse::<f64>().ok() == Some(v) {
+            short
+        } else {
+            format_g(v, 17)
+        })
+    }
+
+    #[test]
+    fn fast_path_equals_the_literal_algorithm() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..200_000u32 {
+            let r = next();
+            let f = match i % 4 {
+                0 => f32::from_bits(r as u32),
+                1 => (r % 2_000_000) as f32 / [1.0, 10.0, 100.0, 1000.0][(r >> 40) as usize % 4],
+                2 => f32::from_bits((r as u32) & 0x807F_FFFF), // zero and subnormals
+                _ => ((r % 100_000) as f32) * 10f32.powi((r >> 50) as i32 % 30 - 15),
+            };
+            if f.is_finite() {
+                assert_eq!(decimal_f32(f), reference_f32(f), "{f:e}");
+            }
+            let d = match i % 3 {
+                0 => f64::from_bits(r),
+                1 => (r % 2_000_000) as f64 / 1000.0,
+                _ => f64::from(f),
+            };
+            if d.is_finite() {
+                assert_eq!(decimal_f64(d), reference_f64(d), "{d:e}");
+            }
+        }
     }
 }
