@@ -157,6 +157,8 @@ pub enum FrameError {
     NotStrings,
     #[error("frame of {0} bytes exceeds the address space")]
     TooLong(u64),
+    #[error("{0:?} tensors cannot be read in place")]
+    NotInPlace(DataType),
 }
 
 // ---------------------------------------------------------------- wire metadata
@@ -445,6 +447,46 @@ pub struct TensorView<'a> {
     strings: Option<Vec<u64>>,
 }
 
+/// A numeric tensor payload read in place in shared memory. It keeps the mapping alive,
+/// so the pointer stays valid for as long as this value lives. The bytes are the
+/// in-flight request's: the gateway frees the block only after the response arrives, so
+/// drop this before answering. The peer can still write them at any time, so they must
+/// only ever be read as plain numbers (every bit pattern valid) — never as a `&[T]`.
+pub struct InPlacePayload {
+    _region: Region,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the payload is an address range inside a mapping kept alive by the `Arc` in
+// `_region`; it has no thread affinity, and this type never dereferences it.
+unsafe impl Send for InPlacePayload {}
+
+impl InPlacePayload {
+    /// Start of the payload (64-byte aligned); valid for `len()` bytes of reads.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for an empty tensor.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::fmt::Debug for InPlacePayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InPlacePayload")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for TensorView<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TensorView")
@@ -495,6 +537,23 @@ impl<'a> TensorView<'a> {
             });
         }
         Ok(self.region.read_into(self.strings_at(), dst)?)
+    }
+
+    /// Leaves a fixed-size numeric payload where it is, for a consumer that reads it in
+    /// place instead of copying it out (the worker hands it to TensorFlow as the input
+    /// tensor's buffer). DT_STRING and DT_BOOL are refused: their bytes carry invariants
+    /// (offsets, 0/1) that a peer writing concurrently could break after validation.
+    pub fn in_place(&self) -> Result<InPlacePayload, FrameError> {
+        if matches!(self.dtype, DataType::String | DataType::Bool) {
+            return Err(FrameError::NotInPlace(self.dtype));
+        }
+        let len = self.byte_len();
+        let ptr = self.region.checked_ptr(self.at, len)?;
+        Ok(InPlacePayload {
+            _region: self.region.clone(),
+            ptr,
+            len,
+        })
     }
 
     /// DT_STRING: number of strings; `None` for other dtypes.

@@ -107,8 +107,8 @@ pub mod worker;
 
 pub use arena::ArenaSide;
 pub use frame::{
-    FrameError, RequestFrame, RequestKind, RequestView, ResponseFrame, ResponseRef, TensorDataRef,
-    TensorRef, TensorView,
+    FrameError, InPlacePayload, RequestFrame, RequestKind, RequestView, ResponseFrame, ResponseRef,
+    TensorDataRef, TensorRef, TensorView,
 };
 pub use gateway::{RequestSender, ResponseReceiver};
 pub use region::OutOfBounds;

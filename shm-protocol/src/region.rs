@@ -58,6 +58,13 @@ impl Region {
         Ok(unsafe { self.map.base().add(self.start + off) })
     }
 
+    /// The address of `offset..offset+n`, checked, for a reader that consumes the bytes
+    /// in place (see [`crate::frame::InPlacePayload`]). Forming the pointer is safe; it
+    /// stays inside the mapping as long as this region (its `Arc`) lives.
+    pub(crate) fn checked_ptr(&self, offset: u64, n: usize) -> Result<*const u8, OutOfBounds> {
+        self.ptr(offset, n).map(|p| p as *const u8)
+    }
+
     /// Copies `dst.len()` bytes at `offset` out of shared memory.
     pub(crate) fn read_into(&self, offset: u64, dst: &mut [u8]) -> Result<(), OutOfBounds> {
         let src = self.ptr(offset, dst.len())?;

@@ -262,3 +262,45 @@ fn handles_are_send_and_sync_where_needed() {
     send::<shm_protocol::IncomingRequest>();
     send::<Segment>();
 }
+
+#[test]
+fn numeric_payloads_can_be_read_in_place_strings_cannot() {
+    let seg = Segment::create(&config(8, 1 << 20), 1).unwrap();
+    let fd = seg.fd().try_clone_to_owned().unwrap();
+    let (tx, _rx) = seg.into_gateway();
+    let (mut wrx, _wtx) = Segment::attach(fd, 1).unwrap().into_worker();
+
+    let values = [1.5f32, -2.0, 3.25];
+    let mut frame = request(1);
+    frame.inputs = vec![
+        ("f".into(), Tensor::from_f32(vec![3], &values).unwrap()),
+        (
+            "s".into(),
+            Tensor::new(
+                DataType::String,
+                vec![1],
+                TensorData::Strings(vec![b"ab".to_vec()]),
+            )
+            .unwrap(),
+        ),
+    ];
+    tx.try_send(1, &frame).unwrap();
+    let req = wrx.recv(T).unwrap().expect("request");
+    let view = req.frame().unwrap();
+    let payload = view.inputs[0].1.in_place().unwrap();
+    assert_eq!(payload.len(), 12);
+    assert_eq!(
+        payload.as_ptr() as usize % 64,
+        0,
+        "payloads are 64-byte aligned"
+    );
+    let mut read = [0u8; 12];
+    // SAFETY: the payload is valid for len() bytes of reads while `payload` lives.
+    unsafe { std::ptr::copy_nonoverlapping(payload.as_ptr(), read.as_mut_ptr(), 12) };
+    let floats: Vec<f32> = read
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(floats, values);
+    assert!(view.inputs[1].1.in_place().is_err());
+}

@@ -2,7 +2,7 @@
 //! signature already; the worker checks again only what it needs to run safely.
 
 use crate::manager::Manager;
-use crate::tf::TfError;
+use crate::tf::{Feed, TfError};
 use shm_protocol::tensor::Tensor;
 
 /// A predict request as the worker sees it.
@@ -10,14 +10,14 @@ pub struct PredictCall<'a> {
     pub model_name: &'a str,
     pub version: Option<i64>,
     pub signature_name: &'a str,
-    pub inputs: &'a [(String, Tensor)],
+    pub inputs: Vec<(String, Feed)>,
     pub output_filter: &'a [String],
 }
 
 /// Runs the request; returns the version that served it and the outputs by alias.
 pub fn predict(
     manager: &Manager,
-    call: &PredictCall<'_>,
+    call: PredictCall<'_>,
 ) -> Result<(i64, Vec<(String, Tensor)>), TfError> {
     let servable = manager
         .servable(call.model_name, call.version)
@@ -40,13 +40,13 @@ pub fn predict(
         )
     })?;
     let mut feeds = Vec::with_capacity(call.inputs.len());
-    for (alias, tensor) in call.inputs {
-        let input = signature.inputs.get(alias).ok_or_else(|| {
+    for (alias, feed) in call.inputs {
+        let input = signature.inputs.get(&alias).ok_or_else(|| {
             TfError::invalid_argument(format!(
                 "input tensor alias not found in signature: {alias}"
             ))
         })?;
-        feeds.push((input.tensor, tensor));
+        feeds.push((input.tensor, feed));
     }
     let aliases: Vec<&String> = if call.output_filter.is_empty() {
         signature.outputs.keys().collect()
@@ -62,7 +62,7 @@ pub fn predict(
         })?;
         fetches.push(output.tensor);
     }
-    let outputs = servable.model.run(&feeds, &fetches)?;
+    let outputs = servable.model.run(feeds, &fetches)?;
     Ok((
         servable.version,
         aliases.into_iter().cloned().zip(outputs).collect(),

@@ -1,9 +1,13 @@
 //! The ring consumer: takes a request descriptor, decodes its frame (never trusting the
 //! bytes), runs the session and writes the outputs back through the response ring.
+//! Numeric input payloads are handed to TensorFlow in place (no copy); strings and bools
+//! are copied out and checked.
 
 use crate::manager::Manager;
 use crate::predict::{predict, PredictCall};
-use shm_protocol::frame::{RequestFrame, RequestKind, ResponseFrame};
+use crate::tf::Feed;
+use shm_protocol::frame::{FrameError, RequestKind, RequestView, ResponseFrame, TensorView};
+use shm_protocol::tensor::DataType;
 use shm_protocol::{RequestReceiver, ResponseSender};
 use std::time::Duration;
 
@@ -12,17 +16,33 @@ const RECV_POLL: Duration = Duration::from_millis(100);
 /// How long a response may wait for space in the response ring/arena.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn handle(manager: &Manager, frame: &RequestFrame) -> ResponseFrame {
-    match frame.kind {
+fn feed(view: &TensorView<'_>) -> Result<Feed, FrameError> {
+    match view.dtype() {
+        DataType::String | DataType::Bool => Ok(Feed::Copy(view.to_tensor()?)),
+        dtype => Ok(Feed::InPlace {
+            dtype,
+            shape: view.shape().to_vec(),
+            payload: view.in_place()?,
+        }),
+    }
+}
+
+fn handle(manager: &Manager, view: &RequestView<'_>) -> Result<ResponseFrame, FrameError> {
+    let inputs = view
+        .inputs
+        .iter()
+        .map(|(name, t)| Ok((name.clone(), feed(t)?)))
+        .collect::<Result<Vec<_>, FrameError>>()?;
+    Ok(match view.kind {
         RequestKind::Predict => {
             let call = PredictCall {
-                model_name: &frame.model_name,
-                version: frame.version,
-                signature_name: &frame.signature_name,
-                inputs: &frame.inputs,
-                output_filter: &frame.output_filter,
+                model_name: &view.model_name,
+                version: view.version,
+                signature_name: &view.signature_name,
+                inputs,
+                output_filter: &view.output_filter,
             };
-            match predict(manager, &call) {
+            match predict(manager, call) {
                 Ok((model_version, outputs)) => ResponseFrame::Ok {
                     model_version,
                     outputs,
@@ -38,7 +58,7 @@ fn handle(manager: &Manager, frame: &RequestFrame) -> ResponseFrame {
             code: 12,
             message: "request kind not supported by this worker".into(),
         },
-    }
+    })
 }
 
 /// Serves requests until the gateway goes away.
@@ -52,8 +72,10 @@ pub fn serve(
             continue;
         };
         let id = request.id();
-        let response = match request.frame().and_then(|view| view.to_frame()) {
-            Ok(frame) => handle(manager, &frame),
+        // Every in-place payload is dropped (TF has released it) before the response goes
+        // out, after which the gateway may reuse the request's arena block.
+        let response = match request.frame().and_then(|view| handle(manager, &view)) {
+            Ok(r) => r,
             Err(e) => ResponseFrame::Err {
                 code: 3,
                 message: format!("malformed request frame: {e}"),

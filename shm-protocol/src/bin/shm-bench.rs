@@ -37,7 +37,14 @@ fn main() {
         // Development aid: one throughput measurement.
         let size: usize = size.parse().expect("size");
         let (peer, tx, mut rx) = spawn_shm(SpinConfig::default(), 1);
-        let g = ring_throughput(&tx, &mut rx, size, Duration::from_secs(2), 0);
+        let g = ring_throughput(
+            &tx,
+            &mut rx,
+            size,
+            Duration::from_secs(2),
+            0,
+            std::env::var("SHM_BENCH_IN_PLACE").is_ok(),
+        );
         println!("{size} bytes: {g:.2} GB/s");
         drop((tx, rx));
         drop(peer);
@@ -71,6 +78,25 @@ fn main() {
 
 // ------------------------------------------------------------------------ peers
 
+/// Model name that asks the echo peer to read payloads in place instead of copying out.
+const IN_PLACE: &str = "in-place";
+
+/// Reads every byte of an in-place payload once, in cache-sized chunks, and folds them
+/// into a checksum so the reads cannot be optimised away.
+fn read_in_place(p: &shm_protocol::InPlacePayload, scratch: &mut [u8]) -> u64 {
+    let mut sum = 0u64;
+    let mut off = 0;
+    while off < p.len() {
+        let n = (p.len() - off).min(scratch.len());
+        // SAFETY: `as_ptr()..+len()` is readable while `p` lives; `off + n <= len()`; the
+        // scratch buffer is private memory, so the ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(p.as_ptr().add(off), scratch.as_mut_ptr(), n) };
+        sum = sum.wrapping_add(scratch[n - 1] as u64);
+        off += n;
+    }
+    black_box(sum)
+}
+
 /// Echo worker: decodes every request, copies each input out into a private buffer (as
 /// into a TensorFlow tensor), and answers with the inputs if they are small, else with
 /// an empty Ok.
@@ -81,6 +107,7 @@ fn shm_peer(path: &Path) {
     let seg = Segment::attach(fd.expect("fd"), u64::from_le_bytes(gen)).expect("attach");
     let (mut rx, mut tx) = seg.into_worker();
     let mut bufs: Vec<Vec<u8>> = Vec::new();
+    let mut scratch = vec![0u8; 64 << 10];
     loop {
         let req = match rx.recv(Duration::from_secs(1)) {
             Ok(Some(r)) => r,
@@ -91,9 +118,16 @@ fn shm_peer(path: &Path) {
         let view = req.frame().expect("frame");
         bufs.resize_with(view.inputs.len(), Vec::new);
         let mut small = true;
+        let in_place = view.model_name == IN_PLACE;
         for ((_, t), buf) in view.inputs.iter().zip(bufs.iter_mut()) {
-            buf.resize(t.byte_len(), 0);
-            t.copy_to(buf).expect("copy");
+            if in_place {
+                // As the worker feeds TensorFlow: the payload stays in shared memory and
+                // is read once where it lies (here streamed through a cache-sized scratch).
+                read_in_place(&t.in_place().expect("in place"), &mut scratch);
+            } else {
+                buf.resize(t.byte_len(), 0);
+                t.copy_to(buf).expect("copy");
+            }
             small &= t.byte_len() <= 64;
         }
         let shapes: Vec<Vec<i64>> = view
@@ -185,7 +219,7 @@ fn spawn_shm(spin: SpinConfig, generation: u64) -> (Peer, RequestSender, Respons
 fn frame_with(bytes: Vec<u8>, dtype: DataType, shape: Vec<i64>) -> RequestFrame {
     RequestFrame {
         kind: RequestKind::Predict,
-        model_name: "bench".into(),
+        model_name: "copy-out".into(),
         version: None,
         signature_name: "serving_default".into(),
         output_filter: vec![],
@@ -255,15 +289,20 @@ fn uds_rtt(sock: &mut UnixStream, n: usize, gap: Duration) -> Vec<u64> {
 }
 
 /// One-way payload throughput: `size`-byte tensors, several in flight; the peer copies
-/// every tensor out into its own buffer. Returns GB/s (1e9 bytes/s).
+/// every tensor out into its own buffer, or (`in_place`) reads it where it lies, as the
+/// worker's TensorFlow feed does. Returns GB/s (1e9 bytes/s).
 fn ring_throughput(
     tx: &RequestSender,
     rx: &mut ResponseReceiver,
     size: usize,
     budget: Duration,
     id0: u64,
+    in_place: bool,
 ) -> f64 {
-    let frame = frame_with(vec![0x5a; size], DataType::Uint8, vec![size as i64]);
+    let mut frame = frame_with(vec![0x5a; size], DataType::Uint8, vec![size as i64]);
+    if in_place {
+        frame.model_name = IN_PLACE.into();
+    }
     let window = std::env::var("SHM_BENCH_WINDOW")
         .ok()
         .and_then(|w| w.parse().ok())
@@ -359,6 +398,7 @@ fn bench() {
         (16 << 20, "16mib"),
     ];
     let mut tput = Vec::new();
+    let mut tput_in_place = Vec::new();
     for (i, (size, _)) in sizes.iter().enumerate() {
         let budget = Duration::from_millis(if *size >= 1 << 20 { 1500 } else { 800 });
         tput.push(ring_throughput(
@@ -367,6 +407,15 @@ fn bench() {
             *size,
             budget,
             (10 + i as u64) << 32,
+            false,
+        ));
+        tput_in_place.push(ring_throughput(
+            &tx,
+            &mut rx,
+            *size,
+            budget,
+            (20 + i as u64) << 32,
+            true,
         ));
     }
     drop((tx, rx));
@@ -430,8 +479,8 @@ fn bench() {
     }
     println!();
     println!(
-        "{:<44} {:>10} {:>10} {:>8}",
-        "one-way tensor payload", "ring GB/s", "memcpy", "ratio"
+        "{:<22} {:>14} {:>7} {:>15} {:>7} {:>12}",
+        "one-way tensor payload", "copy-out GB/s", "ratio", "in-place GB/s", "ratio", "memcpy GB/s"
     );
     for (i, (size, _)) in sizes.iter().enumerate() {
         let label = if *size >= 1 << 20 {
@@ -440,11 +489,13 @@ fn bench() {
             format!("{} KiB", size >> 10)
         };
         println!(
-            "{:<44} {:>10.2} {:>10.2} {:>7.0}%",
+            "{:<22} {:>14.2} {:>6.0}% {:>15.2} {:>6.0}% {:>12.2}",
             label,
             tput[i],
+            100.0 * tput[i] / memcpy[i],
+            tput_in_place[i],
+            100.0 * tput_in_place[i] / memcpy[i],
             memcpy[i],
-            100.0 * tput[i] / memcpy[i]
         );
     }
     println!();
@@ -455,8 +506,8 @@ fn bench() {
     );
     for (i, (_, key)) in sizes.iter().enumerate() {
         json.push_str(&format!(
-            ",\"ring_gbps_{key}\":{:.3},\"memcpy_gbps_{key}\":{:.3}",
-            tput[i], memcpy[i]
+            ",\"ring_gbps_{key}\":{:.3},\"ring_inplace_gbps_{key}\":{:.3},\"memcpy_gbps_{key}\":{:.3}",
+            tput[i], tput_in_place[i], memcpy[i]
         ));
     }
     json.push_str(&format!(",\"nproc\":{nproc}}}"));

@@ -3,7 +3,8 @@
 use super::status::{Status, TfError};
 use super::tensor::{InputTensor, OutputTensor};
 use prost::Message;
-use shm_protocol::tensor::Tensor;
+use shm_protocol::tensor::{DataType, Tensor};
+use shm_protocol::InPlacePayload;
 use std::ffi::CString;
 use std::os::raw::c_int;
 use tensorflow_sys as sys;
@@ -21,6 +22,17 @@ pub struct TensorRef {
 unsafe impl Send for TensorRef {}
 // SAFETY: as above; the handle is never written through.
 unsafe impl Sync for TensorRef {}
+
+/// One input to feed: a tensor to copy into TensorFlow, or a numeric payload TensorFlow
+/// reads in place in shared memory.
+pub enum Feed {
+    Copy(Tensor),
+    InPlace {
+        dtype: DataType,
+        shape: Vec<i64>,
+        payload: InPlacePayload,
+    },
+}
 
 /// An owned `TF_Buffer`.
 struct Buffer(*mut sys::TF_Buffer);
@@ -146,17 +158,26 @@ impl SavedModel {
     /// Feeds `inputs`, fetches `outputs` and copies the results out.
     pub fn run(
         &self,
-        inputs: &[(TensorRef, &Tensor)],
+        inputs: Vec<(TensorRef, Feed)>,
         outputs: &[TensorRef],
     ) -> Result<Vec<Tensor>, TfError> {
-        let feeds: Vec<InputTensor> = inputs
-            .iter()
-            .map(|(_, t)| InputTensor::from_tensor(t))
-            .collect::<Result<_, _>>()?;
+        let mut refs = Vec::with_capacity(inputs.len());
+        let mut feeds = Vec::with_capacity(inputs.len());
+        for (r, feed) in inputs {
+            refs.push(r);
+            feeds.push(match feed {
+                Feed::Copy(t) => InputTensor::from_tensor(&t)?,
+                Feed::InPlace {
+                    dtype,
+                    shape,
+                    payload,
+                } => InputTensor::from_payload(dtype, &shape, payload)?,
+            });
+        }
         let feed_ptrs: Vec<*mut sys::TF_Tensor> = feeds.iter().map(|t| t.as_ptr()).collect();
-        let input_ops: Vec<sys::TF_Output> = inputs
+        let input_ops: Vec<sys::TF_Output> = refs
             .iter()
-            .map(|(r, _)| sys::TF_Output {
+            .map(|r| sys::TF_Output {
                 oper: r.oper,
                 index: r.index,
             })

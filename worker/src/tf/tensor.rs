@@ -1,7 +1,8 @@
 //! Owned `TF_Tensor`s, built from and copied into [`shm_protocol::tensor::Tensor`].
 
 use super::status::TfError;
-use shm_protocol::tensor::{DataType, Tensor, TensorData};
+use shm_protocol::tensor::{num_elements, DataType, Tensor, TensorData};
+use shm_protocol::InPlacePayload;
 use std::mem::size_of;
 use tensorflow_sys as sys;
 
@@ -86,6 +87,63 @@ impl InputTensor {
             }
         }
         Ok(out)
+    }
+
+    /// Wraps a numeric payload that stays in shared memory: TensorFlow reads it in place,
+    /// with no copy. The payload (and so the mapping) lives until TensorFlow releases the
+    /// buffer, which may be after this value drops. TF does not write into or forward a
+    /// buffer it does not own, so the request arena is only ever read.
+    pub(crate) fn from_payload(
+        dtype: DataType,
+        shape: &[i64],
+        payload: InPlacePayload,
+    ) -> Result<InputTensor, TfError> {
+        let expected = num_elements(shape)
+            .ok()
+            .and_then(|n| n.checked_mul(dtype.element_size()?))
+            .ok_or_else(|| TfError::invalid_argument("bad tensor shape"))?;
+        if expected != payload.len() {
+            return Err(TfError::invalid_argument(
+                "tensor size does not match its shape",
+            ));
+        }
+        let rank = i32::try_from(shape.len())
+            .map_err(|_| TfError::invalid_argument("tensor rank too large"))?;
+        let data = payload.as_ptr() as *mut std::os::raw::c_void;
+        let len = payload.len();
+        let arg = Box::into_raw(Box::new(payload));
+
+        /// Called by TensorFlow when the last reference to the buffer goes away.
+        unsafe extern "C" fn release(
+            _data: *mut std::os::raw::c_void,
+            _len: usize,
+            arg: *mut std::os::raw::c_void,
+        ) {
+            // SAFETY: `arg` is the Box::into_raw above, handed to TF exactly once; TF calls
+            // the deallocator exactly once.
+            drop(unsafe { Box::from_raw(arg as *mut InPlacePayload) });
+        }
+
+        // SAFETY: `data` is valid for `len` bytes of reads for as long as the boxed payload
+        // lives, which TF keeps until it calls `release`; the length matches dtype × shape
+        // (checked above), so TF_NewTensor cannot fail on size.
+        let ptr = unsafe {
+            sys::TF_NewTensor(
+                to_tf_dtype(dtype),
+                shape.as_ptr(),
+                rank,
+                data,
+                len,
+                Some(release),
+                arg as *mut _,
+            )
+        };
+        if ptr.is_null() {
+            // SAFETY: TF refused the tensor without taking ownership of `arg`.
+            drop(unsafe { Box::from_raw(arg) });
+            return Err(TfError::internal("TF_NewTensor failed"));
+        }
+        Ok(InputTensor { ptr, strings: 0 })
     }
 
     pub(crate) fn as_ptr(&self) -> *mut sys::TF_Tensor {
