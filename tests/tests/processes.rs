@@ -60,9 +60,27 @@ fn gateway_survives_a_worker_crash() {
     assert!(server.child.id() > 0);
 }
 
+fn dev_shm() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 #[test]
 fn worker_exits_with_its_gateway() {
+    let shm_before = dev_shm();
     let mut server = Server::start("half_plus_two");
+    assert_eq!(
+        dev_shm().iter().filter(|n| n.contains("tfgate")).count(),
+        0,
+        "the segment is an anonymous memfd, never a /dev/shm name"
+    );
     let worker = worker_of(server.pid());
     server.child.kill().unwrap();
     server.child.wait().unwrap();
@@ -76,4 +94,9 @@ fn worker_exits_with_its_gateway() {
         assert!(Instant::now() < deadline, "worker outlived its gateway");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let leaked: Vec<String> = dev_shm()
+        .into_iter()
+        .filter(|n| !shm_before.contains(n))
+        .collect();
+    assert!(leaked.is_empty(), "left behind in /dev/shm: {leaked:?}");
 }
