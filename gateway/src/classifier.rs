@@ -19,6 +19,16 @@ const REGRESS_METHOD: &str = "tensorflow/serving/regress";
 /// One class of one example: label (empty without a `classes` output) and score.
 pub type Class = (Vec<u8>, f32);
 
+/// A Classify or Regress call, as both front ends decode it.
+pub struct ExamplesRequest {
+    pub servable: Servable,
+    /// As requested; empty means `serving_default`.
+    pub signature_name: String,
+    /// Serialized `tf.Example`s, context already merged in.
+    pub examples: Vec<Vec<u8>>,
+    pub timeout: Duration,
+}
+
 /// Serialized examples from a gRPC `Input`; with a context, the context's bytes come
 /// first, so the example's own features win when both set one (protobuf merge order).
 pub fn serialized_examples(input: Option<&Input>) -> Vec<Vec<u8>> {
@@ -124,12 +134,16 @@ fn floats(t: &Tensor, what: &str) -> Result<Vec<f32>, ServingError> {
 /// Runs a classify signature.
 pub async fn classify(
     predictor: &Predictor,
-    servable: &Servable,
-    signature_name: &str,
-    examples: Vec<Vec<u8>>,
-    timeout: Duration,
+    req: ExamplesRequest,
 ) -> Result<Vec<Vec<Class>>, ServingError> {
-    let (sig, key) = signature(servable, signature_name, CLASSIFY_METHOD, "classification")?;
+    let ExamplesRequest {
+        servable,
+        signature_name,
+        examples,
+        timeout,
+    } = req;
+    let servable = &servable;
+    let (sig, key) = signature(servable, &signature_name, CLASSIFY_METHOD, "classification")?;
     if sig.outputs.is_empty() || sig.outputs.len() > 2 {
         return Err(ServingError::invalid_argument(format!(
             "Expected one or two output Tensors, found {}",
@@ -218,12 +232,16 @@ pub async fn classify(
 /// Runs a regress signature: one float per example.
 pub async fn regress(
     predictor: &Predictor,
-    servable: &Servable,
-    signature_name: &str,
-    examples: Vec<Vec<u8>>,
-    timeout: Duration,
+    req: ExamplesRequest,
 ) -> Result<Vec<f32>, ServingError> {
-    let (sig, key) = signature(servable, signature_name, REGRESS_METHOD, "regression")?;
+    let ExamplesRequest {
+        servable,
+        signature_name,
+        examples,
+        timeout,
+    } = req;
+    let servable = &servable;
+    let (sig, key) = signature(servable, &signature_name, REGRESS_METHOD, "regression")?;
     if sig.outputs.len() != 1 {
         return Err(ServingError::invalid_argument(
             "Expected one output Tensor.",

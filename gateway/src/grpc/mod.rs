@@ -75,6 +75,27 @@ fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     })
 }
 
+impl GrpcServices {
+    /// What Classify and Regress share: resolve the servable, take the signature name
+    /// and serialize the examples.
+    fn examples_request(
+        &self,
+        spec: Option<&pb::ModelSpec>,
+        input: Option<&pb::Input>,
+        timeout: Duration,
+    ) -> Result<classifier::ExamplesRequest, Status> {
+        let servable = servable_request(spec)
+            .and_then(|r| self.predictor.resolve(&r))
+            .map_err(|e| e.to_status())?;
+        Ok(classifier::ExamplesRequest {
+            servable,
+            signature_name: spec.map(|s| s.signature_name.clone()).unwrap_or_default(),
+            examples: classifier::serialized_examples(input),
+            timeout,
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl pb::prediction_service_server::PredictionService for GrpcServices {
     async fn classify(
@@ -83,22 +104,13 @@ impl pb::prediction_service_server::PredictionService for GrpcServices {
     ) -> Result<Response<pb::ClassificationResponse>, Status> {
         let timeout = deadline_of(&request);
         let req = request.into_inner();
-        let servable = self
-            .predictor
-            .resolve(&servable_request(req.model_spec.as_ref()).map_err(|e| e.to_status())?)
+        let call = self.examples_request(req.model_spec.as_ref(), req.input.as_ref(), timeout)?;
+        let spec = response_spec(&call.servable, &call.signature_name);
+        let results = classifier::classify(&self.predictor, call)
+            .await
             .map_err(|e| e.to_status())?;
-        let signature = req
-            .model_spec
-            .as_ref()
-            .map(|s| s.signature_name.clone())
-            .unwrap_or_default();
-        let examples = classifier::serialized_examples(req.input.as_ref());
-        let results =
-            classifier::classify(&self.predictor, &servable, &signature, examples, timeout)
-                .await
-                .map_err(|e| e.to_status())?;
         Ok(Response::new(pb::ClassificationResponse {
-            model_spec: Some(response_spec(&servable, &signature)),
+            model_spec: Some(spec),
             result: Some(pb::ClassificationResult {
                 classifications: results
                     .into_iter()
@@ -122,21 +134,13 @@ impl pb::prediction_service_server::PredictionService for GrpcServices {
     ) -> Result<Response<pb::RegressionResponse>, Status> {
         let timeout = deadline_of(&request);
         let req = request.into_inner();
-        let servable = self
-            .predictor
-            .resolve(&servable_request(req.model_spec.as_ref()).map_err(|e| e.to_status())?)
-            .map_err(|e| e.to_status())?;
-        let signature = req
-            .model_spec
-            .as_ref()
-            .map(|s| s.signature_name.clone())
-            .unwrap_or_default();
-        let examples = classifier::serialized_examples(req.input.as_ref());
-        let values = classifier::regress(&self.predictor, &servable, &signature, examples, timeout)
+        let call = self.examples_request(req.model_spec.as_ref(), req.input.as_ref(), timeout)?;
+        let spec = response_spec(&call.servable, &call.signature_name);
+        let values = classifier::regress(&self.predictor, call)
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(pb::RegressionResponse {
-            model_spec: Some(response_spec(&servable, &signature)),
+            model_spec: Some(spec),
             result: Some(pb::RegressionResult {
                 regressions: values
                     .into_iter()

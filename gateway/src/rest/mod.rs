@@ -119,30 +119,20 @@ impl RestApi {
                 let doc = json::parse(body)?;
                 let decoded = json::decode_examples(&doc)?;
                 let servable = self.predictor.resolve(request)?;
-                let examples =
-                    classifier::with_context(decoded.context.as_deref(), decoded.examples);
-                let signature = decoded.signature_name.unwrap_or_default();
-                let timeout = self.config.timeout;
+                let req = classifier::ExamplesRequest {
+                    servable,
+                    signature_name: decoded.signature_name.unwrap_or_default(),
+                    examples: classifier::with_context(
+                        decoded.context.as_deref(),
+                        decoded.examples,
+                    ),
+                    timeout: self.config.timeout,
+                };
                 if verb == Verb::Classify {
-                    let results = classifier::classify(
-                        &self.predictor,
-                        &servable,
-                        &signature,
-                        examples,
-                        timeout,
-                    )
-                    .await?;
-                    json::encode_classify(&results)
+                    json::encode_classify(&classifier::classify(&self.predictor, req).await?)
                 } else {
-                    let results = classifier::regress(
-                        &self.predictor,
-                        &servable,
-                        &signature,
-                        examples,
-                        timeout,
-                    )
-                    .await?;
-                    json::encode_regress(&results).map(String::into_bytes)
+                    json::encode_regress(&classifier::regress(&self.predictor, req).await?)
+                        .map(String::into_bytes)
                 }
             }
         }
