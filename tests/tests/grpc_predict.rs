@@ -130,3 +130,48 @@ async fn grpc_predict_values_and_errors() {
         "type.googleapis.com/tensorflow.serving.SignatureDefMap"
     );
 }
+
+/// Tensors that can never fit in the shared-memory arenas fail with an error naming the
+/// flag that sizes them, and the server keeps serving.
+#[tokio::test]
+async fn oversized_tensors_name_the_arena_flags() {
+    let model = tfgate_e2e::model_path("half_plus_two");
+    let server = Server::start_with(
+        "half_plus_two",
+        &model,
+        &["--shm_request_arena_mb=4", "--shm_response_arena_mb=1"],
+    );
+    let mut client = PredictionServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let big = |n: usize| {
+        let mut t = floats(&[n as i64, 1], &[]);
+        t.tensor_content = vec![0u8; n * 4];
+        request("half_plus_two", "x", t)
+    };
+
+    // 8 MB of input: larger than the whole 4 MiB request arena.
+    let err = client.predict(big(2 << 20)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("--shm_request_arena_mb"),
+        "{}",
+        err.message()
+    );
+
+    // 2 MB in fits the request arena; 2 MB out does not fit the 1 MiB response arena.
+    let err = client.predict(big(512 << 10)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("--shm_response_arena_mb"),
+        "{}",
+        err.message()
+    );
+
+    let ok = client
+        .predict(request("half_plus_two", "x", floats(&[1], &[1.0])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.outputs["y"].float_val, vec![3.5]);
+}
