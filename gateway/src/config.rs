@@ -1,7 +1,7 @@
 //! Every flag, parsed once. Names and defaults follow `tensorflow_model_server`
 //! (`model_servers/main.cc`); tfgate's own flags say so in their help.
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use std::path::PathBuf;
 
 /// tfgate: a TensorFlow Serving-compatible model server with crash-isolated workers.
@@ -41,6 +41,11 @@ pub struct Flags {
     #[arg(long = "rest_api_timeout_in_ms", default_value_t = 30000)]
     pub rest_api_timeout_in_ms: u64,
 
+    /// gRPC Predict outputs in `tensor_content` bytes instead of the typed `*_val` fields.
+    #[arg(long = "enable_serialization_as_tensor_content", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub enable_serialization_as_tensor_content: bool,
+
     /// tfgate: path of the tfgate-worker binary (default: beside tfgate).
     #[arg(long = "worker_binary")]
     pub worker_binary: Option<PathBuf>,
@@ -63,6 +68,97 @@ pub struct Flags {
     pub max_request_body_mb: usize,
 }
 
+/// `tensorflow_model_server` flags tfgate accepts but does not implement yet: they are
+/// logged and ignored, so existing command lines keep working.
+const NOT_YET_SUPPORTED: &[&str] = &[
+    "grpc_socket_path",
+    "rest_api_num_threads",
+    "rest_api_enable_cors_support",
+    "grpc_channel_arguments",
+    "grpc_max_threads",
+    "enable_grpc_healthcheck_service",
+    "enable_profiler",
+    "ssl_config_file",
+    "use_alts_credentials",
+    "model_config_file",
+    "model_config_file_poll_wait_seconds",
+    "allow_version_labels_for_unavailable_models",
+    "platform_config_file",
+    "file_system_poll_wait_seconds",
+    "num_load_threads",
+    "num_unload_threads",
+    "max_num_load_retries",
+    "load_retry_interval_micros",
+    "flush_filesystem_caches",
+    "remove_unused_fields_from_bundle_metagraph",
+    "enable_batching",
+    "batching_parameters_file",
+    "enable_per_model_batching_parameters",
+    "tensorflow_session_parallelism",
+    "tensorflow_session_config_file",
+    "per_process_gpu_memory_fraction",
+    "xla_cpu_compilation_enabled",
+    "xla_gpu_compilation_enabled",
+    "mixed_precision",
+    "thread_pool_factory_config_file",
+    "enable_signature_method_name_check",
+    "enable_model_warmup",
+    "num_request_iterations_for_warmup",
+    "monitoring_config_file",
+    "prefer_tflite_model",
+    "num_tflite_pools",
+    "num_tflite_interpreters_per_pool",
+    "skip_initialize_tpu",
+];
+
+/// What to do with one command-line argument.
+#[derive(Debug, PartialEq, Eq)]
+enum ArgUse {
+    Keep,
+    /// A TF Serving flag tfgate does not implement yet.
+    NotYetSupported(String),
+    /// Neither ours nor TF Serving's: TF Serving prints `unknown argument` and carries on.
+    Unknown,
+}
+
+fn classify_arg(arg: &str, ours: &[String]) -> ArgUse {
+    let Some(body) = arg.strip_prefix("--") else {
+        return ArgUse::Unknown;
+    };
+    let name = body.split('=').next().unwrap_or(body);
+    if ours.iter().any(|o| o == name) || name == "help" || name == "version" {
+        ArgUse::Keep
+    } else if NOT_YET_SUPPORTED.contains(&name) {
+        ArgUse::NotYetSupported(name.to_string())
+    } else {
+        ArgUse::Unknown
+    }
+}
+
+/// Parses the command line like `tensorflow_model_server`: unknown arguments are reported
+/// and skipped, TF Serving flags tfgate lacks are logged and ignored.
+pub fn parse_command_line(args: Vec<String>) -> Flags {
+    let ours: Vec<String> = Flags::command()
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(String::from))
+        .collect();
+    let mut kept = Vec::with_capacity(args.len());
+    for (i, arg) in args.into_iter().enumerate() {
+        if i == 0 {
+            kept.push(arg);
+            continue;
+        }
+        match classify_arg(&arg, &ours) {
+            ArgUse::Keep => kept.push(arg),
+            ArgUse::NotYetSupported(name) => {
+                tracing::warn!("--{name} is not supported by tfgate yet; ignoring {arg}")
+            }
+            ArgUse::Unknown => eprintln!("unknown argument: {arg}"),
+        }
+    }
+    Flags::parse_from(kept)
+}
+
 impl Flags {
     /// The startup checks `tensorflow_model_server` makes before serving.
     pub fn validate(&self) -> Result<(), String> {
@@ -80,5 +176,69 @@ impl Flags {
             .filter(|t| !t.is_empty())
             .map(String::from)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Flags {
+        parse_command_line(
+            std::iter::once("tfgate")
+                .chain(args.iter().copied())
+                .map(String::from)
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn tf_serving_command_lines_parse() {
+        let f = parse(&[
+            "--port=9000",
+            "--rest_api_port=0",
+            "--model_name=m",
+            "--model_base_path=/models/m",
+            "--enable_batching",
+            "--file_system_poll_wait_seconds=5",
+            "stray",
+            "--no_such_flag=1",
+        ]);
+        assert_eq!((f.port, f.rest_api_port), (9000, 0));
+        assert_eq!(
+            (f.model_name.as_str(), f.model_base_path.as_str()),
+            ("m", "/models/m")
+        );
+        assert!(!f.enable_serialization_as_tensor_content);
+        assert_eq!(parse(&[]).port, 8500);
+        assert_eq!(parse(&[]).rest_api_port, 8501);
+    }
+
+    #[test]
+    fn bool_flags_take_tf_forms() {
+        assert!(
+            parse(&["--enable_serialization_as_tensor_content"])
+                .enable_serialization_as_tensor_content
+        );
+        assert!(
+            parse(&["--enable_serialization_as_tensor_content=true"])
+                .enable_serialization_as_tensor_content
+        );
+        assert!(
+            !parse(&["--enable_serialization_as_tensor_content=false"])
+                .enable_serialization_as_tensor_content
+        );
+    }
+
+    #[test]
+    fn classifies_arguments() {
+        let ours = vec!["port".to_string()];
+        assert_eq!(classify_arg("--port=1", &ours), ArgUse::Keep);
+        assert_eq!(
+            classify_arg("--enable_batching=true", &ours),
+            ArgUse::NotYetSupported("enable_batching".into())
+        );
+        assert_eq!(classify_arg("--what", &ours), ArgUse::Unknown);
+        assert_eq!(classify_arg("positional", &ours), ArgUse::Unknown);
     }
 }

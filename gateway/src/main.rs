@@ -16,7 +16,6 @@ mod validation;
 mod workers;
 
 use anyhow::Context;
-use clap::Parser;
 use config::Flags;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use predictor::Predictor;
@@ -192,7 +191,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
 
     let grpc = grpc::GrpcServices {
         predictor: predictor.clone(),
-        tensor_content: false,
+        tensor_content: flags.enable_serialization_as_tensor_content,
     };
     let grpc_addr = SocketAddr::from(([0, 0, 0, 0], flags.port));
     let grpc_listener = tokio::net::TcpListener::bind(grpc_addr)
@@ -262,7 +261,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let flags = Flags::parse();
+    let flags = config::parse_command_line(std::env::args().collect());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

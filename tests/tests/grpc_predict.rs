@@ -175,3 +175,28 @@ async fn oversized_tensors_name_the_arena_flags() {
         .into_inner();
     assert_eq!(ok.outputs["y"].float_val, vec![3.5]);
 }
+
+#[tokio::test]
+async fn tensor_content_outputs_on_request() {
+    let model = tfgate_e2e::model_path("half_plus_two");
+    let server = Server::start_with(
+        "half_plus_two",
+        &model,
+        &[
+            "--enable_serialization_as_tensor_content",
+            "--enable_batching=false",
+        ],
+    );
+    let mut client = PredictionServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let resp = client
+        .predict(request("half_plus_two", "x", floats(&[2], &[1.0, 3.0])))
+        .await
+        .unwrap()
+        .into_inner();
+    let y = &resp.outputs["y"];
+    assert!(y.float_val.is_empty());
+    let expected: Vec<u8> = [3.5f32, 4.5].iter().flat_map(|v| v.to_le_bytes()).collect();
+    assert_eq!(y.tensor_content, expected);
+}
