@@ -100,3 +100,74 @@ fn worker_exits_with_its_gateway() {
         .collect();
     assert!(leaked.is_empty(), "left behind in /dev/shm: {leaked:?}");
 }
+
+/// Many clients at once, each checking that it gets its own answer back (responses are
+/// matched to requests by id across the rings).
+#[test]
+fn concurrent_clients_get_their_own_answers() {
+    let server = Server::start("half_plus_two");
+    let port = server.rest_port;
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..100 {
+                    let x = (t * 1000 + i) as f32;
+                    let body = format!(r#"{{"instances": [{x:.1}]}}"#);
+                    let (status, text) =
+                        http(port, "POST", "/v1/models/half_plus_two:predict", &body).unwrap();
+                    assert_eq!(status, 200, "{text}");
+                    let v: Value = serde_json::from_str(&text).unwrap();
+                    assert_eq!(
+                        v["predictions"][0].as_f64().unwrap(),
+                        (0.5 * x + 3.0) as f64
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// Killing the worker under load loses no request: those in flight are re-dispatched to
+/// the next incarnation, and new ones wait for it.
+#[test]
+fn no_request_is_lost_when_the_worker_dies_under_load() {
+    let server = Server::start("half_plus_two");
+    let port = server.rest_port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut done = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let x = (t * 10_000 + done) as f32;
+                    let body = format!(r#"{{"instances": [{x:.1}]}}"#);
+                    let (status, text) =
+                        http(port, "POST", "/v1/models/half_plus_two:predict", &body).unwrap();
+                    assert_eq!(status, 200, "request {done} of client {t}: {text}");
+                    let v: Value = serde_json::from_str(&text).unwrap();
+                    assert_eq!(
+                        v["predictions"][0].as_f64().unwrap(),
+                        (0.5 * x + 3.0) as f64
+                    );
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let first = worker_of(server.pid());
+    std::process::Command::new("kill")
+        .args(["-9", &first.to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let total: i32 = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert!(total > 0);
+    assert_ne!(worker_of(server.pid()), first, "a new worker serves");
+}
