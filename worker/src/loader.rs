@@ -30,13 +30,15 @@ pub struct Servable {
 }
 
 /// Serializes a ConfigProto with only the thread-pool sizes (fields 2 and 5), which is
-/// all the worker sets; hand-encoded so the worker needs no config.proto.
+/// all the worker sets; hand-encoded so the worker needs no config.proto. 0 is
+/// TensorFlow's default (left out); a negative inter-op value runs every op in the
+/// calling thread (int32 varints sign-extend to ten bytes).
 fn config_proto(session: &SessionConfig) -> Vec<u8> {
     let mut out = Vec::new();
     let mut field = |tag: u8, v: i32| {
-        if v > 0 {
+        if v != 0 {
             out.push(tag);
-            let mut v = v as u64;
+            let mut v = v as i64 as u64;
             while v >= 0x80 {
                 out.push((v as u8) | 0x80);
                 v >>= 7;
@@ -115,5 +117,13 @@ mod tests {
         };
         assert_eq!(config_proto(&s), vec![0x10, 2, 0x28, 0xac, 0x02]);
         assert!(config_proto(&SessionConfig::default()).is_empty());
+        let caller_thread = SessionConfig {
+            inter_op_parallelism: -1,
+            ..SessionConfig::default()
+        };
+        assert_eq!(
+            config_proto(&caller_thread),
+            vec![0x28, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]
+        );
     }
 }

@@ -1,0 +1,186 @@
+//! End-to-end benchmark: the real `tfgate` + `tfgate-worker` on the demo models, driven
+//! over gRPC (tonic client, one HTTP/2 connection per client task) and REST (one
+//! HTTP/1.1 connection per request). Prints a table and the machine it ran on.
+//!
+//! `cargo build --release && cargo run --release -p tfgate-e2e --bin bench`
+//! (`BENCH_FLAGS="--tensorflow_inter_op_parallelism=-1"` passes flags to tfgate;
+//! `BENCH_QUICK=1` runs a tenth of the requests.)
+
+use std::time::{Duration, Instant};
+use tfgate_e2e::{http, Server};
+use tfgate_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use tfgate_proto::tensorflow::serving::{ModelSpec, PredictRequest};
+use tfgate_proto::tensorflow::{tensor_shape_proto::Dim, TensorProto, TensorShapeProto};
+
+fn request(model: &str, shape: &[i64]) -> PredictRequest {
+    let n: i64 = shape.iter().product();
+    let values: Vec<u8> = (0..n)
+        .flat_map(|i| ((i % 7) as f32 * 0.25).to_le_bytes())
+        .collect();
+    let tensor = TensorProto {
+        dtype: 1,
+        tensor_shape: Some(TensorShapeProto {
+            dim: shape
+                .iter()
+                .map(|&size| Dim {
+                    size,
+                    name: String::new(),
+                })
+                .collect(),
+            unknown_rank: false,
+        }),
+        tensor_content: values,
+        ..Default::default()
+    };
+    PredictRequest {
+        model_spec: Some(ModelSpec {
+            name: model.into(),
+            ..Default::default()
+        }),
+        inputs: [("x".to_string(), tensor)].into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+struct Row {
+    case: String,
+    clients: usize,
+    p50_us: f64,
+    p99_us: f64,
+    rps: f64,
+}
+
+fn pct(v: &mut [u64], p: f64) -> f64 {
+    v.sort_unstable();
+    v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+}
+
+async fn grpc_run(
+    url: &str,
+    req: PredictRequest,
+    clients: usize,
+    per_client: usize,
+) -> (Vec<u64>, f64) {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let url = url.to_string();
+        let req = req.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = PredictionServiceClient::connect(url)
+                .await
+                .expect("connect");
+            client.predict(req.clone()).await.expect("warm-up");
+            let mut lat = Vec::with_capacity(per_client);
+            for _ in 0..per_client {
+                let t = Instant::now();
+                let resp = client.predict(req.clone()).await.expect("predict");
+                lat.push(t.elapsed().as_nanos() as u64);
+                assert!(!resp.into_inner().outputs.is_empty());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    let rps = all.len() as f64 / started.elapsed().as_secs_f64();
+    (all, rps)
+}
+
+fn rest_run(port: u16, model: &str, body: &str, n: usize) -> (Vec<u64>, f64) {
+    let path = format!("/v1/models/{model}:predict");
+    http(port, "POST", &path, body).expect("warm-up");
+    let started = Instant::now();
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let (status, _) = http(port, "POST", &path, body).expect("rest");
+        assert_eq!(status, 200);
+        lat.push(t.elapsed().as_nanos() as u64);
+    }
+    (lat, n as f64 / started.elapsed().as_secs_f64())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} cores, {cpu}, kernel {}", kernel.trim())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let quick = std::env::var("BENCH_QUICK").is_ok();
+    let n = if quick { 200 } else { 2000 };
+    let mut rows = Vec::new();
+    for (model, shape) in [
+        ("half_plus_two", vec![1i64, 1]),
+        ("mlp", vec![1, 64]),
+        ("mlp", vec![256, 64]),
+    ] {
+        let extra = std::env::var("BENCH_FLAGS").unwrap_or_default();
+        let extra: Vec<&str> = extra.split_whitespace().collect();
+        let server = Server::start_with(model, &tfgate_e2e::model_path(model), &extra);
+        let req = request(model, &shape);
+        let label = format!("{model} {shape:?}");
+        for clients in [1usize, 8] {
+            let (mut lat, rps) =
+                grpc_run(&server.grpc_url(), req.clone(), clients, n / clients.min(4)).await;
+            rows.push(Row {
+                case: format!("gRPC {label}"),
+                clients,
+                p50_us: pct(&mut lat, 0.5),
+                p99_us: pct(&mut lat, 0.99),
+                rps,
+            });
+        }
+        let rows_json: Vec<String> = (0..shape[0])
+            .map(|r| {
+                format!(
+                    "[{}]",
+                    (0..shape[1])
+                        .map(|c| format!("{:.2}", ((r * shape[1] + c) % 7) as f32 * 0.25))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            })
+            .collect();
+        let body = format!(r#"{{"instances": [{}]}}"#, rows_json.join(","));
+        let port = server.rest_port;
+        let (mut lat, rps) =
+            tokio::task::spawn_blocking(move || rest_run(port, model, &body, n / 2))
+                .await
+                .expect("rest");
+        rows.push(Row {
+            case: format!("REST {label}"),
+            clients: 1,
+            p50_us: pct(&mut lat, 0.5),
+            p99_us: pct(&mut lat, 0.99),
+            rps,
+        });
+        drop(server);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("machine: {}", machine());
+    println!(
+        "{:<34} {:>7} {:>10} {:>10} {:>10}",
+        "case", "clients", "p50 µs", "p99 µs", "req/s"
+    );
+    for r in &rows {
+        println!(
+            "{:<34} {:>7} {:>10.1} {:>10.1} {:>10.0}",
+            r.case, r.clients, r.p50_us, r.p99_us, r.rps
+        );
+    }
+}
