@@ -1088,4 +1088,49 @@ mod tests {
         }
         assert!(ok > 0 && ok < cases as usize, "{ok}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 100_000,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Arbitrary bytes behind an arbitrary descriptor: decoding returns a value or a
+        /// FrameError, never panics, and never reads outside the arena. Half the cases keep
+        /// a valid frame header so the fuzzing reaches the metadata and payload checks.
+        #[test]
+        fn proptest_arbitrary_frames_never_panic(
+            keep_header in proptest::bool::ANY,
+            request in proptest::bool::ANY,
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..1024),
+            doff in proptest::prop_oneof![proptest::strategy::Just(0u64), 0u64..4096, proptest::num::u64::ANY],
+            dlen in proptest::prop_oneof![0u64..2048, proptest::num::u64::ANY],
+        ) {
+            let r = region(4096);
+            let mut buf = bytes;
+            if keep_header {
+                let frame = sample_request();
+                if request {
+                    frame.encode().unwrap().write(&r, 0).unwrap();
+                } else {
+                    ResponseRef::Err { code: 1, message: "x" }.encode().unwrap().write(&r, 0).unwrap();
+                }
+                let mut head = [0u8; 16];
+                r.read_into(0, &mut head).unwrap();
+                let n = buf.len().min(16);
+                buf[..n].copy_from_slice(&head[..n]);
+            }
+            r.write_from(0, &buf).unwrap();
+            if request {
+                if let Ok(v) = decode_request(&r, doff, dlen) {
+                    for (_, t) in &v.inputs {
+                        let _ = t.to_tensor();
+                    }
+                }
+            } else {
+                let _ = decode_response(&r, doff, dlen);
+            }
+        }
+    }
 }
