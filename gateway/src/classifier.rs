@@ -108,18 +108,37 @@ fn shape_string(shape: &[i64]) -> String {
     )
 }
 
-fn examples_tensor(examples: Vec<Vec<u8>>, request: &str) -> Result<Tensor, ServingError> {
+/// Feeds the examples as one DT_STRING `[N]` tensor to the signature's `inputs` and
+/// fetches `outputs`.
+async fn run_examples(
+    predictor: &Predictor,
+    servable: &Servable,
+    signature_key: &str,
+    examples: Vec<Vec<u8>>,
+    request: &str,
+    outputs: Vec<String>,
+    timeout: Duration,
+) -> Result<crate::predictor::PredictResult, ServingError> {
     if examples.is_empty() {
         return Err(ServingError::invalid_argument(format!(
             "{request}::input is empty."
         )));
     }
-    Tensor::new(
+    let input = Tensor::new(
         DataType::String,
         vec![examples.len() as i64],
         TensorData::Strings(examples),
     )
-    .map_err(|e| ServingError::internal(e.to_string()))
+    .map_err(|e| ServingError::internal(e.to_string()))?;
+    predictor
+        .run(
+            servable,
+            signature_key,
+            vec![("inputs".into(), input)],
+            outputs,
+            timeout,
+        )
+        .await
 }
 
 fn floats(t: &Tensor, what: &str) -> Result<Vec<f32>, ServingError> {
@@ -161,16 +180,16 @@ pub async fn classify(
         ));
     }
     let n = examples.len();
-    let input = examples_tensor(examples, "ClassificationRequest")?;
-    let result = predictor
-        .run(
-            servable,
-            &key,
-            vec![("inputs".into(), input)],
-            wanted,
-            timeout,
-        )
-        .await?;
+    let result = run_examples(
+        predictor,
+        servable,
+        &key,
+        examples,
+        "ClassificationRequest",
+        wanted,
+        timeout,
+    )
+    .await?;
     let mut classes = None;
     let mut scores = None;
     for (alias, t) in &result.outputs {
@@ -253,16 +272,16 @@ pub async fn regress(
         ));
     }
     let n = examples.len();
-    let input = examples_tensor(examples, "RegressionRequest")?;
-    let result = predictor
-        .run(
-            servable,
-            &key,
-            vec![("inputs".into(), input)],
-            vec!["outputs".into()],
-            timeout,
-        )
-        .await?;
+    let result = run_examples(
+        predictor,
+        servable,
+        &key,
+        examples,
+        "RegressionRequest",
+        vec!["outputs".into()],
+        timeout,
+    )
+    .await?;
     let (_, t) = result
         .outputs
         .first()
