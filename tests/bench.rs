@@ -7,39 +7,17 @@
 //! `BENCH_QUICK=1` runs a tenth of the requests.)
 
 use std::time::{Duration, Instant};
-use tfgate_e2e::{http, Server};
+use tfgate_e2e::{float_tensor, http, predict_request, Server};
 use tfgate_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
-use tfgate_proto::tensorflow::serving::{ModelSpec, PredictRequest};
-use tfgate_proto::tensorflow::{tensor_shape_proto::Dim, TensorProto, TensorShapeProto};
+use tfgate_proto::tensorflow::serving::PredictRequest;
 
 fn request(model: &str, shape: &[i64]) -> PredictRequest {
     let n: i64 = shape.iter().product();
-    let values: Vec<u8> = (0..n)
+    let mut t = float_tensor(shape, &[]);
+    t.tensor_content = (0..n)
         .flat_map(|i| ((i % 7) as f32 * 0.25).to_le_bytes())
         .collect();
-    let tensor = TensorProto {
-        dtype: 1,
-        tensor_shape: Some(TensorShapeProto {
-            dim: shape
-                .iter()
-                .map(|&size| Dim {
-                    size,
-                    name: String::new(),
-                })
-                .collect(),
-            unknown_rank: false,
-        }),
-        tensor_content: values,
-        ..Default::default()
-    };
-    PredictRequest {
-        model_spec: Some(ModelSpec {
-            name: model.into(),
-            ..Default::default()
-        }),
-        inputs: [("x".to_string(), tensor)].into_iter().collect(),
-        ..Default::default()
-    }
+    predict_request(model, "x", t)
 }
 
 struct Row {

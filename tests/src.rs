@@ -6,6 +6,8 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tfgate_proto::tensorflow::serving::{ModelSpec, PredictRequest};
+use tfgate_proto::tensorflow::{tensor_shape_proto::Dim, TensorProto, TensorShapeProto};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -230,4 +232,35 @@ pub fn maps_library(pid: u32, needle: &str) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .map(|m| m.contains(needle))
         .unwrap_or(false)
+}
+
+/// A DT_FLOAT TensorProto with typed `float_val`s.
+pub fn float_tensor(shape: &[i64], values: &[f32]) -> TensorProto {
+    TensorProto {
+        dtype: 1,
+        tensor_shape: Some(TensorShapeProto {
+            dim: shape
+                .iter()
+                .map(|&size| Dim {
+                    size,
+                    name: String::new(),
+                })
+                .collect(),
+            unknown_rank: false,
+        }),
+        float_val: values.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// A PredictRequest for the latest version of `model` with one input.
+pub fn predict_request(model: &str, input: &str, t: TensorProto) -> PredictRequest {
+    PredictRequest {
+        model_spec: Some(ModelSpec {
+            name: model.into(),
+            ..Default::default()
+        }),
+        inputs: [(input.to_string(), t)].into_iter().collect(),
+        ..Default::default()
+    }
 }

@@ -1,39 +1,9 @@
 //! gRPC PredictionService/ModelService against the real binaries.
 
-use tfgate_e2e::Server;
+use tfgate_e2e::{float_tensor as floats, predict_request as request, Server};
 use tfgate_proto::tensorflow::serving::model_spec::VersionChoice;
 use tfgate_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
-use tfgate_proto::tensorflow::serving::{GetModelMetadataRequest, ModelSpec, PredictRequest};
-use tfgate_proto::tensorflow::{tensor_shape_proto::Dim, TensorProto, TensorShapeProto};
-
-fn floats(shape: &[i64], values: &[f32]) -> TensorProto {
-    TensorProto {
-        dtype: 1,
-        tensor_shape: Some(TensorShapeProto {
-            dim: shape
-                .iter()
-                .map(|&size| Dim {
-                    size,
-                    name: String::new(),
-                })
-                .collect(),
-            unknown_rank: false,
-        }),
-        float_val: values.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn request(model: &str, input: &str, t: TensorProto) -> PredictRequest {
-    PredictRequest {
-        model_spec: Some(ModelSpec {
-            name: model.into(),
-            ..Default::default()
-        }),
-        inputs: [(input.to_string(), t)].into_iter().collect(),
-        ..Default::default()
-    }
-}
+use tfgate_proto::tensorflow::serving::{GetModelMetadataRequest, ModelSpec};
 
 #[tokio::test]
 async fn grpc_predict_values_and_errors() {
