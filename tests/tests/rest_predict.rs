@@ -258,3 +258,68 @@ fn classify_and_regress_over_tf_examples() {
         )
     );
 }
+
+#[test]
+fn model_status_and_metadata() {
+    let server = Server::start("half_plus_two");
+    let get = |path: &str| {
+        let (status, text) = http(server.rest_port, "GET", path, "").unwrap();
+        (
+            status,
+            serde_json::from_str::<Value>(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
+        )
+    };
+    assert_eq!(
+        get("/v1/models/half_plus_two"),
+        (
+            200,
+            json!({"model_version_status": [{"version": "2", "state": "AVAILABLE",
+                   "status": {"error_code": "OK", "error_message": ""}}]})
+        )
+    );
+    assert_eq!(get("/v1/models/half_plus_two/versions/2").0, 200);
+    assert_eq!(
+        get("/v1/models/half_plus_two/versions/1"),
+        (
+            404,
+            json!({"error": "Could not find version 1 of model half_plus_two"})
+        )
+    );
+    assert_eq!(
+        get("/v1/models/nope"),
+        (
+            404,
+            json!({"error": "Could not find any versions of model nope"})
+        )
+    );
+    assert_eq!(
+        get("/v1/models"),
+        (400, json!({"error": "Missing model name in request."}))
+    );
+
+    let (status, meta) = get("/v1/models/half_plus_two/metadata");
+    assert_eq!(status, 200);
+    assert_eq!(
+        meta["model_spec"],
+        json!({"name": "half_plus_two", "signature_name": "", "version": "2"})
+    );
+    let sigs = &meta["metadata"]["signature_def"]["signature_def"];
+    assert_eq!(
+        sigs["serving_default"]["inputs"]["x"]["dtype"],
+        json!("DT_FLOAT")
+    );
+    assert_eq!(sigs["serving_default"]["inputs"]["x"]["name"], json!("x:0"));
+    assert_eq!(
+        sigs["serving_default"]["method_name"],
+        json!("tensorflow/serving/predict")
+    );
+    assert_eq!(sigs["serving_default"]["defaults"], json!({}));
+    assert_eq!(
+        sigs["classify_x_to_y"]["inputs"]["inputs"]["dtype"],
+        json!("DT_STRING")
+    );
+    assert_eq!(
+        sigs["regress_x2_to_y3"]["method_name"],
+        json!("tensorflow/serving/regress")
+    );
+}
