@@ -41,6 +41,11 @@ pub struct Flags {
     #[arg(long = "rest_api_timeout_in_ms", default_value_t = 30000)]
     pub rest_api_timeout_in_ms: u64,
 
+    /// Adds CORS headers to REST answers and accepts OPTIONS preflights.
+    #[arg(long = "rest_api_enable_cors_support", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub rest_api_enable_cors_support: bool,
+
     /// gRPC Predict outputs in `tensor_content` bytes instead of the typed `*_val` fields.
     #[arg(long = "enable_serialization_as_tensor_content", num_args = 0..=1, default_value_t = false,
           default_missing_value = "true", action = clap::ArgAction::Set)]
@@ -73,7 +78,6 @@ pub struct Flags {
 const NOT_YET_SUPPORTED: &[&str] = &[
     "grpc_socket_path",
     "rest_api_num_threads",
-    "rest_api_enable_cors_support",
     "grpc_channel_arguments",
     "grpc_max_threads",
     "enable_grpc_healthcheck_service",

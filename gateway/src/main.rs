@@ -226,6 +226,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             config: rest::RestConfig {
                 timeout: Duration::from_millis(flags.rest_api_timeout_in_ms),
                 max_body_bytes: flags.max_request_body_mb << 20,
+                cors: flags.rest_api_enable_cors_support,
             },
         };
         tokio::spawn(serve_rest(

@@ -1,7 +1,7 @@
 //! REST predict against the real binaries: values, formats, dtypes and TF Serving's errors.
 
 use serde_json::{json, Value};
-use tfgate_e2e::{http, http_headers, Server};
+use tfgate_e2e::{http, http_full, Server};
 
 fn post(server: &Server, path: &str, body: &str) -> (u16, Value) {
     let (status, text) = http(server.rest_port, "POST", path, body).expect("http");
@@ -45,11 +45,12 @@ fn half_plus_two_row_and_columnar() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, json!({"outputs": [5.0]}));
 
-    let headers = http_headers(
+    let (_, headers, _) = http_full(
         server.rest_port,
         "POST",
         "/v1/models/half_plus_two:predict",
-        r#"{"inputs": [1.0]}"#,
+        &[],
+        br#"{"inputs": [1.0]}"#,
     )
     .unwrap();
     assert!(
@@ -321,5 +322,65 @@ fn model_status_and_metadata() {
     assert_eq!(
         sigs["regress_x2_to_y3"]["method_name"],
         json!("tensorflow/serving/regress")
+    );
+}
+
+#[test]
+fn gzip_bodies_and_cors() {
+    let model = tfgate_e2e::model_path("half_plus_two");
+    let server = Server::start_with("half_plus_two", &model, &["--rest_api_enable_cors_support"]);
+    let gz = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(br#"{"instances": [1.0, 2.0]}"#).unwrap();
+        e.finish().unwrap()
+    };
+    let (status, headers, body) = http_full(
+        server.rest_port,
+        "POST",
+        "/v1/models/half_plus_two:predict",
+        &[("Content-Encoding", "gzip")],
+        &gz,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"predictions": [3.5, 4.0]})
+    );
+    assert!(
+        headers.contains("access-control-allow-origin: *"),
+        "{headers}"
+    );
+    assert!(
+        headers.contains("access-control-allow-methods: post, get"),
+        "{headers}"
+    );
+
+    let (status, headers, _) = http_full(
+        server.rest_port,
+        "OPTIONS",
+        "/v1/models/half_plus_two:predict",
+        &[("Origin", "https://example.com")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        headers.contains("access-control-allow-headers: content-type"),
+        "{headers}"
+    );
+    let (status, _, body) = http_full(
+        server.rest_port,
+        "OPTIONS",
+        "/v1/models/half_plus_two:predict",
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 400);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"error": "Origin header is missing in CORS preflight"})
     );
 }

@@ -1,6 +1,8 @@
 //! REST front end (hyper): TF Serving's `/v1/models/...` routes, decoded into the shared
 //! predict path and answered with TF Serving's JSON, errors as `{"error": "..."}`.
 
+mod body;
+mod cors;
 pub mod json;
 mod model_json;
 mod route;
@@ -11,7 +13,7 @@ use crate::predictor::Predictor;
 use crate::servables::ServableRequest;
 use crate::status::model_status;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use route::{Route, Verb};
@@ -22,6 +24,8 @@ use std::time::Duration;
 pub struct RestConfig {
     pub timeout: Duration,
     pub max_body_bytes: usize,
+    /// `--rest_api_enable_cors_support`.
+    pub cors: bool,
 }
 
 /// The REST service state.
@@ -48,6 +52,22 @@ fn error_response(e: &ServingError) -> Response<Full<Bytes>> {
 impl RestApi {
     /// Answers one HTTP request.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if !self.config.cors {
+            return self.route(req).await;
+        }
+        let mut resp = if req.method() == hyper::Method::OPTIONS {
+            match cors::preflight(req.headers()) {
+                Ok(()) => json_response(200, Bytes::new()),
+                Err(e) => error_response(&e),
+            }
+        } else {
+            self.route(req).await
+        };
+        cors::add_headers(resp.headers_mut());
+        resp
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_string();
         let method = req.method().clone();
         let route = match route::parse(&method, &path) {
@@ -62,30 +82,16 @@ impl RestApi {
         let result = match route {
             Route::Status { request } => self.status(&request).map(String::into_bytes),
             Route::Metadata { request } => self.metadata(&request).map(String::into_bytes),
-            Route::Infer { request, verb } => match self.read_body(req).await {
-                Ok(body) => self.infer(&request, verb, &body).await,
-                Err(e) => Err(e),
-            },
+            Route::Infer { request, verb } => {
+                match body::read(req, self.config.max_body_bytes).await {
+                    Ok(body) => self.infer(&request, verb, &body).await,
+                    Err(e) => Err(e),
+                }
+            }
         };
         match result {
             Ok(body) => json_response(200, body),
             Err(e) => error_response(&e),
-        }
-    }
-
-    async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, ServingError> {
-        let limited = Limited::new(req.into_body(), self.config.max_body_bytes);
-        match limited.collect().await {
-            Ok(c) => Ok(c.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                Err(ServingError::resource_exhausted(format!(
-                    "Request body exceeds {} bytes; raise --max_request_body_mb",
-                    self.config.max_body_bytes
-                )))
-            }
-            Err(e) => Err(ServingError::invalid_argument(format!(
-                "Failed to read request body: {e}"
-            ))),
         }
     }
 
