@@ -25,6 +25,16 @@ pub struct Flags {
     #[arg(long = "model_base_path", default_value = "")]
     pub model_base_path: String,
 
+    /// Seconds between polls of the base path for new versions (loaded before the old
+    /// ones are unloaded). 0 or less: load once at startup. (TF Serving waits forever at
+    /// startup for a negative value; tfgate loads once.)
+    #[arg(
+        long = "file_system_poll_wait_seconds",
+        default_value_t = 1,
+        allow_negative_numbers = true
+    )]
+    pub file_system_poll_wait_seconds: i32,
+
     /// Comma-separated MetaGraph tags to load.
     #[arg(long = "saved_model_tags", default_value = "serve")]
     pub saved_model_tags: String,
@@ -88,7 +98,6 @@ const NOT_YET_SUPPORTED: &[&str] = &[
     "model_config_file_poll_wait_seconds",
     "allow_version_labels_for_unavailable_models",
     "platform_config_file",
-    "file_system_poll_wait_seconds",
     "num_load_threads",
     "num_unload_threads",
     "max_num_load_retries",
@@ -205,6 +214,7 @@ mod tests {
             "--model_base_path=/models/m",
             "--enable_batching",
             "--file_system_poll_wait_seconds=5",
+            "--num_load_threads=2",
             "stray",
             "--no_such_flag=1",
         ]);
@@ -214,6 +224,7 @@ mod tests {
             ("m", "/models/m")
         );
         assert!(!f.enable_serialization_as_tensor_content);
+        assert_eq!(f.file_system_poll_wait_seconds, 5);
         assert_eq!(parse(&[]).port, 8500);
         assert_eq!(parse(&[]).rest_api_port, 8501);
     }

@@ -177,6 +177,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             intra_op_parallelism: flags.tensorflow_intra_op_parallelism,
             inter_op_parallelism: flags.tensorflow_inter_op_parallelism,
         },
+        file_system_poll_wait_seconds: flags.file_system_poll_wait_seconds,
         servables: servables.clone(),
     }]);
 

@@ -62,6 +62,9 @@ pub enum GatewayMessage {
     ServeModels {
         models: Vec<ModelConfig>,
         session: SessionConfig,
+        /// Seconds between polls of the base paths for new versions; 0 or less: only the
+        /// initial load (`--file_system_poll_wait_seconds`).
+        file_system_poll_wait_seconds: i32,
     },
     /// Finish in-flight work and exit.
     Shutdown,

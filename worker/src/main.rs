@@ -20,6 +20,7 @@ use shm_protocol::Segment;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
@@ -91,17 +92,37 @@ fn run(flags: Flags) -> anyhow::Result<()> {
     let (requests, responses) = segment.into_worker();
     control::write_message(&mut stream, &WorkerMessage::Attached { generation })?;
 
-    let (models, session) = match control::read_message::<GatewayMessage>(&mut stream)? {
-        GatewayMessage::ServeModels { models, session } => (models, session),
+    let (models, session, poll_every) = match control::read_message::<GatewayMessage>(&mut stream)?
+    {
+        GatewayMessage::ServeModels {
+            models,
+            session,
+            file_system_poll_wait_seconds,
+        } => (models, session, file_system_poll_wait_seconds),
         other => bail!("expected ServeModels, got {other:?}"),
     };
-    let mut manager = manager::Manager::default();
-    let mut writer = stream.try_clone()?;
-    manager.load_models(&models, &session, &mut |msg| {
-        if let Err(e) = control::write_message(&mut writer, &msg) {
+    let manager = Arc::new(manager::Manager::default());
+    let writer = Arc::new(Mutex::new(stream.try_clone()?));
+    let report = move |msg: WorkerMessage| {
+        let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = control::write_message(&mut *w, &msg) {
             tracing::error!("cannot report to gateway: {e}");
         }
-    });
+    };
+    // The initial load happens before serving, as in TF Serving; later polls run beside
+    // the serving thread.
+    let mut initial_report = report.clone();
+    manager.poll(&models, &session, &mut initial_report);
+    if poll_every > 0 {
+        let manager = manager.clone();
+        let mut report = report.clone();
+        std::thread::Builder::new()
+            .name("source".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_secs(poll_every as u64));
+                manager.poll(&models, &session, &mut report);
+            })?;
+    }
 
     // The control socket closing means the gateway is gone: exit rather than linger.
     let mut reader = stream;

@@ -21,9 +21,54 @@ pub fn aspired_versions(policy: &VersionPolicy, found: &[i64]) -> Vec<i64> {
     }
 }
 
+/// Versions to load next (TF Serving's AvailabilityPreservingPolicy loads before it
+/// unloads): aspired, not loaded, and not known to fail; highest first.
+pub fn versions_to_load(aspired: &[i64], loaded: &[i64], failed: &[i64]) -> Vec<i64> {
+    aspired
+        .iter()
+        .copied()
+        .filter(|v| !loaded.contains(v) && !failed.contains(v))
+        .collect()
+}
+
+/// Versions to unload once loading is done: those no longer aspired — but only if an
+/// aspired version is loaded, or nothing is aspired any more (the base path emptied), so
+/// a model never drops to zero versions while a replacement exists.
+pub fn versions_to_unload(aspired: &[i64], loaded: &[i64]) -> Vec<i64> {
+    let aspired_ready = loaded.iter().any(|v| aspired.contains(v));
+    if !aspired_ready && !aspired.is_empty() {
+        return Vec::new();
+    }
+    loaded
+        .iter()
+        .copied()
+        .filter(|v| !aspired.contains(v))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn availability_preserving_transitions() {
+        // v2 appears while v1 serves: load v2, and only then unload v1.
+        assert_eq!(versions_to_load(&[2], &[1], &[]), vec![2]);
+        assert_eq!(
+            versions_to_unload(&[2], &[1]),
+            Vec::<i64>::new(),
+            "v2 not loaded yet"
+        );
+        assert_eq!(versions_to_unload(&[2], &[1, 2]), vec![1]);
+        // v2 fails to load: v1 keeps serving, v2 is not retried.
+        assert!(versions_to_load(&[2], &[1], &[2]).is_empty());
+        assert!(versions_to_unload(&[2], &[1]).is_empty());
+        // Base path emptied: everything goes.
+        assert_eq!(versions_to_unload(&[], &[1, 2]), vec![1, 2]);
+        // Nothing to do.
+        assert!(versions_to_load(&[3], &[3], &[]).is_empty());
+        assert!(versions_to_unload(&[3], &[3]).is_empty());
+    }
 
     #[test]
     fn latest_all_specific() {

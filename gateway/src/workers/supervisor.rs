@@ -27,6 +27,8 @@ pub struct SupervisorConfig {
     pub segment: SegmentConfig,
     pub models: Vec<ModelConfig>,
     pub session: SessionConfig,
+    /// `--file_system_poll_wait_seconds`, handed to the worker's Source.
+    pub file_system_poll_wait_seconds: i32,
     pub servables: Servables,
 }
 
@@ -138,6 +140,7 @@ async fn run_incarnation(
             &GatewayMessage::ServeModels {
                 models: cfg.models.clone(),
                 session: cfg.session.clone(),
+                file_system_poll_wait_seconds: cfg.file_system_poll_wait_seconds,
             },
         )
         .await?;
