@@ -54,12 +54,29 @@ impl Drop for RuntimeDir {
     }
 }
 
+/// The worker binary (`--worker_binary`, else beside `tfgate`), checked up front: without
+/// it the supervisor could only retry forever.
 fn worker_binary(flags: &Flags) -> anyhow::Result<PathBuf> {
-    if let Some(p) = &flags.worker_binary {
-        return Ok(p.clone());
+    use std::os::unix::fs::PermissionsExt;
+    let path = match &flags.worker_binary {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .context("cannot locate tfgate")?
+            .with_file_name("tfgate-worker"),
+    };
+    let meta = std::fs::metadata(&path).with_context(|| {
+        format!(
+            "worker binary {} not found (set --worker_binary)",
+            path.display()
+        )
+    })?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        anyhow::bail!(
+            "worker binary {} is not an executable file (set --worker_binary)",
+            path.display()
+        );
     }
-    let exe = std::env::current_exe().context("cannot locate tfgate")?;
-    Ok(exe.with_file_name("tfgate-worker"))
+    Ok(path)
 }
 
 fn absolute(path: &str) -> anyhow::Result<String> {

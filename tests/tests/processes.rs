@@ -171,3 +171,42 @@ fn no_request_is_lost_when_the_worker_dies_under_load() {
     assert!(total > 0);
     assert_ne!(worker_of(server.pid()), first, "a new worker serves");
 }
+
+/// Startup errors end the process with TF Serving's `Failed to start server` line
+/// instead of retrying forever.
+#[test]
+fn startup_errors_exit_with_a_message() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(tfgate_e2e::bin_dir().join("tfgate"))
+            .args(args)
+            .arg(format!("--port={}", tfgate_e2e::free_port()))
+            .arg(format!("--rest_api_port={}", tfgate_e2e::free_port()))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let model = tfgate_e2e::model_path("half_plus_two");
+    let (code, err) = run(&[
+        "--model_name=m",
+        &format!("--model_base_path={}", model.display()),
+        "--worker_binary=/nonexistent/tfgate-worker",
+    ]);
+    assert_eq!(code, Some(255));
+    assert!(
+        err.contains(
+            "Failed to start server. Error: worker binary /nonexistent/tfgate-worker not found"
+        ),
+        "{err}"
+    );
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(255));
+    assert!(
+        err.contains(
+            "Both server_options.model_base_path and server_options.model_config_file are empty!"
+        ),
+        "{err}"
+    );
+}
