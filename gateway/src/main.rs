@@ -183,7 +183,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         },
         ..Default::default()
     };
-    let pool = WorkerPool::start(vec![SupervisorConfig {
+    let (pool, mut startup_failed) = WorkerPool::start(vec![SupervisorConfig {
         slot: 0,
         worker_binary: worker_binary(&flags)?,
         socket_path: runtime_dir.0.join("worker-0.sock"),
@@ -200,6 +200,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
 
     tokio::select! {
         r = wait_until_available(&servables, &models) => r?,
+        r = startup_failed.wait_for(Option::is_some) => {
+            let why = r.ok().and_then(|w| w.clone()).unwrap_or_default();
+            anyhow::bail!("{why}");
+        }
         _ = shutdown_signal() => return Ok(()),
     }
     let predictor = Predictor {

@@ -201,6 +201,17 @@ fn startup_errors_exit_with_a_message() {
         ),
         "{err}"
     );
+    // A worker that dies at once, every time: startup gives up after a few tries.
+    let (code, err) = run(&[
+        "--model_name=m",
+        &format!("--model_base_path={}", model.display()),
+        "--worker_binary=/bin/false",
+    ]);
+    assert_eq!(code, Some(255));
+    assert!(
+        err.contains("Failed to start server. Error: the worker died 5 times before serving"),
+        "{err}"
+    );
     let (code, err) = run(&[]);
     assert_eq!(code, Some(255));
     assert!(

@@ -24,17 +24,21 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
-    /// Starts one supervisor per config.
-    pub fn start(configs: Vec<SupervisorConfig>) -> WorkerPool {
+    /// Starts one supervisor per config. The receiver turns `Some(reason)` if a slot's
+    /// workers keep dying before they ever serve (startup must then fail).
+    pub fn start(configs: Vec<SupervisorConfig>) -> (WorkerPool, watch::Receiver<Option<String>>) {
+        let (failed_tx, failed_rx) = watch::channel(None);
+        let failed_tx = Arc::new(failed_tx);
         let mut slots = Vec::new();
         for cfg in configs {
             let (tx, rx) = watch::channel(None);
-            tokio::spawn(supervisor::supervise(cfg, tx));
+            tokio::spawn(supervisor::supervise(cfg, tx, failed_tx.clone()));
             slots.push(rx);
         }
-        WorkerPool {
+        let pool = WorkerPool {
             slots: Arc::new(slots),
-        }
+        };
+        (pool, failed_rx)
     }
 
     /// A live incarnation, waiting (until `deadline`) while workers restart.

@@ -48,8 +48,18 @@ async fn write_message(stream: &mut UnixStream, msg: &GatewayMessage) -> anyhow:
     Ok(())
 }
 
+/// Incarnations in a row that may die before the first one ever serves; then startup
+/// fails (TF Serving exits when its initial load fails) instead of looping forever.
+const MAX_STARTUP_FAILURES: u32 = 5;
+
 /// Runs the slot forever, publishing the live incarnation (or `None` while restarting).
-pub async fn supervise(cfg: SupervisorConfig, current: watch::Sender<Option<Arc<Incarnation>>>) {
+/// If no incarnation ever serves and `MAX_STARTUP_FAILURES` die in a row, reports why on
+/// `startup_failed` and stops.
+pub async fn supervise(
+    cfg: SupervisorConfig,
+    current: watch::Sender<Option<Arc<Incarnation>>>,
+    startup_failed: Arc<watch::Sender<Option<String>>>,
+) {
     let _ = std::fs::remove_file(&cfg.socket_path);
     let listener = match UnixListener::bind(&cfg.socket_path) {
         Ok(l) => l,
@@ -63,22 +73,26 @@ pub async fn supervise(cfg: SupervisorConfig, current: watch::Sender<Option<Arc<
     };
     let mut generation = 0u64;
     let mut backoff = Duration::from_millis(100);
+    let mut ever_served = false;
+    let mut failures_in_a_row = 0;
     loop {
         generation += 1;
         let started = Instant::now();
-        match run_incarnation(&cfg, &listener, generation, &current).await {
-            Ok(status) => tracing::warn!(
-                slot = cfg.slot,
-                generation,
-                "worker exited ({status}); restarting"
-            ),
-            Err(e) => tracing::error!(
-                slot = cfg.slot,
-                generation,
-                "worker failed: {e:#}; restarting"
-            ),
-        }
+        let mut served = false;
+        let why = match run_incarnation(&cfg, &listener, generation, &current, &mut served).await {
+            Ok(status) => format!("worker exited ({status})"),
+            Err(e) => format!("worker failed: {e:#}"),
+        };
+        tracing::warn!(slot = cfg.slot, generation, "{why}; restarting");
         current.send_replace(None);
+        ever_served |= served;
+        failures_in_a_row = if served { 0 } else { failures_in_a_row + 1 };
+        if !ever_served && failures_in_a_row >= MAX_STARTUP_FAILURES {
+            startup_failed.send_replace(Some(format!(
+                "the worker died {failures_in_a_row} times before serving; last: {why}"
+            )));
+            return;
+        }
         if started.elapsed() > Duration::from_secs(10) {
             backoff = Duration::from_millis(100);
         }
@@ -111,6 +125,7 @@ async fn run_incarnation(
     listener: &UnixListener,
     generation: u64,
     current: &watch::Sender<Option<Arc<Incarnation>>>,
+    served: &mut bool,
 ) -> anyhow::Result<String> {
     let mut child = spawn_worker(cfg)?;
     let handshake = async {
@@ -154,7 +169,7 @@ async fn run_incarnation(
     let outcome = loop {
         tokio::select! {
             msg = read_message(&mut stream) => match msg {
-                Ok(msg) => handle_report(cfg, msg),
+                Ok(msg) => *served |= handle_report(cfg, msg),
                 Err(e) => {
                     // EOF: the worker is gone (or going); reap it below.
                     break format!("control socket closed: {e}");
@@ -173,7 +188,8 @@ async fn run_incarnation(
     Ok(format!("{outcome}; {status}"))
 }
 
-fn handle_report(cfg: &SupervisorConfig, msg: WorkerMessage) {
+/// Applies a worker's report; true when a version became AVAILABLE.
+fn handle_report(cfg: &SupervisorConfig, msg: WorkerMessage) -> bool {
     match msg {
         WorkerMessage::ServableState {
             model_name,
@@ -184,6 +200,7 @@ fn handle_report(cfg: &SupervisorConfig, msg: WorkerMessage) {
         } => {
             let signatures = SignatureDefMap::decode(signature_defs.as_slice()).unwrap_or_default();
             tracing::info!(model = %model_name, version, ?state, "servable state");
+            let available = state == shm_protocol::control::ServableState::Available;
             cfg.servables.update(
                 ServableId {
                     name: model_name,
@@ -193,10 +210,20 @@ fn handle_report(cfg: &SupervisorConfig, msg: WorkerMessage) {
                 error,
                 signatures,
             );
+            available
         }
-        WorkerMessage::NoVersions { model_name, base_path } => tracing::warn!(
-            "No versions of servable {model_name} found under base path {base_path}. Did you forget to name your leaf directory as a number (eg. '/1/')?"
-        ),
-        other => tracing::warn!("unexpected worker message {other:?}"),
+        WorkerMessage::NoVersions {
+            model_name,
+            base_path,
+        } => {
+            tracing::warn!(
+                "No versions of servable {model_name} found under base path {base_path}. Did you forget to name your leaf directory as a number (eg. '/1/')?"
+            );
+            false
+        }
+        other => {
+            tracing::warn!("unexpected worker message {other:?}");
+            false
+        }
     }
 }
