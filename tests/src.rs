@@ -55,37 +55,47 @@ impl Server {
         Server::start_with(model, &model_path(model), &[])
     }
 
+    /// Starts tfgate with extra flags. A port taken between `free_port` and tfgate's
+    /// bind makes tfgate exit at once; that start is retried on other ports.
     pub fn start_with(model: &str, base_path: &Path, extra: &[&str]) -> Server {
-        let grpc_port = free_port();
-        let rest_port = free_port();
-        let child = Command::new(bin_dir().join("tfgate"))
-            .arg(format!("--port={grpc_port}"))
-            .arg(format!("--rest_api_port={rest_port}"))
-            .arg(format!("--model_name={model}"))
-            .arg(format!("--model_base_path={}", base_path.display()))
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tfgate (run `cargo build --release` first)");
-        let server = Server {
-            child,
-            grpc_port,
-            rest_port,
-        };
-        server.wait_ready(model);
-        server
+        for _ in 0..3 {
+            let grpc_port = free_port();
+            let rest_port = free_port();
+            let child = Command::new(bin_dir().join("tfgate"))
+                .arg(format!("--port={grpc_port}"))
+                .arg(format!("--rest_api_port={rest_port}"))
+                .arg(format!("--model_name={model}"))
+                .arg(format!("--model_base_path={}", base_path.display()))
+                .args(extra)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start tfgate (run `cargo build --release` first)");
+            let mut server = Server {
+                child,
+                grpc_port,
+                rest_port,
+            };
+            if server.wait_ready(model) {
+                return server;
+            }
+        }
+        panic!("tfgate exited at startup three times");
     }
 
-    fn wait_ready(&self, model: &str) {
+    /// Waits until the model is AVAILABLE; false if tfgate exited first.
+    fn wait_ready(&mut self, model: &str) -> bool {
         let deadline = Instant::now() + Duration::from_secs(90);
         while Instant::now() < deadline {
             if let Ok((200, body)) = http(self.rest_port, "GET", &format!("/v1/models/{model}"), "")
             {
                 if body.contains("AVAILABLE") {
-                    return;
+                    return true;
                 }
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(100));
         }

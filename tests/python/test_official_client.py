@@ -35,8 +35,8 @@ def rest(port, method, path, body=None):
         return e.code, json.loads(e.read())
 
 
-@pytest.fixture(scope="module")
-def server():
+def start_server():
+    """Starts tfgate on free ports; None if it exited at startup (a port was taken)."""
     grpc_port, rest_port = free_port(), free_port()
     proc = subprocess.Popen([BIN, f"--port={grpc_port}", f"--rest_api_port={rest_port}",
                              "--model_name=half_plus_two",
@@ -44,15 +44,27 @@ def server():
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 90
     while time.time() < deadline:
+        if proc.poll() is not None:
+            return None
         try:
             if rest(rest_port, "GET", "/v1/models/half_plus_two")[0] == 200:
-                break
+                return proc, grpc_port, rest_port
         except OSError:
             pass
         time.sleep(0.1)
+    proc.kill()
+    pytest.fail("tfgate did not start within 90 s")
+
+
+@pytest.fixture(scope="module")
+def server():
+    for _ in range(3):
+        started = start_server()
+        if started:
+            break
     else:
-        proc.kill()
-        pytest.fail("tfgate did not start")
+        pytest.fail("tfgate exited at startup three times")
+    proc, grpc_port, rest_port = started
     yield grpc_port, rest_port
     proc.terminate()
     proc.wait(timeout=10)
