@@ -7,6 +7,8 @@ Usage: python make_models.py OUT_DIR
                        shaped like TF Serving's own half_plus_two test model.
   mixed_types/1        int64 `a`, float32 `b`, string `s` inputs; outputs of several dtypes.
   mlp/1                64 -> 512 -> 512 -> 16 float32 MLP with fixed weights, for benchmarks.
+  slow/1               TF1 graph that counts to its input `n` (int64 [1]) in a while loop: a
+                       model whose run time the caller picks, for deadline tests.
 """
 import os
 import sys
@@ -67,6 +69,23 @@ def half_plus_two(path: str, offset: float) -> None:
             builder.save()
 
 
+def slow(path: str) -> None:
+    graph = tf.Graph()
+    with graph.as_default():
+        n = v1.placeholder(tf.int64, shape=[None], name="n")
+        count = v1.while_loop(lambda i: i < n[0], lambda i: i + 1, [tf.constant(0, tf.int64)])
+        y = tf.reshape(count, [1], name="count")
+        info = v1.saved_model.utils.build_tensor_info
+        sig = v1.saved_model.signature_def_utils.build_signature_def(
+            {"n": info(n)}, {"count": info(y)}, v1.saved_model.signature_constants.PREDICT_METHOD_NAME)
+        with v1.Session(graph=graph) as sess:
+            builder = v1.saved_model.builder.SavedModelBuilder(path)
+            builder.add_meta_graph_and_variables(
+                sess, [v1.saved_model.tag_constants.SERVING],
+                signature_def_map={"serving_default": sig}, strip_default_attrs=True)
+            builder.save()
+
+
 class MixedTypes(tf.Module):
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.int64, name="a"),
@@ -108,6 +127,7 @@ def main() -> None:
     half_plus_two(os.path.join(out, "half_plus_two", "2"), 3.0)
     m = MixedTypes()
     tf.saved_model.save(m, os.path.join(out, "mixed_types", "1"), signatures={"serving_default": m.serve})
+    slow(os.path.join(out, "slow", "1"))
     mlp = Mlp()
     tf.saved_model.save(mlp, os.path.join(out, "mlp", "1"), signatures={"serving_default": mlp.serve})
     print(f"wrote models under {out}")

@@ -74,6 +74,9 @@ impl Predictor {
             signature_name: valid.signature_name.clone(),
             output_filter: valid.output_filter,
             inputs: valid.inputs,
+            // The request's deadline also bounds the session run (TF Serving passes it as
+            // RunOptions.timeout_in_ms), so an abandoned request does not hold the worker.
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         };
         match self.workers.dispatch(&frame, timeout).await? {
             ResponseFrame::Ok {

@@ -67,6 +67,9 @@ pub struct RequestFrame {
     pub signature_name: String,
     pub output_filter: Vec<String>,
     pub inputs: Vec<(String, Tensor)>,
+    /// How long the worker may run the request (TensorFlow's `RunOptions.timeout_in_ms`);
+    /// 0: no limit.
+    pub timeout_ms: u64,
 }
 
 /// A response as the gateway receives it.
@@ -189,6 +192,7 @@ struct WireRequestOut<'a> {
     signature_name: &'a str,
     output_filter: &'a [String],
     inputs: Vec<WireTensorOut<'a>>,
+    timeout_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -199,6 +203,7 @@ struct WireRequest {
     signature_name: String,
     output_filter: Vec<String>,
     inputs: Vec<WireTensor>,
+    timeout_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -342,6 +347,7 @@ impl RequestFrame {
             signature_name: &self.signature_name,
             output_filter: &self.output_filter,
             inputs: wire,
+            timeout_ms: self.timeout_ms,
         })
         .map_err(meta_err)?;
         finish(KIND_REQUEST, end, meta, payloads)
@@ -643,6 +649,8 @@ pub struct RequestView<'a> {
     pub signature_name: String,
     pub output_filter: Vec<String>,
     pub inputs: Vec<(String, TensorView<'a>)>,
+    /// 0: no limit.
+    pub timeout_ms: u64,
 }
 
 impl RequestView<'_> {
@@ -659,6 +667,7 @@ impl RequestView<'_> {
                 .iter()
                 .map(|(n, t)| Ok((n.clone(), t.to_tensor()?)))
                 .collect::<Result<_, FrameError>>()?,
+            timeout_ms: self.timeout_ms,
         })
     }
 }
@@ -829,6 +838,7 @@ pub(crate) fn decode_request(
         signature_name: w.signature_name,
         output_filter: w.output_filter,
         inputs,
+        timeout_ms: w.timeout_ms,
     })
 }
 
@@ -871,6 +881,7 @@ mod tests {
 
     pub(crate) fn sample_request() -> RequestFrame {
         RequestFrame {
+            timeout_ms: 1234,
             kind: RequestKind::Predict,
             model_name: "half_plus_two".into(),
             version: Some(123),

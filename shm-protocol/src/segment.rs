@@ -24,7 +24,7 @@ use crate::worker::{self, RequestReceiver, ResponseSender};
 /// `b"TFGSHM\0\x01"` read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"TFGSHM\0\x01");
 /// Bumped whenever the header, ring or frame layout changes incompatibly.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// The header occupies the first page; the rings start after it.
 const HEADER_REGION: u64 = 4096;
 const PAGE: u64 = 4096;
@@ -473,10 +473,10 @@ mod tests {
             Err(SegmentError::BadMagic(_))
         ));
         let s = fresh();
-        poke(&s, 8, &2u32.to_le_bytes());
+        poke(&s, 8, &(LAYOUT_VERSION + 1).to_le_bytes());
         assert!(matches!(
             Segment::attach(dup(&s), 1),
-            Err(SegmentError::BadVersion { found: 2, .. })
+            Err(SegmentError::BadVersion { found, .. }) if found == LAYOUT_VERSION + 1
         ));
         // An arena that runs past the end of the file.
         let s = fresh();

@@ -23,6 +23,7 @@ fn config(ring: u32, arena: u64) -> SegmentConfig {
 
 fn request(bytes: usize) -> RequestFrame {
     RequestFrame {
+        timeout_ms: 0,
         kind: RequestKind::Predict,
         model_name: "m".into(),
         version: None,

@@ -170,3 +170,50 @@ async fn tensor_content_outputs_on_request() {
     let expected: Vec<u8> = [3.5f32, 4.5].iter().flat_map(|v| v.to_le_bytes()).collect();
     assert_eq!(y.tensor_content, expected);
 }
+
+/// The gRPC deadline bounds the session run itself (RunOptions.timeout_in_ms), so a
+/// request the client gave up on does not keep the worker busy: the next one is served.
+#[tokio::test]
+async fn deadlines_cancel_the_session_run() {
+    let server = Server::start("slow");
+    let mut client = PredictionServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let count_to = |n: i64, timeout: std::time::Duration| {
+        let t = tfgate_proto::tensorflow::TensorProto {
+            dtype: 9,
+            tensor_shape: floats(&[1], &[]).tensor_shape,
+            int64_val: vec![n],
+            ..Default::default()
+        };
+        // The deadline travels as the grpc-timeout header only (no client-side timer), so
+        // the status seen is the server's.
+        let mut req = tonic::Request::new(request("slow", "n", t));
+        let header = format!("{}m", timeout.as_millis());
+        req.metadata_mut()
+            .insert("grpc-timeout", header.parse().unwrap());
+        req
+    };
+    let resp = client
+        .predict(count_to(1000, std::time::Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(resp.into_inner().outputs["count"].int64_val, vec![1000]);
+
+    // Counting to 10^15 would take days.
+    let err = client
+        .predict(count_to(
+            1_000_000_000_000_000,
+            std::time::Duration::from_millis(300),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+
+    // Served by the same (single-threaded) worker: only possible if the run was cancelled.
+    let resp = client
+        .predict(count_to(10, std::time::Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert_eq!(resp.into_inner().outputs["count"].int64_val, vec![10]);
+}

@@ -12,6 +12,8 @@ pub struct PredictCall<'a> {
     pub signature_name: &'a str,
     pub inputs: Vec<(String, Feed)>,
     pub output_filter: &'a [String],
+    /// 0: no limit.
+    pub timeout_ms: u64,
 }
 
 /// Runs the request; returns the version that served it and the outputs by alias.
@@ -62,7 +64,7 @@ pub fn predict(
         })?;
         fetches.push(output.tensor);
     }
-    let outputs = servable.model.run(feeds, &fetches)?;
+    let outputs = servable.model.run(feeds, &fetches, call.timeout_ms)?;
     Ok((
         servable.version,
         aliases.into_iter().cloned().zip(outputs).collect(),

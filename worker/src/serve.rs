@@ -41,6 +41,7 @@ fn handle(manager: &Manager, view: &RequestView<'_>) -> Result<ResponseFrame, Fr
                 signature_name: &view.signature_name,
                 inputs,
                 output_filter: &view.output_filter,
+                timeout_ms: view.timeout_ms,
             };
             match predict(manager, call) {
                 Ok((model_version, outputs)) => ResponseFrame::Ok {

@@ -52,13 +52,19 @@ fn response_spec(servable: &crate::servables::Servable, signature: &str) -> pb::
 }
 
 /// The deadline a gRPC client set (`grpc-timeout`), which becomes the run timeout.
+/// tonic's server also enforces the header, answering CANCELLED "Timeout expired"; ending
+/// our own wait a little earlier (5 %, at most 10 ms) makes the answer TF Serving's
+/// DEADLINE_EXCEEDED instead.
 fn deadline_of<T>(request: &Request<T>) -> Duration {
-    request
+    match request
         .metadata()
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
-        .unwrap_or(DEFAULT_TIMEOUT)
+    {
+        Some(d) => d.saturating_sub((d / 20).min(Duration::from_millis(10))),
+        None => DEFAULT_TIMEOUT,
+    }
 }
 
 fn parse_grpc_timeout(v: &str) -> Option<Duration> {

@@ -34,6 +34,18 @@ pub enum Feed {
     },
 }
 
+/// A serialized `RunOptions` with only `timeout_in_ms` (field 2, int64) set.
+fn run_options(timeout_ms: u64) -> Vec<u8> {
+    let mut out = vec![2 << 3];
+    let mut v = timeout_ms.min(i64::MAX as u64);
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+    out
+}
+
 /// An owned `TF_Buffer`.
 struct Buffer(*mut sys::TF_Buffer);
 
@@ -41,6 +53,12 @@ impl Buffer {
     fn new() -> Buffer {
         // SAFETY: TF_NewBuffer has no preconditions.
         Buffer(unsafe { sys::TF_NewBuffer() })
+    }
+
+    /// A buffer holding a copy of `bytes` (TF_NewBufferFromString copies).
+    fn from_bytes(bytes: &[u8]) -> Buffer {
+        // SAFETY: `bytes` is valid for `len` bytes for the call; TF copies them.
+        Buffer(unsafe { sys::TF_NewBufferFromString(bytes.as_ptr() as *const _, bytes.len()) })
     }
     fn to_vec(&self) -> Vec<u8> {
         // SAFETY: a TF-filled buffer holds `length` readable bytes at `data` (or is empty).
@@ -155,12 +173,16 @@ impl SavedModel {
         Ok(TensorRef { oper, index })
     }
 
-    /// Feeds `inputs`, fetches `outputs` and copies the results out.
+    /// Feeds `inputs`, fetches `outputs` and copies the results out. A non-zero
+    /// `timeout_ms` becomes `RunOptions.timeout_in_ms`: TensorFlow cancels the run with
+    /// DEADLINE_EXCEEDED when it passes.
     pub fn run(
         &self,
         inputs: Vec<(TensorRef, Feed)>,
         outputs: &[TensorRef],
+        timeout_ms: u64,
     ) -> Result<Vec<Tensor>, TfError> {
+        let run_options = (timeout_ms > 0).then(|| Buffer::from_bytes(&run_options(timeout_ms)));
         let mut refs = Vec::with_capacity(inputs.len());
         let mut feeds = Vec::with_capacity(inputs.len());
         for (r, feed) in inputs {
@@ -197,7 +219,9 @@ impl SavedModel {
         unsafe {
             sys::TF_SessionRun(
                 self.session,
-                std::ptr::null(),
+                run_options
+                    .as_ref()
+                    .map_or(std::ptr::null(), |b| b.0 as *const _),
                 input_ops.as_ptr(),
                 feed_ptrs.as_ptr(),
                 input_ops.len() as c_int,
@@ -230,5 +254,16 @@ impl Drop for SavedModel {
             sys::TF_DeleteSession(self.session, status.as_ptr());
             sys::TF_DeleteGraph(self.graph);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_options_carry_the_timeout() {
+        assert_eq!(run_options(1), vec![0x10, 1]);
+        assert_eq!(run_options(30_000), vec![0x10, 0xb0, 0xea, 0x01]);
     }
 }
