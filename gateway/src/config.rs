@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 /// tfgate: a TensorFlow Serving-compatible model server with crash-isolated workers.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "tfgate", version, about)]
+#[command(name = "tfgate", about)]
 pub struct Flags {
     /// Port to listen on for gRPC API (0 disables the TCP listener).
     #[arg(long = "port", default_value_t = 8500)]
@@ -148,9 +148,24 @@ fn classify_arg(arg: &str, ours: &[String]) -> ArgUse {
     }
 }
 
+/// The TensorFlow release the workers link (the wheel `scripts/setup.sh` installs).
+pub const TENSORFLOW_VERSION: &str = "2.21.0";
+
+/// `--version`, in `tensorflow_model_server`'s two lines.
+pub fn version_text() -> String {
+    format!(
+        "TensorFlow ModelServer: {}-tfgate\nTensorFlow Library: {TENSORFLOW_VERSION}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
 /// Parses the command line like `tensorflow_model_server`: unknown arguments are reported
 /// and skipped, TF Serving flags tfgate lacks are logged and ignored.
 pub fn parse_command_line(args: Vec<String>) -> Flags {
+    if args.iter().skip(1).any(|a| a == "--version") {
+        println!("{}", version_text());
+        std::process::exit(0);
+    }
     let ours: Vec<String> = Flags::command()
         .get_arguments()
         .filter_map(|a| a.get_long().map(String::from))
@@ -243,6 +258,14 @@ mod tests {
             !parse(&["--enable_serialization_as_tensor_content=false"])
                 .enable_serialization_as_tensor_content
         );
+    }
+
+    #[test]
+    fn version_names_the_tensorflow_that_setup_installs() {
+        let setup = include_str!("../../scripts/setup.sh");
+        assert!(setup.contains(&format!("TF_VERSION={TENSORFLOW_VERSION}")));
+        assert!(version_text().starts_with("TensorFlow ModelServer: "));
+        assert!(version_text().ends_with(&format!("\nTensorFlow Library: {TENSORFLOW_VERSION}")));
     }
 
     #[test]
