@@ -11,12 +11,15 @@ use std::time::{Duration, Instant};
 use shm_protocol::fd_passing::{recv_fd, send_fd};
 use shm_protocol::tensor::{DataType, Tensor, TensorData};
 use shm_protocol::{
-    RecvError, RequestFrame, RequestKind, RequestSender, ResponseFrame, ResponseReceiver,
-    ResponseRef, Segment, SegmentConfig, SpinConfig, TensorDataRef, TensorRef,
+    IncomingRequest, RecvError, RequestFrame, RequestKind, RequestSender, ResponseFrame,
+    ResponseReceiver, ResponseRef, ResponseSender, Segment, SegmentConfig, SpinConfig,
+    TensorDataRef, TensorRef,
 };
 
 const CHILD_ENV: &str = "SHM_TEST_CHILD";
 const SOCK_ENV: &str = "SHM_TEST_SOCK";
+const COUNT_ENV: &str = "SHM_TEST_COUNT";
+const GEN_ENV: &str = "SHM_TEST_GENERATION";
 
 fn xorshift(mut s: u64) -> impl FnMut() -> u64 {
     s = s.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -69,6 +72,57 @@ fn scalar_u64(v: u64) -> Tensor {
     .unwrap()
 }
 
+/// The worker's answer to one request: checks the request's checksum and replies with a
+/// payload derived from its id (see [`verify`]). `Err` names what was wrong.
+fn echo(
+    req: &IncomingRequest,
+    tx: &mut ResponseSender,
+    buf: &mut Vec<u8>,
+    reply: &mut Vec<u8>,
+) -> Result<(), String> {
+    let view = req
+        .frame()
+        .map_err(|e| format!("bad frame {}: {e}", req.id()))?;
+    let (Some((_, data)), Some((_, sum))) = (view.inputs.first(), view.inputs.get(1)) else {
+        return Err(format!("request {} lacks its inputs", req.id()));
+    };
+    buf.resize(data.byte_len(), 0);
+    data.copy_to(buf).map_err(|e| e.to_string())?;
+    let mut s = [0u8; 8];
+    sum.copy_to(&mut s).map_err(|e| e.to_string())?;
+    let got = checksum(buf);
+    if got != u64::from_le_bytes(s) || view.model_name != "echo" {
+        return Err(format!("checksum mismatch for request {}", req.id()));
+    }
+    payload(req.id() ^ 0x5555, reply);
+    let reply_sum = checksum(reply).to_le_bytes();
+    let shape = [reply.len() as i64];
+    let outs = [
+        (
+            "sum",
+            TensorRef {
+                dtype: DataType::Uint64,
+                shape: &[],
+                data: TensorDataRef::Bytes(&reply_sum),
+            },
+        ),
+        (
+            "data",
+            TensorRef {
+                dtype: DataType::Uint8,
+                shape: &shape,
+                data: TensorDataRef::Bytes(reply),
+            },
+        ),
+    ];
+    let frame = ResponseRef::Ok {
+        model_version: got as i64,
+        outputs: &outs,
+    };
+    tx.send_ref(req.id(), frame, Duration::from_secs(10))
+        .map_err(|e| format!("send: {e}"))
+}
+
 /// The worker role, run in the child process.
 fn run_child() -> i32 {
     let path = std::env::var(SOCK_ENV).unwrap();
@@ -103,63 +157,74 @@ fn run_child() -> i32 {
                 return 3;
             }
         };
-        let view = match req.frame() {
-            Ok(v) => v,
-            Err(e) => {
-                eprintln!("child: bad frame {}: {e}", req.id());
-                return 4;
-            }
-        };
-        let (Some((_, data)), Some((_, sum))) = (view.inputs.first(), view.inputs.get(1)) else {
-            return 5;
-        };
-        buf.resize(data.byte_len(), 0);
-        data.copy_to(&mut buf).unwrap();
-        let mut s = [0u8; 8];
-        sum.copy_to(&mut s).unwrap();
-        let got = checksum(&buf);
-        if got != u64::from_le_bytes(s) || view.model_name != "echo" {
-            eprintln!("child: checksum mismatch for request {}", req.id());
-            return 6;
-        }
-        payload(req.id() ^ 0x5555, &mut reply);
-        let reply_sum = checksum(&reply).to_le_bytes();
-        let shape = [reply.len() as i64];
-        let outs = [
-            (
-                "sum",
-                TensorRef {
-                    dtype: DataType::Uint64,
-                    shape: &[],
-                    data: TensorDataRef::Bytes(&reply_sum),
-                },
-            ),
-            (
-                "data",
-                TensorRef {
-                    dtype: DataType::Uint8,
-                    shape: &shape,
-                    data: TensorDataRef::Bytes(&reply),
-                },
-            ),
-        ];
-        let frame = ResponseRef::Ok {
-            model_version: got as i64,
-            outputs: &outs,
-        };
-        if let Err(e) = tx.send_ref(req.id(), frame, Duration::from_secs(10)) {
-            eprintln!("child: send: {e}");
-            return 7;
+        if let Err(e) = echo(&req, &mut tx, &mut buf, &mut reply) {
+            eprintln!("child: {e}");
+            return 4;
         }
     }
+}
+
+/// The gateway role, run in the child process: creates the segment, hands it to the
+/// parent (the worker here), and streams requests with up to 64 in flight, checking every
+/// answer, until it has had `SHM_TEST_COUNT` answers (then it exits 0) or is killed.
+fn run_gateway_child() -> i32 {
+    let path = std::env::var(SOCK_ENV).unwrap();
+    let count: u64 = std::env::var(COUNT_ENV).unwrap().parse().unwrap();
+    let generation: u64 = std::env::var(GEN_ENV).unwrap().parse().unwrap();
+    let sock = UnixStream::connect(path).unwrap();
+    let seg = Segment::create(&test_config(), generation).unwrap();
+    send_fd(&sock, seg.fd(), &generation.to_le_bytes()).unwrap();
+    let (tx, mut rx) = seg.into_gateway();
+    let mut frame = new_frame();
+    let mut scratch = Vec::new();
+    let (mut sent, mut received) = (0u64, 0u64);
+    while received < count {
+        while sent < received + 64 {
+            request_for(sent, &mut frame);
+            send_blocking(&tx, sent, &frame);
+            sent += 1;
+        }
+        match rx.recv(Duration::from_secs(10)) {
+            Ok(Some((id, f))) => verify(id, f.unwrap(), &mut scratch),
+            other => {
+                eprintln!("gateway child: no answer after {received}: {other:?}");
+                return 3;
+            }
+        }
+        received += 1;
+    }
+    0
 }
 
 /// Entry point of the child process; a no-op in a normal test run.
 #[test]
 fn child_entry() {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        std::process::exit(run_child());
+    match std::env::var(CHILD_ENV).as_deref() {
+        Ok("gateway") => std::process::exit(run_gateway_child()),
+        Ok(_) => std::process::exit(run_child()),
+        Err(_) => {}
     }
+}
+
+fn test_config() -> SegmentConfig {
+    SegmentConfig {
+        ring_capacity: 256,
+        request_arena_bytes: 16 << 20,
+        response_arena_bytes: 16 << 20,
+        spin: SpinConfig {
+            spin: Duration::from_micros(50),
+        },
+        prefault: false,
+    }
+}
+
+fn temp_sock(tag: &str, generation: u64) -> (UnixListener, TempSock) {
+    let path = std::env::temp_dir().join(format!(
+        "shm-test-{}-{tag}-{generation}.sock",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    (UnixListener::bind(&path).unwrap(), TempSock(path))
 }
 
 struct Parent {
@@ -178,30 +243,16 @@ impl Drop for TempSock {
 }
 
 fn start(generation: u64, tag: &str) -> Parent {
-    let path = std::env::temp_dir().join(format!(
-        "shm-test-{}-{tag}-{generation}.sock",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).unwrap();
+    let (listener, path) = temp_sock(tag, generation);
     let child = Command::new(std::env::current_exe().unwrap())
         .args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, "worker")
-        .env(SOCK_ENV, &path)
+        .env(SOCK_ENV, &path.0)
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let (sock, _) = listener.accept().unwrap();
-    let config = SegmentConfig {
-        ring_capacity: 256,
-        request_arena_bytes: 16 << 20,
-        response_arena_bytes: 16 << 20,
-        spin: SpinConfig {
-            spin: Duration::from_micros(50),
-        },
-        prefault: false,
-    };
-    let seg = Segment::create(&config, generation).unwrap();
+    let seg = Segment::create(&test_config(), generation).unwrap();
     send_fd(&sock, seg.fd(), &generation.to_le_bytes()).unwrap();
     let (tx, rx) = seg.into_gateway();
     Parent {
@@ -209,7 +260,7 @@ fn start(generation: u64, tag: &str) -> Parent {
         sock,
         tx,
         rx,
-        _path: TempSock(path),
+        _path: path,
     }
 }
 
@@ -410,4 +461,92 @@ fn sigkill_of_the_worker_does_not_hang_the_gateway() {
     }
     drop((tx, sock));
     assert!(child.wait().unwrap().success());
+}
+
+/// A worker-side process whose gateway is killed: it must notice (recv keeps returning
+/// within its timeout, the socket shows EOF, a send into the dead ring gives up), keep
+/// running, and serve the next gateway's fresh segment.
+fn serve_gateway_child(generation: u64, count: u64, tag: &str) -> (Child, UnixStream, u64) {
+    let (listener, path) = temp_sock(tag, generation);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, "gateway")
+        .env(SOCK_ENV, &path.0)
+        .env(COUNT_ENV, count.to_string())
+        .env(GEN_ENV, generation.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (sock, _) = listener.accept().unwrap();
+    let mut gen = [0u8; 8];
+    let (_, fd) = recv_fd(&sock, &mut gen).unwrap();
+    assert_eq!(u64::from_le_bytes(gen), generation);
+    let seg = Segment::attach(fd.unwrap(), generation).unwrap();
+    let (mut rx, mut tx) = seg.into_worker();
+    let (mut buf, mut reply) = (Vec::new(), Vec::new());
+    let mut served = 0u64;
+    let kill_after = if count == u64::MAX { 20_000 } else { u64::MAX };
+    while served < kill_after {
+        match rx.recv(Duration::from_secs(10)) {
+            Ok(Some(req)) => match echo(&req, &mut tx, &mut buf, &mut reply) {
+                Ok(()) => served += 1,
+                // A gateway that has all its answers closes the channel; what it had
+                // queued beyond them finds no one to answer to.
+                Err(e) => {
+                    assert!(served >= count, "after {served} answers: {e}");
+                    break;
+                }
+            },
+            // The gateway child finished its count and dropped its sender.
+            Err(RecvError::Closed) => break,
+            Ok(None) => panic!("worker side: no request for 10 s after {served}"),
+            Err(e) => panic!("worker side after {served}: {e}"),
+        }
+    }
+    if kill_after != u64::MAX {
+        child.kill().unwrap(); // SIGKILL, mid-stream
+        child.wait().unwrap();
+        // Whatever the dead gateway had already queued may still be served; answers may
+        // not fit once its ring fills, and each send gives up after its own timeout.
+        let timeout = Duration::from_millis(200);
+        loop {
+            let t = Instant::now();
+            let r = rx.recv(timeout);
+            assert!(t.elapsed() < timeout + Duration::from_millis(150));
+            match r {
+                Ok(Some(req)) => {
+                    let view = req
+                        .frame()
+                        .expect("a frame written before the kill is whole");
+                    assert_eq!(view.model_name, "echo");
+                    served += 1;
+                }
+                Ok(None) | Err(RecvError::Closed) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let mut sock = &sock;
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(
+            sock.read(&mut [0u8; 1]).unwrap(),
+            0,
+            "EOF from the dead gateway"
+        );
+    }
+    drop((rx, tx));
+    (child, sock, served)
+}
+
+#[test]
+fn sigkill_of_the_gateway_leaves_the_worker_side_running() {
+    let (_, _, served) = serve_gateway_child(1, u64::MAX, "gwkill");
+    assert!(served >= 20_000);
+    // The same process attaches the next gateway's segment (generation 2) and serves it
+    // to the end: nothing of the first segment is left in its way.
+    let (mut child, _sock, served) = serve_gateway_child(2, 5_000, "gwkill");
+    assert!(served >= 5_000);
+    assert!(
+        child.wait().unwrap().success(),
+        "second gateway saw every answer"
+    );
 }

@@ -307,9 +307,10 @@ fn ring_throughput(
     let window = std::env::var("SHM_BENCH_WINDOW")
         .ok()
         .and_then(|w| w.parse().ok())
-        // About 4 MiB in flight (at least 4 frames): the blocks get reused while still in
-        // cache; a deeper pipeline only adds cache misses.
-        .unwrap_or_else(|| ((4usize << 20) / size).clamp(4, 16));
+        // About 4 MiB in flight, at least two frames (one being written while the peer
+        // reads the other): the blocks get reused while still in cache; a deeper
+        // pipeline only adds cache misses.
+        .unwrap_or_else(|| ((4usize << 20) / size).clamp(2, 16));
     // Warm up (fault in the arena pages used).
     let mut id = id0;
     for _ in 0..window * 2 {
@@ -355,6 +356,15 @@ fn memcpy_gbps(size: usize, budget: Duration) -> f64 {
         }
     }
     bytes as f64 / t.elapsed().as_secs_f64() / 1e9
+}
+
+/// One payload size: GB/s of each path and the per-round ring/memcpy ratios (medians).
+struct Throughput {
+    memcpy: f64,
+    copy_out: f64,
+    in_place: f64,
+    copy_out_ratio: f64,
+    in_place_ratio: f64,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -404,30 +414,32 @@ fn bench() {
         (16 << 20, "16mib"),
     ];
     // Memory bandwidth on a shared VM drifts by 2x within seconds, so each size measures
-    // memcpy, copy-out and in-place back to back, three times, and keeps the medians:
-    // the ratios compare numbers taken under the same conditions.
+    // memcpy, copy-out and in-place back to back in short rounds, and each ring number is
+    // divided by the memcpy of its own round: the ratios compare numbers taken under the
+    // same conditions. The table shows the medians over the rounds.
+    const ROUNDS: u64 = 7;
     let mut tput = Vec::new();
-    let mut tput_in_place = Vec::new();
-    let mut memcpy = Vec::new();
     for (i, (size, _)) in sizes.iter().enumerate() {
-        let budget = Duration::from_millis(if *size >= 1 << 20 { 500 } else { 300 });
-        let (mut m, mut c, mut p) = (Vec::new(), Vec::new(), Vec::new());
-        for rep in 0..3u64 {
-            m.push(memcpy_gbps(*size, budget));
-            let id = ((10 + i as u64) << 32) + (rep << 28);
-            c.push(ring_throughput(&tx, &mut rx, *size, budget, id, false));
-            p.push(ring_throughput(
-                &tx,
-                &mut rx,
-                *size,
-                budget,
-                id + (1 << 27),
-                true,
-            ));
+        let budget = Duration::from_millis(if *size >= 1 << 20 { 300 } else { 200 });
+        let (mut m, mut c, mut p, mut rc, mut rp) = (vec![], vec![], vec![], vec![], vec![]);
+        for round in 0..ROUNDS {
+            let id = ((10 + i as u64) << 32) + (round << 28);
+            let memcpy = memcpy_gbps(*size, budget);
+            let copy_out = ring_throughput(&tx, &mut rx, *size, budget, id, false);
+            let in_place = ring_throughput(&tx, &mut rx, *size, budget, id + (1 << 27), true);
+            m.push(memcpy);
+            c.push(copy_out);
+            p.push(in_place);
+            rc.push(copy_out / memcpy);
+            rp.push(in_place / memcpy);
         }
-        memcpy.push(median(&mut m));
-        tput.push(median(&mut c));
-        tput_in_place.push(median(&mut p));
+        tput.push(Throughput {
+            memcpy: median(&mut m),
+            copy_out: median(&mut c),
+            in_place: median(&mut p),
+            copy_out_ratio: median(&mut rc),
+            in_place_ratio: median(&mut rp),
+        });
     }
     drop((tx, rx));
     drop(peer);
@@ -488,7 +500,7 @@ fn bench() {
         "{:<22} {:>14} {:>7} {:>15} {:>7} {:>12}",
         "one-way tensor payload", "copy-out GB/s", "ratio", "in-place GB/s", "ratio", "memcpy GB/s"
     );
-    for (i, (size, _)) in sizes.iter().enumerate() {
+    for ((size, _), t) in sizes.iter().zip(&tput) {
         let label = if *size >= 1 << 20 {
             format!("{} MiB", size >> 20)
         } else {
@@ -497,23 +509,24 @@ fn bench() {
         println!(
             "{:<22} {:>14.2} {:>6.0}% {:>15.2} {:>6.0}% {:>12.2}",
             label,
-            tput[i],
-            100.0 * tput[i] / memcpy[i],
-            tput_in_place[i],
-            100.0 * tput_in_place[i] / memcpy[i],
-            memcpy[i],
+            t.copy_out,
+            100.0 * t.copy_out_ratio,
+            t.in_place,
+            100.0 * t.in_place_ratio,
+            t.memcpy,
         );
     }
+    println!("(GB/s: medians of {ROUNDS} rounds; ratio: median of each round's ring/memcpy)");
     println!();
     println!("total bench time: {:.1} s", started.elapsed().as_secs_f64());
     let mut json = format!(
         "{{\"ring_rtt_p50_us\":{:.3},\"ring_rtt_p99_us\":{:.3},\"ring_idle_rtt_p50_us\":{:.3},\"ring_idle_rtt_p99_us\":{:.3},\"ring_nospin_rtt_p50_us\":{:.3},\"ring_idle_spin200_rtt_p50_us\":{:.3},\"uds_rtt_p50_us\":{:.3},\"uds_rtt_p99_us\":{:.3},\"uds_idle_rtt_p50_us\":{:.3},\"uds_idle_rtt_p99_us\":{:.3}",
         p[0].0, p[0].1, p[1].0, p[1].1, p[2].0, p[3].0, p[4].0, p[4].1, p[5].0, p[5].1
     );
-    for (i, (_, key)) in sizes.iter().enumerate() {
+    for ((_, key), t) in sizes.iter().zip(&tput) {
         json.push_str(&format!(
-            ",\"ring_gbps_{key}\":{:.3},\"ring_inplace_gbps_{key}\":{:.3},\"memcpy_gbps_{key}\":{:.3}",
-            tput[i], tput_in_place[i], memcpy[i]
+            ",\"ring_gbps_{key}\":{:.3},\"ring_inplace_gbps_{key}\":{:.3},\"memcpy_gbps_{key}\":{:.3},\"ring_ratio_{key}\":{:.3},\"ring_inplace_ratio_{key}\":{:.3}",
+            t.copy_out, t.in_place, t.memcpy, t.copy_out_ratio, t.in_place_ratio
         ));
     }
     json.push_str(&format!(",\"nproc\":{nproc}}}"));
