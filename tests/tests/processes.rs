@@ -72,8 +72,9 @@ fn dev_shm() -> Vec<String> {
     names
 }
 
-#[test]
-fn worker_exits_with_its_gateway() {
+/// Stops the gateway with `signal` and checks that its worker goes too and that nothing
+/// is left in /dev/shm. Returns the gateway's exit status.
+fn stop_gateway_with(signal: &str) -> std::process::ExitStatus {
     let shm_before = dev_shm();
     let mut server = Server::start("half_plus_two");
     assert_eq!(
@@ -82,16 +83,29 @@ fn worker_exits_with_its_gateway() {
         "the segment is an anonymous memfd, never a /dev/shm name"
     );
     let worker = worker_of(server.pid());
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+    assert_eq!(predict(&server).0, 200);
+    std::process::Command::new("kill")
+        .args([signal, &server.pid().to_string()])
+        .status()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "gateway ignored {signal}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     while std::path::Path::new(&format!("/proc/{worker}")).exists() {
         // A zombie that was reparented still has /proc until reaped; check its state.
         let stat = std::fs::read_to_string(format!("/proc/{worker}/stat")).unwrap_or_default();
         if stat.contains(") Z ") || stat.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "worker outlived its gateway");
+        assert!(
+            Instant::now() < deadline,
+            "worker outlived its gateway ({signal})"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let leaked: Vec<String> = dev_shm()
@@ -99,6 +113,16 @@ fn worker_exits_with_its_gateway() {
         .filter(|n| !shm_before.contains(n))
         .collect();
     assert!(leaked.is_empty(), "left behind in /dev/shm: {leaked:?}");
+    status
+}
+
+#[test]
+fn worker_exits_with_its_gateway() {
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(stop_gateway_with("-KILL").signal(), Some(9));
+    // SIGTERM and SIGINT are a graceful shutdown: exit code 0.
+    assert!(stop_gateway_with("-TERM").success());
+    assert!(stop_gateway_with("-INT").success());
 }
 
 /// Many clients at once, each checking that it gets its own answer back (responses are
