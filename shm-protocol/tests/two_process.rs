@@ -227,6 +227,16 @@ fn temp_sock(tag: &str, generation: u64) -> (UnixListener, TempSock) {
     (UnixListener::bind(&path).unwrap(), TempSock(path))
 }
 
+/// This test binary, re-executed as the peer playing `role`, connecting to `sock`.
+fn child_command(role: &str, sock: &TempSock) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, role)
+        .env(SOCK_ENV, &sock.0)
+        .stdout(Stdio::null());
+    cmd
+}
+
 struct Parent {
     child: Child,
     sock: UnixStream,
@@ -244,13 +254,7 @@ impl Drop for TempSock {
 
 fn start(generation: u64, tag: &str) -> Parent {
     let (listener, path) = temp_sock(tag, generation);
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, "worker")
-        .env(SOCK_ENV, &path.0)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = child_command("worker", &path).spawn().unwrap();
     let (sock, _) = listener.accept().unwrap();
     let seg = Segment::create(&test_config(), generation).unwrap();
     send_fd(&sock, seg.fd(), &generation.to_le_bytes()).unwrap();
@@ -468,13 +472,9 @@ fn sigkill_of_the_worker_does_not_hang_the_gateway() {
 /// running, and serve the next gateway's fresh segment.
 fn serve_gateway_child(generation: u64, count: u64, tag: &str) -> (Child, UnixStream, u64) {
     let (listener, path) = temp_sock(tag, generation);
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, "gateway")
-        .env(SOCK_ENV, &path.0)
+    let mut child = child_command("gateway", &path)
         .env(COUNT_ENV, count.to_string())
         .env(GEN_ENV, generation.to_string())
-        .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let (sock, _) = listener.accept().unwrap();
