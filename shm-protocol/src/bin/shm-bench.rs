@@ -358,13 +358,32 @@ fn memcpy_gbps(size: usize, budget: Duration) -> f64 {
     bytes as f64 / t.elapsed().as_secs_f64() / 1e9
 }
 
+/// Total GB/s of two memcpys running at once, one per core: the memory bandwidth a
+/// two-copy path (producer copies in, consumer copies out, in parallel) can share.
+fn memcpy_pair_gbps(size: usize, budget: Duration) -> f64 {
+    std::thread::scope(|s| {
+        let a = s.spawn(|| memcpy_gbps(size, budget));
+        let b = memcpy_gbps(size, budget);
+        a.join().expect("memcpy thread") + b
+    })
+}
+
 /// One payload size: GB/s of each path and the per-round ring/memcpy ratios (medians).
 struct Throughput {
     memcpy: f64,
+    memcpy_pair: f64,
     copy_out: f64,
     in_place: f64,
     copy_out_ratio: f64,
     in_place_ratio: f64,
+}
+
+fn size_label(size: usize) -> String {
+    if size >= 1 << 20 {
+        format!("{} MiB", size >> 20)
+    } else {
+        format!("{} KiB", size >> 10)
+    }
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -434,6 +453,7 @@ fn bench() {
             rp.push(in_place / memcpy);
         }
         tput.push(Throughput {
+            memcpy_pair: memcpy_pair_gbps(*size, budget),
             memcpy: median(&mut m),
             copy_out: median(&mut c),
             in_place: median(&mut p),
@@ -501,14 +521,9 @@ fn bench() {
         "one-way tensor payload", "copy-out GB/s", "ratio", "in-place GB/s", "ratio", "memcpy GB/s"
     );
     for ((size, _), t) in sizes.iter().zip(&tput) {
-        let label = if *size >= 1 << 20 {
-            format!("{} MiB", size >> 20)
-        } else {
-            format!("{} KiB", size >> 10)
-        };
         println!(
             "{:<22} {:>14.2} {:>6.0}% {:>15.2} {:>6.0}% {:>12.2}",
-            label,
+            size_label(*size),
             t.copy_out,
             100.0 * t.copy_out_ratio,
             t.in_place,
@@ -517,6 +532,22 @@ fn bench() {
         );
     }
     println!("(GB/s: medians of {ROUNDS} rounds; ratio: median of each round's ring/memcpy)");
+    let pair: Vec<String> = sizes
+        .iter()
+        .zip(&tput)
+        .map(|((size, _), t)| {
+            format!(
+                "{} {:.2} ({:.2}x)",
+                size_label(*size),
+                t.memcpy_pair,
+                t.memcpy_pair / t.memcpy
+            )
+        })
+        .collect();
+    println!(
+        "two memcpys at once, one per core, total GB/s (x one memcpy): {}",
+        pair.join(", ")
+    );
     println!();
     println!("total bench time: {:.1} s", started.elapsed().as_secs_f64());
     let mut json = format!(
@@ -525,8 +556,8 @@ fn bench() {
     );
     for ((_, key), t) in sizes.iter().zip(&tput) {
         json.push_str(&format!(
-            ",\"ring_gbps_{key}\":{:.3},\"ring_inplace_gbps_{key}\":{:.3},\"memcpy_gbps_{key}\":{:.3},\"ring_ratio_{key}\":{:.3},\"ring_inplace_ratio_{key}\":{:.3}",
-            t.copy_out, t.in_place, t.memcpy, t.copy_out_ratio, t.in_place_ratio
+            ",\"ring_gbps_{key}\":{:.3},\"ring_inplace_gbps_{key}\":{:.3},\"memcpy_gbps_{key}\":{:.3},\"ring_ratio_{key}\":{:.3},\"ring_inplace_ratio_{key}\":{:.3},\"memcpy_pair_gbps_{key}\":{:.3}",
+            t.copy_out, t.in_place, t.memcpy, t.copy_out_ratio, t.in_place_ratio, t.memcpy_pair
         ));
     }
     json.push_str(&format!(",\"nproc\":{nproc}}}"));
