@@ -467,10 +467,25 @@ fn sigkill_of_the_worker_does_not_hang_the_gateway() {
     assert!(child.wait().unwrap().success());
 }
 
-/// A worker-side process whose gateway is killed: it must notice (recv keeps returning
-/// within its timeout, the socket shows EOF, a send into the dead ring gives up), keep
-/// running, and serve the next gateway's fresh segment.
-fn serve_gateway_child(generation: u64, count: u64, tag: &str) -> (Child, UnixStream, u64) {
+/// How the gateway child of [`serve_gateway_child`] ends.
+#[derive(Clone, Copy)]
+enum GatewayEnd {
+    /// SIGKILLed once the worker side has answered this many requests.
+    KilledAfter(u64),
+    /// Exits by itself after this many answers, closing the channel.
+    ExitsAfter(u64),
+}
+
+/// Plays the worker side for a gateway child: attaches its segment and answers its
+/// requests until `end`. When the gateway is killed, the worker side must notice (recv
+/// keeps returning within its timeout, frames written before the kill are whole, the
+/// socket shows EOF) and keep running. Returns the child, the socket and how many
+/// requests were served.
+fn serve_gateway_child(generation: u64, end: GatewayEnd, tag: &str) -> (Child, UnixStream, u64) {
+    let (kill_after, count) = match end {
+        GatewayEnd::KilledAfter(n) => (n, u64::MAX),
+        GatewayEnd::ExitsAfter(n) => (u64::MAX, n),
+    };
     let (listener, path) = temp_sock(tag, generation);
     let mut child = child_command("gateway", &path)
         .env(COUNT_ENV, count.to_string())
@@ -485,7 +500,6 @@ fn serve_gateway_child(generation: u64, count: u64, tag: &str) -> (Child, UnixSt
     let (mut rx, mut tx) = seg.into_worker();
     let (mut buf, mut reply) = (Vec::new(), Vec::new());
     let mut served = 0u64;
-    let kill_after = if count == u64::MAX { 20_000 } else { u64::MAX };
     while served < kill_after {
         match rx.recv(Duration::from_secs(10)) {
             Ok(Some(req)) => match echo(&req, &mut tx, &mut buf, &mut reply) {
@@ -503,11 +517,11 @@ fn serve_gateway_child(generation: u64, count: u64, tag: &str) -> (Child, UnixSt
             Err(e) => panic!("worker side after {served}: {e}"),
         }
     }
-    if kill_after != u64::MAX {
+    if let GatewayEnd::KilledAfter(_) = end {
         child.kill().unwrap(); // SIGKILL, mid-stream
         child.wait().unwrap();
-        // Whatever the dead gateway had already queued may still be served; answers may
-        // not fit once its ring fills, and each send gives up after its own timeout.
+        // What the dead gateway had already queued is still there to read, whole; after
+        // that recv times out on schedule instead of hanging.
         let timeout = Duration::from_millis(200);
         loop {
             let t = Instant::now();
@@ -539,11 +553,12 @@ fn serve_gateway_child(generation: u64, count: u64, tag: &str) -> (Child, UnixSt
 
 #[test]
 fn sigkill_of_the_gateway_leaves_the_worker_side_running() {
-    let (_, _, served) = serve_gateway_child(1, u64::MAX, "gwkill");
+    let (_, _, served) = serve_gateway_child(1, GatewayEnd::KilledAfter(20_000), "gwkill");
     assert!(served >= 20_000);
     // The same process attaches the next gateway's segment (generation 2) and serves it
     // to the end: nothing of the first segment is left in its way.
-    let (mut child, _sock, served) = serve_gateway_child(2, 5_000, "gwkill");
+    let (mut child, _sock, served) =
+        serve_gateway_child(2, GatewayEnd::ExitsAfter(5_000), "gwkill");
     assert!(served >= 5_000);
     assert!(
         child.wait().unwrap().success(),
