@@ -81,6 +81,43 @@ pub struct Flags {
     /// tfgate: largest accepted REST request body, MiB.
     #[arg(long = "max_request_body_mb", default_value_t = 512)]
     pub max_request_body_mb: usize,
+
+    /// Registers grpc.health.v1.Health: "", "ModelService" and "PredictionService" are
+    /// SERVING while every model has an AVAILABLE worker, NOT_SERVING otherwise and
+    /// while draining.
+    #[arg(long = "enable_grpc_healthcheck_service", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub enable_grpc_healthcheck_service: bool,
+
+    /// tfgate: number of CPU worker processes; the cores are split evenly between them
+    /// and each is pinned to its share. Ignored with --worker_gpus.
+    #[arg(long = "num_workers", default_value_t = 1)]
+    pub num_workers: usize,
+
+    /// tfgate: comma-separated GPU ids; one worker per GPU, each seeing only its own
+    /// (CUDA_VISIBLE_DEVICES). Empty: --num_workers CPU workers.
+    #[arg(long = "worker_gpus", default_value = "")]
+    pub worker_gpus: String,
+
+    /// tfgate: a worker that answers no heartbeat for this long (stopped, wedged) is
+    /// killed and restarted, and its requests go to another worker, milliseconds.
+    #[arg(long = "worker_heartbeat_timeout_ms", default_value_t = 3000)]
+    pub worker_heartbeat_timeout_ms: u64,
+
+    /// tfgate: a worker still running a request this long after the request's deadline
+    /// is killed and restarted (a kernel that ignores cancellation), milliseconds.
+    #[arg(long = "worker_run_grace_ms", default_value_t = 2000)]
+    pub worker_run_grace_ms: u64,
+
+    /// tfgate: on SIGTERM/SIGINT, how long to keep accepting requests after turning
+    /// not-ready (so load balancers notice first), milliseconds.
+    #[arg(long = "drain_delay_ms", default_value_t = 0)]
+    pub drain_delay_ms: u64,
+
+    /// tfgate: on SIGTERM/SIGINT, how long requests in flight may take to finish before
+    /// the server exits anyway, milliseconds.
+    #[arg(long = "drain_timeout_ms", default_value_t = 30000)]
+    pub drain_timeout_ms: u64,
 }
 
 /// `tensorflow_model_server` flags tfgate accepts but does not implement yet: they are
@@ -90,7 +127,6 @@ const NOT_YET_SUPPORTED: &[&str] = &[
     "rest_api_num_threads",
     "grpc_channel_arguments",
     "grpc_max_threads",
-    "enable_grpc_healthcheck_service",
     "enable_profiler",
     "ssl_config_file",
     "use_alts_credentials",
@@ -193,7 +229,24 @@ impl Flags {
         if self.model_base_path.is_empty() {
             return Err("Both server_options.model_base_path and server_options.model_config_file are empty!".into());
         }
+        if self.num_workers == 0 {
+            return Err("--num_workers must be at least 1".into());
+        }
+        self.gpus()?;
         Ok(())
+    }
+
+    /// `--worker_gpus` as ids.
+    pub fn gpus(&self) -> Result<Vec<u32>, String> {
+        self.worker_gpus
+            .split(',')
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+            .map(|g| {
+                g.parse::<u32>()
+                    .map_err(|_| format!("--worker_gpus: {g:?} is not a GPU id"))
+            })
+            .collect()
     }
 
     /// MetaGraph tags as a list.
@@ -266,6 +319,22 @@ mod tests {
         assert!(setup.contains(&format!("TF_VERSION={TENSORFLOW_VERSION}")));
         assert!(version_text().starts_with("TensorFlow ModelServer: "));
         assert!(version_text().ends_with(&format!("\nTensorFlow Library: {TENSORFLOW_VERSION}")));
+    }
+
+    #[test]
+    fn pool_flags() {
+        let f = parse(&["--num_workers=2", "--worker_gpus=0, 3"]);
+        assert_eq!(f.num_workers, 2);
+        assert_eq!(f.gpus().unwrap(), vec![0, 3]);
+        assert_eq!(parse(&[]).gpus().unwrap(), Vec::<u32>::new());
+        let bad = parse(&["--model_base_path=/m", "--worker_gpus=a"]);
+        assert_eq!(
+            bad.validate().unwrap_err(),
+            "--worker_gpus: \"a\" is not a GPU id"
+        );
+        let none = parse(&["--model_base_path=/m", "--num_workers=0"]);
+        assert!(none.validate().is_err());
+        assert!(parse(&["--enable_grpc_healthcheck_service"]).enable_grpc_healthcheck_service);
     }
 
     #[test]

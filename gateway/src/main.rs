@@ -8,7 +8,10 @@ mod classifier;
 mod config;
 mod error;
 mod grpc;
+mod health;
+mod lifecycle;
 mod predictor;
+mod request;
 mod rest;
 mod servables;
 mod status;
@@ -17,7 +20,9 @@ mod workers;
 
 use anyhow::Context;
 use config::Flags;
+use health::Health;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use lifecycle::{Lifecycle, Phase};
 use predictor::Predictor;
 use servables::Servables;
 use shm_protocol::control::{ModelConfig, ServableState, SessionConfig, VersionPolicy};
@@ -27,10 +32,8 @@ use std::time::Duration;
 use tfgate_proto::tensorflow::serving::{
     model_service_server::ModelServiceServer, prediction_service_server::PredictionServiceServer,
 };
+use tokio::sync::watch;
 use workers::{SupervisorConfig, WorkerPool};
-
-/// How long in-flight requests may take to finish after SIGTERM/SIGINT.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// A private directory for the worker sockets, removed on exit.
 struct RuntimeDir(PathBuf);
@@ -106,10 +109,10 @@ async fn wait_until_available(servables: &Servables, models: &[ModelConfig]) -> 
             }
             pending += 1;
             for (v, s) in &versions {
-                if let (ServableState::End, Some((_, msg))) = (s.state, &s.error) {
+                if let (ServableState::End, Some(e)) = (s.state, &s.error) {
                     failed.push(format!(
-                        "{{name: {} version: {v}}} due to error: {msg}",
-                        m.name
+                        "{{name: {} version: {v}}} due to error: {}",
+                        m.name, e.message
                     ));
                 }
             }
@@ -139,31 +142,68 @@ async fn shutdown_signal() {
     }
 }
 
-async fn serve_rest(addr: SocketAddr, api: rest::RestApi) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot bind REST port {addr}"))?;
-    tracing::info!("Exporting HTTP/REST API at:localhost:{} ...", addr.port());
+/// Serves REST until the server closes: then it stops accepting and lets each
+/// connection finish the request it is on.
+async fn serve_rest(
+    listener: tokio::net::TcpListener,
+    api: rest::RestApi,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("accept: {e}");
-                continue;
-            }
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    continue;
+                }
+            },
+            _ = phase.wait_for(|p| *p == Phase::Closed) => break,
         };
         let _ = stream.set_nodelay(true);
         let api = api.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let api = api.clone();
-                async move { Ok::<_, std::convert::Infallible>(api.handle(req).await) }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+        let service = hyper::service::service_fn(move |req| {
+            let api = api.clone();
+            async move { Ok::<_, std::convert::Infallible>(api.handle(req).await) }
         });
+        let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        tokio::spawn(graceful.watch(conn));
     }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Shuts down like a Kubernetes pod should (TF Serving ignores SIGTERM, its issue
+/// #1853): not ready at once; after `drain_delay` new requests are refused and the
+/// listeners close; requests in flight get up to `drain_timeout`; then workers stop.
+async fn drain(
+    lifecycle: &Lifecycle,
+    pool: &WorkerPool,
+    drain_delay: Duration,
+    drain_timeout: Duration,
+) {
+    lifecycle.set(Phase::Draining);
+    tracing::info!(
+        in_flight = lifecycle.in_flight(),
+        "draining: not ready; closing in {} ms",
+        drain_delay.as_millis()
+    );
+    tokio::time::sleep(drain_delay).await;
+    lifecycle.set(Phase::Closed);
+    if tokio::time::timeout(drain_timeout, lifecycle.idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            in_flight = lifecycle.in_flight(),
+            "requests still in flight after {} ms; exiting anyway",
+            drain_timeout.as_millis()
+        );
+    }
+    pool.shutdown().await;
 }
 
 async fn run(flags: Flags) -> anyhow::Result<()> {
@@ -175,6 +215,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         version_policy: VersionPolicy::Latest { num_versions: 1 },
     }];
     let servables = Servables::default();
+    let lifecycle = Lifecycle::default();
     let segment = shm_protocol::SegmentConfig {
         request_arena_bytes: (flags.shm_request_arena_mb as u64) << 20,
         response_arena_bytes: (flags.shm_response_arena_mb as u64) << 20,
@@ -183,20 +224,36 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         },
         ..Default::default()
     };
-    let (pool, mut startup_failed) = WorkerPool::start(vec![SupervisorConfig {
-        slot: 0,
-        worker_binary: worker_binary(&flags)?,
-        socket_path: runtime_dir.0.join("worker-0.sock"),
-        segment,
-        models: models.clone(),
-        session: SessionConfig {
-            tags: flags.tags(),
-            intra_op_parallelism: flags.tensorflow_intra_op_parallelism,
-            inter_op_parallelism: flags.tensorflow_inter_op_parallelism,
+    let gpus = flags.gpus().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plans = workers::plan(flags.num_workers, &gpus, &workers::allowed_cpus());
+    for p in &plans {
+        tracing::info!(worker = %p.id, device = %p.device, cpus = %p.cpu_list(), "worker slot");
+    }
+    let (pool, mut startup_failed) = WorkerPool::start(
+        SupervisorConfig {
+            worker_binary: worker_binary(&flags)?,
+            runtime_dir: runtime_dir.0.clone(),
+            segment,
+            models: models.clone(),
+            session: SessionConfig {
+                tags: flags.tags(),
+                intra_op_parallelism: flags.tensorflow_intra_op_parallelism,
+                inter_op_parallelism: flags.tensorflow_inter_op_parallelism,
+            },
+            file_system_poll_wait_seconds: flags.file_system_poll_wait_seconds,
+            heartbeat_timeout: Duration::from_millis(flags.worker_heartbeat_timeout_ms),
+            run_grace: Duration::from_millis(flags.worker_run_grace_ms),
         },
-        file_system_poll_wait_seconds: flags.file_system_poll_wait_seconds,
-        servables: servables.clone(),
-    }]);
+        plans,
+        servables.clone(),
+    );
+
+    // One signal watch for the whole life of the server.
+    let (signalled_tx, mut signalled) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = signalled_tx.send(true);
+    });
 
     tokio::select! {
         r = wait_until_available(&servables, &models) => r?,
@@ -204,11 +261,17 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             let why = r.ok().and_then(|w| w.clone()).unwrap_or_default();
             anyhow::bail!("{why}");
         }
-        _ = shutdown_signal() => return Ok(()),
+        _ = signalled.wait_for(|s| *s) => {
+            pool.shutdown().await;
+            return Ok(());
+        }
     }
-    let predictor = Predictor {
+    let predictor = Predictor::new(servables.clone(), pool.clone(), lifecycle.clone());
+    let health = Health {
         servables,
-        workers: pool,
+        lifecycle: lifecycle.clone(),
+        pool: pool.clone(),
+        models: models.iter().map(|m| m.name.clone()).collect(),
     };
 
     let grpc = grpc::GrpcServices {
@@ -220,17 +283,18 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind gRPC port {grpc_addr}"))?;
     tracing::info!("Running gRPC ModelServer at 0.0.0.0:{} ...", flags.port);
-    // One stop signal for every listener; in-flight requests get a grace period, then the
-    // process exits even if clients keep idle connections open.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
+    let closed = |mut rx: watch::Receiver<Phase>| async move {
+        let _ = rx.wait_for(|p| *p == Phase::Closed).await;
+    };
+    let health_service = if flags.enable_grpc_healthcheck_service {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        tokio::spawn(health.clone().drive_grpc_health(reporter));
+        Some(service)
+    } else {
+        None
     };
     let grpc_server = tonic::transport::Server::builder()
+        .add_optional_service(health_service)
         .add_service(
             PredictionServiceServer::new(grpc.clone())
                 .max_decoding_message_size(i32::MAX as usize)
@@ -239,32 +303,45 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         .add_service(ModelServiceServer::new(grpc))
         .serve_with_incoming_shutdown(
             tokio_stream_incoming(grpc_listener),
-            stopped(stop_rx.clone()),
+            closed(lifecycle.subscribe()),
         );
+    let grpc_task = tokio::spawn(grpc_server);
 
     if flags.rest_api_port != 0 && flags.rest_api_port != flags.port {
+        let addr = SocketAddr::from(([0, 0, 0, 0], flags.rest_api_port));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind REST port {addr}"))?;
+        tracing::info!("Exporting HTTP/REST API at:localhost:{} ...", addr.port());
         let api = rest::RestApi {
             predictor,
+            health,
             config: rest::RestConfig {
                 timeout: Duration::from_millis(flags.rest_api_timeout_in_ms),
                 max_body_bytes: flags.max_request_body_mb << 20,
                 cors: flags.rest_api_enable_cors_support,
             },
         };
-        tokio::spawn(serve_rest(
-            SocketAddr::from(([0, 0, 0, 0], flags.rest_api_port)),
-            api,
-        ));
+        tokio::spawn(serve_rest(listener, api, lifecycle.subscribe()));
     } else if flags.rest_api_port == flags.port {
         tracing::error!("--rest_api_port cannot be the same as --port; not starting REST");
     }
+    lifecycle.set(Phase::Serving);
+
     tokio::select! {
-        r = grpc_server => r.context("gRPC server failed")?,
-        _ = async {
-            stopped(stop_rx).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => {}
+        r = grpc_task => {
+            r.context("gRPC server panicked")?.context("gRPC server failed")?;
+            anyhow::bail!("gRPC server stopped");
+        }
+        _ = signalled.wait_for(|s| *s) => {}
     }
+    drain(
+        &lifecycle,
+        &pool,
+        Duration::from_millis(flags.drain_delay_ms),
+        Duration::from_millis(flags.drain_timeout_ms),
+    )
+    .await;
     drop(runtime_dir);
     Ok(())
 }
@@ -302,8 +379,12 @@ fn main() {
             std::process::exit(255);
         }
     };
-    if let Err(e) = runtime.block_on(run(flags)) {
-        eprintln!("Failed to start server. Error: {e:#}");
-        std::process::exit(255);
+    match runtime.block_on(run(flags)) {
+        // Exit without waiting for idle client connections to close.
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("Failed to start server. Error: {e:#}");
+            std::process::exit(255);
+        }
     }
 }

@@ -1,98 +1,114 @@
-//! The one predict path REST and gRPC share after decoding: resolve the servable,
-//! validate against its signature, dispatch to a worker, return the outputs.
+//! The one entry every front end calls after decoding: admit the request, resolve the
+//! servable, validate against its signature (looked up once), run it on the pool, and
+//! shape the result. Front ends only decode and encode.
 
+use crate::classifier::{self, Class};
 use crate::error::ServingError;
+use crate::lifecycle::Lifecycle;
+use crate::request::{DecodeInputs, ExamplesRequest, PredictRequest};
 use crate::servables::{Servable, ServableId, ServableRequest, Servables};
-use crate::validation::{validate_predict, ValidPredict};
-use crate::workers::WorkerPool;
-use shm_protocol::frame::{RequestFrame, RequestKind, ResponseFrame};
+use crate::status::model_status;
+use crate::validation::{self, examples};
+use crate::workers::{RunOutput, WorkerPool};
 use shm_protocol::tensor::Tensor;
-use std::time::Duration;
+use tfgate_proto::tensorflow::serving::GetModelStatusResponse;
 
-/// The outcome of a predict.
+/// A successful call: the version that served it, the signature that ran, the result.
 #[derive(Debug)]
-pub struct PredictResult {
+pub struct Served<T> {
     pub servable: ServableId,
     pub signature_name: String,
-    pub outputs: Vec<(String, Tensor)>,
+    pub value: T,
 }
+
+/// Outputs by alias.
+pub type Outputs = Vec<(String, Tensor)>;
 
 /// Shared by the front ends.
 #[derive(Clone)]
 pub struct Predictor {
-    pub servables: Servables,
-    pub workers: WorkerPool,
+    servables: Servables,
+    pool: WorkerPool,
+    lifecycle: Lifecycle,
 }
 
 impl Predictor {
-    /// Resolves a servable request (TF Serving's errors for unknown models/versions).
-    pub fn resolve(&self, request: &ServableRequest) -> Result<Servable, ServingError> {
+    pub fn new(servables: Servables, pool: WorkerPool, lifecycle: Lifecycle) -> Predictor {
+        Predictor {
+            servables,
+            pool,
+            lifecycle,
+        }
+    }
+
+    /// Predict.
+    pub async fn predict<D: DecodeInputs>(
+        &self,
+        request: PredictRequest<D>,
+    ) -> Result<Served<Outputs>, ServingError> {
+        let _admitted = self.lifecycle.admit()?;
+        let servable = self.servables.resolve(&request.servable)?;
+        let run = validation::validate_predict(&servable, request)?;
+        self.run(run).await
+    }
+
+    /// Classify: per-example classes.
+    pub async fn classify(
+        &self,
+        request: ExamplesRequest,
+    ) -> Result<Served<Vec<Vec<Class>>>, ServingError> {
+        let _admitted = self.lifecycle.admit()?;
+        let servable = self.servables.resolve(&request.servable)?;
+        let n = request.examples.len();
+        let run = examples::validate_classify(&servable, request)?;
+        let served = self.run(run).await?;
+        let value = classifier::classifications(&served.value, n)?;
+        Ok(Served {
+            servable: served.servable,
+            signature_name: served.signature_name,
+            value,
+        })
+    }
+
+    /// Regress: one value per example.
+    pub async fn regress(
+        &self,
+        request: ExamplesRequest,
+    ) -> Result<Served<Vec<f32>>, ServingError> {
+        let _admitted = self.lifecycle.admit()?;
+        let servable = self.servables.resolve(&request.servable)?;
+        let n = request.examples.len();
+        let run = examples::validate_regress(&servable, request)?;
+        let served = self.run(run).await?;
+        let value = classifier::regressions(&served.value, n)?;
+        Ok(Served {
+            servable: served.servable,
+            signature_name: served.signature_name,
+            value,
+        })
+    }
+
+    /// The servable GetModelMetadata describes.
+    pub fn metadata(&self, request: &ServableRequest) -> Result<Servable, ServingError> {
         self.servables.resolve(request)
     }
 
-    /// Validates and runs a predict.
-    pub async fn predict(
+    /// GetModelStatus for every version of `name`, or one.
+    pub fn status(
         &self,
-        servable: &Servable,
-        signature_name: &str,
-        inputs: Vec<(String, Tensor)>,
-        output_filter: Vec<String>,
-        timeout: Duration,
-    ) -> Result<PredictResult, ServingError> {
-        let valid = validate_predict(servable, signature_name, inputs, output_filter)?;
-        self.dispatch(valid, timeout).await
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<GetModelStatusResponse, ServingError> {
+        model_status(&self.servables, name, version)
     }
 
-    /// Runs signature `signature_key` with inputs the caller has already checked
-    /// (classify and regress validate by their own rules).
-    pub async fn run(
-        &self,
-        servable: &Servable,
-        signature_key: &str,
-        inputs: Vec<(String, Tensor)>,
-        output_filter: Vec<String>,
-        timeout: Duration,
-    ) -> Result<PredictResult, ServingError> {
-        let valid = ValidPredict {
-            servable: servable.id.clone(),
-            signature_name: signature_key.to_string(),
-            inputs,
-            output_filter,
-        };
-        self.dispatch(valid, timeout).await
-    }
-
-    async fn dispatch(
-        &self,
-        valid: ValidPredict,
-        timeout: Duration,
-    ) -> Result<PredictResult, ServingError> {
-        let frame = RequestFrame {
-            kind: RequestKind::Predict,
-            model_name: valid.servable.name.clone(),
-            version: Some(valid.servable.version),
-            signature_name: valid.signature_name.clone(),
-            output_filter: valid.output_filter,
-            inputs: valid.inputs,
-            // The request's deadline also bounds the session run (TF Serving passes it as
-            // RunOptions.timeout_in_ms), so an abandoned request does not hold the worker.
-            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-        };
-        match self.workers.dispatch(&frame, timeout).await? {
-            ResponseFrame::Ok {
-                model_version,
-                outputs,
-            } => Ok(PredictResult {
-                servable: ServableId {
-                    name: valid.servable.name,
-                    version: model_version,
-                },
-                signature_name: valid.signature_name,
-                outputs,
-            }),
-            ResponseFrame::Err { code, message } => {
-                Err(ServingError::new(tonic::Code::from_i32(code), message))
-            }
-        }
+    async fn run(&self, run: validation::ValidRun) -> Result<Served<Outputs>, ServingError> {
+        let signature_name = run.signature_key().to_string();
+        let RunOutput { servable, outputs } = self.pool.run(run).await?;
+        Ok(Served {
+            servable,
+            signature_name,
+            value: outputs,
+        })
     }
 }

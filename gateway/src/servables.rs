@@ -1,14 +1,34 @@
-//! What is servable right now, as the workers report it: model name → version → state
-//! and signatures. Requests resolve `Latest` / `Specific` / label to a [`ServableId`] here.
+//! What is servable right now and where: model → version → the state of that version on
+//! each worker, as the workers report it (TF Serving's `ServableStateMonitor`, kept per
+//! worker). Requests resolve `Latest` / `Specific` here to a [`ServableId`]; the pool
+//! asks which workers hold it AVAILABLE; status reports the best state across workers,
+//! as a client of one TF Serving would see it.
+//!
+//! A worker's death takes its versions out of routing at once: what it had AVAILABLE
+//! becomes START and *awaited* — its replacement will load the same versions, so
+//! requests for them wait (within their deadline) instead of failing with NOT_FOUND.
+//! When the replacement has done its initial load, whatever it did not bring back is
+//! forgotten.
 
 use crate::error::ServingError;
 use parking_lot::RwLock;
+use shm_protocol::code::Status;
 use shm_protocol::control::ServableState;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tfgate_proto::tensorflow::serving::SignatureDefMap;
 use tfgate_proto::tensorflow::SignatureDef;
 use tokio::sync::watch;
+
+/// A worker slot (stable across the worker's restarts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkerId(pub u32);
+
+impl std::fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
 
 /// A model version, as TF Serving names it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,14 +55,6 @@ impl ServableRequest {
     }
 }
 
-/// A version's state and, once AVAILABLE, its signatures.
-#[derive(Clone, Debug)]
-pub struct VersionState {
-    pub state: ServableState,
-    pub error: Option<(i32, String)>,
-    pub signatures: Arc<SignatureDefMap>,
-}
-
 /// A resolved servable: its id and signatures.
 #[derive(Clone, Debug)]
 pub struct Servable {
@@ -56,10 +68,84 @@ impl Servable {
     }
 }
 
-/// The table, shared by the front ends and the worker supervisors.
+/// A version's state as status reports it (the best across workers).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VersionStatus {
+    pub state: ServableState,
+    pub error: Option<Status>,
+}
+
+/// Where a request for a servable can go right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Routes {
+    /// These workers hold it AVAILABLE.
+    To(Vec<WorkerId>),
+    /// No worker holds it now, but a restarting worker is expected to bring it back.
+    Awaited,
+    /// Nobody serves it any more.
+    Gone,
+}
+
+/// One version on one worker.
+#[derive(Clone, Debug)]
+struct OnWorker {
+    state: ServableState,
+    error: Option<Status>,
+    /// Was AVAILABLE on a worker that died; its replacement should load it again.
+    awaited: bool,
+}
+
+#[derive(Default)]
+struct VersionEntry {
+    signatures: Arc<SignatureDefMap>,
+    on: BTreeMap<WorkerId, OnWorker>,
+}
+
+impl VersionEntry {
+    fn available_on(&self) -> Vec<WorkerId> {
+        self.on
+            .iter()
+            .filter(|(_, w)| w.state == ServableState::Available)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+    fn is_available(&self) -> bool {
+        self.on
+            .values()
+            .any(|w| w.state == ServableState::Available)
+    }
+    fn is_awaited(&self) -> bool {
+        self.on.values().any(|w| w.awaited)
+    }
+    /// The state a client of one TF Serving would see: the most useful across workers.
+    fn best(&self) -> Option<VersionStatus> {
+        fn rank(s: ServableState) -> u8 {
+            match s {
+                ServableState::Available => 4,
+                ServableState::Loading => 3,
+                ServableState::Unloading => 2,
+                ServableState::Start => 1,
+                ServableState::End => 0,
+            }
+        }
+        let best = self.on.values().max_by_key(|w| rank(w.state))?;
+        let error = best.error.clone().or_else(|| match best.state {
+            ServableState::End => self.on.values().find_map(|w| w.error.clone()),
+            _ => None,
+        });
+        Some(VersionStatus {
+            state: best.state,
+            error,
+        })
+    }
+}
+
+type Table = BTreeMap<String, BTreeMap<i64, VersionEntry>>;
+
+/// The table, shared by the front ends, the pool and the worker supervisors.
 #[derive(Clone)]
 pub struct Servables {
-    inner: Arc<RwLock<BTreeMap<String, BTreeMap<i64, VersionState>>>>,
+    inner: Arc<RwLock<Table>>,
     changed: watch::Sender<u64>,
 }
 
@@ -72,32 +158,84 @@ impl Default for Servables {
     }
 }
 
+fn not_found(request: &str) -> ServingError {
+    ServingError::not_found(format!("Servable not found for request: {request}"))
+}
+
 impl Servables {
-    /// Records a state change reported by a worker.
+    fn modify(&self, f: impl FnOnce(&mut Table)) {
+        f(&mut self.inner.write());
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Records a state change a worker reported. Signatures arrive with AVAILABLE; the
+    /// same version directory gives every worker the same ones.
     pub fn update(
         &self,
+        worker: WorkerId,
         id: ServableId,
         state: ServableState,
-        error: Option<(i32, String)>,
+        error: Option<Status>,
         signatures: SignatureDefMap,
     ) {
-        {
-            let mut table = self.inner.write();
-            let versions = table.entry(id.name).or_default();
-            let signatures = match versions.get(&id.version) {
-                Some(old) if signatures.signature_def.is_empty() => old.signatures.clone(),
-                _ => Arc::new(signatures),
-            };
-            versions.insert(
-                id.version,
-                VersionState {
+        self.modify(|table| {
+            let entry = table
+                .entry(id.name)
+                .or_default()
+                .entry(id.version)
+                .or_default();
+            if !signatures.signature_def.is_empty() {
+                entry.signatures = Arc::new(signatures);
+            }
+            // Still on its way back while the replacement loads it.
+            let awaited = matches!(state, ServableState::Start | ServableState::Loading)
+                && entry.on.get(&worker).is_some_and(|w| w.awaited);
+            entry.on.insert(
+                worker,
+                OnWorker {
                     state,
                     error,
-                    signatures,
+                    awaited,
                 },
             );
-        }
-        self.changed.send_modify(|n| *n += 1);
+        });
+    }
+
+    /// A worker died: nothing of it is routable any more; what it served is awaited from
+    /// its replacement.
+    pub fn worker_lost(&self, worker: WorkerId) {
+        self.modify(|table| {
+            for entry in table.values_mut().flat_map(|vs| vs.values_mut()) {
+                if let Some(w) = entry.on.get_mut(&worker) {
+                    let was_available = w.state == ServableState::Available;
+                    w.state = match w.state {
+                        ServableState::End | ServableState::Unloading => ServableState::End,
+                        _ => ServableState::Start,
+                    };
+                    w.awaited = was_available;
+                }
+            }
+        });
+    }
+
+    /// A (replacement) worker finished its initial load: versions a predecessor left
+    /// awaited that it did not bring back are no longer expected from it.
+    pub fn initial_load_done(&self, worker: WorkerId) {
+        self.modify(|table| {
+            for versions in table.values_mut() {
+                for entry in versions.values_mut() {
+                    if entry
+                        .on
+                        .get(&worker)
+                        .is_some_and(|w| w.state == ServableState::Start)
+                    {
+                        entry.on.remove(&worker);
+                    }
+                }
+                versions.retain(|_, e| !e.on.is_empty());
+            }
+            table.retain(|_, vs| !vs.is_empty());
+        });
     }
 
     /// A receiver that changes whenever the table does.
@@ -105,49 +243,88 @@ impl Servables {
         self.changed.subscribe()
     }
 
-    /// Every version of `name` with its state (for status and readiness).
-    pub fn versions(&self, name: &str) -> Option<BTreeMap<i64, VersionState>> {
-        self.inner.read().get(name).cloned()
+    /// Every version of `name` with its best state across workers, highest first
+    /// (for status and startup); `None` if no worker ever reported the model.
+    pub fn versions(&self, name: &str) -> Option<BTreeMap<i64, VersionStatus>> {
+        let table = self.inner.read();
+        let versions = table.get(name)?;
+        Some(
+            versions
+                .iter()
+                .filter_map(|(v, e)| Some((*v, e.best()?)))
+                .collect(),
+        )
     }
 
-    /// Resolves a request to an AVAILABLE servable, with TF Serving's errors.
+    /// Whether some version of `name` is AVAILABLE on a live worker (readiness).
+    pub fn is_routable(&self, name: &str) -> bool {
+        self.inner
+            .read()
+            .get(name)
+            .is_some_and(|vs| vs.values().any(VersionEntry::is_available))
+    }
+
+    /// The versions `worker` holds and their states (for `/tfgate/workers`).
+    pub fn on_worker(&self, worker: WorkerId) -> Vec<(ServableId, ServableState)> {
+        let table = self.inner.read();
+        let mut out = Vec::new();
+        for (name, versions) in table.iter() {
+            for (version, entry) in versions {
+                if let Some(w) = entry.on.get(&worker) {
+                    out.push((
+                        ServableId {
+                            name: name.clone(),
+                            version: *version,
+                        },
+                        w.state,
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// Where a request for `id` can go right now.
+    pub fn routes(&self, id: &ServableId) -> Routes {
+        let table = self.inner.read();
+        match table.get(&id.name).and_then(|vs| vs.get(&id.version)) {
+            Some(e) if e.is_available() => Routes::To(e.available_on()),
+            Some(e) if e.is_awaited() => Routes::Awaited,
+            _ => Routes::Gone,
+        }
+    }
+
+    /// Resolves a request to a servable with TF Serving's errors. `Latest` is the highest
+    /// version AVAILABLE on some worker; while none is (every worker holding one is
+    /// restarting) it is the highest awaited version, and the request waits for it.
     pub fn resolve(&self, request: &ServableRequest) -> Result<Servable, ServingError> {
         let table = self.inner.read();
-        let available = |name: &str, version: i64| {
-            table
-                .get(name)
-                .and_then(|vs| vs.get(&version))
-                .filter(|v| v.state == ServableState::Available)
-                .map(|v| Servable {
-                    id: ServableId {
-                        name: name.to_string(),
-                        version,
-                    },
-                    signatures: v.signatures.clone(),
-                })
+        let servable = |name: &str, version: i64, e: &VersionEntry| Servable {
+            id: ServableId {
+                name: name.to_string(),
+                version,
+            },
+            signatures: e.signatures.clone(),
         };
         match request {
-            ServableRequest::Latest(name) => table
-                .get(name)
-                .and_then(|vs| {
-                    vs.iter()
-                        .rev()
-                        .find(|(_, v)| v.state == ServableState::Available)
-                        .map(|(version, _)| *version)
-                })
-                .and_then(|version| available(name, version))
-                .ok_or_else(|| {
-                    ServingError::not_found(format!(
-                        "Servable not found for request: Latest({name})"
-                    ))
-                }),
-            ServableRequest::Specific(name, version) => {
-                available(name, *version).ok_or_else(|| {
-                    ServingError::not_found(format!(
-                        "Servable not found for request: Specific({name}, {version})"
-                    ))
-                })
+            ServableRequest::Latest(name) => {
+                let versions = table
+                    .get(name)
+                    .ok_or_else(|| not_found(&format!("Latest({name})")))?;
+                versions
+                    .iter()
+                    .rev()
+                    .find(|(_, e)| e.is_available())
+                    .or_else(|| versions.iter().rev().find(|(_, e)| e.is_awaited()))
+                    .map(|(v, e)| servable(name, *v, e))
+                    .ok_or_else(|| not_found(&format!("Latest({name})")))
             }
+            ServableRequest::Specific(name, version) => table
+                .get(name)
+                .and_then(|vs| vs.get(version))
+                .filter(|e| e.is_available() || e.is_awaited())
+                .map(|e| servable(name, *version, e))
+                .ok_or_else(|| not_found(&format!("Specific({name}, {version})"))),
             ServableRequest::Label(_, label) => Err(ServingError::invalid_argument(format!(
                 "Unrecognized servable version label: {label}"
             ))),
@@ -166,31 +343,25 @@ mod tests {
         }
     }
 
+    const W0: WorkerId = WorkerId(0);
+    const W1: WorkerId = WorkerId(1);
+
+    fn report(s: &Servables, w: WorkerId, v: i64, state: ServableState) {
+        s.update(w, id(v), state, None, SignatureDefMap::default());
+    }
+
+    fn latest(s: &Servables) -> Result<i64, ServingError> {
+        s.resolve(&ServableRequest::Latest("m".into()))
+            .map(|x| x.id.version)
+    }
+
     #[test]
     fn resolves_latest_available_and_specific() {
         let s = Servables::default();
-        s.update(
-            id(1),
-            ServableState::Available,
-            None,
-            SignatureDefMap::default(),
-        );
-        s.update(
-            id(2),
-            ServableState::Available,
-            None,
-            SignatureDefMap::default(),
-        );
-        s.update(
-            id(3),
-            ServableState::Loading,
-            None,
-            SignatureDefMap::default(),
-        );
-        assert_eq!(
-            s.resolve(&ServableRequest::Latest("m".into())).unwrap().id,
-            id(2)
-        );
+        report(&s, W0, 1, ServableState::Available);
+        report(&s, W0, 2, ServableState::Available);
+        report(&s, W0, 3, ServableState::Loading);
+        assert_eq!(latest(&s).unwrap(), 2);
         assert_eq!(
             s.resolve(&ServableRequest::Specific("m".into(), 1))
                 .unwrap()
@@ -205,6 +376,70 @@ mod tests {
             .resolve(&ServableRequest::Latest("half".into()))
             .unwrap_err();
         assert_eq!(e.message, "Servable not found for request: Latest(half)");
-        assert_eq!(e.http_status(), 404);
+        assert_eq!(e.code, crate::error::Code::NotFound);
+    }
+
+    #[test]
+    fn routes_only_to_workers_holding_the_version() {
+        let s = Servables::default();
+        report(&s, W0, 1, ServableState::Available);
+        report(&s, W1, 1, ServableState::Available);
+        report(&s, W1, 2, ServableState::Available);
+        report(&s, W0, 2, ServableState::Loading);
+        assert_eq!(s.routes(&id(1)), Routes::To(vec![W0, W1]));
+        assert_eq!(s.routes(&id(2)), Routes::To(vec![W1]));
+        assert_eq!(s.routes(&id(3)), Routes::Gone);
+        // Status shows the best state across workers.
+        let v = s.versions("m").unwrap();
+        assert_eq!(v[&2].state, ServableState::Available);
+        assert_eq!(latest(&s).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_dead_workers_versions_leave_routing_and_are_awaited() {
+        let s = Servables::default();
+        report(&s, W0, 1, ServableState::Available);
+        report(&s, W1, 1, ServableState::Available);
+        report(&s, W1, 2, ServableState::Available);
+        s.worker_lost(W1);
+        assert_eq!(s.routes(&id(1)), Routes::To(vec![W0]));
+        assert_eq!(s.routes(&id(2)), Routes::Awaited);
+        // Latest prefers what a live worker serves.
+        assert_eq!(latest(&s).unwrap(), 1);
+        assert_eq!(s.versions("m").unwrap()[&2].state, ServableState::Start);
+        assert!(s.is_routable("m"));
+
+        s.worker_lost(W0);
+        assert!(!s.is_routable("m"));
+        // Nothing live: the newest awaited version, which the caller waits for.
+        assert_eq!(latest(&s).unwrap(), 2);
+
+        // The replacement of W1 brings version 2 back, not version 1.
+        report(&s, W1, 2, ServableState::Loading);
+        assert_eq!(s.routes(&id(2)), Routes::Awaited, "still coming back");
+        assert_eq!(latest(&s).unwrap(), 2);
+        report(&s, W1, 2, ServableState::Available);
+        s.initial_load_done(W1);
+        assert_eq!(s.routes(&id(2)), Routes::To(vec![W1]));
+        assert_eq!(s.routes(&id(1)), Routes::Awaited, "W0 may still bring it");
+        s.initial_load_done(W0);
+        assert_eq!(s.routes(&id(1)), Routes::Gone);
+        assert!(!s.versions("m").unwrap().contains_key(&1));
+    }
+
+    #[test]
+    fn status_of_a_failed_version_carries_its_error() {
+        let s = Servables::default();
+        s.update(
+            W0,
+            id(3),
+            ServableState::End,
+            Some(Status::new(crate::error::Code::NotFound, "bad")),
+            SignatureDefMap::default(),
+        );
+        report(&s, W1, 3, ServableState::End);
+        let v = s.versions("m").unwrap();
+        assert_eq!(v[&3].state, ServableState::End);
+        assert_eq!(v[&3].error.as_ref().unwrap().message, "bad");
     }
 }

@@ -4,7 +4,6 @@
 use crate::error::ServingError;
 use crate::servables::Servables;
 use shm_protocol::control::ServableState;
-use tfgate_proto::tensorflow::error::Code;
 use tfgate_proto::tensorflow::serving::{
     model_version_status::State, GetModelStatusResponse, ModelVersionStatus, StatusProto,
 };
@@ -44,16 +43,24 @@ pub fn model_status(
         model_version_status: selected
             .into_iter()
             .map(|(v, s)| {
-                let (code, message) = s.error.clone().unwrap_or((Code::Ok as i32, String::new()));
+                let (error_code, error_message) = match s.error {
+                    Some(e) => (e.code.canonical(), e.message),
+                    None => (0, String::new()),
+                };
                 ModelVersionStatus {
                     version: v,
                     state: state(s.state) as i32,
                     status: Some(StatusProto {
-                        error_code: code,
-                        error_message: message,
+                        error_code,
+                        error_message,
                     }),
                 }
             })
             .collect(),
     })
+}
+
+/// A state's name as TF Serving prints it (`AVAILABLE`).
+pub fn state_name(s: ServableState) -> &'static str {
+    state(s).as_str_name()
 }

@@ -5,6 +5,7 @@
 //! Framing: a little-endian `u32` length, then a postcard-encoded message. Lengths above
 //! [`MAX_CONTROL_MESSAGE`] are refused before anything is allocated.
 
+use crate::code::Status;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 
@@ -66,6 +67,9 @@ pub enum GatewayMessage {
         /// initial load (`--file_system_poll_wait_seconds`).
         file_system_poll_wait_seconds: i32,
     },
+    /// Liveness probe; the worker answers [`WorkerMessage::Pong`] with the same number.
+    /// A worker that stops answering (stopped, wedged) is killed and replaced.
+    Ping { seq: u64 },
     /// Finish in-flight work and exit.
     Shutdown,
 }
@@ -77,14 +81,20 @@ pub enum WorkerMessage {
     Hello { worker_id: u32, pid: u32 },
     /// The segment is attached; the worker is consuming the request ring.
     Attached { generation: u64 },
+    /// Answer to [`GatewayMessage::Ping`].
+    Pong { seq: u64 },
+    /// The first poll of every base path has been acted on: each version this worker
+    /// will serve from what it found is AVAILABLE (or failed). Versions a predecessor
+    /// served that this worker did not report by now are not coming back.
+    InitialLoadDone,
     /// A servable changed state. `signature_defs` is a serialized
     /// `tensorflow.serving.SignatureDefMap` (set when the version becomes AVAILABLE).
     ServableState {
         model_name: String,
         version: i64,
         state: ServableState,
-        /// Canonical error code and message of a failed load.
-        error: Option<(i32, String)>,
+        /// Why a load failed.
+        error: Option<Status>,
         signature_defs: Vec<u8>,
     },
     /// No versions found under a base path (TF Serving logs this and keeps waiting).

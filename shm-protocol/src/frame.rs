@@ -19,6 +19,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::arena::ALIGN;
+use crate::code::Code;
 use crate::region::{OutOfBounds, Region};
 use crate::tensor::{num_elements, DataType, Tensor, TensorData, TensorError};
 
@@ -67,9 +68,11 @@ pub struct RequestFrame {
     pub signature_name: String,
     pub output_filter: Vec<String>,
     pub inputs: Vec<(String, Tensor)>,
-    /// How long the worker may run the request (TensorFlow's `RunOptions.timeout_in_ms`);
-    /// 0: no limit.
-    pub timeout_ms: u64,
+    /// When the request's caller stops waiting, as [`crate::monotonic_ns`] reads the
+    /// clock (CLOCK_MONOTONIC is one clock for every process on the host); 0: never. The
+    /// worker skips a request whose deadline has passed and bounds the session run by
+    /// what is left (TensorFlow's `RunOptions.timeout_in_ms`).
+    pub deadline_ns: u64,
 }
 
 /// A response as the gateway receives it.
@@ -80,8 +83,7 @@ pub enum ResponseFrame {
         outputs: Vec<(String, Tensor)>,
     },
     Err {
-        /// gRPC canonical status code.
-        code: i32,
+        code: Code,
         message: String,
     },
 }
@@ -122,7 +124,7 @@ pub enum ResponseRef<'a> {
         outputs: &'a [(&'a str, TensorRef<'a>)],
     },
     Err {
-        code: i32,
+        code: Code,
         message: &'a str,
     },
 }
@@ -192,7 +194,7 @@ struct WireRequestOut<'a> {
     signature_name: &'a str,
     output_filter: &'a [String],
     inputs: Vec<WireTensorOut<'a>>,
-    timeout_ms: u64,
+    deadline_ns: u64,
 }
 
 #[derive(Deserialize)]
@@ -203,7 +205,7 @@ struct WireRequest {
     signature_name: String,
     output_filter: Vec<String>,
     inputs: Vec<WireTensor>,
-    timeout_ms: u64,
+    deadline_ns: u64,
 }
 
 #[derive(Serialize)]
@@ -213,7 +215,7 @@ enum WireResponseOut<'a> {
         outputs: Vec<WireTensorOut<'a>>,
     },
     Err {
-        code: i32,
+        code: Code,
         message: &'a str,
     },
 }
@@ -225,7 +227,7 @@ enum WireResponse {
         outputs: Vec<WireTensor>,
     },
     Err {
-        code: i32,
+        code: Code,
         message: String,
     },
 }
@@ -347,7 +349,7 @@ impl RequestFrame {
             signature_name: &self.signature_name,
             output_filter: &self.output_filter,
             inputs: wire,
-            timeout_ms: self.timeout_ms,
+            deadline_ns: self.deadline_ns,
         })
         .map_err(meta_err)?;
         finish(KIND_REQUEST, end, meta, payloads)
@@ -649,8 +651,8 @@ pub struct RequestView<'a> {
     pub signature_name: String,
     pub output_filter: Vec<String>,
     pub inputs: Vec<(String, TensorView<'a>)>,
-    /// 0: no limit.
-    pub timeout_ms: u64,
+    /// See [`RequestFrame::deadline_ns`]; 0: none.
+    pub deadline_ns: u64,
 }
 
 impl RequestView<'_> {
@@ -667,7 +669,7 @@ impl RequestView<'_> {
                 .iter()
                 .map(|(n, t)| Ok((n.clone(), t.to_tensor()?)))
                 .collect::<Result<_, FrameError>>()?,
-            timeout_ms: self.timeout_ms,
+            deadline_ns: self.deadline_ns,
         })
     }
 }
@@ -838,7 +840,7 @@ pub(crate) fn decode_request(
         signature_name: w.signature_name,
         output_filter: w.output_filter,
         inputs,
-        timeout_ms: w.timeout_ms,
+        deadline_ns: w.deadline_ns,
     })
 }
 
@@ -881,7 +883,7 @@ mod tests {
 
     pub(crate) fn sample_request() -> RequestFrame {
         RequestFrame {
-            timeout_ms: 1234,
+            deadline_ns: 1234,
             kind: RequestKind::Predict,
             model_name: "half_plus_two".into(),
             version: Some(123),
@@ -958,7 +960,7 @@ mod tests {
             }
         );
         let e = ResponseRef::Err {
-            code: 3,
+            code: Code::InvalidArgument,
             message: "bad",
         }
         .encode()
@@ -967,7 +969,7 @@ mod tests {
         assert_eq!(
             decode_response(&r, 4096, e.len()).unwrap(),
             ResponseFrame::Err {
-                code: 3,
+                code: Code::InvalidArgument,
                 message: "bad".into()
             }
         );
@@ -1125,7 +1127,7 @@ mod tests {
                 if request {
                     frame.encode().unwrap().write(&r, 0).unwrap();
                 } else {
-                    ResponseRef::Err { code: 1, message: "x" }.encode().unwrap().write(&r, 0).unwrap();
+                    ResponseRef::Err { code: Code::Cancelled, message: "x" }.encode().unwrap().write(&r, 0).unwrap();
                 }
                 let mut head = [0u8; 16];
                 r.read_into(0, &mut head).unwrap();

@@ -94,6 +94,7 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod arena;
+pub mod code;
 pub mod control;
 pub mod fd_passing;
 pub mod frame;
@@ -116,6 +117,16 @@ pub use ring::{Descriptor, RingError};
 pub use segment::{Segment, SegmentConfig, SegmentError};
 pub use wake::SpinConfig;
 pub use worker::{IncomingRequest, RequestReceiver, ResponseSender};
+
+/// Now on CLOCK_MONOTONIC in nanoseconds: the clock request deadlines are written in.
+/// One clock for every process on the host (containers included), unlike
+/// `std::time::Instant`, whose values cannot cross a process boundary.
+pub fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
+}
 
 /// Why a send did not happen. Nothing was written to the ring when this is returned.
 #[derive(Debug, thiserror::Error)]

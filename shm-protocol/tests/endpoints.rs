@@ -23,7 +23,7 @@ fn config(ring: u32, arena: u64) -> SegmentConfig {
 
 fn request(bytes: usize) -> RequestFrame {
     RequestFrame {
-        timeout_ms: 0,
+        deadline_ns: 0,
         kind: RequestKind::Predict,
         model_name: "m".into(),
         version: None,
@@ -153,7 +153,7 @@ fn too_large_names_the_flag_and_an_error_frame_still_fits() {
         "{msg}"
     );
     let err = ResponseFrame::Err {
-        code: 8,
+        code: shm_protocol::code::Code::ResourceExhausted,
         message: msg,
     };
     wtx.send(r.id(), &err, T).unwrap();

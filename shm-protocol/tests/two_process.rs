@@ -280,7 +280,7 @@ fn request_for(id: u64, frame: &mut RequestFrame) {
 
 fn new_frame() -> RequestFrame {
     RequestFrame {
-        timeout_ms: 0,
+        deadline_ns: 0,
         kind: RequestKind::Predict,
         model_name: "echo".into(),
         version: None,

@@ -4,6 +4,7 @@
 
 #![deny(unsafe_code)]
 
+mod cpus;
 mod loader;
 mod manager;
 mod predict;
@@ -36,6 +37,10 @@ struct Flags {
     /// This worker's slot number.
     #[arg(long = "worker_id", default_value_t = 0)]
     worker_id: u32,
+    /// The cores this worker runs on (a Linux CPU list, e.g. `0-3`): the process is
+    /// pinned to them and TensorFlow's thread pools default to their number.
+    #[arg(long = "cpus")]
+    cpus: Option<String>,
 }
 
 /// Connects to the gateway, retrying while it starts (containers start in any order).
@@ -79,6 +84,15 @@ fn receive_segment(stream: &UnixStream) -> anyhow::Result<Segment> {
 fn run(flags: Flags) -> anyhow::Result<()> {
     // If the gateway dies, so do we (it is our parent when not in a container).
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    // Pinned before TensorFlow starts a thread, so all of them inherit the set.
+    let share = match &flags.cpus {
+        Some(list) => {
+            let cpus = cpus::parse_list(list)?;
+            cpus::pin(&cpus)?;
+            Some(cpus.len() as i32)
+        }
+        None => None,
+    };
     let mut stream = connect(&flags.gateway_socket)?;
     control::write_message(
         &mut stream,
@@ -92,15 +106,25 @@ fn run(flags: Flags) -> anyhow::Result<()> {
     let (requests, responses) = segment.into_worker();
     control::write_message(&mut stream, &WorkerMessage::Attached { generation })?;
 
-    let (models, session, poll_every) = match control::read_message::<GatewayMessage>(&mut stream)?
-    {
-        GatewayMessage::ServeModels {
-            models,
-            session,
-            file_system_poll_wait_seconds,
-        } => (models, session, file_system_poll_wait_seconds),
-        other => bail!("expected ServeModels, got {other:?}"),
-    };
+    let (models, mut session, poll_every) =
+        match control::read_message::<GatewayMessage>(&mut stream)? {
+            GatewayMessage::ServeModels {
+                models,
+                session,
+                file_system_poll_wait_seconds,
+            } => (models, session, file_system_poll_wait_seconds),
+            other => bail!("expected ServeModels, got {other:?}"),
+        };
+    if let Some(n) = share {
+        for pool in [
+            &mut session.intra_op_parallelism,
+            &mut session.inter_op_parallelism,
+        ] {
+            if *pool == 0 {
+                *pool = n;
+            }
+        }
+    }
     let manager = Arc::new(manager::Manager::default());
     let writer = Arc::new(Mutex::new(stream.try_clone()?));
     let report = move |msg: WorkerMessage| {
@@ -109,10 +133,26 @@ fn run(flags: Flags) -> anyhow::Result<()> {
             tracing::error!("cannot report to gateway: {e}");
         }
     };
+
+    // The control socket: heartbeats are answered from here, also while a model loads;
+    // its closing means the gateway is gone, so exit rather than linger.
+    let mut reader = stream;
+    let pong = report.clone();
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || loop {
+            match control::read_message::<GatewayMessage>(&mut reader) {
+                Ok(GatewayMessage::Ping { seq }) => pong(WorkerMessage::Pong { seq }),
+                Ok(GatewayMessage::Shutdown) | Err(_) => std::process::exit(0),
+                Ok(other) => tracing::warn!("ignoring control message {other:?}"),
+            }
+        })?;
+
     // The initial load happens before serving, as in TF Serving; later polls run beside
     // the serving thread.
     let mut initial_report = report.clone();
     manager.poll(&models, &session, &mut initial_report);
+    report(WorkerMessage::InitialLoadDone);
     if poll_every > 0 {
         let manager = manager.clone();
         let mut report = report.clone();
@@ -123,17 +163,6 @@ fn run(flags: Flags) -> anyhow::Result<()> {
                 manager.poll(&models, &session, &mut report);
             })?;
     }
-
-    // The control socket closing means the gateway is gone: exit rather than linger.
-    let mut reader = stream;
-    std::thread::Builder::new()
-        .name("control".into())
-        .spawn(move || loop {
-            match control::read_message::<GatewayMessage>(&mut reader) {
-                Ok(GatewayMessage::Shutdown) | Err(_) => std::process::exit(0),
-                Ok(other) => tracing::warn!("ignoring control message {other:?}"),
-            }
-        })?;
     serve::serve(&manager, requests, responses)
 }
 

@@ -11,6 +11,7 @@
 use crate::loader::Servable;
 use crate::source::{list_versions, VersionDir};
 use crate::version_policy::{aspired_versions, versions_to_load, versions_to_unload};
+use shm_protocol::code::Status;
 use shm_protocol::control::{ModelConfig, ServableState, SessionConfig, WorkerMessage};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -31,7 +32,7 @@ fn state(
     model: &str,
     version: i64,
     state: ServableState,
-    error: Option<(i32, String)>,
+    error: Option<Status>,
     defs: Vec<u8>,
 ) -> WorkerMessage {
     WorkerMessage::ServableState {
@@ -150,7 +151,7 @@ impl Manager {
                         &model.name,
                         *version,
                         ServableState::End,
-                        Some((e.code, e.message)),
+                        Some(Status::new(e.code, e.message)),
                         Vec::new(),
                     ));
                 }

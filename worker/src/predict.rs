@@ -3,6 +3,7 @@
 
 use crate::manager::Manager;
 use crate::tf::{Feed, TfError};
+use shm_protocol::code::Code;
 use shm_protocol::tensor::Tensor;
 
 /// A predict request as the worker sees it.
@@ -12,7 +13,7 @@ pub struct PredictCall<'a> {
     pub signature_name: &'a str,
     pub inputs: Vec<(String, Feed)>,
     pub output_filter: &'a [String],
-    /// 0: no limit.
+    /// How long the session may run (`RunOptions.timeout_in_ms`); 0: no limit.
     pub timeout_ms: u64,
 }
 
@@ -28,7 +29,10 @@ pub fn predict(
                 Some(v) => format!("Specific({}, {v})", call.model_name),
                 None => format!("Latest({})", call.model_name),
             };
-            TfError::new(5, format!("Servable not found for request: {request}"))
+            TfError::new(
+                Code::NotFound,
+                format!("Servable not found for request: {request}"),
+            )
         })?;
     let signature_name = if call.signature_name.is_empty() {
         "serving_default"
@@ -37,7 +41,7 @@ pub fn predict(
     };
     let signature = servable.signatures.get(signature_name).ok_or_else(|| {
         TfError::new(
-            9,
+            Code::FailedPrecondition,
             format!("Serving signature key \"{signature_name}\" not found."),
         )
     })?;

@@ -6,6 +6,7 @@
 use crate::manager::Manager;
 use crate::predict::{predict, PredictCall};
 use crate::tf::Feed;
+use shm_protocol::code::Code;
 use shm_protocol::frame::{FrameError, RequestKind, RequestView, ResponseFrame, TensorView};
 use shm_protocol::tensor::DataType;
 use shm_protocol::{RequestReceiver, ResponseSender};
@@ -27,7 +28,29 @@ fn feed(view: &TensorView<'_>) -> Result<Feed, FrameError> {
     }
 }
 
+/// What is left of a request's deadline, as TensorFlow's `timeout_in_ms` (0: no limit),
+/// or `None` when it has passed: the caller has stopped waiting, so the request is not
+/// run at all (it may have queued behind a slow one).
+fn remaining_ms(deadline_ns: u64, now_ns: u64) -> Option<u64> {
+    if deadline_ns == 0 {
+        return Some(0);
+    }
+    let left = deadline_ns.checked_sub(now_ns)?;
+    // Round up: 0 would mean "no limit" to TensorFlow.
+    Some(left.div_ceil(1_000_000).max(1))
+}
+
+fn deadline_exceeded() -> ResponseFrame {
+    ResponseFrame::Err {
+        code: Code::DeadlineExceeded,
+        message: "Deadline Exceeded".into(),
+    }
+}
+
 fn handle(manager: &Manager, view: &RequestView<'_>) -> Result<ResponseFrame, FrameError> {
+    let Some(timeout_ms) = remaining_ms(view.deadline_ns, shm_protocol::monotonic_ns()) else {
+        return Ok(deadline_exceeded());
+    };
     let inputs = view
         .inputs
         .iter()
@@ -41,7 +64,7 @@ fn handle(manager: &Manager, view: &RequestView<'_>) -> Result<ResponseFrame, Fr
                 signature_name: &view.signature_name,
                 inputs,
                 output_filter: &view.output_filter,
-                timeout_ms: view.timeout_ms,
+                timeout_ms,
             };
             match predict(manager, call) {
                 Ok((model_version, outputs)) => ResponseFrame::Ok {
@@ -56,7 +79,7 @@ fn handle(manager: &Manager, view: &RequestView<'_>) -> Result<ResponseFrame, Fr
         }
         #[allow(unreachable_patterns)]
         _ => ResponseFrame::Err {
-            code: 12,
+            code: Code::Unimplemented,
             message: "request kind not supported by this worker".into(),
         },
     })
@@ -78,7 +101,7 @@ pub fn serve(
         let response = match request.frame().and_then(|view| handle(manager, &view)) {
             Ok(r) => r,
             Err(e) => ResponseFrame::Err {
-                code: 3,
+                code: Code::InvalidArgument,
                 message: format!("malformed request frame: {e}"),
             },
         };
@@ -87,7 +110,32 @@ pub fn serve(
             // A response that cannot fit is replaced by an error naming the flag to raise.
             let message = e.to_string();
             tracing::warn!("cannot send response {id}: {message}");
-            responses.send(id, &ResponseFrame::Err { code: 8, message }, SEND_TIMEOUT)?;
+            responses.send(
+                id,
+                &ResponseFrame::Err {
+                    code: Code::ResourceExhausted,
+                    message,
+                },
+                SEND_TIMEOUT,
+            )?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_become_run_timeouts() {
+        assert_eq!(remaining_ms(0, 5), Some(0), "no deadline: no limit");
+        assert_eq!(remaining_ms(3_000_000_000, 1_000_000_000), Some(2000));
+        assert_eq!(
+            remaining_ms(1_000_000_001, 1_000_000_000),
+            Some(1),
+            "never 0"
+        );
+        assert_eq!(remaining_ms(1_000, 1_000), Some(1));
+        assert_eq!(remaining_ms(1_000, 1_001), None, "passed: not run");
     }
 }

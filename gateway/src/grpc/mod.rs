@@ -1,21 +1,41 @@
 //! gRPC front end: `tensorflow.serving.PredictionService` and `ModelService` over tonic.
-//! Decodes protos into the shared predict path and encodes results back.
+//! Decodes protos into the predictor's requests and encodes results back; a
+//! [`ServingError`] becomes a `tonic::Status` in one place, the `From` below.
 
 pub mod tensor_proto;
 
-use crate::classifier;
+use crate::classifier::Class;
 use crate::error::ServingError;
-use crate::predictor::Predictor;
-use crate::servables::ServableRequest;
-use crate::status::model_status;
+use crate::predictor::{Predictor, Served};
+use crate::request::{serialized_examples, Entrypoint, ExamplesRequest, PredictRequest};
+use crate::servables::{ServableId, ServableRequest};
 use prost::Message;
 use std::time::Duration;
 use tfgate_proto::tensorflow::serving as pb;
 use tfgate_proto::tensorflow::serving::model_spec::VersionChoice;
+use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 /// Requests without a gRPC deadline wait at most this long.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// TF Serving cuts gRPC error messages at this many bytes.
+const MAX_MESSAGE: usize = 1024;
+
+/// The gRPC edge's one conversion: the code, and the message cut as TF Serving cuts it.
+impl From<ServingError> for Status {
+    fn from(e: ServingError) -> Status {
+        let code = tonic::Code::from_i32(e.code.canonical());
+        if e.message.len() <= MAX_MESSAGE {
+            return Status::new(code, e.message);
+        }
+        let mut cut = MAX_MESSAGE;
+        while !e.message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        Status::new(code, format!("{}...TRUNCATED", &e.message[..cut]))
+    }
+}
 
 /// The gRPC services.
 #[derive(Clone)]
@@ -43,11 +63,11 @@ pub fn servable_request(spec: Option<&pb::ModelSpec>) -> Result<ServableRequest,
 }
 
 /// The `model_spec` of a response: name, version and the signature that ran.
-fn response_spec(servable: &crate::servables::Servable, signature: &str) -> pb::ModelSpec {
+fn response_spec(servable: &ServableId, signature_name: &str) -> pb::ModelSpec {
     pb::ModelSpec {
-        name: servable.id.name.clone(),
-        signature_name: crate::validation::signature_key(signature).to_string(),
-        version_choice: Some(VersionChoice::Version(servable.id.version)),
+        name: servable.name.clone(),
+        signature_name: signature_name.to_string(),
+        version_choice: Some(VersionChoice::Version(servable.version)),
     }
 }
 
@@ -55,8 +75,8 @@ fn response_spec(servable: &crate::servables::Servable, signature: &str) -> pb::
 /// tonic's server also enforces the header, answering CANCELLED "Timeout expired"; ending
 /// our own wait a little earlier (5 %, at most 10 ms) makes the answer TF Serving's
 /// DEADLINE_EXCEEDED instead.
-fn deadline_of<T>(request: &Request<T>) -> Duration {
-    match request
+fn deadline_of<T>(request: &Request<T>) -> Instant {
+    let timeout = match request
         .metadata()
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
@@ -64,7 +84,8 @@ fn deadline_of<T>(request: &Request<T>) -> Duration {
     {
         Some(d) => d.saturating_sub((d / 20).min(Duration::from_millis(10))),
         None => DEFAULT_TIMEOUT,
-    }
+    };
+    Instant::now() + timeout
 }
 
 fn parse_grpc_timeout(v: &str) -> Option<Duration> {
@@ -81,24 +102,134 @@ fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     })
 }
 
+/// What Classify and Regress share: the servable, signature and serialized examples.
+fn examples_request(
+    spec: Option<&pb::ModelSpec>,
+    input: Option<&pb::Input>,
+    deadline: Instant,
+) -> Result<ExamplesRequest, ServingError> {
+    Ok(ExamplesRequest {
+        servable: servable_request(spec)?,
+        signature_name: spec.map(|s| s.signature_name.clone()).unwrap_or_default(),
+        examples: serialized_examples(input),
+        deadline,
+    })
+}
+
+fn classification_response(served: Served<Vec<Vec<Class>>>) -> pb::ClassificationResponse {
+    pb::ClassificationResponse {
+        model_spec: Some(response_spec(&served.servable, &served.signature_name)),
+        result: Some(pb::ClassificationResult {
+            classifications: served
+                .value
+                .into_iter()
+                .map(|classes| pb::Classifications {
+                    classes: classes
+                        .into_iter()
+                        .map(|(label, score)| pb::Class {
+                            label: String::from_utf8_lossy(&label).into_owned(),
+                            score,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }),
+    }
+}
+
+fn regression_response(served: Served<Vec<f32>>) -> pb::RegressionResponse {
+    pb::RegressionResponse {
+        model_spec: Some(response_spec(&served.servable, &served.signature_name)),
+        result: Some(pb::RegressionResult {
+            regressions: served
+                .value
+                .into_iter()
+                .map(|value| pb::Regression { value })
+                .collect(),
+        }),
+    }
+}
+
 impl GrpcServices {
-    /// What Classify and Regress share: resolve the servable, take the signature name
-    /// and serialize the examples.
-    fn examples_request(
+    async fn predict(
         &self,
-        spec: Option<&pb::ModelSpec>,
-        input: Option<&pb::Input>,
-        timeout: Duration,
-    ) -> Result<classifier::ExamplesRequest, Status> {
-        let servable = servable_request(spec)
-            .and_then(|r| self.predictor.resolve(&r))
-            .map_err(|e| e.to_status())?;
-        Ok(classifier::ExamplesRequest {
-            servable,
-            signature_name: spec.map(|s| s.signature_name.clone()).unwrap_or_default(),
-            examples: classifier::serialized_examples(input),
-            timeout,
+        req: pb::PredictRequest,
+        deadline: Instant,
+    ) -> Result<pb::PredictResponse, ServingError> {
+        let servable = servable_request(req.model_spec.as_ref())?;
+        let served = self
+            .predictor
+            .predict(PredictRequest {
+                servable,
+                signature_name: req.model_spec.map(|s| s.signature_name).unwrap_or_default(),
+                inputs: tensor_proto::ProtoInputs(req.inputs),
+                output_filter: req.output_filter,
+                deadline,
+                entrypoint: Entrypoint::Grpc,
+            })
+            .await?;
+        Ok(pb::PredictResponse {
+            model_spec: Some(response_spec(&served.servable, &served.signature_name)),
+            outputs: served
+                .value
+                .iter()
+                .map(|(k, t)| (k.clone(), tensor_proto::to_proto(t, self.tensor_content)))
+                .collect(),
         })
+    }
+
+    fn metadata(
+        &self,
+        req: pb::GetModelMetadataRequest,
+    ) -> Result<pb::GetModelMetadataResponse, ServingError> {
+        let servable = self
+            .predictor
+            .metadata(&servable_request(req.model_spec.as_ref())?)?;
+        if req.metadata_field.is_empty() {
+            return Err(ServingError::invalid_argument(
+                "GetModelMetadataRequest must specify at least one metadata_field",
+            ));
+        }
+        if let Some(f) = req
+            .metadata_field
+            .iter()
+            .find(|f| f.as_str() != "signature_def")
+        {
+            return Err(ServingError::invalid_argument(format!(
+                "Metadata field {f} is not supported"
+            )));
+        }
+        let any = prost_types::Any {
+            type_url: "type.googleapis.com/tensorflow.serving.SignatureDefMap".into(),
+            value: servable.signatures.encode_to_vec(),
+        };
+        Ok(pb::GetModelMetadataResponse {
+            model_spec: Some(pb::ModelSpec {
+                name: servable.id.name.clone(),
+                signature_name: String::new(),
+                version_choice: Some(VersionChoice::Version(servable.id.version)),
+            }),
+            metadata: [("signature_def".to_string(), any)].into_iter().collect(),
+        })
+    }
+
+    fn status(
+        &self,
+        req: pb::GetModelStatusRequest,
+    ) -> Result<pb::GetModelStatusResponse, ServingError> {
+        let spec = req
+            .model_spec
+            .ok_or_else(|| ServingError::invalid_argument("Missing ModelSpec"))?;
+        let version = match spec.version_choice {
+            Some(VersionChoice::Version(v)) => Some(v),
+            Some(VersionChoice::VersionLabel(l)) => {
+                return Err(ServingError::invalid_argument(format!(
+                    "Unrecognized servable version label: {l}"
+                )))
+            }
+            None => None,
+        };
+        self.predictor.status(&spec.name, version)
     }
 }
 
@@ -108,149 +239,46 @@ impl pb::prediction_service_server::PredictionService for GrpcServices {
         &self,
         request: Request<pb::ClassificationRequest>,
     ) -> Result<Response<pb::ClassificationResponse>, Status> {
-        let timeout = deadline_of(&request);
+        let deadline = deadline_of(&request);
         let req = request.into_inner();
-        let call = self.examples_request(req.model_spec.as_ref(), req.input.as_ref(), timeout)?;
-        let spec = response_spec(&call.servable, &call.signature_name);
-        let results = classifier::classify(&self.predictor, call)
-            .await
-            .map_err(|e| e.to_status())?;
-        Ok(Response::new(pb::ClassificationResponse {
-            model_spec: Some(spec),
-            result: Some(pb::ClassificationResult {
-                classifications: results
-                    .into_iter()
-                    .map(|classes| pb::Classifications {
-                        classes: classes
-                            .into_iter()
-                            .map(|(label, score)| pb::Class {
-                                label: String::from_utf8_lossy(&label).into_owned(),
-                                score,
-                            })
-                            .collect(),
-                    })
-                    .collect(),
-            }),
-        }))
+        let call = examples_request(req.model_spec.as_ref(), req.input.as_ref(), deadline)?;
+        let served = self.predictor.classify(call).await?;
+        Ok(Response::new(classification_response(served)))
     }
 
     async fn regress(
         &self,
         request: Request<pb::RegressionRequest>,
     ) -> Result<Response<pb::RegressionResponse>, Status> {
-        let timeout = deadline_of(&request);
+        let deadline = deadline_of(&request);
         let req = request.into_inner();
-        let call = self.examples_request(req.model_spec.as_ref(), req.input.as_ref(), timeout)?;
-        let spec = response_spec(&call.servable, &call.signature_name);
-        let values = classifier::regress(&self.predictor, call)
-            .await
-            .map_err(|e| e.to_status())?;
-        Ok(Response::new(pb::RegressionResponse {
-            model_spec: Some(spec),
-            result: Some(pb::RegressionResult {
-                regressions: values
-                    .into_iter()
-                    .map(|value| pb::Regression { value })
-                    .collect(),
-            }),
-        }))
+        let call = examples_request(req.model_spec.as_ref(), req.input.as_ref(), deadline)?;
+        let served = self.predictor.regress(call).await?;
+        Ok(Response::new(regression_response(served)))
     }
 
     async fn predict(
         &self,
         request: Request<pb::PredictRequest>,
     ) -> Result<Response<pb::PredictResponse>, Status> {
-        let timeout = deadline_of(&request);
-        let req = request.into_inner();
-        let servable_request =
-            servable_request(req.model_spec.as_ref()).map_err(|e| e.to_status())?;
-        let servable = self
-            .predictor
-            .resolve(&servable_request)
-            .map_err(|e| e.to_status())?;
-        let mut inputs = Vec::with_capacity(req.inputs.len());
-        for (alias, proto) in &req.inputs {
-            let tensor = tensor_proto::from_proto(proto).map_err(|_| {
-                ServingError::invalid_argument(format!("tensor parsing error: {alias}")).to_status()
-            })?;
-            inputs.push((alias.clone(), tensor));
-        }
-        let signature_name = req
-            .model_spec
-            .as_ref()
-            .map(|s| s.signature_name.as_str())
-            .unwrap_or("");
-        let result = self
-            .predictor
-            .predict(
-                &servable,
-                signature_name,
-                inputs,
-                req.output_filter.clone(),
-                timeout,
-            )
-            .await
-            .map_err(|e| e.to_status())?;
-        Ok(Response::new(pb::PredictResponse {
-            model_spec: Some(pb::ModelSpec {
-                name: result.servable.name,
-                signature_name: result.signature_name,
-                version_choice: Some(VersionChoice::Version(result.servable.version)),
-            }),
-            outputs: result
-                .outputs
-                .iter()
-                .map(|(k, t)| (k.clone(), tensor_proto::to_proto(t, self.tensor_content)))
-                .collect(),
-        }))
+        let deadline = deadline_of(&request);
+        Ok(Response::new(
+            GrpcServices::predict(self, request.into_inner(), deadline).await?,
+        ))
     }
 
     async fn multi_inference(
         &self,
         _: Request<pb::MultiInferenceRequest>,
     ) -> Result<Response<pb::MultiInferenceResponse>, Status> {
-        Err(Status::unimplemented(
-            "MultiInference is not implemented yet",
-        ))
+        Err(ServingError::unimplemented("MultiInference is not implemented yet").into())
     }
 
     async fn get_model_metadata(
         &self,
         request: Request<pb::GetModelMetadataRequest>,
     ) -> Result<Response<pb::GetModelMetadataResponse>, Status> {
-        let req = request.into_inner();
-        let servable = self
-            .predictor
-            .resolve(&servable_request(req.model_spec.as_ref()).map_err(|e| e.to_status())?)
-            .map_err(|e| e.to_status())?;
-        if req.metadata_field.is_empty() {
-            return Err(ServingError::invalid_argument(
-                "GetModelMetadataRequest must specify at least one metadata_field",
-            )
-            .to_status());
-        }
-        if let Some(f) = req
-            .metadata_field
-            .iter()
-            .find(|f| f.as_str() != "signature_def")
-        {
-            return Err(ServingError::invalid_argument(format!(
-                "Metadata field {f} is not supported"
-            ))
-            .to_status());
-        }
-        let any = prost_types::Any {
-            type_url: "type.googleapis.com/tensorflow.serving.SignatureDefMap".into(),
-            value: servable.signatures.encode_to_vec(),
-        };
-        Ok(Response::new(pb::GetModelMetadataResponse {
-            model_spec: Some(pb::ModelSpec {
-                name: servable.id.name.clone(),
-                signature_name: String::new(),
-                version_choice: Some(VersionChoice::Version(servable.id.version)),
-            }),
-            metadata: [("signature_def".to_string(), any)].into_iter().collect(),
-        }))
+        Ok(Response::new(self.metadata(request.into_inner())?))
     }
 }
 
@@ -260,32 +288,14 @@ impl pb::model_service_server::ModelService for GrpcServices {
         &self,
         request: Request<pb::GetModelStatusRequest>,
     ) -> Result<Response<pb::GetModelStatusResponse>, Status> {
-        let req = request.into_inner();
-        let spec = req
-            .model_spec
-            .ok_or_else(|| ServingError::invalid_argument("Missing ModelSpec").to_status())?;
-        let version = match spec.version_choice {
-            Some(VersionChoice::Version(v)) => Some(v),
-            Some(VersionChoice::VersionLabel(l)) => {
-                return Err(ServingError::invalid_argument(format!(
-                    "Unrecognized servable version label: {l}"
-                ))
-                .to_status())
-            }
-            None => None,
-        };
-        model_status(&self.predictor.servables, &spec.name, version)
-            .map(Response::new)
-            .map_err(|e| e.to_status())
+        Ok(Response::new(self.status(request.into_inner())?))
     }
 
     async fn handle_reload_config_request(
         &self,
         _: Request<pb::ReloadConfigRequest>,
     ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
-        Err(Status::unimplemented(
-            "HandleReloadConfigRequest is not implemented yet",
-        ))
+        Err(ServingError::unimplemented("HandleReloadConfigRequest is not implemented yet").into())
     }
 }
 
@@ -313,6 +323,16 @@ mod tests {
             servable_request(Some(&spec)).unwrap(),
             ServableRequest::Specific("m".into(), 2)
         );
+    }
+
+    #[test]
+    fn errors_keep_their_code_and_long_messages_are_cut() {
+        let s = Status::from(ServingError::not_found("gone"));
+        assert_eq!((s.code(), s.message()), (tonic::Code::NotFound, "gone"));
+        let s = Status::from(ServingError::internal("a".repeat(2000)));
+        assert_eq!(s.code(), tonic::Code::Internal);
+        assert_eq!(s.message().len(), 1024 + "...TRUNCATED".len());
+        assert!(s.message().ends_with("...TRUNCATED"));
     }
 
     #[test]

@@ -3,8 +3,29 @@
 //! none means zeros, more is an error. Outputs use the typed fields (`AsProtoField`), or
 //! `tensor_content` with `--enable_serialization_as_tensor_content`.
 
+use crate::error::ServingError;
+use crate::request::DecodeInputs;
 use shm_protocol::tensor::{num_elements, DataType, Tensor, TensorData};
-use tfgate_proto::tensorflow::{tensor_shape_proto, TensorProto, TensorShapeProto};
+use std::collections::BTreeMap;
+use tfgate_proto::tensorflow::{tensor_shape_proto, SignatureDef, TensorProto, TensorShapeProto};
+
+/// A PredictRequest's inputs, converted once the servable and signature are known (so an
+/// unknown model is NOT_FOUND even when a tensor is malformed, as in TF Serving).
+pub struct ProtoInputs(pub BTreeMap<String, TensorProto>);
+
+impl DecodeInputs for ProtoInputs {
+    fn decode(self, _: &SignatureDef) -> Result<Vec<(String, Tensor)>, ServingError> {
+        self.0
+            .into_iter()
+            .map(|(alias, proto)| match from_proto(&proto) {
+                Ok(t) => Ok((alias, t)),
+                Err(ParseError) => Err(ServingError::invalid_argument(format!(
+                    "tensor parsing error: {alias}"
+                ))),
+            })
+            .collect()
+    }
+}
 
 /// Why a TensorProto cannot become a tensor (reported as `tensor parsing error: <alias>`).
 #[derive(Debug, PartialEq, Eq)]

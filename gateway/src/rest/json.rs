@@ -39,10 +39,10 @@ mod writer;
 pub use classify::{decode_examples, encode_classify, encode_regress};
 pub use predict::{decode_predict, encode_predict, predict_signature_name};
 
+use crate::error::Code;
 use crate::error::ServingError;
 use parser::JsonValue;
 use shm_protocol::tensor::Tensor;
-use tonic::Code;
 
 /// Which request shape the body used; the response uses the matching one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,23 +1,26 @@
 //! REST front end (hyper): TF Serving's `/v1/models/...` routes, decoded into the shared
 //! predict path and answered with TF Serving's JSON, errors as `{"error": "..."}`.
 
+mod admin;
 mod body;
 mod cors;
 pub mod json;
 mod model_json;
 mod route;
 
-use crate::classifier;
-use crate::error::ServingError;
+use crate::error::{Code, ServingError};
 use crate::predictor::Predictor;
+use crate::request::{with_context, DecodeInputs, Entrypoint, ExamplesRequest, PredictRequest};
 use crate::servables::ServableRequest;
-use crate::status::model_status;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use route::{Route, Verb};
+use shm_protocol::tensor::{DataType, Tensor};
 use std::time::Duration;
+use tfgate_proto::tensorflow::SignatureDef;
+use tokio::time::Instant;
 
 /// REST settings from the flags.
 #[derive(Clone)]
@@ -32,6 +35,7 @@ pub struct RestConfig {
 #[derive(Clone)]
 pub struct RestApi {
     pub predictor: Predictor,
+    pub health: crate::health::Health,
     pub config: RestConfig,
 }
 
@@ -45,8 +49,57 @@ fn json_response(status: u16, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     resp
 }
 
+/// The HTTP status TF Serving's REST server answers a code with
+/// (`http_server.cc::ToHTTPStatusCode`).
+pub fn http_status(code: Code) -> u16 {
+    match code {
+        Code::Ok => 200,
+        Code::Cancelled => 499,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => 400,
+        Code::DeadlineExceeded => 504,
+        Code::NotFound => 404,
+        Code::AlreadyExists | Code::Aborted => 409,
+        Code::PermissionDenied => 403,
+        Code::Unauthenticated => 401,
+        Code::ResourceExhausted => 429,
+        Code::Unimplemented => 501,
+        Code::Unavailable => 503,
+        Code::Unknown | Code::Internal | Code::DataLoss => 500,
+    }
+}
+
+/// The REST edge's one conversion of an error: its HTTP status and `{"error": ...}`.
 fn error_response(e: &ServingError) -> Response<Full<Bytes>> {
-    json_response(e.http_status(), json::error_body(&e.message))
+    json_response(http_status(e.code), json::error_body(&e.message))
+}
+
+/// A predict body's `instances`/`inputs`, decoded with the signature's input dtypes;
+/// remembers which of the two forms it was, for the response.
+struct JsonInputs<'a> {
+    doc: &'a json::JsonDoc,
+    format: &'a mut Option<json::PredictFormat>,
+}
+
+impl DecodeInputs for JsonInputs<'_> {
+    fn decode(self, signature: &SignatureDef) -> Result<Vec<(String, Tensor)>, ServingError> {
+        let input_types: Vec<(String, DataType)> = signature
+            .inputs
+            .iter()
+            .map(|(alias, info)| {
+                DataType::from_i32(info.dtype)
+                    .map(|d| (alias.clone(), d))
+                    .ok_or_else(|| {
+                        ServingError::unimplemented(format!(
+                            "Conversion of JSON Value to type: {} is not supported",
+                            info.dtype
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let decoded = json::decode_predict(self.doc, &input_types)?;
+        *self.format = Some(decoded.format);
+        Ok(decoded.inputs)
+    }
 }
 
 impl RestApi {
@@ -70,6 +123,10 @@ impl RestApi {
     async fn route(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_string();
         let method = req.method().clone();
+        if let Some((status, body)) = admin::handle(&self.health, &method, &path) {
+            let text = serde_json::to_string_pretty(&body).unwrap_or_default();
+            return json_response(status, text);
+        }
         let route = match route::parse(&method, &path) {
             Ok(r) => r,
             Err(route::NoRoute::NotFound) => {
@@ -100,12 +157,12 @@ impl RestApi {
             ServableRequest::Specific(_, v) => Some(*v),
             _ => None, // TF Serving ignores a label here and lists every version
         };
-        let status = model_status(&self.predictor.servables, request.name(), version)?;
+        let status = self.predictor.status(request.name(), version)?;
         Ok(model_json::status_json(&status))
     }
 
     fn metadata(&self, request: &ServableRequest) -> Result<String, ServingError> {
-        let servable = self.predictor.resolve(request)?;
+        let servable = self.predictor.metadata(request)?;
         Ok(model_json::metadata_json(
             &servable.id.name,
             servable.id.version,
@@ -119,71 +176,39 @@ impl RestApi {
         verb: Verb,
         body: &[u8],
     ) -> Result<Vec<u8>, ServingError> {
-        match verb {
-            Verb::Predict => self.predict(request, body).await,
-            Verb::Classify | Verb::Regress => {
-                let doc = json::parse(body)?;
-                let decoded = json::decode_examples(&doc)?;
-                let servable = self.predictor.resolve(request)?;
-                let req = classifier::ExamplesRequest {
-                    servable,
-                    signature_name: decoded.signature_name.unwrap_or_default(),
-                    examples: classifier::with_context(
-                        decoded.context.as_deref(),
-                        decoded.examples,
-                    ),
-                    timeout: self.config.timeout,
-                };
-                if verb == Verb::Classify {
-                    json::encode_classify(&classifier::classify(&self.predictor, req).await?)
-                } else {
-                    json::encode_regress(&classifier::regress(&self.predictor, req).await?)
-                        .map(String::into_bytes)
-                }
-            }
-        }
-    }
-
-    async fn predict(
-        &self,
-        request: &ServableRequest,
-        body: &[u8],
-    ) -> Result<Vec<u8>, ServingError> {
+        let deadline = Instant::now() + self.config.timeout;
         let doc = json::parse(body)?;
-        let signature_name = json::predict_signature_name(&doc)?;
-        let servable = self.predictor.resolve(request)?;
-        let key =
-            crate::validation::signature_key(signature_name.as_deref().unwrap_or("")).to_string();
-        let signature = servable.signature(&key).ok_or_else(|| {
-            ServingError::invalid_argument(format!(
-                "Serving signature name: \"{key}\" not found in signature def"
-            ))
-        })?;
-        let input_types: Vec<(String, shm_protocol::tensor::DataType)> = signature
-            .inputs
-            .iter()
-            .map(|(alias, info)| {
-                shm_protocol::tensor::DataType::from_i32(info.dtype)
-                    .map(|d| (alias.clone(), d))
-                    .ok_or_else(|| {
-                        ServingError::unimplemented(format!(
-                            "Conversion of JSON Value to type: {} is not supported",
-                            info.dtype
-                        ))
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        let decoded = json::decode_predict(&doc, &input_types)?;
-        let result = self
-            .predictor
-            .predict(
-                &servable,
-                &key,
-                decoded.inputs,
-                Vec::new(),
-                self.config.timeout,
-            )
-            .await?;
-        json::encode_predict(decoded.format, &result.outputs)
+        if verb == Verb::Predict {
+            let signature_name = json::predict_signature_name(&doc)?;
+            let mut format = None;
+            let served = self
+                .predictor
+                .predict(PredictRequest {
+                    servable: request.clone(),
+                    signature_name: signature_name.unwrap_or_default(),
+                    inputs: JsonInputs {
+                        doc: &doc,
+                        format: &mut format,
+                    },
+                    output_filter: Vec::new(),
+                    deadline,
+                    entrypoint: Entrypoint::Rest,
+                })
+                .await?;
+            let format = format.unwrap_or(json::PredictFormat::Row);
+            return json::encode_predict(format, &served.value);
+        }
+        let decoded = json::decode_examples(&doc)?;
+        let call = ExamplesRequest {
+            servable: request.clone(),
+            signature_name: decoded.signature_name.unwrap_or_default(),
+            examples: with_context(decoded.context.as_deref(), decoded.examples),
+            deadline,
+        };
+        if verb == Verb::Classify {
+            json::encode_classify(&self.predictor.classify(call).await?.value)
+        } else {
+            json::encode_regress(&self.predictor.regress(call).await?.value).map(String::into_bytes)
+        }
     }
 }

@@ -1,7 +1,11 @@
 //! One running worker process and the shared-memory segment made for it: requests go
 //! out through its request ring; a dedicated thread drains its response ring and
 //! completes the waiting requests. When the process dies, every waiting request learns
-//! it at once (and is retried on the next incarnation by the pool).
+//! it at once (and the pool sends it elsewhere).
+//!
+//! Every request sent and not yet answered is *outstanding*, also after its caller gave
+//! up: the worker still holds it. The count is what routing balances on, and the oldest
+//! one is what the supervisor's watchdog checks against its deadline.
 
 use parking_lot::Mutex;
 use shm_protocol::frame::{FrameError, RequestFrame, ResponseFrame};
@@ -11,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
+use tokio::time::Instant;
 
 /// How a request sent to an incarnation ended.
 #[derive(Debug)]
@@ -27,15 +32,35 @@ pub enum CallError {
 
 type Completion = Result<ResponseFrame, FrameError>;
 
+/// A request the worker holds.
+struct Outstanding {
+    /// The caller, while it still waits.
+    reply: Option<oneshot::Sender<Completion>>,
+    deadline: Instant,
+    sent_at: Instant,
+}
+
+/// The oldest request a worker holds: the one it is running, since it runs them in
+/// the order they were sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Oldest {
+    pub id: u64,
+    pub deadline: Instant,
+}
+
 /// A live worker incarnation.
 pub struct Incarnation {
     pub generation: u64,
+    pub pid: u32,
     sender: RequestSender,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Completion>>>,
+    outstanding: Mutex<HashMap<u64, Outstanding>>,
     /// Signalled whenever responses free request-arena space or ring slots.
     space: Notify,
     alive: AtomicBool,
+    /// Signalled once, when the incarnation is marked dead.
+    died: Notify,
     next_id: AtomicU64,
+    answered: AtomicU64,
 }
 
 /// How often the completion thread re-checks that its worker is alive while idle.
@@ -45,16 +70,20 @@ impl Incarnation {
     /// Wraps a fresh segment's gateway ends and starts the completion thread.
     pub fn start(
         generation: u64,
+        pid: u32,
         sender: RequestSender,
         receiver: ResponseReceiver,
     ) -> std::io::Result<Arc<Incarnation>> {
         let inc = Arc::new(Incarnation {
             generation,
+            pid,
             sender,
-            pending: Mutex::new(HashMap::new()),
+            outstanding: Mutex::new(HashMap::new()),
             space: Notify::new(),
             alive: AtomicBool::new(true),
+            died: Notify::new(),
             next_id: AtomicU64::new(1),
+            answered: AtomicU64::new(0),
         });
         let thread_inc = inc.clone();
         std::thread::Builder::new()
@@ -69,17 +98,55 @@ impl Incarnation {
 
     /// Marks the worker dead and fails everything waiting on it.
     pub fn mark_dead(&self) {
-        self.alive.store(false, Ordering::Release);
-        self.pending.lock().clear(); // dropping the senders wakes the callers with WorkerDied
+        if self.alive.swap(false, Ordering::AcqRel) {
+            self.died.notify_waiters();
+        }
+        // Dropping the reply senders wakes the callers with WorkerDied.
+        self.outstanding.lock().clear();
         self.space.notify_waiters();
+    }
+
+    /// Resolves once the incarnation has been marked dead (by its completion thread or
+    /// its supervisor).
+    pub async fn dead(&self) {
+        let died = self.died.notified();
+        tokio::pin!(died);
+        died.as_mut().enable();
+        if self.is_alive() {
+            died.await;
+        }
+    }
+
+    /// Requests sent to the worker and not answered yet.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.lock().len()
+    }
+
+    /// Responses received so far.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// The request the worker has held longest.
+    pub fn oldest(&self) -> Option<Oldest> {
+        self.outstanding
+            .lock()
+            .iter()
+            .min_by_key(|(_, o)| o.sent_at)
+            .map(|(id, o)| Oldest {
+                id: *id,
+                deadline: o.deadline,
+            })
     }
 
     fn complete_loop(&self, mut receiver: ResponseReceiver) {
         while self.is_alive() {
             match receiver.recv(RECV_POLL) {
                 Ok(Some((id, result))) => {
+                    self.answered.fetch_add(1, Ordering::Relaxed);
+                    let waiting = self.outstanding.lock().remove(&id);
                     self.space.notify_waiters();
-                    if let Some(tx) = self.pending.lock().remove(&id) {
+                    if let Some(tx) = waiting.and_then(|o| o.reply) {
                         let _ = tx.send(result);
                     }
                 }
@@ -96,24 +163,47 @@ impl Incarnation {
         self.mark_dead();
     }
 
-    /// Sends one request and waits for its response.
+    /// Sends one request and waits for its response until `deadline`.
     pub async fn call(
         &self,
         frame: &RequestFrame,
-        timeout: Duration,
+        deadline: Instant,
     ) -> Result<ResponseFrame, CallError> {
-        let deadline = tokio::time::Instant::now() + timeout;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().insert(id, tx);
-        // Whatever happens below, a request that never got a response leaves no entry.
-        struct Forget<'a>(&'a Incarnation, u64);
-        impl Drop for Forget<'_> {
+        // Registered before the send: the response can arrive before `try_send` returns.
+        self.outstanding.lock().insert(
+            id,
+            Outstanding {
+                reply: Some(tx),
+                deadline,
+                sent_at: Instant::now(),
+            },
+        );
+        // A caller that stops waiting leaves the entry (the worker still holds the
+        // request) but drops its reply; one whose send failed leaves nothing.
+        struct GiveUp<'a> {
+            inc: &'a Incarnation,
+            id: u64,
+            sent: bool,
+        }
+        impl Drop for GiveUp<'_> {
             fn drop(&mut self) {
-                self.0.pending.lock().remove(&self.1);
+                let mut outstanding = self.inc.outstanding.lock();
+                if self.sent {
+                    if let Some(o) = outstanding.get_mut(&self.id) {
+                        o.reply = None;
+                    }
+                } else {
+                    outstanding.remove(&self.id);
+                }
             }
         }
-        let _forget = Forget(self, id);
+        let mut guard = GiveUp {
+            inc: self,
+            id,
+            sent: false,
+        };
         loop {
             let notified = self.space.notified();
             tokio::pin!(notified);
@@ -133,6 +223,10 @@ impl Incarnation {
                 }
                 Err(_) => return Err(CallError::WorkerDied),
             }
+        }
+        guard.sent = true;
+        if let Some(o) = self.outstanding.lock().get_mut(&id) {
+            o.sent_at = Instant::now();
         }
         match tokio::time::timeout_at(deadline, rx).await {
             Err(_) => Err(CallError::DeadlineExceeded),

@@ -1,88 +1,105 @@
-//! The worker pool: one supervised `tfgate-worker` per slot, and dispatch of validated
-//! requests to a live one. A request whose worker dies before answering is sent again
-//! to the next incarnation, so a crash costs latency, not the request.
+//! The worker pool: one supervised `tfgate-worker` per slot, and routing of validated
+//! runs to them. A run goes to the worker with the fewest outstanding requests among
+//! those holding its version AVAILABLE. When that worker dies with the run in flight,
+//! the run goes at once to another worker with the version, or waits (within its
+//! deadline) for the restarted one, so a crash costs latency, not the request.
 
+mod frame;
 mod incarnation;
+mod placement;
+mod slot;
 mod supervisor;
 
-pub use incarnation::{CallError, Incarnation};
+pub use frame::RunOutput;
+pub use placement::{allowed_cpus, plan, WorkerPlan};
+pub use slot::SlotReport;
 pub use supervisor::SupervisorConfig;
 
 use crate::error::ServingError;
-use shm_protocol::frame::{RequestFrame, ResponseFrame};
+use crate::servables::{Routes, ServableId, Servables};
+use crate::validation::ValidRun;
+use incarnation::{CallError, Incarnation};
+use slot::Slot;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use supervisor::Supervisor;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
-/// Attempts per request across worker deaths.
-const MAX_ATTEMPTS: usize = 3;
+/// Worker deaths one run may live through; a run that keeps killing its workers is a
+/// "query of death" and gets UNAVAILABLE instead of taking the whole pool down.
+const MAX_DEATHS_PER_RUN: usize = 3;
 
 /// Handle to the supervised workers.
 #[derive(Clone)]
 pub struct WorkerPool {
-    slots: Arc<Vec<watch::Receiver<Option<Arc<Incarnation>>>>>,
+    slots: Arc<Vec<Arc<Slot>>>,
+    servables: Servables,
+    /// Where the tie-break among equally loaded workers starts.
+    next: Arc<AtomicUsize>,
+    stop: Arc<watch::Sender<bool>>,
+    supervisors: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl WorkerPool {
-    /// Starts one supervisor per config. The receiver turns `Some(reason)` if a slot's
-    /// workers keep dying before they ever serve (startup must then fail).
-    pub fn start(configs: Vec<SupervisorConfig>) -> (WorkerPool, watch::Receiver<Option<String>>) {
+    /// Starts one supervisor per planned slot. The receiver turns `Some(reason)` if a
+    /// slot's workers keep dying before they ever serve (startup must then fail).
+    pub fn start(
+        config: SupervisorConfig,
+        plans: Vec<WorkerPlan>,
+        servables: Servables,
+    ) -> (WorkerPool, watch::Receiver<Option<String>>) {
         let (failed_tx, failed_rx) = watch::channel(None);
         let failed_tx = Arc::new(failed_tx);
-        let mut slots = Vec::new();
-        for cfg in configs {
-            let (tx, rx) = watch::channel(None);
-            tokio::spawn(supervisor::supervise(cfg, tx, failed_tx.clone()));
-            slots.push(rx);
-        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let config = Arc::new(config);
+        let slots: Vec<Arc<Slot>> = plans.into_iter().map(|p| Arc::new(Slot::new(p))).collect();
+        let supervisors = slots
+            .iter()
+            .map(|slot| {
+                tokio::spawn(
+                    Supervisor {
+                        config: config.clone(),
+                        slot: slot.clone(),
+                        servables: servables.clone(),
+                        startup_failed: failed_tx.clone(),
+                        stop: stop_rx.clone(),
+                    }
+                    .run(),
+                )
+            })
+            .collect();
         let pool = WorkerPool {
             slots: Arc::new(slots),
+            servables,
+            next: Arc::default(),
+            stop: Arc::new(stop_tx),
+            supervisors: Arc::new(parking_lot::Mutex::new(supervisors)),
         };
         (pool, failed_rx)
     }
 
-    /// A live incarnation, waiting (until `deadline`) while workers restart.
-    async fn live(&self, deadline: tokio::time::Instant) -> Result<Arc<Incarnation>, ServingError> {
-        // One slot today; more slots arrive with multi-worker scaling.
-        let mut rx = self
-            .slots
-            .first()
-            .cloned()
-            .ok_or_else(|| ServingError::unavailable("no workers configured"))?;
-        let wait = async {
-            rx.wait_for(|inc| inc.as_ref().is_some_and(|i| i.is_alive()))
-                .await
-                .map(|inc| inc.clone())
-        };
-        match tokio::time::timeout_at(deadline, wait).await {
-            Ok(Ok(inc)) => inc.ok_or_else(|| ServingError::unavailable("worker unavailable")),
-            Ok(Err(_)) => Err(ServingError::unavailable("worker supervisor stopped")),
-            Err(_) => Err(ServingError::new(
-                tonic::Code::DeadlineExceeded,
-                "Deadline Exceeded",
-            )),
-        }
-    }
-
-    /// Sends a request to a live worker and waits for the response.
-    pub async fn dispatch(
-        &self,
-        frame: &RequestFrame,
-        timeout: Duration,
-    ) -> Result<ResponseFrame, ServingError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut last = None;
-        for _ in 0..MAX_ATTEMPTS {
-            let inc = self.live(deadline).await?;
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match inc.call(frame, left).await {
-                Ok(resp) => return Ok(resp),
+    /// Runs a validated request on a worker holding its version.
+    pub async fn run(&self, run: ValidRun) -> Result<RunOutput, ServingError> {
+        let (request, servable, deadline) = frame::request_frame(run);
+        let mut deaths = 0;
+        loop {
+            let incarnation = self.pick(&servable, deadline).await?;
+            match incarnation.call(&request, deadline).await {
+                Ok(response) => return frame::run_output(&servable.name, response),
                 Err(CallError::WorkerDied) => {
+                    deaths += 1;
                     tracing::warn!(
-                        generation = inc.generation,
-                        "worker died with a request in flight; retrying"
+                        pid = incarnation.pid,
+                        generation = incarnation.generation,
+                        "worker died with a request in flight; re-dispatching"
                     );
-                    last = Some(CallError::WorkerDied);
+                    if deaths >= MAX_DEATHS_PER_RUN {
+                        tracing::error!("a request was in flight on {deaths} workers that died");
+                        return Err(ServingError::unavailable(
+                            "the workers serving this model crashed repeatedly while running this request",
+                        ));
+                    }
                 }
                 Err(CallError::TooLarge(msg)) => return Err(ServingError::resource_exhausted(msg)),
                 Err(CallError::BadResponse(e)) => {
@@ -90,17 +107,67 @@ impl WorkerPool {
                         "malformed response from worker: {e}"
                     )))
                 }
-                Err(CallError::DeadlineExceeded) => {
-                    return Err(ServingError::new(
-                        tonic::Code::DeadlineExceeded,
-                        "Deadline Exceeded",
-                    ))
-                }
+                Err(CallError::DeadlineExceeded) => return Err(ServingError::deadline_exceeded()),
             }
         }
-        tracing::error!("giving up after {MAX_ATTEMPTS} attempts: {last:?}");
-        Err(ServingError::unavailable(
-            "the worker serving this model crashed repeatedly while running this request",
-        ))
+    }
+
+    /// The live worker with the fewest outstanding requests among those holding
+    /// `servable` AVAILABLE; waits (until `deadline`) while none does but one is expected.
+    async fn pick(
+        &self,
+        servable: &ServableId,
+        deadline: Instant,
+    ) -> Result<Arc<Incarnation>, ServingError> {
+        let mut changes = self.servables.subscribe();
+        loop {
+            changes.borrow_and_update();
+            match self.servables.routes(servable) {
+                Routes::To(workers) => {
+                    let live: Vec<Arc<Incarnation>> = workers
+                        .iter()
+                        .filter_map(|w| self.slots.get(w.0 as usize))
+                        .filter_map(|slot| slot.live())
+                        .collect();
+                    if !live.is_empty() {
+                        let start = self.next.fetch_add(1, Ordering::Relaxed);
+                        let best = (0..live.len())
+                            .map(|i| &live[(start + i) % live.len()])
+                            .min_by_key(|inc| inc.outstanding());
+                        if let Some(best) = best {
+                            return Ok(best.clone());
+                        }
+                    }
+                    // Died a moment ago; its supervisor is about to say so.
+                }
+                Routes::Awaited => {}
+                Routes::Gone => {
+                    return Err(ServingError::not_found(format!(
+                        "Servable not found for request: Specific({}, {})",
+                        servable.name, servable.version
+                    )))
+                }
+            }
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                return Err(ServingError::deadline_exceeded());
+            }
+        }
+    }
+
+    /// Every slot, as `/tfgate/workers` shows it.
+    pub fn report(&self) -> Vec<SlotReport> {
+        self.slots.iter().map(|s| s.report()).collect()
+    }
+
+    /// Asks every worker to exit and waits for the supervisors to finish.
+    pub async fn shutdown(&self) {
+        self.stop.send_replace(true);
+        let handles: Vec<_> = std::mem::take(&mut *self.supervisors.lock());
+        for h in handles {
+            let _ = h.await;
+        }
     }
 }

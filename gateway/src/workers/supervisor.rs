@@ -1,41 +1,72 @@
-//! Supervises one worker slot: spawns `tfgate-worker`, hands it a fresh shared-memory
-//! segment over the Unix socket, relays its servable reports, and when the process dies
-//! — for any reason — fails its in-flight requests over to the next incarnation, which
-//! it starts at once (with a short backoff if crashes repeat).
+//! Supervises one worker slot: spawns `tfgate-worker` (pinned to the slot's cores, with
+//! the slot's GPU), hands it a fresh shared-memory segment over the Unix socket, relays
+//! its servable reports, and watches it. An incarnation ends when the process dies, its
+//! control socket closes, its response ring breaks, it misses heartbeats
+//! (`--worker_heartbeat_timeout_ms`: a stopped or wedged process), or the request it is
+//! running outlives that request's deadline by `--worker_run_grace_ms` (a kernel stuck in
+//! a loop). Whatever the cause, its requests fail over (the pool re-dispatches them), its
+//! versions leave routing, and the next incarnation starts at once (with a short backoff
+//! if crashes repeat).
 
 use super::incarnation::Incarnation;
-use crate::servables::{ServableId, Servables};
+use super::slot::{Slot, SlotState};
+use crate::servables::{ServableId, Servables, WorkerId};
 use anyhow::{anyhow, bail, Context};
 use prost::Message;
 use shm_protocol::control::{self, GatewayMessage, ModelConfig, SessionConfig, WorkerMessage};
 use shm_protocol::{Segment, SegmentConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tfgate_proto::tensorflow::serving::SignatureDefMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
-/// What a supervisor needs to run its slot.
-#[derive(Clone)]
+/// What every slot's supervisor needs (from the flags).
 pub struct SupervisorConfig {
-    pub slot: u32,
     pub worker_binary: PathBuf,
-    pub socket_path: PathBuf,
+    /// The private directory holding the workers' sockets.
+    pub runtime_dir: PathBuf,
     pub segment: SegmentConfig,
     pub models: Vec<ModelConfig>,
     pub session: SessionConfig,
     /// `--file_system_poll_wait_seconds`, handed to the worker's Source.
     pub file_system_poll_wait_seconds: i32,
+    /// A worker silent for this long is killed (`--worker_heartbeat_timeout_ms`).
+    pub heartbeat_timeout: Duration,
+    /// A run this far past its request's deadline gets its worker killed
+    /// (`--worker_run_grace_ms`).
+    pub run_grace: Duration,
+}
+
+/// A slot's supervisor task and what it shares with the rest of the gateway.
+pub struct Supervisor {
+    pub config: Arc<SupervisorConfig>,
+    pub slot: Arc<Slot>,
     pub servables: Servables,
+    /// Set to why, if the slot's workers keep dying before they ever serve.
+    pub startup_failed: Arc<watch::Sender<Option<String>>>,
+    /// Turns true when the server shuts down.
+    pub stop: watch::Receiver<bool>,
 }
 
 /// How long a new worker may take to connect and attach.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Incarnations in a row that may die before the first one ever serves; then startup
+/// fails (TF Serving exits when its initial load fails) instead of looping forever.
+const MAX_STARTUP_FAILURES: u32 = 5;
+/// How often the watchdog looks at the running request.
+const WATCHDOG_TICK: Duration = Duration::from_millis(50);
+/// How long a worker asked to shut down may take before it is killed.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+/// A control write that does not finish in this long counts as a hung worker.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-async fn read_message(stream: &mut UnixStream) -> anyhow::Result<WorkerMessage> {
+async fn read_message(stream: &mut OwnedReadHalf) -> anyhow::Result<WorkerMessage> {
     let mut prefix = [0u8; 4];
     stream.read_exact(&mut prefix).await?;
     let mut body = vec![0u8; control::frame_len(prefix)?];
@@ -43,71 +74,292 @@ async fn read_message(stream: &mut UnixStream) -> anyhow::Result<WorkerMessage> 
     Ok(control::decode(&body)?)
 }
 
-async fn write_message(stream: &mut UnixStream, msg: &GatewayMessage) -> anyhow::Result<()> {
-    stream.write_all(&control::encode(msg)?).await?;
+async fn read_first(stream: &mut UnixStream) -> anyhow::Result<WorkerMessage> {
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix).await?;
+    let mut body = vec![0u8; control::frame_len(prefix)?];
+    stream.read_exact(&mut body).await?;
+    Ok(control::decode(&body)?)
+}
+
+async fn write_message(stream: &mut OwnedWriteHalf, msg: &GatewayMessage) -> anyhow::Result<()> {
+    let bytes = control::encode(msg)?;
+    tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&bytes))
+        .await
+        .map_err(|_| anyhow!("control socket write timed out"))??;
     Ok(())
 }
 
-/// Incarnations in a row that may die before the first one ever serves; then startup
-/// fails (TF Serving exits when its initial load fails) instead of looping forever.
-const MAX_STARTUP_FAILURES: u32 = 5;
-
-/// Runs the slot forever, publishing the live incarnation (or `None` while restarting).
-/// If no incarnation ever serves and `MAX_STARTUP_FAILURES` die in a row, reports why on
-/// `startup_failed` and stops.
-pub async fn supervise(
-    cfg: SupervisorConfig,
-    current: watch::Sender<Option<Arc<Incarnation>>>,
-    startup_failed: Arc<watch::Sender<Option<String>>>,
-) {
-    let _ = std::fs::remove_file(&cfg.socket_path);
-    let listener = match UnixListener::bind(&cfg.socket_path) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(
-                "cannot bind worker socket {}: {e}",
-                cfg.socket_path.display()
-            );
-            return;
-        }
-    };
-    let mut generation = 0u64;
-    let mut backoff = Duration::from_millis(100);
-    let mut ever_served = false;
-    let mut failures_in_a_row = 0;
-    loop {
-        generation += 1;
-        let started = Instant::now();
-        let mut served = false;
-        let why = match run_incarnation(&cfg, &listener, generation, &current, &mut served).await {
-            Ok(status) => format!("worker exited ({status})"),
-            Err(e) => format!("worker failed: {e:#}"),
-        };
-        tracing::warn!(slot = cfg.slot, generation, "{why}; restarting");
-        current.send_replace(None);
-        ever_served |= served;
-        failures_in_a_row = if served { 0 } else { failures_in_a_row + 1 };
-        if !ever_served && failures_in_a_row >= MAX_STARTUP_FAILURES {
-            startup_failed.send_replace(Some(format!(
-                "the worker died {failures_in_a_row} times before serving; last: {why}"
-            )));
-            return;
-        }
-        if started.elapsed() > Duration::from_secs(10) {
-            backoff = Duration::from_millis(100);
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
+/// Resolves once the server is stopping.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
-fn spawn_worker(cfg: &SupervisorConfig) -> anyhow::Result<Child> {
-    Command::new(&cfg.worker_binary)
-        .arg(format!("--gateway_socket={}", cfg.socket_path.display()))
-        .arg(format!("--worker_id={}", cfg.slot))
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot start worker {}", cfg.worker_binary.display()))
+/// How an incarnation ended.
+enum End {
+    /// It died or was killed; start another.
+    Restart(String),
+    /// The server is shutting down.
+    Stopped,
+}
+
+impl Supervisor {
+    /// Runs the slot until the server stops.
+    pub async fn run(self) {
+        let socket_path = self
+            .config
+            .runtime_dir
+            .join(format!("worker-{}.sock", self.slot.id()));
+        let _ = std::fs::remove_file(&socket_path);
+        let listener = match UnixListener::bind(&socket_path) {
+            Ok(l) => l,
+            Err(e) => {
+                let why = format!("cannot bind worker socket {}: {e}", socket_path.display());
+                self.startup_failed.send_replace(Some(why));
+                return;
+            }
+        };
+        let mut generation = 0u64;
+        let mut backoff = Duration::from_millis(100);
+        let mut ever_served = false;
+        let mut failures_in_a_row = 0;
+        loop {
+            generation += 1;
+            let started = Instant::now();
+            let mut served = false;
+            let end = self
+                .run_incarnation(&listener, &socket_path, generation, &mut served)
+                .await;
+            // Out of routing first, so that re-dispatched requests look elsewhere.
+            self.servables.worker_lost(self.slot.id());
+            let why = match end {
+                End::Stopped => {
+                    self.slot.ended("shut down".into(), false);
+                    return;
+                }
+                End::Restart(why) => why,
+            };
+            tracing::warn!(worker = %self.slot.id(), generation, "{why}; restarting");
+            self.slot.ended(why.clone(), true);
+            ever_served |= served;
+            failures_in_a_row = if served { 0 } else { failures_in_a_row + 1 };
+            if !ever_served && failures_in_a_row >= MAX_STARTUP_FAILURES {
+                self.startup_failed.send_replace(Some(format!(
+                    "the worker died {failures_in_a_row} times before serving; last: {why}"
+                )));
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                backoff = Duration::from_millis(100);
+            }
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stopped(&mut stop) => {
+                    self.slot.ended("shut down".into(), false);
+                    return;
+                }
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    fn spawn_worker(&self, socket_path: &std::path::Path) -> anyhow::Result<Child> {
+        let plan = &self.slot.plan;
+        let mut cmd = Command::new(&self.config.worker_binary);
+        cmd.arg(format!("--gateway_socket={}", socket_path.display()))
+            .arg(format!("--worker_id={}", plan.id))
+            .envs(plan.env())
+            .kill_on_drop(true);
+        if !plan.cpus.is_empty() {
+            cmd.arg(format!("--cpus={}", plan.cpu_list()));
+        }
+        cmd.spawn().with_context(|| {
+            format!(
+                "cannot start worker {}",
+                self.config.worker_binary.display()
+            )
+        })
+    }
+
+    /// Accepts the worker's connection, hands it a fresh segment and its models.
+    async fn handshake(
+        &self,
+        listener: &UnixListener,
+        generation: u64,
+    ) -> anyhow::Result<(UnixStream, Arc<Incarnation>)> {
+        let (mut stream, _) = listener.accept().await?;
+        let pid = match read_first(&mut stream).await? {
+            WorkerMessage::Hello { worker_id, pid } => {
+                tracing::info!(worker = %self.slot.id(), worker_id, pid, generation, "worker connected");
+                pid
+            }
+            other => bail!("expected Hello, got {other:?}"),
+        };
+        let segment = Segment::create(&self.config.segment, generation)?;
+        let mut stream = attach(stream, &segment, generation)?;
+        match read_first(&mut stream).await? {
+            WorkerMessage::Attached { generation: g } if g == generation => {}
+            other => bail!("expected Attached({generation}), got {other:?}"),
+        }
+        let (sender, receiver) = segment.into_gateway();
+        let incarnation = Incarnation::start(generation, pid, sender, receiver)?;
+        let serve = control::encode(&GatewayMessage::ServeModels {
+            models: self.config.models.clone(),
+            session: self.config.session.clone(),
+            file_system_poll_wait_seconds: self.config.file_system_poll_wait_seconds,
+        })?;
+        stream.write_all(&serve).await?;
+        Ok((stream, incarnation))
+    }
+
+    async fn run_incarnation(
+        &self,
+        listener: &UnixListener,
+        socket_path: &std::path::Path,
+        generation: u64,
+        served: &mut bool,
+    ) -> End {
+        self.slot.set_state(SlotState::Starting);
+        let mut child = match self.spawn_worker(socket_path) {
+            Ok(c) => c,
+            Err(e) => return End::Restart(format!("{e:#}")),
+        };
+        let mut stop = self.stop.clone();
+        let handshake = tokio::select! {
+            r = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(listener, generation)) => {
+                r.map_err(|_| anyhow!("worker handshake timed out")).and_then(|r| r)
+            }
+            status = child.wait() => Err(anyhow!(
+                "worker exited during handshake: {}",
+                status.map(|s| s.to_string()).unwrap_or_default()
+            )),
+            _ = stopped(&mut stop) => return End::Stopped,
+        };
+        let (stream, incarnation) = match handshake {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return End::Restart(format!("worker failed: {e:#}"));
+            }
+        };
+        self.slot.attached(incarnation.clone());
+        let end = self.watch(&mut child, stream, &incarnation, served).await;
+        incarnation.mark_dead();
+        let _ = child.start_kill();
+        let status = child
+            .wait()
+            .await
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        match end {
+            End::Restart(why) => End::Restart(format!("{why}; {status}")),
+            End::Stopped => End::Stopped,
+        }
+    }
+
+    /// Serves one attached incarnation until it ends.
+    async fn watch(
+        &self,
+        child: &mut Child,
+        stream: UnixStream,
+        incarnation: &Arc<Incarnation>,
+        served: &mut bool,
+    ) -> End {
+        let (mut reader, mut writer) = stream.into_split();
+        // Reads run in their own task: a read cancelled half-way would lose the stream's
+        // framing.
+        let (reports_tx, mut reports) = mpsc::channel(64);
+        let read_task = tokio::spawn(async move {
+            loop {
+                let msg = read_message(&mut reader).await;
+                let failed = msg.is_err();
+                if reports_tx.send(msg).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        struct AbortOnDrop(tokio::task::JoinHandle<()>);
+        impl Drop for AbortOnDrop {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let _read_task = AbortOnDrop(read_task);
+
+        let heartbeat_every = (self.config.heartbeat_timeout / 4)
+            .clamp(Duration::from_millis(20), Duration::from_secs(1));
+        let mut heartbeat = tokio::time::interval(heartbeat_every);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watchdog = tokio::time::interval(WATCHDOG_TICK);
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_pong = Instant::now();
+        let mut seq = 0u64;
+        // The request the worker is running, and since when it has been the oldest.
+        let mut running: Option<(u64, Instant)> = None;
+        let mut stop = self.stop.clone();
+        let kill = |child: &mut Child, why: String| {
+            tracing::error!(worker = %self.slot.id(), pid = incarnation.pid, "{why}; killing it");
+            let _ = child.start_kill();
+            why
+        };
+        loop {
+            tokio::select! {
+                msg = reports.recv() => match msg {
+                    Some(Ok(msg)) => match msg {
+                        WorkerMessage::Pong { .. } => last_pong = Instant::now(),
+                        WorkerMessage::InitialLoadDone => {
+                            self.servables.initial_load_done(self.slot.id());
+                            self.slot.set_state(SlotState::Serving);
+                        }
+                        other => *served |= apply_report(&self.servables, self.slot.id(), other),
+                    },
+                    Some(Err(e)) => return End::Restart(format!("control socket closed: {e}")),
+                    None => return End::Restart("control socket closed".into()),
+                },
+                status = child.wait() => {
+                    return End::Restart(status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()));
+                }
+                _ = incarnation.dead() => return End::Restart("its response ring failed".into()),
+                _ = heartbeat.tick() => {
+                    let silent = last_pong.elapsed();
+                    if silent > self.config.heartbeat_timeout {
+                        return End::Restart(kill(child, format!(
+                            "no heartbeat for {} ms", silent.as_millis()
+                        )));
+                    }
+                    seq += 1;
+                    if let Err(e) = write_message(&mut writer, &GatewayMessage::Ping { seq }).await {
+                        return End::Restart(kill(child, format!("cannot send a heartbeat: {e:#}")));
+                    }
+                }
+                _ = watchdog.tick() => {
+                    let now = Instant::now();
+                    running = match (incarnation.oldest(), running) {
+                        (None, _) => None,
+                        (Some(o), Some((id, since))) if o.id == id => Some((id, since)),
+                        (Some(o), _) => Some((o.id, now)),
+                    };
+                    if let (Some(oldest), Some((_, since))) = (incarnation.oldest(), running) {
+                        // A request that waited behind a slow one is skipped by the
+                        // worker, so its time starts when it becomes the oldest.
+                        let due = oldest.deadline.max(since) + self.config.run_grace;
+                        if now > due {
+                            return End::Restart(kill(child, format!(
+                                "a request ran {} ms past its deadline",
+                                (now - oldest.deadline.max(since)).as_millis()
+                            )));
+                        }
+                    }
+                }
+                _ = stopped(&mut stop) => {
+                    let _ = write_message(&mut writer, &GatewayMessage::Shutdown).await;
+                    let _ = tokio::time::timeout(SHUTDOWN_WAIT, child.wait()).await;
+                    return End::Stopped;
+                }
+            }
+        }
+    }
 }
 
 /// Hands the segment's memfd to the worker; blocking, on the std socket.
@@ -120,76 +372,8 @@ fn attach(stream: UnixStream, segment: &Segment, generation: u64) -> anyhow::Res
     Ok(UnixStream::from_std(std_stream)?)
 }
 
-async fn run_incarnation(
-    cfg: &SupervisorConfig,
-    listener: &UnixListener,
-    generation: u64,
-    current: &watch::Sender<Option<Arc<Incarnation>>>,
-    served: &mut bool,
-) -> anyhow::Result<String> {
-    let mut child = spawn_worker(cfg)?;
-    let handshake = async {
-        let (mut stream, _) = listener.accept().await?;
-        match read_message(&mut stream).await? {
-            WorkerMessage::Hello { worker_id, pid } => {
-                tracing::info!(
-                    slot = cfg.slot,
-                    worker_id,
-                    pid,
-                    generation,
-                    "worker connected"
-                );
-            }
-            other => bail!("expected Hello, got {other:?}"),
-        }
-        let segment = Segment::create(&cfg.segment, generation)?;
-        let mut stream = attach(stream, &segment, generation)?;
-        match read_message(&mut stream).await? {
-            WorkerMessage::Attached { generation: g } if g == generation => {}
-            other => bail!("expected Attached({generation}), got {other:?}"),
-        }
-        let (sender, receiver) = segment.into_gateway();
-        let incarnation = Incarnation::start(generation, sender, receiver)?;
-        write_message(
-            &mut stream,
-            &GatewayMessage::ServeModels {
-                models: cfg.models.clone(),
-                session: cfg.session.clone(),
-                file_system_poll_wait_seconds: cfg.file_system_poll_wait_seconds,
-            },
-        )
-        .await?;
-        anyhow::Ok((stream, incarnation))
-    };
-    let (mut stream, incarnation) = tokio::select! {
-        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake) => r.map_err(|_| anyhow!("worker handshake timed out"))??,
-        status = child.wait() => bail!("worker exited during handshake: {}", status?),
-    };
-    current.send_replace(Some(incarnation.clone()));
-    let outcome = loop {
-        tokio::select! {
-            msg = read_message(&mut stream) => match msg {
-                Ok(msg) => *served |= handle_report(cfg, msg),
-                Err(e) => {
-                    // EOF: the worker is gone (or going); reap it below.
-                    break format!("control socket closed: {e}");
-                }
-            },
-            status = child.wait() => break format!("{}", status?),
-        }
-    };
-    incarnation.mark_dead();
-    let _ = child.start_kill();
-    let status = child
-        .wait()
-        .await
-        .map(|s| s.to_string())
-        .unwrap_or_default();
-    Ok(format!("{outcome}; {status}"))
-}
-
-/// Applies a worker's report; true when a version became AVAILABLE.
-fn handle_report(cfg: &SupervisorConfig, msg: WorkerMessage) -> bool {
+/// Applies a worker's servable report; true when a version became AVAILABLE.
+fn apply_report(servables: &Servables, worker: WorkerId, msg: WorkerMessage) -> bool {
     match msg {
         WorkerMessage::ServableState {
             model_name,
@@ -199,9 +383,10 @@ fn handle_report(cfg: &SupervisorConfig, msg: WorkerMessage) -> bool {
             signature_defs,
         } => {
             let signatures = SignatureDefMap::decode(signature_defs.as_slice()).unwrap_or_default();
-            tracing::info!(model = %model_name, version, ?state, "servable state");
+            tracing::info!(%worker, model = %model_name, version, ?state, "servable state");
             let available = state == shm_protocol::control::ServableState::Available;
-            cfg.servables.update(
+            servables.update(
+                worker,
                 ServableId {
                     name: model_name,
                     version,
@@ -222,7 +407,7 @@ fn handle_report(cfg: &SupervisorConfig, msg: WorkerMessage) -> bool {
             false
         }
         other => {
-            tracing::warn!("unexpected worker message {other:?}");
+            tracing::warn!(%worker, "unexpected worker message {other:?}");
             false
         }
     }

@@ -218,7 +218,7 @@ fn spawn_shm(spin: SpinConfig, generation: u64) -> (Peer, RequestSender, Respons
 
 fn frame_with(bytes: Vec<u8>, dtype: DataType, shape: Vec<i64>) -> RequestFrame {
     RequestFrame {
-        timeout_ms: 0,
+        deadline_ns: 0,
         kind: RequestKind::Predict,
         model_name: "copy-out".into(),
         version: None,

@@ -1,28 +1,30 @@
 //! `TF_Status` as a Rust error.
 
+use shm_protocol::code::Code;
 use std::ffi::CStr;
 use tensorflow_sys as sys;
 
-/// An error reported by TensorFlow: its canonical code (same numbers as gRPC) and message.
+/// An error reported by TensorFlow (its `TF_Code`, named once in [`Status::check`]) or
+/// by the worker around it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct TfError {
-    pub code: i32,
+    pub code: Code,
     pub message: String,
 }
 
 impl TfError {
-    pub fn new(code: i32, message: impl Into<String>) -> TfError {
+    pub fn new(code: Code, message: impl Into<String>) -> TfError {
         TfError {
             code,
             message: message.into(),
         }
     }
     pub fn invalid_argument(message: impl Into<String>) -> TfError {
-        TfError::new(3, message)
+        TfError::new(Code::InvalidArgument, message)
     }
     pub fn internal(message: impl Into<String>) -> TfError {
-        TfError::new(13, message)
+        TfError::new(Code::Internal, message)
     }
 }
 
@@ -51,7 +53,10 @@ impl Status {
         let message = unsafe { CStr::from_ptr(sys::TF_Message(self.0)) }
             .to_string_lossy()
             .into_owned();
-        Err(TfError { code, message })
+        Err(TfError {
+            code: Code::from_canonical(code),
+            message,
+        })
     }
 }
 

@@ -190,10 +190,9 @@ impl OutputTensor {
         let (raw_dtype, rank) =
             unsafe { (sys::TF_TensorType(self.0) as i32, sys::TF_NumDims(self.0)) };
         let dtype = DataType::from_i32(raw_dtype).ok_or_else(|| {
-            TfError::new(
-                3,
-                format!("Failed to write JSON value for tensor type: {raw_dtype}"),
-            )
+            TfError::invalid_argument(format!(
+                "Failed to write JSON value for tensor type: {raw_dtype}"
+            ))
         })?;
         // SAFETY: dim indices are in 0..rank.
         let shape: Vec<i64> = (0..rank)

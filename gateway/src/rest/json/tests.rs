@@ -2,8 +2,8 @@
 //! 1.1.0 writer it uses (4-space indent, single-line arrays inside rows).
 
 use super::*;
+use crate::error::Code;
 use shm_protocol::tensor::{DataType, Tensor, TensorData};
-use tonic::Code;
 
 fn doc(s: &str) -> JsonDoc {
     match parse(s.as_bytes()) {
@@ -506,7 +506,7 @@ fn unsupported_input_dtypes_are_unimplemented() {
     ] {
         let e = predict_err(r#"{"inputs": [1.5]}"#, &[("x", dtype)]);
         assert_eq!(e.code, Code::Unimplemented);
-        assert_eq!(e.http_status(), 501);
+        assert_eq!(crate::rest::http_status(e.code), 501);
         assert_eq!(
             e.message,
             format!("Conversion of JSON Value: 1.5 to type: {name}")

@@ -1,23 +1,47 @@
-//! Turns a decoded request into a validated one: the signature exists, the inputs match
-//! it and the output filter names real outputs — with TF Serving's exact messages
-//! (`servables/tensorflow/predict_util.cc`, TF's `cc/saved_model/util.cc`). The batch
-//! scheduler and workers accept nothing else.
+//! Turns a decoded request into a [`ValidRun`]: the servable's signature exists, the
+//! inputs match it and the output filter names real outputs — with TF Serving's exact
+//! messages (`servables/tensorflow/predict_util.cc`, TF's `cc/saved_model/util.cc`).
+//! Classify and Regress have their own rules ([`examples`]). The worker pool accepts
+//! nothing but a `ValidRun`, and only this module can make one.
+
+pub mod examples;
 
 use crate::error::ServingError;
+use crate::request::{DecodeInputs, Entrypoint, PredictRequest};
 use crate::servables::{Servable, ServableId};
 use shm_protocol::tensor::Tensor;
 use std::collections::BTreeSet;
+use tokio::time::Instant;
 
 /// TF Serving's default signature key.
 pub const DEFAULT_SIGNATURE: &str = "serving_default";
 
-/// A predict request that passed validation against its servable's signature.
-#[derive(Debug, Clone)]
-pub struct ValidPredict {
-    pub servable: ServableId,
-    pub signature_name: String,
-    pub inputs: Vec<(String, Tensor)>,
-    pub output_filter: Vec<String>,
+/// A request checked against its servable's signature, ready for a worker.
+#[derive(Debug)]
+pub struct ValidRun {
+    servable: ServableId,
+    signature_key: String,
+    inputs: Vec<(String, Tensor)>,
+    output_filter: Vec<String>,
+    deadline: Instant,
+}
+
+impl ValidRun {
+    /// The version to run.
+    pub fn servable(&self) -> &ServableId {
+        &self.servable
+    }
+    /// The signature key (never empty).
+    pub fn signature_key(&self) -> &str {
+        &self.signature_key
+    }
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+    /// Signature key, inputs and output filter, moved out (into a request frame).
+    pub fn into_parts(self) -> (String, Vec<(String, Tensor)>, Vec<String>) {
+        (self.signature_key, self.inputs, self.output_filter)
+    }
 }
 
 fn join<'a>(items: impl IntoIterator<Item = &'a String>) -> String {
@@ -37,17 +61,25 @@ pub fn signature_key(requested: &str) -> &str {
     }
 }
 
-/// Validates a predict request; `signature_name` may be empty (the default).
-pub fn validate_predict(
+/// Validates a predict request against `servable` (already resolved): finds the
+/// signature, decodes the inputs with it, and checks inputs and output filter.
+pub fn validate_predict<D: DecodeInputs>(
     servable: &Servable,
-    signature_name: &str,
-    inputs: Vec<(String, Tensor)>,
-    output_filter: Vec<String>,
-) -> Result<ValidPredict, ServingError> {
-    let key = signature_key(signature_name);
-    let signature = servable.signature(key).ok_or_else(|| {
-        ServingError::failed_precondition(format!("Serving signature key \"{key}\" not found."))
-    })?;
+    request: PredictRequest<D>,
+) -> Result<ValidRun, ServingError> {
+    let key = signature_key(&request.signature_name);
+    let signature = servable
+        .signature(key)
+        .ok_or_else(|| match request.entrypoint {
+            Entrypoint::Grpc => ServingError::failed_precondition(format!(
+                "Serving signature key \"{key}\" not found."
+            )),
+            Entrypoint::Rest => ServingError::invalid_argument(format!(
+                "Serving signature name: \"{key}\" not found in signature def"
+            )),
+        })?;
+    let inputs = request.inputs.decode(signature)?;
+    let output_filter = request.output_filter;
 
     let requested: BTreeSet<&String> = inputs.iter().map(|(k, _)| k).collect();
     let expected: BTreeSet<&String> = signature.inputs.keys().collect();
@@ -99,17 +131,19 @@ pub fn validate_predict(
             )));
         }
     }
-    Ok(ValidPredict {
+    Ok(ValidRun {
         servable: servable.id.clone(),
-        signature_name: key.to_string(),
+        signature_key: key.to_string(),
         inputs,
         output_filter,
+        deadline: request.deadline,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Code;
     use std::sync::Arc;
     use tfgate_proto::tensorflow::serving::SignatureDefMap;
     use tfgate_proto::tensorflow::{tensor_info, SignatureDef, TensorInfo};
@@ -142,48 +176,75 @@ mod tests {
         Tensor::from_f32(vec![1], &[1.0]).unwrap()
     }
 
+    fn check(
+        signature: &str,
+        inputs: &[&str],
+        output_filter: &[&str],
+        entrypoint: Entrypoint,
+    ) -> Result<ValidRun, ServingError> {
+        validate_predict(
+            &servable(),
+            PredictRequest {
+                servable: crate::servables::ServableRequest::Latest("m".into()),
+                signature_name: signature.into(),
+                inputs: inputs
+                    .iter()
+                    .map(|n| (n.to_string(), t()))
+                    .collect::<Vec<_>>(),
+                output_filter: output_filter.iter().map(|s| s.to_string()).collect(),
+                deadline: Instant::now(),
+                entrypoint,
+            },
+        )
+    }
+
+    fn err(signature: &str, inputs: &[&str], output_filter: &[&str]) -> ServingError {
+        check(signature, inputs, output_filter, Entrypoint::Grpc).unwrap_err()
+    }
+
     #[test]
     fn accepts_a_matching_request() {
-        let v = validate_predict(&servable(), "", vec![("x".into(), t())], vec![]).unwrap();
-        assert_eq!(v.signature_name, DEFAULT_SIGNATURE);
+        let v = check("", &["x"], &[], Entrypoint::Rest).unwrap();
+        assert_eq!(v.signature_key(), DEFAULT_SIGNATURE);
+        assert_eq!(v.servable().version, 1);
+        let (_, inputs, filter) = v.into_parts();
+        assert_eq!((inputs.len(), filter.len()), (1, 0));
     }
 
     #[test]
     fn rejects_like_tf_serving() {
-        let s = servable();
-        let e = validate_predict(&s, "foo", vec![], vec![]).unwrap_err();
-        assert_eq!(e.code, tonic::Code::FailedPrecondition);
+        let e = err("foo", &[], &[]);
+        assert_eq!(e.code, Code::FailedPrecondition);
         assert_eq!(e.message, "Serving signature key \"foo\" not found.");
+        let e = check("foo", &[], &[], Entrypoint::Rest).unwrap_err();
+        assert_eq!(e.code, Code::InvalidArgument);
+        assert_eq!(
+            e.message,
+            "Serving signature name: \"foo\" not found in signature def"
+        );
 
-        let e = validate_predict(&s, "", vec![("a".into(), t()), ("b".into(), t())], vec![])
-            .unwrap_err();
+        let e = err("", &["a", "b"], &[]);
         assert_eq!(
             e.message,
             "input size does not match signature: 2!=1 len({a,b}) != len({x}). Sent extra: {a,b}. Missing but required: {x}."
         );
-        let e = validate_predict(&s, "", vec![], vec![]).unwrap_err();
+        let e = err("", &[], &[]);
         assert_eq!(
             e.message,
             "input size does not match signature: 0!=1 len({}) != len({x}). Sent extra: {}. Missing but required: {x}."
         );
-        let e = validate_predict(&s, "", vec![("w".into(), t())], vec![]).unwrap_err();
+        let e = err("", &["w"], &[]);
         assert_eq!(
             e.message,
             "Signature input alias: x(feed name: x:0) not found in request and no default value provided. Inputs expected to be in the request {w}, or default input alias set: "
         );
-        let e = validate_predict(&s, "", vec![("x".into(), t())], vec!["q".into()]).unwrap_err();
+        let e = err("", &["x"], &["q"]);
         assert_eq!(
             e.message,
             "output tensor alias not found in signature: q Outputs expected to be in the set {y,z}."
         );
-        let e = validate_predict(
-            &s,
-            "",
-            vec![("x".into(), t())],
-            vec!["y".into(), "y".into()],
-        )
-        .unwrap_err();
+        let e = err("", &["x"], &["y", "y"]);
         assert_eq!(e.message, "duplicate output tensor alias: y");
-        assert_eq!(e.code, tonic::Code::InvalidArgument);
+        assert_eq!(e.code, Code::InvalidArgument);
     }
 }

@@ -1,0 +1,89 @@
+//! The request values front ends build after decoding, and hand to the
+//! [`Predictor`](crate::predictor::Predictor): what to resolve, which signature, the
+//! inputs, and until when the caller waits. Nothing here is validated yet.
+
+use crate::error::ServingError;
+use crate::servables::ServableRequest;
+use prost::Message;
+use shm_protocol::tensor::Tensor;
+use tfgate_proto::tensorflow::serving::{input, Input};
+use tfgate_proto::tensorflow::SignatureDef;
+use tokio::time::Instant;
+
+/// Which front end a request came through. TF Serving words a few errors differently
+/// for each (an unknown signature is FAILED_PRECONDITION over gRPC, INVALID_ARGUMENT
+/// over REST), and metrics label requests by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entrypoint {
+    Rest,
+    Grpc,
+}
+
+/// Turns a front end's inputs into tensors once the signature is known (REST's JSON
+/// needs the signature's dtypes; gRPC's `TensorProto`s carry their own).
+pub trait DecodeInputs {
+    fn decode(self, signature: &SignatureDef) -> Result<Vec<(String, Tensor)>, ServingError>;
+}
+
+/// Tensors decoded without the signature (gRPC).
+impl DecodeInputs for Vec<(String, Tensor)> {
+    fn decode(self, _: &SignatureDef) -> Result<Vec<(String, Tensor)>, ServingError> {
+        Ok(self)
+    }
+}
+
+/// A Predict call.
+pub struct PredictRequest<D> {
+    pub servable: ServableRequest,
+    /// As requested; empty means `serving_default`.
+    pub signature_name: String,
+    pub inputs: D,
+    /// Output aliases to fetch; empty means every output of the signature.
+    pub output_filter: Vec<String>,
+    /// When the caller stops waiting; it also bounds the session run.
+    pub deadline: Instant,
+    pub entrypoint: Entrypoint,
+}
+
+/// A Classify or Regress call over serialized `tf.Example`s.
+pub struct ExamplesRequest {
+    pub servable: ServableRequest,
+    /// As requested; empty means `serving_default`.
+    pub signature_name: String,
+    /// Serialized `tf.Example`s, context already merged in (see [`with_context`]).
+    pub examples: Vec<Vec<u8>>,
+    pub deadline: Instant,
+}
+
+/// Serialized examples from a gRPC `Input`; with a context, the context's bytes come
+/// first, so the example's own features win when both set one (protobuf merge order).
+pub fn serialized_examples(input: Option<&Input>) -> Vec<Vec<u8>> {
+    match input.and_then(|i| i.kind.as_ref()) {
+        Some(input::Kind::ExampleList(list)) => {
+            list.examples.iter().map(|e| e.encode_to_vec()).collect()
+        }
+        Some(input::Kind::ExampleListWithContext(list)) => {
+            let context = list.context.as_ref().map(|c| c.encode_to_vec());
+            with_context(
+                context.as_deref(),
+                list.examples.iter().map(|e| e.encode_to_vec()).collect(),
+            )
+        }
+        None => Vec::new(),
+    }
+}
+
+/// Prepends a serialized context to each serialized example.
+pub fn with_context(context: Option<&[u8]>, examples: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    match context {
+        None => examples,
+        Some(c) => examples
+            .into_iter()
+            .map(|e| {
+                let mut bytes = c.to_vec();
+                bytes.extend_from_slice(&e);
+                bytes
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,134 @@
+//! A worker slot: one place in the pool (a GPU, or a share of the cores) and whichever
+//! incarnation of its worker runs there now. The supervisor writes it; routing and
+//! `/tfgate/workers` read it.
+
+use super::incarnation::Incarnation;
+use super::placement::WorkerPlan;
+use crate::servables::WorkerId;
+use parking_lot::Mutex;
+use std::sync::Arc;
+
+/// What a slot's worker is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotState {
+    /// The process is starting or attaching its segment.
+    Starting,
+    /// Attached; loading its models for the first time.
+    Loading,
+    /// Its initial load is done; it serves what it loaded.
+    Serving,
+    /// The last incarnation died or was killed; a new one is on its way.
+    Restarting,
+    /// Shut down with the server.
+    Stopped,
+}
+
+impl SlotState {
+    pub fn name(self) -> &'static str {
+        match self {
+            SlotState::Starting => "starting",
+            SlotState::Loading => "loading",
+            SlotState::Serving => "serving",
+            SlotState::Restarting => "restarting",
+            SlotState::Stopped => "stopped",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Info {
+    state: SlotState,
+    restarts: u64,
+    /// Why the last incarnation ended.
+    last_exit: Option<String>,
+    /// Responses from incarnations that have ended.
+    answered_before: u64,
+}
+
+/// One slot of the pool.
+pub struct Slot {
+    pub plan: WorkerPlan,
+    current: Mutex<Option<Arc<Incarnation>>>,
+    info: Mutex<Info>,
+}
+
+/// A slot as `/tfgate/workers` shows it.
+#[derive(Clone, Debug)]
+pub struct SlotReport {
+    pub id: WorkerId,
+    pub plan: WorkerPlan,
+    pub pid: Option<u32>,
+    pub generation: Option<u64>,
+    pub state: SlotState,
+    pub restarts: u64,
+    pub last_exit: Option<String>,
+    pub outstanding: usize,
+    /// Responses from every incarnation of the slot.
+    pub answered: u64,
+}
+
+impl Slot {
+    pub fn new(plan: WorkerPlan) -> Slot {
+        Slot {
+            plan,
+            current: Mutex::new(None),
+            info: Mutex::new(Info {
+                state: SlotState::Starting,
+                restarts: 0,
+                last_exit: None,
+                answered_before: 0,
+            }),
+        }
+    }
+
+    pub fn id(&self) -> WorkerId {
+        self.plan.id
+    }
+
+    /// The live incarnation, if any.
+    pub fn live(&self) -> Option<Arc<Incarnation>> {
+        self.current.lock().clone().filter(|i| i.is_alive())
+    }
+
+    pub fn set_state(&self, state: SlotState) {
+        self.info.lock().state = state;
+    }
+
+    /// A new incarnation attached.
+    pub fn attached(&self, incarnation: Arc<Incarnation>) {
+        *self.current.lock() = Some(incarnation);
+        self.set_state(SlotState::Loading);
+    }
+
+    /// The current incarnation ended; `restart` tells whether another follows.
+    pub fn ended(&self, why: String, restart: bool) {
+        let had = self.current.lock().take();
+        let mut info = self.info.lock();
+        info.answered_before += had.as_ref().map_or(0, |i| i.answered());
+        if had.is_some() && restart {
+            info.restarts += 1;
+        }
+        info.last_exit = Some(why);
+        info.state = if restart {
+            SlotState::Restarting
+        } else {
+            SlotState::Stopped
+        };
+    }
+
+    pub fn report(&self) -> SlotReport {
+        let current = self.current.lock().clone();
+        let info = self.info.lock().clone();
+        SlotReport {
+            id: self.id(),
+            plan: self.plan.clone(),
+            pid: current.as_ref().map(|i| i.pid),
+            generation: current.as_ref().map(|i| i.generation),
+            state: info.state,
+            restarts: info.restarts,
+            last_exit: info.last_exit,
+            outstanding: current.as_ref().map_or(0, |i| i.outstanding()),
+            answered: info.answered_before + current.as_ref().map_or(0, |i| i.answered()),
+        }
+    }
+}
