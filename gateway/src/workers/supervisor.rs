@@ -322,12 +322,6 @@ impl Supervisor {
                 }
                 _ = incarnation.dead() => return End::Restart("its response ring failed".into()),
                 _ = heartbeat.tick() => {
-                    let silent = last_pong.elapsed();
-                    if silent > self.config.heartbeat_timeout {
-                        return End::Restart(kill(child, format!(
-                            "no heartbeat for {} ms", silent.as_millis()
-                        )));
-                    }
                     seq += 1;
                     if let Err(e) = write_message(&mut writer, &GatewayMessage::Ping { seq }).await {
                         return End::Restart(kill(child, format!("cannot send a heartbeat: {e:#}")));
@@ -335,6 +329,14 @@ impl Supervisor {
                 }
                 _ = watchdog.tick() => {
                     let now = Instant::now();
+                    // Checked at every tick, not only at pings: a request sent to a
+                    // stopped worker waits at most the heartbeat timeout.
+                    let silent = now - last_pong;
+                    if silent > self.config.heartbeat_timeout {
+                        return End::Restart(kill(child, format!(
+                            "no heartbeat for {} ms", silent.as_millis()
+                        )));
+                    }
                     running = match (incarnation.oldest(), running) {
                         (None, _) => None,
                         (Some(o), Some((id, since))) if o.id == id => Some((id, since)),

@@ -1,0 +1,273 @@
+//! Health through a worker's death and restart, and the drain on SIGTERM: `/healthz`,
+//! `/readyz`, gRPC health (`--enable_grpc_healthcheck_service`) and `/tfgate/workers`.
+
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use tfgate_e2e::{float_tensor, http, model_path, predict_request, Server};
+use tfgate_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+fn get(port: u16, path: &str) -> (u16, Value) {
+    let (status, body) = http(port, "GET", path, "").unwrap();
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+async fn check(
+    client: &mut HealthClient<tonic::transport::Channel>,
+    service: &str,
+) -> Result<i32, tonic::Code> {
+    client
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .map(|r| r.into_inner().status)
+        .map_err(|s| s.code())
+}
+
+async fn health_client(server: &Server) -> HealthClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(server.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    HealthClient::new(channel)
+}
+
+fn worker(port: u16) -> Value {
+    get(port, "/tfgate/workers").1["workers"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_a_workers_death_and_restart() {
+    let server = Server::start_with(
+        "half_plus_two",
+        &model_path("half_plus_two"),
+        &["--enable_grpc_healthcheck_service"],
+    );
+    let port = server.rest_port;
+    assert_eq!(get(port, "/healthz").0, 200);
+    assert_eq!(
+        get(port, "/readyz"),
+        (200, serde_json::json!({"ready": true}))
+    );
+    let mut health = health_client(&server).await;
+    let serving = ServingStatus::Serving as i32;
+    for service in ["", "ModelService", "PredictionService"] {
+        assert_eq!(
+            check(&mut health, service).await,
+            Ok(serving),
+            "{service:?}"
+        );
+    }
+    assert_eq!(
+        check(&mut health, "NoSuchService").await,
+        Err(tonic::Code::NotFound)
+    );
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(watch.message().await.unwrap().unwrap().status, serving);
+
+    let before = worker(port);
+    let pid = before["pid"].as_u64().unwrap();
+    assert_eq!(before["state"], "serving");
+    assert_eq!(before["restarts"], 0);
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+
+    // Not ready until the replacement has the model again; alive throughout.
+    let started = Instant::now();
+    let not_ready = loop {
+        let (status, body) = get(port, "/readyz");
+        if status == 503 {
+            break body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "/readyz never turned 503"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(not_ready["ready"], false);
+    assert!(
+        not_ready["waiting_for"]
+            .to_string()
+            .contains("half_plus_two"),
+        "{not_ready}"
+    );
+    assert_eq!(get(port, "/healthz").0, 200);
+    let next = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    let next = tokio::time::timeout(Duration::from_secs(30), watch.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next.status, serving,
+        "SERVING again once the worker is back"
+    );
+    assert_eq!(get(port, "/readyz").0, 200);
+    for service in ["", "ModelService", "PredictionService"] {
+        assert_eq!(
+            check(&mut health, service).await,
+            Ok(serving),
+            "{service:?}"
+        );
+    }
+    // The worker reports its initial load done just after the model's AVAILABLE.
+    let waiting = Instant::now();
+    let after = loop {
+        let w = worker(port);
+        if w["state"] == "serving" || waiting.elapsed() > Duration::from_secs(5) {
+            break w;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(after["restarts"], 1);
+    assert_eq!(after["state"], "serving");
+    assert_ne!(after["pid"], before["pid"]);
+    assert!(
+        after["last_exit"].as_str().unwrap().contains("SIGKILL"),
+        "{after}"
+    );
+    assert_eq!(after["versions"][0]["state"], "AVAILABLE");
+}
+
+/// SIGTERM with requests in flight: not ready at once, new requests refused after the
+/// drain delay, every request in flight answered, exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_requests_in_flight() {
+    let mut server = Server::start_with(
+        "slow",
+        &model_path("slow"),
+        &[
+            "--num_workers=2",
+            "--enable_grpc_healthcheck_service",
+            "--drain_delay_ms=700",
+        ],
+    );
+    let port = server.rest_port;
+    let started = Instant::now();
+    while get(port, "/tfgate/workers").1["workers"]
+        .as_array()
+        .is_none_or(|w| w.iter().any(|w| w["state"] != "serving"))
+    {
+        assert!(started.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Four runs of about a second each, over REST and gRPC, in flight at SIGTERM.
+    let n = 300_000i64;
+    let rest: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                http(
+                    port,
+                    "POST",
+                    "/v1/models/slow:predict",
+                    &format!(r#"{{"instances": [{n}]}}"#),
+                )
+                .unwrap()
+            })
+        })
+        .collect();
+    let grpc: Vec<_> = (0..2)
+        .map(|_| {
+            let url = server.grpc_url();
+            tokio::spawn(async move {
+                let mut client = PredictionServiceClient::connect(url).await.unwrap();
+                let t = tfgate_proto::tensorflow::TensorProto {
+                    dtype: 9,
+                    tensor_shape: float_tensor(&[1], &[]).tensor_shape,
+                    int64_val: vec![n],
+                    ..Default::default()
+                };
+                client.predict(predict_request("slow", "n", t)).await
+            })
+        })
+        .collect();
+    let mut health = health_client(&server).await;
+    let in_flight = || -> u64 {
+        get(port, "/tfgate/workers").1["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["in_flight"].as_u64().unwrap())
+            .sum()
+    };
+    let waiting = Instant::now();
+    while in_flight() < 4 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(3),
+            "requests never got in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, body) = get(port, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("shutting down"), "{body}");
+    assert_eq!(
+        health
+            .check(HealthCheckRequest {
+                service: String::new()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status,
+        ServingStatus::NotServing as i32
+    );
+    // Still served during the delay (load balancers are still catching up).
+    assert_eq!(get(port, "/v1/models/slow").0, 200);
+
+    // After the delay: new connections are refused, or answered 503.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    match http(
+        port,
+        "POST",
+        "/v1/models/slow:predict",
+        r#"{"instances": [1]}"#,
+    ) {
+        Err(_) => {}
+        Ok((status, body)) => assert_eq!(status, 503, "{body}"),
+    }
+
+    for r in rest {
+        let (status, body) = r.join().unwrap();
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["predictions"][0], n);
+    }
+    for g in grpc {
+        let resp = g.await.unwrap().expect("in-flight gRPC request answered");
+        assert_eq!(resp.into_inner().outputs["count"].int64_val, vec![n]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit after the drain");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
+}

@@ -1,0 +1,455 @@
+//! The worker pool: several workers share the load, each pinned to its cores or given
+//! its GPU; a version only one worker holds is routed only there; and clients see no
+//! error when workers are SIGKILLed, SIGSTOPped, or stuck past a request's deadline.
+
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tfgate_e2e::{copy_dir, float_tensor, http, model_path, predict_request, Server, TempDir};
+use tfgate_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+
+fn workers(port: u16) -> Vec<Value> {
+    let (status, body) = http(port, "GET", "/tfgate/workers", "").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["workers"].as_array().cloned().unwrap_or_default()
+}
+
+fn pids(port: u16) -> Vec<u64> {
+    workers(port)
+        .iter()
+        .map(|w| w["pid"].as_u64().unwrap_or(0))
+        .collect()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every slot has a live worker that finished its initial load.
+fn all_serving(port: u16, n: usize) -> bool {
+    let w = workers(port);
+    w.len() == n
+        && w.iter()
+            .all(|w| w["state"] == "serving" && w["pid"].is_u64())
+}
+
+fn signal(sig: &str, pid: u64) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// A REST predict of half_plus_two (version 2: 0.5x + 3) whose answer is checked.
+fn rest_predict(port: u16, path: &str, x: f32) -> Duration {
+    let started = Instant::now();
+    let body = format!(r#"{{"instances": [{x:.1}]}}"#);
+    let (status, text) = http(port, "POST", path, &body).unwrap();
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        v["predictions"][0].as_f64().unwrap(),
+        (0.5 * x + 3.0) as f64,
+        "{text}"
+    );
+    started.elapsed()
+}
+
+/// REST clients in threads, each predicting until `stop`; returns their request counts
+/// and the longest wait any of them saw.
+fn rest_load(
+    port: u16,
+    clients: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<(u32, Duration)>> {
+    (0..clients)
+        .map(|c| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut n, mut longest) = (0u32, Duration::ZERO);
+                while !stop.load(Ordering::Relaxed) {
+                    let x = (c * 100_000) as f32 + n as f32;
+                    let took = rest_predict(port, "/v1/models/half_plus_two:predict", x);
+                    longest = longest.max(took);
+                    n += 1;
+                }
+                (n, longest)
+            })
+        })
+        .collect()
+}
+
+fn join(load: Vec<std::thread::JoinHandle<(u32, Duration)>>) -> (u32, Duration) {
+    load.into_iter()
+        .map(|h| h.join().expect("a client saw a wrong answer or an error"))
+        .fold((0, Duration::ZERO), |(n, l), (m, k)| (n + m, l.max(k)))
+}
+
+fn allowed_cpus_of(pid: u64) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn env_of(pid: u64, key: &str) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")).map(String::from))
+}
+
+#[test]
+fn two_workers_split_the_cores_and_both_take_traffic() {
+    let server = Server::start_with(
+        "half_plus_two",
+        &model_path("half_plus_two"),
+        &["--num_workers=2"],
+    );
+    wait_for("both workers", Duration::from_secs(60), || {
+        all_serving(server.rest_port, 2)
+    });
+    let before = workers(server.rest_port);
+    for w in &before {
+        let pid = w["pid"].as_u64().unwrap();
+        assert_eq!(
+            allowed_cpus_of(pid),
+            w["cpus"].as_str().unwrap(),
+            "worker {} is pinned to the cores it reports",
+            w["id"]
+        );
+        assert_eq!(w["device"], "cpu");
+    }
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        assert_ne!(before[0]["cpus"], before[1]["cpus"], "one share each");
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = rest_load(server.rest_port, 4, &stop);
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let (n, _) = join(load);
+    let answered: Vec<u64> = workers(server.rest_port)
+        .iter()
+        .map(|w| w["requests_answered"].as_u64().unwrap())
+        .collect();
+    assert!(n > 0);
+    assert!(
+        answered.iter().all(|a| *a > 0),
+        "both workers answered some of the {n} requests: {answered:?}"
+    );
+    assert_eq!(answered.iter().sum::<u64>(), n as u64);
+}
+
+#[test]
+fn each_gpu_worker_sees_only_its_gpu() {
+    // No GPU-capable TensorFlow can be installed here: this checks the environment each
+    // worker process is given, and that it serves.
+    let server = Server::start_with(
+        "half_plus_two",
+        &model_path("half_plus_two"),
+        &["--worker_gpus=0,1"],
+    );
+    wait_for("both workers", Duration::from_secs(60), || {
+        all_serving(server.rest_port, 2)
+    });
+    for (i, w) in workers(server.rest_port).iter().enumerate() {
+        assert_eq!(w["device"], format!("gpu:{i}"));
+        let pid = w["pid"].as_u64().unwrap();
+        assert_eq!(
+            env_of(pid, "CUDA_VISIBLE_DEVICES").as_deref(),
+            Some(i.to_string().as_str())
+        );
+    }
+    rest_predict(server.rest_port, "/v1/models/half_plus_two:predict", 1.0);
+}
+
+#[test]
+fn a_version_only_one_worker_holds_is_routed_only_there() {
+    let base = TempDir::new("pool-versions");
+    let source = model_path("half_plus_two");
+    copy_dir(&source.join("1"), &base.0.join("1")).unwrap();
+    // Heartbeats effectively off: worker 1 is stopped on purpose below.
+    let server = Server::start_with(
+        "half_plus_two",
+        &base.0,
+        &[
+            "--num_workers=2",
+            "--file_system_poll_wait_seconds=1",
+            "--worker_heartbeat_timeout_ms=120000",
+        ],
+    );
+    let port = server.rest_port;
+    wait_for("both workers", Duration::from_secs(60), || {
+        all_serving(port, 2)
+    });
+
+    // Worker 1 stops (its Source with it); only worker 0 can see version 2 arrive.
+    let stopped = workers(port)[1]["pid"].as_u64().unwrap();
+    signal("-STOP", stopped);
+    copy_dir(&source.join("2"), &base.0.join(".incoming")).unwrap();
+    std::fs::rename(base.0.join(".incoming"), base.0.join("2")).unwrap();
+    wait_for("version 2 on worker 0", Duration::from_secs(30), || {
+        workers(port)[0]["versions"].as_array().is_some_and(|v| {
+            v.iter()
+                .any(|v| v["version"] == 2 && v["state"] == "AVAILABLE")
+        })
+    });
+    let answered = |i: usize| workers(port)[i]["requests_answered"].as_u64().unwrap();
+    let (a0, a1) = (answered(0), answered(1));
+    // Each would hang until the REST timeout if it were sent to the stopped worker.
+    for i in 0..20 {
+        let took = rest_predict(
+            port,
+            "/v1/models/half_plus_two/versions/2:predict",
+            i as f32,
+        );
+        assert!(took < Duration::from_secs(5), "request {i} took {took:?}");
+        rest_predict(port, "/v1/models/half_plus_two:predict", i as f32);
+    }
+    assert_eq!(answered(0), a0 + 40);
+    assert_eq!(answered(1), a1);
+    let w1 = &workers(port)[1];
+    assert!(
+        !w1["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["version"] == 2),
+        "worker 1 never reported version 2: {w1}"
+    );
+
+    // Woken up, worker 1 catches up and serves version 2 too.
+    signal("-CONT", stopped);
+    wait_for("version 2 on worker 1", Duration::from_secs(30), || {
+        workers(port)[1]["versions"].as_array().is_some_and(|v| {
+            v.iter()
+                .any(|v| v["version"] == 2 && v["state"] == "AVAILABLE")
+        })
+    });
+    assert_eq!(
+        workers(port)[1]["pid"].as_u64(),
+        Some(stopped),
+        "not restarted"
+    );
+}
+
+fn dev_shm() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Chaos: two workers under steady REST and gRPC load lose a worker to SIGKILL five
+/// times; every request is answered correctly, the gateway lives on, both workers come
+/// back, and nothing is left in /dev/shm after shutdown.
+#[test]
+fn chaos_sigkill_workers_under_rest_and_grpc_load() {
+    let shm_before = dev_shm();
+    let mut server = Server::start_with(
+        "half_plus_two",
+        &model_path("half_plus_two"),
+        &["--num_workers=2"],
+    );
+    let (port, gateway) = (server.rest_port, server.pid());
+    wait_for("both workers", Duration::from_secs(60), || {
+        all_serving(port, 2)
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let rest = rest_load(port, 2, &stop);
+    let grpc_url = server.grpc_url();
+    let grpc: Vec<_> = (0..2)
+        .map(|c| {
+            let stop = stop.clone();
+            let url = grpc_url.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let mut client = PredictionServiceClient::connect(url).await.unwrap();
+                    let mut n = 0u32;
+                    while !stop.load(Ordering::Relaxed) {
+                        let x = 1000.0 * (c + 1) as f32 + n as f32;
+                        let req =
+                            predict_request("half_plus_two", "x", float_tensor(&[1, 1], &[x]));
+                        let resp = client.predict(req).await.expect("gRPC predict failed");
+                        assert_eq!(
+                            resp.into_inner().outputs["y"].float_val,
+                            vec![0.5 * x + 3.0]
+                        );
+                        n += 1;
+                    }
+                    n
+                })
+            })
+        })
+        .collect();
+
+    for kill in 0..5 {
+        std::thread::sleep(Duration::from_millis(300));
+        let victim = workers(port)[kill % 2]["pid"].as_u64().unwrap();
+        signal("-KILL", victim);
+        wait_for(
+            "the killed worker's replacement",
+            Duration::from_secs(30),
+            || all_serving(port, 2) && !pids(port).contains(&victim),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (rest_n, _) = join(rest);
+    let grpc_n: u32 = grpc
+        .into_iter()
+        .map(|h| h.join().expect("gRPC client"))
+        .sum();
+    assert!(rest_n > 0 && grpc_n > 0, "rest {rest_n}, grpc {grpc_n}");
+
+    assert_eq!(server.pid(), gateway);
+    let w = workers(port);
+    assert_eq!(
+        w.iter()
+            .map(|w| w["restarts"].as_u64().unwrap())
+            .sum::<u64>(),
+        5
+    );
+    assert!(all_serving(port, 2));
+
+    signal("-TERM", gateway as u64);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "gateway did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    let leaked: Vec<String> = dev_shm()
+        .into_iter()
+        .filter(|n| !shm_before.contains(n))
+        .collect();
+    assert!(leaked.is_empty(), "left behind in /dev/shm: {leaked:?}");
+}
+
+/// A SIGSTOPped worker stops answering heartbeats: it is killed and replaced, and its
+/// requests go to the other worker, so clients wait at most about the heartbeat timeout.
+#[test]
+fn a_stopped_worker_is_replaced_while_clients_keep_their_answers() {
+    let server = Server::start_with(
+        "half_plus_two",
+        &model_path("half_plus_two"),
+        &["--num_workers=2", "--worker_heartbeat_timeout_ms=1000"],
+    );
+    let port = server.rest_port;
+    wait_for("both workers", Duration::from_secs(60), || {
+        all_serving(port, 2)
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = rest_load(port, 3, &stop);
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped = workers(port)[0]["pid"].as_u64().unwrap();
+    signal("-STOP", stopped);
+    wait_for(
+        "the stopped worker's replacement",
+        Duration::from_secs(30),
+        || all_serving(port, 2) && !pids(port).contains(&stopped),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (n, longest) = join(load);
+    assert!(n > 0);
+    // The heartbeat timeout plus scheduling slack on a busy 2-core machine.
+    assert!(
+        longest < Duration::from_millis(2500),
+        "a client waited {longest:?}"
+    );
+    let w0 = &workers(port)[0];
+    assert_eq!(w0["restarts"], 1);
+    assert!(
+        w0["last_exit"].as_str().unwrap().contains("no heartbeat"),
+        "{w0}"
+    );
+}
+
+/// A worker still running a request well past the request's deadline is taken for
+/// stuck (heartbeats are off here, so only that can give it away): it is replaced and
+/// the next request is served.
+#[tokio::test]
+async fn a_run_past_its_deadline_gets_its_worker_replaced() {
+    let server = Server::start_with(
+        "slow",
+        &model_path("slow"),
+        &[
+            "--worker_heartbeat_timeout_ms=120000",
+            "--worker_run_grace_ms=300",
+        ],
+    );
+    let port = server.rest_port;
+    let stuck = workers(port)[0]["pid"].as_u64().unwrap();
+    let mut client = PredictionServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let count_to = |n: i64, timeout_ms: u64| {
+        let t = tfgate_proto::tensorflow::TensorProto {
+            dtype: 9,
+            tensor_shape: float_tensor(&[1], &[]).tensor_shape,
+            int64_val: vec![n],
+            ..Default::default()
+        };
+        let mut req = tonic::Request::new(predict_request("slow", "n", t));
+        req.metadata_mut()
+            .insert("grpc-timeout", format!("{timeout_ms}m").parse().unwrap());
+        req
+    };
+    // A stopped process is what a kernel spinning without checking for cancellation
+    // looks like from outside: the run never returns.
+    signal("-STOP", stuck);
+    let started = Instant::now();
+    let err = client.predict(count_to(10, 500)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    tokio::task::spawn_blocking(move || {
+        wait_for(
+            "the stuck worker's replacement",
+            Duration::from_secs(30),
+            || all_serving(port, 1) && !pids(port).contains(&stuck),
+        )
+    })
+    .await
+    .unwrap();
+    let replaced_after = started.elapsed();
+    assert!(
+        replaced_after < Duration::from_secs(10),
+        "replaced after {replaced_after:?}"
+    );
+    let w = &workers(port)[0];
+    assert!(
+        w["last_exit"]
+            .as_str()
+            .unwrap()
+            .contains("past its deadline"),
+        "{w}"
+    );
+    let resp = client.predict(count_to(10, 20_000)).await.unwrap();
+    assert_eq!(resp.into_inner().outputs["count"].int64_val, vec![10]);
+}
