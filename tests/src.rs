@@ -279,6 +279,37 @@ pub fn predict_request(model: &str, input: &str, t: TensorProto) -> PredictReque
     }
 }
 
+/// A Predict of the `slow` model counting to `n`. A `timeout` travels as the
+/// `grpc-timeout` header only (no client-side timer), so the status seen is the server's.
+pub fn count_to(n: i64, timeout: Option<Duration>) -> tonic::Request<PredictRequest> {
+    let t = TensorProto {
+        dtype: 9, // DT_INT64
+        tensor_shape: float_tensor(&[1], &[]).tensor_shape,
+        int64_val: vec![n],
+        ..Default::default()
+    };
+    let mut req = tonic::Request::new(predict_request("slow", "n", t));
+    if let Some(timeout) = timeout {
+        let header = format!("{}m", timeout.as_millis());
+        req.metadata_mut()
+            .insert("grpc-timeout", header.parse().expect("ascii header"));
+    }
+    req
+}
+
+/// The names in /dev/shm, sorted (to check that nothing is left behind).
+pub fn dev_shm() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 /// Copies a directory tree (a SavedModel version) recursively.
 pub fn copy_dir(src: &Path, dst: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dst)?;

@@ -1,6 +1,6 @@
 //! gRPC PredictionService/ModelService against the real binaries.
 
-use tfgate_e2e::{float_tensor as floats, predict_request as request, Server};
+use tfgate_e2e::{count_to, float_tensor as floats, predict_request as request, Server};
 use tfgate_proto::tensorflow::serving::model_spec::VersionChoice;
 use tfgate_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use tfgate_proto::tensorflow::serving::{GetModelMetadataRequest, ModelSpec};
@@ -179,23 +179,8 @@ async fn deadlines_cancel_the_session_run() {
     let mut client = PredictionServiceClient::connect(server.grpc_url())
         .await
         .unwrap();
-    let count_to = |n: i64, timeout: std::time::Duration| {
-        let t = tfgate_proto::tensorflow::TensorProto {
-            dtype: 9,
-            tensor_shape: floats(&[1], &[]).tensor_shape,
-            int64_val: vec![n],
-            ..Default::default()
-        };
-        // The deadline travels as the grpc-timeout header only (no client-side timer), so
-        // the status seen is the server's.
-        let mut req = tonic::Request::new(request("slow", "n", t));
-        let header = format!("{}m", timeout.as_millis());
-        req.metadata_mut()
-            .insert("grpc-timeout", header.parse().unwrap());
-        req
-    };
     let resp = client
-        .predict(count_to(1000, std::time::Duration::from_secs(30)))
+        .predict(count_to(1000, Some(std::time::Duration::from_secs(30))))
         .await
         .unwrap();
     assert_eq!(resp.into_inner().outputs["count"].int64_val, vec![1000]);
@@ -204,7 +189,7 @@ async fn deadlines_cancel_the_session_run() {
     let err = client
         .predict(count_to(
             1_000_000_000_000_000,
-            std::time::Duration::from_millis(300),
+            Some(std::time::Duration::from_millis(300)),
         ))
         .await
         .unwrap_err();
@@ -212,7 +197,7 @@ async fn deadlines_cancel_the_session_run() {
 
     // Served by the same (single-threaded) worker: only possible if the run was cancelled.
     let resp = client
-        .predict(count_to(10, std::time::Duration::from_secs(20)))
+        .predict(count_to(10, Some(std::time::Duration::from_secs(20))))
         .await
         .unwrap();
     assert_eq!(resp.into_inner().outputs["count"].int64_val, vec![10]);

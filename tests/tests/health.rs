@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use tfgate_e2e::{float_tensor, http, model_path, predict_request, Server};
+use tfgate_e2e::{count_to, http, model_path, Server};
 use tfgate_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -189,13 +189,7 @@ async fn sigterm_drains_requests_in_flight() {
             let url = server.grpc_url();
             tokio::spawn(async move {
                 let mut client = PredictionServiceClient::connect(url).await.unwrap();
-                let t = tfgate_proto::tensorflow::TensorProto {
-                    dtype: 9,
-                    tensor_shape: float_tensor(&[1], &[]).tensor_shape,
-                    int64_val: vec![n],
-                    ..Default::default()
-                };
-                client.predict(predict_request("slow", "n", t)).await
+                client.predict(count_to(n, None)).await
             })
         })
         .collect();

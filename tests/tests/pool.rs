@@ -6,7 +6,9 @@ use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tfgate_e2e::{copy_dir, float_tensor, http, model_path, predict_request, Server, TempDir};
+use tfgate_e2e::{
+    copy_dir, count_to, dev_shm, float_tensor, http, model_path, predict_request, Server, TempDir,
+};
 use tfgate_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 
 fn workers(port: u16) -> Vec<Value> {
@@ -246,18 +248,6 @@ fn a_version_only_one_worker_holds_is_routed_only_there() {
     );
 }
 
-fn dev_shm() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 /// Chaos: two workers under steady REST and gRPC load lose a worker to SIGKILL five
 /// times; every request is answered correctly, the gateway lives on, both workers come
 /// back, and nothing is left in /dev/shm after shutdown.
@@ -410,23 +400,14 @@ async fn a_run_past_its_deadline_gets_its_worker_replaced() {
     let mut client = PredictionServiceClient::connect(server.grpc_url())
         .await
         .unwrap();
-    let count_to = |n: i64, timeout_ms: u64| {
-        let t = tfgate_proto::tensorflow::TensorProto {
-            dtype: 9,
-            tensor_shape: float_tensor(&[1], &[]).tensor_shape,
-            int64_val: vec![n],
-            ..Default::default()
-        };
-        let mut req = tonic::Request::new(predict_request("slow", "n", t));
-        req.metadata_mut()
-            .insert("grpc-timeout", format!("{timeout_ms}m").parse().unwrap());
-        req
-    };
     // A stopped process is what a kernel spinning without checking for cancellation
     // looks like from outside: the run never returns.
     signal("-STOP", stuck);
     let started = Instant::now();
-    let err = client.predict(count_to(10, 500)).await.unwrap_err();
+    let err = client
+        .predict(count_to(10, Some(Duration::from_millis(500))))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
     tokio::task::spawn_blocking(move || {
         wait_for(
@@ -450,6 +431,9 @@ async fn a_run_past_its_deadline_gets_its_worker_replaced() {
             .contains("past its deadline"),
         "{w}"
     );
-    let resp = client.predict(count_to(10, 20_000)).await.unwrap();
+    let resp = client
+        .predict(count_to(10, Some(Duration::from_secs(20))))
+        .await
+        .unwrap();
     assert_eq!(resp.into_inner().outputs["count"].int64_val, vec![10]);
 }

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use tfgate_e2e::{http, maps_library, worker_of, Server};
+use tfgate_e2e::{dev_shm, http, maps_library, worker_of, Server};
 
 fn predict(server: &Server) -> (u16, String) {
     http(
@@ -58,18 +58,6 @@ fn gateway_survives_a_worker_crash() {
     };
     assert_ne!(first, second);
     assert!(server.child.id() > 0);
-}
-
-fn dev_shm() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
 }
 
 /// Stops the gateway with `signal` and checks that its worker goes too and that nothing

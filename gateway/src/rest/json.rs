@@ -39,7 +39,6 @@ mod writer;
 pub use classify::{decode_examples, encode_classify, encode_regress};
 pub use predict::{decode_predict, encode_predict, predict_signature_name};
 
-use crate::error::Code;
 use crate::error::ServingError;
 use parser::JsonValue;
 use shm_protocol::tensor::Tensor;
@@ -135,26 +134,7 @@ fn format_error(doc: &JsonDoc, message: &str) -> ServingError {
 
 /// `absl::Status::ToString()`: `INVALID_ARGUMENT: message`.
 fn status_to_string(e: &ServingError) -> String {
-    let code = match e.code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    };
-    format!("{code}: {}", e.message)
+    format!("{}: {}", e.code.name(), e.message)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tfgate_proto::tensorflow::serving::SignatureDefMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
@@ -66,15 +66,9 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 /// A control write that does not finish in this long counts as a hung worker.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-async fn read_message(stream: &mut OwnedReadHalf) -> anyhow::Result<WorkerMessage> {
-    let mut prefix = [0u8; 4];
-    stream.read_exact(&mut prefix).await?;
-    let mut body = vec![0u8; control::frame_len(prefix)?];
-    stream.read_exact(&mut body).await?;
-    Ok(control::decode(&body)?)
-}
-
-async fn read_first(stream: &mut UnixStream) -> anyhow::Result<WorkerMessage> {
+async fn read_message(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> anyhow::Result<WorkerMessage> {
     let mut prefix = [0u8; 4];
     stream.read_exact(&mut prefix).await?;
     let mut body = vec![0u8; control::frame_len(prefix)?];
@@ -139,7 +133,7 @@ impl Supervisor {
                 }
                 End::Restart(why) => why,
             };
-            tracing::warn!(worker = %self.slot.id(), generation, "{why}; restarting");
+            tracing::warn!(worker = %self.slot.id(), generation, "worker exited ({why}); restarting");
             self.slot.ended(why.clone(), true);
             ever_served |= served;
             failures_in_a_row = if served { 0 } else { failures_in_a_row + 1 };
@@ -188,7 +182,7 @@ impl Supervisor {
         generation: u64,
     ) -> anyhow::Result<(UnixStream, Arc<Incarnation>)> {
         let (mut stream, _) = listener.accept().await?;
-        let pid = match read_first(&mut stream).await? {
+        let pid = match read_message(&mut stream).await? {
             WorkerMessage::Hello { worker_id, pid } => {
                 tracing::info!(worker = %self.slot.id(), worker_id, pid, generation, "worker connected");
                 pid
@@ -197,7 +191,7 @@ impl Supervisor {
         };
         let segment = Segment::create(&self.config.segment, generation)?;
         let mut stream = attach(stream, &segment, generation)?;
-        match read_first(&mut stream).await? {
+        match read_message(&mut stream).await? {
             WorkerMessage::Attached { generation: g } if g == generation => {}
             other => bail!("expected Attached({generation}), got {other:?}"),
         }
@@ -253,7 +247,7 @@ impl Supervisor {
             .map(|s| s.to_string())
             .unwrap_or_default();
         match end {
-            End::Restart(why) => End::Restart(format!("{why}; {status}")),
+            End::Restart(why) => End::Restart(format!("{why}: {status}")),
             End::Stopped => End::Stopped,
         }
     }
@@ -314,12 +308,10 @@ impl Supervisor {
                         }
                         other => *served |= apply_report(&self.servables, self.slot.id(), other),
                     },
-                    Some(Err(e)) => return End::Restart(format!("control socket closed: {e}")),
-                    None => return End::Restart("control socket closed".into()),
+                    Some(Err(e)) => return End::Restart(format!("its control socket closed ({e})")),
+                    None => return End::Restart("its control socket closed".into()),
                 },
-                status = child.wait() => {
-                    return End::Restart(status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()));
-                }
+                _ = child.wait() => return End::Restart("the process ended".into()),
                 _ = incarnation.dead() => return End::Restart("its response ring failed".into()),
                 _ = heartbeat.tick() => {
                     seq += 1;
