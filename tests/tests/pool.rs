@@ -368,6 +368,7 @@ fn a_stopped_worker_is_replaced_while_clients_keep_their_answers() {
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let (n, longest) = join(load);
+    println!("{n} requests; longest client wait across the SIGSTOP: {longest:?}");
     assert!(n > 0);
     // The heartbeat timeout plus scheduling slack on a busy 2-core machine.
     assert!(
