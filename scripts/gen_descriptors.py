@@ -14,6 +14,8 @@ MODULES = [
     "tensorflow_serving.apis.prediction_service_pb2",
     "tensorflow_serving.apis.model_service_pb2",
     "tensorflow_serving.config.model_server_config_pb2",
+    "tensorflow_serving.apis.prediction_log_pb2",
+    "tensorflow.core.protobuf.config_pb2",
     "tensorflow.core.protobuf.saved_model_pb2",
     "tensorflow.core.protobuf.meta_graph_pb2",
     "tensorflow.core.example.example_pb2",

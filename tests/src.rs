@@ -55,18 +55,26 @@ impl Server {
         Server::start_with(model, &model_path(model), &[])
     }
 
-    /// Starts tfgate with extra flags. A port taken between `free_port` and tfgate's
-    /// bind makes tfgate exit at once; that start is retried on other ports.
+    /// Starts tfgate with extra flags.
     pub fn start_with(model: &str, base_path: &Path, extra: &[&str]) -> Server {
+        let name = format!("--model_name={model}");
+        let base = format!("--model_base_path={}", base_path.display());
+        let mut flags = vec![name.as_str(), base.as_str()];
+        flags.extend_from_slice(extra);
+        Server::start_with_flags(model, &flags)
+    }
+
+    /// Starts tfgate with these flags (and free ports) and waits until `ready_model` is
+    /// AVAILABLE. A port taken between `free_port` and tfgate's bind makes tfgate exit at
+    /// once; that start is retried on other ports.
+    pub fn start_with_flags(ready_model: &str, flags: &[&str]) -> Server {
         for _ in 0..3 {
             let grpc_port = free_port();
             let rest_port = free_port();
             let child = Command::new(bin_dir().join("tfgate"))
                 .arg(format!("--port={grpc_port}"))
                 .arg(format!("--rest_api_port={rest_port}"))
-                .arg(format!("--model_name={model}"))
-                .arg(format!("--model_base_path={}", base_path.display()))
-                .args(extra)
+                .args(flags)
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -77,7 +85,7 @@ impl Server {
                 grpc_port,
                 rest_port,
             };
-            if server.wait_ready(model) {
+            if server.wait_ready(ready_model) {
                 return server;
             }
         }

@@ -25,6 +25,27 @@ pub struct Flags {
     #[arg(long = "model_base_path", default_value = "")]
     pub model_base_path: String,
 
+    /// If non-empty, read a text-format ModelServerConfig (several models, version
+    /// policies, labels) from this file instead of --model_name/--model_base_path.
+    #[arg(long = "model_config_file", default_value = "")]
+    pub model_config_file: String,
+
+    /// Seconds between re-reads of --model_config_file, applying what changed; 0 reads it
+    /// once.
+    #[arg(
+        long = "model_config_file_poll_wait_seconds",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub model_config_file_poll_wait_seconds: i32,
+
+    /// Lets a new version label (or one that does not move) point at a version that is
+    /// not AVAILABLE yet; needed for labels in the config a server starts with.
+    #[arg(long = "allow_version_labels_for_unavailable_models", num_args = 0..=1,
+          default_value_t = false, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    pub allow_version_labels_for_unavailable_models: bool,
+
     /// Seconds between polls of the base path for new versions (loaded before the old
     /// ones are unloaded). 0 or less: load once at startup. (TF Serving waits forever at
     /// startup for a negative value; tfgate loads once.)
@@ -130,9 +151,6 @@ const NOT_YET_SUPPORTED: &[&str] = &[
     "enable_profiler",
     "ssl_config_file",
     "use_alts_credentials",
-    "model_config_file",
-    "model_config_file_poll_wait_seconds",
-    "allow_version_labels_for_unavailable_models",
     "platform_config_file",
     "num_load_threads",
     "num_unload_threads",
@@ -226,7 +244,7 @@ pub fn parse_command_line(args: Vec<String>) -> Flags {
 impl Flags {
     /// The startup checks `tensorflow_model_server` makes before serving.
     pub fn validate(&self) -> Result<(), String> {
-        if self.model_base_path.is_empty() {
+        if self.model_base_path.is_empty() && self.model_config_file.is_empty() {
             return Err("Both server_options.model_base_path and server_options.model_config_file are empty!".into());
         }
         if self.num_workers == 0 {

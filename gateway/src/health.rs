@@ -39,7 +39,7 @@ pub struct Health {
     pub lifecycle: Lifecycle,
     pub pool: WorkerPool,
     /// The configured models.
-    pub models: Vec<String>,
+    pub models: tokio::sync::watch::Receiver<crate::server_core::Models>,
 }
 
 impl Health {
@@ -52,10 +52,11 @@ impl Health {
             }
             Phase::Serving => {}
         }
-        for m in &self.models {
-            if !self.servables.is_routable(m) {
+        for m in self.models.borrow().iter() {
+            if !self.servables.is_routable(&m.name) {
                 waiting_for.push(format!(
-                    "model {m}: no version is AVAILABLE on a live worker"
+                    "model {}: no version is AVAILABLE on a live worker",
+                    m.name
                 ));
             }
         }
@@ -117,6 +118,7 @@ impl Health {
     pub async fn drive_grpc_health(self, reporter: HealthReporter) {
         let mut servables = self.servables.subscribe();
         let mut phase = self.lifecycle.subscribe();
+        let mut models = self.models.clone();
         let mut last = None;
         loop {
             let status = if self.readiness().is_ready() {
@@ -133,6 +135,7 @@ impl Health {
             tokio::select! {
                 r = servables.changed() => if r.is_err() { return },
                 r = phase.changed() => if r.is_err() { return },
+                r = models.changed() => if r.is_err() { return },
             }
         }
     }

@@ -10,22 +10,27 @@ mod error;
 mod grpc;
 mod health;
 mod lifecycle;
+mod model_config;
 mod predictor;
 mod request;
 mod rest;
 mod servables;
+mod server_core;
 mod status;
+mod text_format;
 mod validation;
 mod workers;
 
 use anyhow::Context;
 use config::Flags;
+use error::ServingError;
 use health::Health;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lifecycle::{Lifecycle, Phase};
 use predictor::Predictor;
 use servables::Servables;
-use shm_protocol::control::{ModelConfig, ServableState, SessionConfig, VersionPolicy};
+use server_core::{CoreOptions, ServerCore};
+use shm_protocol::control::SessionConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -92,42 +97,26 @@ fn absolute(path: &str) -> anyhow::Result<String> {
     Ok(abs.to_string_lossy().into_owned())
 }
 
-/// Waits until every model has an AVAILABLE version, or fails like TF Serving when a load
-/// fails.
-async fn wait_until_available(servables: &Servables, models: &[ModelConfig]) -> anyhow::Result<()> {
-    let mut changes = servables.subscribe();
+/// Re-reads `--model_config_file` every `every` and applies it; a file that cannot be
+/// read or a config that cannot be applied is logged and the old one stays in force.
+async fn poll_config_file(core: ServerCore, path: String, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let mut pending = 0;
-        let mut failed = Vec::new();
-        for m in models {
-            let versions = servables.versions(&m.name).unwrap_or_default();
-            if versions
-                .values()
-                .any(|v| v.state == ServableState::Available)
-            {
+        ticks.tick().await;
+        let config = match model_config::read_file(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("Failed to read ModelServerConfig file: {}", e.message);
                 continue;
             }
-            pending += 1;
-            for (v, s) in &versions {
-                if let (ServableState::End, Some(e)) = (s.state, &s.error) {
-                    failed.push(format!(
-                        "{{name: {} version: {v}}} due to error: {}",
-                        m.name, e.message
-                    ));
-                }
-            }
-        }
-        if !failed.is_empty() {
-            anyhow::bail!(
-                "UNKNOWN: {} servable(s) did not become available: {{{}}}",
-                failed.len(),
-                failed.join(", ")
+        };
+        if let Err(e) = core.reload_config(config, true).await {
+            tracing::error!(
+                "PollFilesystemAndReloadConfig failed to ReloadConfig: {}",
+                e.message
             );
         }
-        if pending == 0 {
-            return Ok(());
-        }
-        changes.changed().await.context("workers stopped")?;
     }
 }
 
@@ -207,14 +196,23 @@ async fn drain(
 }
 
 async fn run(flags: Flags) -> anyhow::Result<()> {
-    flags.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    flags.validate().map_err(ServingError::invalid_argument)?;
     let runtime_dir = RuntimeDir::create()?;
-    let models = vec![ModelConfig {
-        name: flags.model_name.clone(),
-        base_path: absolute(&flags.model_base_path)?,
-        version_policy: VersionPolicy::Latest { num_versions: 1 },
-    }];
     let servables = Servables::default();
+    let core = ServerCore::new(
+        CoreOptions {
+            allow_version_labels_for_unavailable_models: flags
+                .allow_version_labels_for_unavailable_models,
+        },
+        servables.clone(),
+    );
+    let initial = if flags.model_config_file.is_empty() {
+        model_config::single_model(&flags.model_name, &absolute(&flags.model_base_path)?)
+    } else {
+        model_config::read_file(&flags.model_config_file)?
+    };
+    core.reload_config(initial, false).await?;
+    let models = core.models();
     let lifecycle = Lifecycle::default();
     let segment = shm_protocol::SegmentConfig {
         request_arena_bytes: (flags.shm_request_arena_mb as u64) << 20,
@@ -234,7 +232,6 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             worker_binary: worker_binary(&flags)?,
             runtime_dir: runtime_dir.0.clone(),
             segment,
-            models: models.clone(),
             session: SessionConfig {
                 tags: flags.tags(),
                 intra_op_parallelism: flags.tensorflow_intra_op_parallelism,
@@ -246,6 +243,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         },
         plans,
         servables.clone(),
+        models.clone(),
     );
 
     // One signal watch for the whole life of the server.
@@ -255,8 +253,9 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         let _ = signalled_tx.send(true);
     });
 
+    let names: Vec<String> = models.borrow().iter().map(|m| m.name.clone()).collect();
     tokio::select! {
-        r = wait_until_available(&servables, &models) => r?,
+        r = server_core::wait_until_available(&servables, &names, "servable") => r?,
         r = startup_failed.wait_for(Option::is_some) => {
             let why = r.ok().and_then(|w| w.clone()).unwrap_or_default();
             anyhow::bail!("{why}");
@@ -271,11 +270,19 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         servables,
         lifecycle: lifecycle.clone(),
         pool: pool.clone(),
-        models: models.iter().map(|m| m.name.clone()).collect(),
+        models,
     };
+    if !flags.model_config_file.is_empty() && flags.model_config_file_poll_wait_seconds > 0 {
+        tokio::spawn(poll_config_file(
+            core.clone(),
+            flags.model_config_file.clone(),
+            Duration::from_secs(flags.model_config_file_poll_wait_seconds as u64),
+        ));
+    }
 
     let grpc = grpc::GrpcServices {
         predictor: predictor.clone(),
+        core,
         tensor_content: flags.enable_serialization_as_tensor_content,
     };
     let grpc_addr = SocketAddr::from(([0, 0, 0, 0], flags.port));
@@ -383,7 +390,12 @@ fn main() {
         // Exit without waiting for idle client connections to close.
         Ok(()) => std::process::exit(0),
         Err(e) => {
-            eprintln!("Failed to start server. Error: {e:#}");
+            // TF Serving's form: `CODE: message` when the failure has a status code.
+            let why = match e.downcast_ref::<ServingError>() {
+                Some(s) => format!("{}: {}", s.code.name(), s.message),
+                None => format!("{e:#}"),
+            };
+            eprintln!("Failed to start server. Error: {why}");
             std::process::exit(255);
         }
     }

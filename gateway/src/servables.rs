@@ -142,10 +142,15 @@ impl VersionEntry {
 
 type Table = BTreeMap<String, BTreeMap<i64, VersionEntry>>;
 
+/// Version labels by model, then label (`version_labels` of the model config).
+pub type Labels = BTreeMap<String, BTreeMap<String, i64>>;
+
 /// The table, shared by the front ends, the pool and the worker supervisors.
 #[derive(Clone)]
 pub struct Servables {
     inner: Arc<RwLock<Table>>,
+    /// `None` until a model list has been applied (TF Serving's null label map).
+    labels: Arc<RwLock<Option<Labels>>>,
     changed: watch::Sender<u64>,
 }
 
@@ -153,6 +158,7 @@ impl Default for Servables {
     fn default() -> Self {
         Servables {
             inner: Arc::default(),
+            labels: Arc::default(),
             changed: watch::channel(0).0,
         }
     }
@@ -238,6 +244,34 @@ impl Servables {
         });
     }
 
+    /// Replaces every model's labels at once (`UpdateModelVersionLabelMap`).
+    pub fn set_labels(&self, labels: Labels) {
+        *self.labels.write() = Some(labels);
+    }
+
+    /// The labels in force, if any model list has been applied.
+    pub fn labels(&self) -> Option<Labels> {
+        self.labels.read().clone()
+    }
+
+    /// `GetModelVersionForLabel`.
+    fn label_version(&self, name: &str, label: &str) -> Result<i64, ServingError> {
+        match &*self.labels.read() {
+            None => Err(ServingError::unavailable(format!(
+                "Model labels does not init yet.{label}"
+            ))),
+            Some(labels) => labels
+                .get(name)
+                .and_then(|l| l.get(label))
+                .copied()
+                .ok_or_else(|| {
+                    ServingError::invalid_argument(format!(
+                        "Unrecognized servable version label: {label}"
+                    ))
+                }),
+        }
+    }
+
     /// A receiver that changes whenever the table does.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
@@ -298,37 +332,42 @@ impl Servables {
     /// version AVAILABLE on some worker; while none is (every worker holding one is
     /// restarting) it is the highest awaited version, and the request waits for it.
     pub fn resolve(&self, request: &ServableRequest) -> Result<Servable, ServingError> {
-        let table = self.inner.read();
-        let servable = |name: &str, version: i64, e: &VersionEntry| Servable {
-            id: ServableId {
-                name: name.to_string(),
-                version,
-            },
-            signatures: e.signatures.clone(),
+        let (name, version) = match request {
+            ServableRequest::Latest(name) => return self.resolve_latest(name),
+            ServableRequest::Specific(name, version) => (name, *version),
+            ServableRequest::Label(name, label) => (name, self.label_version(name, label)?),
         };
-        match request {
-            ServableRequest::Latest(name) => {
-                let versions = table
-                    .get(name)
-                    .ok_or_else(|| not_found(&format!("Latest({name})")))?;
-                versions
-                    .iter()
-                    .rev()
-                    .find(|(_, e)| e.is_available())
-                    .or_else(|| versions.iter().rev().find(|(_, e)| e.is_awaited()))
-                    .map(|(v, e)| servable(name, *v, e))
-                    .ok_or_else(|| not_found(&format!("Latest({name})")))
-            }
-            ServableRequest::Specific(name, version) => table
-                .get(name)
-                .and_then(|vs| vs.get(version))
-                .filter(|e| e.is_available() || e.is_awaited())
-                .map(|e| servable(name, *version, e))
-                .ok_or_else(|| not_found(&format!("Specific({name}, {version})"))),
-            ServableRequest::Label(_, label) => Err(ServingError::invalid_argument(format!(
-                "Unrecognized servable version label: {label}"
-            ))),
-        }
+        let table = self.inner.read();
+        table
+            .get(name)
+            .and_then(|vs| vs.get(&version))
+            .filter(|e| e.is_available() || e.is_awaited())
+            .map(|e| servable(name, version, e))
+            .ok_or_else(|| not_found(&format!("Specific({name}, {version})")))
+    }
+
+    fn resolve_latest(&self, name: &str) -> Result<Servable, ServingError> {
+        let table = self.inner.read();
+        let versions = table
+            .get(name)
+            .ok_or_else(|| not_found(&format!("Latest({name})")))?;
+        versions
+            .iter()
+            .rev()
+            .find(|(_, e)| e.is_available())
+            .or_else(|| versions.iter().rev().find(|(_, e)| e.is_awaited()))
+            .map(|(v, e)| servable(name, *v, e))
+            .ok_or_else(|| not_found(&format!("Latest({name})")))
+    }
+}
+
+fn servable(name: &str, version: i64, e: &VersionEntry) -> Servable {
+    Servable {
+        id: ServableId {
+            name: name.to_string(),
+            version,
+        },
+        signatures: e.signatures.clone(),
     }
 }
 
@@ -425,6 +464,40 @@ mod tests {
         s.initial_load_done(W0);
         assert_eq!(s.routes(&id(1)), Routes::Gone);
         assert!(!s.versions("m").unwrap().contains_key(&1));
+    }
+
+    #[test]
+    fn labels_resolve_to_versions() {
+        let s = Servables::default();
+        report(&s, W0, 1, ServableState::Available);
+        report(&s, W0, 2, ServableState::Loading);
+        let label = |l: &str| s.resolve(&ServableRequest::Label("m".into(), l.into()));
+        let e = label("stable").unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                crate::error::Code::Unavailable,
+                "Model labels does not init yet.stable"
+            )
+        );
+        s.set_labels(
+            [(
+                "m".to_string(),
+                [("stable".to_string(), 1), ("canary".to_string(), 2)].into(),
+            )]
+            .into(),
+        );
+        assert_eq!(label("stable").unwrap().id, id(1));
+        let e = label("canary").unwrap_err();
+        assert_eq!(e.message, "Servable not found for request: Specific(m, 2)");
+        let e = label("nope").unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                crate::error::Code::InvalidArgument,
+                "Unrecognized servable version label: nope"
+            )
+        );
     }
 
     #[test]

@@ -134,33 +134,54 @@ fn run(flags: Flags) -> anyhow::Result<()> {
         }
     };
 
+    // The model list; the gateway replaces it on a config reload.
+    let models = Arc::new(Mutex::new(models));
+    let (poll_now, poll_requests) = std::sync::mpsc::channel::<()>();
+
     // The control socket: heartbeats are answered from here, also while a model loads;
     // its closing means the gateway is gone, so exit rather than linger.
     let mut reader = stream;
     let pong = report.clone();
+    let new_models = models.clone();
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || loop {
             match control::read_message::<GatewayMessage>(&mut reader) {
                 Ok(GatewayMessage::Ping { seq }) => pong(WorkerMessage::Pong { seq }),
+                Ok(GatewayMessage::ServeModels { models, .. }) => {
+                    *new_models.lock().unwrap_or_else(|e| e.into_inner()) = models;
+                    let _ = poll_now.send(());
+                }
                 Ok(GatewayMessage::Shutdown) | Err(_) => std::process::exit(0),
                 Ok(other) => tracing::warn!("ignoring control message {other:?}"),
             }
         })?;
 
     // The initial load happens before serving, as in TF Serving; later polls run beside
-    // the serving thread.
+    // the serving thread, every `poll_every` seconds and at once when the list changes.
+    let current = || models.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut initial_report = report.clone();
-    manager.poll(&models, &session, &mut initial_report);
+    manager.poll(&current(), &session, &mut initial_report);
     report(WorkerMessage::InitialLoadDone);
-    if poll_every > 0 {
+    {
         let manager = manager.clone();
+        let models = models.clone();
         let mut report = report.clone();
+        let every = (poll_every > 0).then(|| Duration::from_secs(poll_every as u64));
         std::thread::Builder::new()
             .name("source".into())
             .spawn(move || loop {
-                std::thread::sleep(Duration::from_secs(poll_every as u64));
-                manager.poll(&models, &session, &mut report);
+                let woken = match every {
+                    Some(every) => poll_requests
+                        .recv_timeout(every)
+                        .map_err(|e| matches!(e, std::sync::mpsc::RecvTimeoutError::Disconnected)),
+                    None => poll_requests.recv().map_err(|_| true),
+                };
+                if woken == Err(true) {
+                    return; // the control thread is gone; the process is exiting
+                }
+                let list = models.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                manager.poll(&list, &session, &mut report);
             })?;
     }
     serve::serve(&manager, requests, responses)

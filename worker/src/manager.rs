@@ -75,6 +75,29 @@ impl Manager {
             };
             self.reconcile(model, &found, session, report);
         }
+        // Models no longer configured: every version goes (a config reload removed them).
+        let gone: Vec<String> = {
+            let loaded = self.models.read().unwrap_or_else(|e| e.into_inner());
+            loaded
+                .keys()
+                .filter(|name| !models.iter().any(|m| &m.name == *name))
+                .cloned()
+                .collect()
+        };
+        for name in gone {
+            let removed = ModelConfig {
+                name: name.clone(),
+                base_path: String::new(),
+                version_policy: shm_protocol::control::VersionPolicy::Specific {
+                    versions: Vec::new(),
+                },
+            };
+            self.reconcile(&removed, &[], session, report);
+            let mut loaded = self.models.write().unwrap_or_else(|e| e.into_inner());
+            if loaded.get(&name).is_some_and(|v| v.is_empty()) {
+                loaded.remove(&name);
+            }
+        }
     }
 
     fn reconcile(

@@ -41,6 +41,8 @@ impl From<ServingError> for Status {
 #[derive(Clone)]
 pub struct GrpcServices {
     pub predictor: Predictor,
+    /// For `HandleReloadConfigRequest`.
+    pub core: crate::server_core::ServerCore,
     /// `--enable_serialization_as_tensor_content`.
     pub tensor_content: bool,
 }
@@ -222,12 +224,8 @@ impl GrpcServices {
             .ok_or_else(|| ServingError::invalid_argument("Missing ModelSpec"))?;
         let version = match spec.version_choice {
             Some(VersionChoice::Version(v)) => Some(v),
-            Some(VersionChoice::VersionLabel(l)) => {
-                return Err(ServingError::invalid_argument(format!(
-                    "Unrecognized servable version label: {l}"
-                )))
-            }
-            None => None,
+            // TF Serving ignores a label here and lists every version.
+            Some(VersionChoice::VersionLabel(_)) | None => None,
         };
         self.predictor.status(&spec.name, version)
     }
@@ -293,9 +291,31 @@ impl pb::model_service_server::ModelService for GrpcServices {
 
     async fn handle_reload_config_request(
         &self,
-        _: Request<pb::ReloadConfigRequest>,
+        request: Request<pb::ReloadConfigRequest>,
     ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
-        Err(ServingError::unimplemented("HandleReloadConfigRequest is not implemented yet").into())
+        use tfgate_proto::tensorflow::serving::model_server_config::Config;
+        let config = request.into_inner().config.unwrap_or_default();
+        let result = match &config.config {
+            Some(Config::ModelConfigList(list)) => {
+                for (i, m) in list.config.iter().enumerate() {
+                    tracing::info!(index = i, path = %m.base_path, name = %m.name, platform = %m.model_platform, "Config entry");
+                }
+                self.core.reload_config(config, true).await
+            }
+            _ => Err(ServingError::invalid_argument(
+                "ServerModelConfig type not supported by HandleReloadConfigRequest. Only ModelConfigList is currently supported",
+            )),
+        };
+        match result {
+            Ok(()) => Ok(Response::new(pb::ReloadConfigResponse {
+                status: Some(pb::StatusProto::default()),
+                metric: Vec::new(),
+            })),
+            Err(e) => {
+                tracing::error!("ReloadConfig failed: {}", e.message);
+                Err(e.into())
+            }
+        }
     }
 }
 

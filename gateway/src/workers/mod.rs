@@ -48,6 +48,7 @@ impl WorkerPool {
         config: SupervisorConfig,
         plans: Vec<WorkerPlan>,
         servables: Servables,
+        models: watch::Receiver<crate::server_core::Models>,
     ) -> (WorkerPool, watch::Receiver<Option<String>>) {
         let (failed_tx, failed_rx) = watch::channel(None);
         let failed_tx = Arc::new(failed_tx);
@@ -64,6 +65,7 @@ impl WorkerPool {
                         servables: servables.clone(),
                         startup_failed: failed_tx.clone(),
                         stop: stop_rx.clone(),
+                        models: models.clone(),
                     }
                     .run(),
                 )

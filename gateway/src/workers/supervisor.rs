@@ -11,9 +11,10 @@
 use super::incarnation::Incarnation;
 use super::slot::{Slot, SlotState};
 use crate::servables::{ServableId, Servables, WorkerId};
+use crate::server_core::Models;
 use anyhow::{anyhow, bail, Context};
 use prost::Message;
-use shm_protocol::control::{self, GatewayMessage, ModelConfig, SessionConfig, WorkerMessage};
+use shm_protocol::control::{self, GatewayMessage, SessionConfig, WorkerMessage};
 use shm_protocol::{Segment, SegmentConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,7 +33,6 @@ pub struct SupervisorConfig {
     /// The private directory holding the workers' sockets.
     pub runtime_dir: PathBuf,
     pub segment: SegmentConfig,
-    pub models: Vec<ModelConfig>,
     pub session: SessionConfig,
     /// `--file_system_poll_wait_seconds`, handed to the worker's Source.
     pub file_system_poll_wait_seconds: i32,
@@ -52,6 +52,8 @@ pub struct Supervisor {
     pub startup_failed: Arc<watch::Sender<Option<String>>>,
     /// Turns true when the server shuts down.
     pub stop: watch::Receiver<bool>,
+    /// The model list to serve; a change (a config reload) is passed on to the worker.
+    pub models: watch::Receiver<Models>,
 }
 
 /// How long a new worker may take to connect and attach.
@@ -175,11 +177,21 @@ impl Supervisor {
         })
     }
 
+    /// The models to serve, as the worker is told them.
+    fn serve_models(&self, models: &mut watch::Receiver<Models>) -> GatewayMessage {
+        GatewayMessage::ServeModels {
+            models: models.borrow_and_update().as_ref().clone(),
+            session: self.config.session.clone(),
+            file_system_poll_wait_seconds: self.config.file_system_poll_wait_seconds,
+        }
+    }
+
     /// Accepts the worker's connection, hands it a fresh segment and its models.
     async fn handshake(
         &self,
         listener: &UnixListener,
         generation: u64,
+        models: &mut watch::Receiver<Models>,
     ) -> anyhow::Result<(UnixStream, Arc<Incarnation>)> {
         let (mut stream, _) = listener.accept().await?;
         let pid = match read_message(&mut stream).await? {
@@ -197,11 +209,7 @@ impl Supervisor {
         }
         let (sender, receiver) = segment.into_gateway();
         let incarnation = Incarnation::start(generation, pid, sender, receiver)?;
-        let serve = control::encode(&GatewayMessage::ServeModels {
-            models: self.config.models.clone(),
-            session: self.config.session.clone(),
-            file_system_poll_wait_seconds: self.config.file_system_poll_wait_seconds,
-        })?;
+        let serve = control::encode(&self.serve_models(models))?;
         stream.write_all(&serve).await?;
         Ok((stream, incarnation))
     }
@@ -219,8 +227,10 @@ impl Supervisor {
             Err(e) => return End::Restart(format!("{e:#}")),
         };
         let mut stop = self.stop.clone();
+        // One receiver from the handshake on: a change after the list was sent is seen.
+        let mut models = self.models.clone();
         let handshake = tokio::select! {
-            r = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(listener, generation)) => {
+            r = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(listener, generation, &mut models)) => {
                 r.map_err(|_| anyhow!("worker handshake timed out")).and_then(|r| r)
             }
             status = child.wait() => Err(anyhow!(
@@ -238,7 +248,9 @@ impl Supervisor {
             }
         };
         self.slot.attached(incarnation.clone());
-        let end = self.watch(&mut child, stream, &incarnation, served).await;
+        let end = self
+            .watch(&mut child, stream, &incarnation, &mut models, served)
+            .await;
         incarnation.mark_dead();
         let _ = child.start_kill();
         let status = child
@@ -258,6 +270,7 @@ impl Supervisor {
         child: &mut Child,
         stream: UnixStream,
         incarnation: &Arc<Incarnation>,
+        models: &mut watch::Receiver<Models>,
         served: &mut bool,
     ) -> End {
         let (mut reader, mut writer) = stream.into_split();
@@ -313,6 +326,12 @@ impl Supervisor {
                 },
                 _ = child.wait() => return End::Restart("the process ended".into()),
                 _ = incarnation.dead() => return End::Restart("its response ring failed".into()),
+                Ok(()) = models.changed() => {
+                    let list = self.serve_models(models);
+                    if let Err(e) = write_message(&mut writer, &list).await {
+                        return End::Restart(kill(child, format!("cannot send the model list: {e:#}")));
+                    }
+                }
                 _ = heartbeat.tick() => {
                     seq += 1;
                     if let Err(e) = write_message(&mut writer, &GatewayMessage::Ping { seq }).await {
