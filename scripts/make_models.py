@@ -9,6 +9,10 @@ Usage: python make_models.py OUT_DIR
   mlp/1                64 -> 512 -> 512 -> 16 float32 MLP with fixed weights, for benchmarks.
   slow/1               TF1 graph that counts to its input `n` (int64 [1]) in a while loop: a
                        model whose run time the caller picks, for deadline tests.
+  counter/1            TF1 graph that counts its own runs in a variable (predict: x -> calls;
+                       regress over tf.Examples: outputs = calls), with three warmup records in
+                       assets.extra/tf_serving_warmup_requests (two predict, one regress): the
+                       first request after a load sees how many warmup runs happened.
 """
 import os
 import sys
@@ -86,6 +90,48 @@ def slow(path: str) -> None:
             builder.save()
 
 
+def counter(path: str) -> None:
+    from tensorflow_serving.apis import (model_pb2, predict_pb2, prediction_log_pb2,
+                                         regression_pb2)
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, shape=[None], name="x")
+        serialized = v1.placeholder(tf.string, shape=[None], name="examples")
+        runs = v1.get_variable("runs", initializer=tf.constant(0, tf.int64), use_resource=False)
+        calls = tf.reshape(v1.assign_add(runs, 1), [1], name="calls")
+        outputs = tf.fill(tf.shape(serialized), tf.cast(v1.assign_add(runs, 1), tf.float32))
+        # x is fed but unused beyond its shape
+        calls = tf.identity(calls + 0 * tf.cast(tf.size(x), tf.int64), name="calls_out")
+        info = v1.saved_model.utils.build_tensor_info
+        sig = v1.saved_model.signature_def_utils.build_signature_def
+        consts = v1.saved_model.signature_constants
+        predict = sig({"x": info(x)}, {"calls": info(calls)}, consts.PREDICT_METHOD_NAME)
+        regress = sig({consts.REGRESS_INPUTS: info(serialized)},
+                      {consts.REGRESS_OUTPUTS: info(tf.identity(outputs, name="outputs"))},
+                      consts.REGRESS_METHOD_NAME)
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            builder = v1.saved_model.builder.SavedModelBuilder(path)
+            builder.add_meta_graph_and_variables(
+                sess, [v1.saved_model.tag_constants.SERVING],
+                signature_def_map={"serving_default": predict, "regress": regress},
+                strip_default_attrs=True)
+            builder.save()
+    extra = os.path.join(path, "assets.extra")
+    os.makedirs(extra, exist_ok=True)
+    with tf.io.TFRecordWriter(os.path.join(extra, "tf_serving_warmup_requests")) as w:
+        for _ in range(2):
+            req = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="counter"))
+            req.inputs["x"].CopyFrom(tf.make_tensor_proto([1.0], dtype=tf.float32))
+            w.write(prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=req)).SerializeToString())
+        reg = regression_pb2.RegressionRequest(
+            model_spec=model_pb2.ModelSpec(name="counter", signature_name="regress"))
+        reg.input.example_list.examples.add()
+        w.write(prediction_log_pb2.PredictionLog(
+            regress_log=prediction_log_pb2.RegressLog(request=reg)).SerializeToString())
+
+
 class MixedTypes(tf.Module):
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.int64, name="a"),
@@ -128,6 +174,7 @@ def main() -> None:
     m = MixedTypes()
     tf.saved_model.save(m, os.path.join(out, "mixed_types", "1"), signatures={"serving_default": m.serve})
     slow(os.path.join(out, "slow", "1"))
+    counter(os.path.join(out, "counter", "1"))
     mlp = Mlp()
     tf.saved_model.save(mlp, os.path.join(out, "mlp", "1"), signatures={"serving_default": mlp.serve})
     print(f"wrote models under {out}")

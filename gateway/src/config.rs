@@ -60,12 +60,65 @@ pub struct Flags {
     #[arg(long = "saved_model_tags", default_value = "serve")]
     pub saved_model_tags: String,
 
+    /// Threads for both of TensorFlow's pools when the two flags below are 0 (0 = auto).
+    #[arg(
+        long = "tensorflow_session_parallelism",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub tensorflow_session_parallelism: i32,
+
+    /// A text-format tensorflow.ConfigProto for every session; the parallelism and GPU
+    /// memory flags are written over it.
+    #[arg(long = "tensorflow_session_config_file", default_value = "")]
+    pub tensorflow_session_config_file: String,
+
+    /// Fraction of each GPU's memory a worker's TensorFlow takes (0: TensorFlow's choice).
+    #[arg(long = "per_process_gpu_memory_fraction", default_value_t = 0.0)]
+    pub per_process_gpu_memory_fraction: f64,
+
+    /// Retries after a failed load; 0 tries once.
+    #[arg(long = "max_num_load_retries", default_value_t = 5)]
+    pub max_num_load_retries: u32,
+
+    /// Microseconds between load retries; negative: no wait.
+    #[arg(
+        long = "load_retry_interval_micros",
+        default_value_t = 60_000_000,
+        allow_negative_numbers = true
+    )]
+    pub load_retry_interval_micros: i64,
+
+    /// Replays <version>/assets.extra/tf_serving_warmup_requests before a version serves.
+    #[arg(long = "enable_model_warmup", num_args = 0..=1, default_value_t = true,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub enable_model_warmup: bool,
+
+    /// Times each warmup record is run (0: once).
+    #[arg(long = "num_request_iterations_for_warmup", default_value_t = 0)]
+    pub num_request_iterations_for_warmup: u32,
+
+    /// tfgate: load a new version directory only once it has stopped changing (file
+    /// sizes and times equal across two looks), so a half-copied version is never
+    /// loaded. TF Serving loads what it sees (its issues #572, #1086).
+    #[arg(long = "wait_for_stable_version_dirs", num_args = 0..=1, default_value_t = true,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub wait_for_stable_version_dirs: bool,
+
     /// Threads for each op's internal parallelism (0 = TensorFlow's choice).
-    #[arg(long = "tensorflow_intra_op_parallelism", default_value_t = 0)]
+    #[arg(
+        long = "tensorflow_intra_op_parallelism",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
     pub tensorflow_intra_op_parallelism: i32,
 
     /// Threads for running independent ops (0 = TensorFlow's choice).
-    #[arg(long = "tensorflow_inter_op_parallelism", default_value_t = 0)]
+    #[arg(
+        long = "tensorflow_inter_op_parallelism",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
     pub tensorflow_inter_op_parallelism: i32,
 
     /// Timeout for REST inference requests, milliseconds.
@@ -154,23 +207,16 @@ const NOT_YET_SUPPORTED: &[&str] = &[
     "platform_config_file",
     "num_load_threads",
     "num_unload_threads",
-    "max_num_load_retries",
-    "load_retry_interval_micros",
     "flush_filesystem_caches",
     "remove_unused_fields_from_bundle_metagraph",
     "enable_batching",
     "batching_parameters_file",
     "enable_per_model_batching_parameters",
-    "tensorflow_session_parallelism",
-    "tensorflow_session_config_file",
-    "per_process_gpu_memory_fraction",
     "xla_cpu_compilation_enabled",
     "xla_gpu_compilation_enabled",
     "mixed_precision",
     "thread_pool_factory_config_file",
     "enable_signature_method_name_check",
-    "enable_model_warmup",
-    "num_request_iterations_for_warmup",
     "monitoring_config_file",
     "prefer_tflite_model",
     "num_tflite_pools",

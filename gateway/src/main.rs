@@ -16,6 +16,7 @@ mod request;
 mod rest;
 mod servables;
 mod server_core;
+mod session_config;
 mod status;
 mod text_format;
 mod validation;
@@ -28,9 +29,10 @@ use health::Health;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lifecycle::{Lifecycle, Phase};
 use predictor::Predictor;
+use prost::Message;
 use servables::Servables;
 use server_core::{CoreOptions, ServerCore};
-use shm_protocol::control::SessionConfig;
+use shm_protocol::control::{LoadConfig, SessionConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -211,6 +213,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     } else {
         model_config::read_file(&flags.model_config_file)?
     };
+    let session = session_config::session_config(&flags)?;
     core.reload_config(initial, false).await?;
     let models = core.models();
     let lifecycle = Lifecycle::default();
@@ -234,8 +237,14 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             segment,
             session: SessionConfig {
                 tags: flags.tags(),
-                intra_op_parallelism: flags.tensorflow_intra_op_parallelism,
-                inter_op_parallelism: flags.tensorflow_inter_op_parallelism,
+                config_proto: session.encode_to_vec(),
+            },
+            load: LoadConfig {
+                max_num_load_retries: flags.max_num_load_retries,
+                load_retry_interval_micros: flags.load_retry_interval_micros,
+                enable_model_warmup: flags.enable_model_warmup,
+                num_request_iterations_for_warmup: flags.num_request_iterations_for_warmup,
+                wait_for_stable_version_dirs: flags.wait_for_stable_version_dirs,
             },
             file_system_poll_wait_seconds: flags.file_system_poll_wait_seconds,
             heartbeat_timeout: Duration::from_millis(flags.worker_heartbeat_timeout_ms),

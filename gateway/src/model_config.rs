@@ -12,27 +12,13 @@ use tfgate_proto::tensorflow::serving::model_server_config::Config;
 /// The only platform tfgate (and TF Serving without `--platform_config_file`) serves.
 pub const TENSORFLOW_PLATFORM: &str = "tensorflow";
 
-/// Reads a text-format `ModelServerConfig` file (`ParseProtoTextFile`). A parse error is
-/// also logged with its position, under protobuf's own wording.
+/// Reads a text-format `ModelServerConfig` file (`--model_config_file`).
 pub fn read_file(path: &str) -> Result<pb::ModelServerConfig, ServingError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        let code = match e.kind() {
-            std::io::ErrorKind::NotFound => crate::error::Code::NotFound,
-            std::io::ErrorKind::PermissionDenied => crate::error::Code::PermissionDenied,
-            _ => crate::error::Code::Unknown,
-        };
-        // strerror's words, as TF's IOError prints them ("No such file or directory").
-        let text = e.to_string();
-        let why = text.split(" (os error").next().unwrap_or(&text);
-        ServingError::new(code, format!("{path}; {why}"))
-    })?;
-    parse(&text).map_err(|e| {
-        tracing::error!("Error parsing text-format tensorflow.serving.ModelServerConfig: {e}");
-        ServingError::invalid_argument(format!("Invalid protobuf file: '{path}'"))
-    })
+    crate::text_format::read_file(path, "tensorflow.serving.ModelServerConfig")
 }
 
 /// Parses a text-format `ModelServerConfig`.
+#[cfg(test)]
 pub fn parse(text: &str) -> Result<pb::ModelServerConfig, String> {
     crate::text_format::parse("tensorflow.serving.ModelServerConfig", text)
 }
@@ -230,22 +216,5 @@ mod tests {
                 .version_policy,
             VersionPolicy::Latest { num_versions: 1 }
         );
-    }
-
-    #[test]
-    fn unreadable_and_malformed_files_fail_like_tf_serving() {
-        let e = read_file("/nonexistent/models.config").unwrap_err();
-        assert_eq!(e.code, crate::error::Code::NotFound);
-        assert_eq!(
-            e.message,
-            "/nonexistent/models.config; No such file or directory"
-        );
-        let dir = std::env::temp_dir().join(format!("tfgate-cfg-{}", std::process::id()));
-        std::fs::write(&dir, "improperly formatted file").unwrap();
-        let path = dir.to_string_lossy().into_owned();
-        let e = read_file(&path).unwrap_err();
-        assert_eq!(e.code, crate::error::Code::InvalidArgument);
-        assert_eq!(e.message, format!("Invalid protobuf file: '{path}'"));
-        std::fs::remove_file(&dir).unwrap();
     }
 }

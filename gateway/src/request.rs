@@ -4,9 +4,7 @@
 
 use crate::error::ServingError;
 use crate::servables::ServableRequest;
-use prost::Message;
 use shm_protocol::tensor::Tensor;
-use tfgate_proto::tensorflow::serving::{input, Input};
 use tfgate_proto::tensorflow::SignatureDef;
 use tokio::time::Instant;
 
@@ -50,40 +48,8 @@ pub struct ExamplesRequest {
     pub servable: ServableRequest,
     /// As requested; empty means `serving_default`.
     pub signature_name: String,
-    /// Serialized `tf.Example`s, context already merged in (see [`with_context`]).
+    /// Serialized `tf.Example`s, context already merged in
+    /// (`shm_protocol::proto::with_context`).
     pub examples: Vec<Vec<u8>>,
     pub deadline: Instant,
-}
-
-/// Serialized examples from a gRPC `Input`; with a context, the context's bytes come
-/// first, so the example's own features win when both set one (protobuf merge order).
-pub fn serialized_examples(input: Option<&Input>) -> Vec<Vec<u8>> {
-    match input.and_then(|i| i.kind.as_ref()) {
-        Some(input::Kind::ExampleList(list)) => {
-            list.examples.iter().map(|e| e.encode_to_vec()).collect()
-        }
-        Some(input::Kind::ExampleListWithContext(list)) => {
-            let context = list.context.as_ref().map(|c| c.encode_to_vec());
-            with_context(
-                context.as_deref(),
-                list.examples.iter().map(|e| e.encode_to_vec()).collect(),
-            )
-        }
-        None => Vec::new(),
-    }
-}
-
-/// Prepends a serialized context to each serialized example.
-pub fn with_context(context: Option<&[u8]>, examples: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
-    match context {
-        None => examples,
-        Some(c) => examples
-            .into_iter()
-            .map(|e| {
-                let mut bytes = c.to_vec();
-                bytes.extend_from_slice(&e);
-                bytes
-            })
-            .collect(),
-    }
 }

@@ -102,10 +102,10 @@ struct VersionEntry {
 }
 
 impl VersionEntry {
-    fn available_on(&self) -> Vec<WorkerId> {
+    fn on_workers_in(&self, state: ServableState) -> Vec<WorkerId> {
         self.on
             .iter()
-            .filter(|(_, w)| w.state == ServableState::Available)
+            .filter(|(_, w)| w.state == state)
             .map(|(id, _)| *id)
             .collect()
     }
@@ -318,13 +318,26 @@ impl Servables {
         out
     }
 
-    /// Where a request for `id` can go right now.
+    /// Where a request for `id` (resolved a moment ago) can go right now: workers holding
+    /// it AVAILABLE; else workers unloading it, which keep the session until no request
+    /// for it is in flight (a request resolved just before the unload began).
     pub fn routes(&self, id: &ServableId) -> Routes {
         let table = self.inner.read();
-        match table.get(&id.name).and_then(|vs| vs.get(&id.version)) {
-            Some(e) if e.is_available() => Routes::To(e.available_on()),
-            Some(e) if e.is_awaited() => Routes::Awaited,
-            _ => Routes::Gone,
+        let Some(e) = table.get(&id.name).and_then(|vs| vs.get(&id.version)) else {
+            return Routes::Gone;
+        };
+        let available = e.on_workers_in(ServableState::Available);
+        if !available.is_empty() {
+            return Routes::To(available);
+        }
+        if e.is_awaited() {
+            return Routes::Awaited;
+        }
+        let unloading = e.on_workers_in(ServableState::Unloading);
+        if unloading.is_empty() {
+            Routes::Gone
+        } else {
+            Routes::To(unloading)
         }
     }
 

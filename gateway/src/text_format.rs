@@ -1,6 +1,7 @@
 //! Protobuf text format (TF Serving's config files), parsed against the descriptors the
 //! protos were generated from, with `prost-reflect`; never by hand.
 
+use crate::error::{Code, ServingError};
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use std::sync::LazyLock;
 
@@ -17,6 +18,30 @@ pub fn parse<T: prost::Message + Default>(full_name: &str, text: &str) -> Result
         .ok_or_else(|| format!("no descriptor for {full_name}"))?;
     let message = DynamicMessage::parse_text_format(descriptor, text).map_err(|e| e.to_string())?;
     message.transcode_to::<T>().map_err(|e| e.to_string())
+}
+
+/// `ParseProtoTextFile`: reads `path` as the message `full_name`, with TF Serving's
+/// errors (the file's errno as TF's `IOError` words it, or `Invalid protobuf file`); a
+/// parse error is also logged with its position, under protobuf's wording.
+pub fn read_file<T: prost::Message + Default>(
+    path: &str,
+    full_name: &str,
+) -> Result<T, ServingError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let code = match e.kind() {
+            std::io::ErrorKind::NotFound => Code::NotFound,
+            std::io::ErrorKind::PermissionDenied => Code::PermissionDenied,
+            _ => Code::Unknown,
+        };
+        // strerror's words, as TF's IOError prints them ("No such file or directory").
+        let text = e.to_string();
+        let why = text.split(" (os error").next().unwrap_or(&text);
+        ServingError::new(code, format!("{path}; {why}"))
+    })?;
+    parse(full_name, &text).map_err(|e| {
+        tracing::error!("Error parsing text-format {full_name}: {e}");
+        ServingError::invalid_argument(format!("Invalid protobuf file: '{path}'"))
+    })
 }
 
 #[cfg(test)]
@@ -46,5 +71,23 @@ mod tests {
         )
         .unwrap_err();
         assert!(!e.is_empty());
+    }
+
+    #[test]
+    fn unreadable_and_malformed_files_fail_like_tf_serving() {
+        let full = "tensorflow.serving.ModelServerConfig";
+        let e = read_file::<ModelServerConfig>("/nonexistent/models.config", full).unwrap_err();
+        assert_eq!(e.code, Code::NotFound);
+        assert_eq!(
+            e.message,
+            "/nonexistent/models.config; No such file or directory"
+        );
+        let file = std::env::temp_dir().join(format!("tfgate-cfg-{}", std::process::id()));
+        std::fs::write(&file, "improperly formatted file").unwrap();
+        let path = file.to_string_lossy().into_owned();
+        let e = read_file::<ModelServerConfig>(&path, full).unwrap_err();
+        assert_eq!(e.code, Code::InvalidArgument);
+        assert_eq!(e.message, format!("Invalid protobuf file: '{path}'"));
+        std::fs::remove_file(&file).unwrap();
     }
 }

@@ -48,10 +48,38 @@ pub struct ModelConfig {
 pub struct SessionConfig {
     /// MetaGraph tags (`--saved_model_tags`).
     pub tags: Vec<String>,
-    /// `--tensorflow_intra_op_parallelism` (0 = TensorFlow's choice).
-    pub intra_op_parallelism: i32,
-    /// `--tensorflow_inter_op_parallelism` (0 = TensorFlow's choice).
-    pub inter_op_parallelism: i32,
+    /// A serialized `tensorflow.ConfigProto`: `--tensorflow_session_config_file` with the
+    /// parallelism and GPU-memory flags applied as TF Serving applies them. A pinned
+    /// worker sizes thread pools left at 0 to its share of the cores.
+    pub config_proto: Vec<u8>,
+}
+
+/// How the worker loads versions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadConfig {
+    /// Retries after a failed load (`--max_num_load_retries`).
+    pub max_num_load_retries: u32,
+    /// Wait between attempts (`--load_retry_interval_micros`); negative: none.
+    pub load_retry_interval_micros: i64,
+    /// Replay `assets.extra/tf_serving_warmup_requests` before AVAILABLE
+    /// (`--enable_model_warmup`).
+    pub enable_model_warmup: bool,
+    /// Times each warmup record runs (`--num_request_iterations_for_warmup`; 0 means 1).
+    pub num_request_iterations_for_warmup: u32,
+    /// Load a new version directory only once it has stopped changing.
+    pub wait_for_stable_version_dirs: bool,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        LoadConfig {
+            max_num_load_retries: 5,
+            load_retry_interval_micros: 60_000_000,
+            enable_model_warmup: true,
+            num_request_iterations_for_warmup: 0,
+            wait_for_stable_version_dirs: true,
+        }
+    }
 }
 
 /// Gateway → worker.
@@ -63,6 +91,7 @@ pub enum GatewayMessage {
     ServeModels {
         models: Vec<ModelConfig>,
         session: SessionConfig,
+        load: LoadConfig,
         /// Seconds between polls of the base paths for new versions; 0 or less: only the
         /// initial load (`--file_system_poll_wait_seconds`).
         file_system_poll_wait_seconds: i32,
@@ -70,6 +99,9 @@ pub enum GatewayMessage {
     /// Liveness probe; the worker answers [`WorkerMessage::Pong`] with the same number.
     /// A worker that stops answering (stopped, wedged) is killed and replaced.
     Ping { seq: u64 },
+    /// Answer to an UNLOADING report: no request for this version is in flight to the
+    /// worker any more, and none will be sent; its session may close.
+    Unrouted { model_name: String, version: i64 },
     /// Finish in-flight work and exit.
     Shutdown,
 }

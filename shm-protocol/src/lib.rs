@@ -99,6 +99,7 @@ pub mod control;
 pub mod fd_passing;
 pub mod frame;
 pub mod gateway;
+pub mod proto;
 mod region;
 pub mod ring;
 pub mod segment;

@@ -39,7 +39,14 @@ fn new_versions_are_picked_up_and_old_ones_unloaded() {
     let base = TempDir::new("versions");
     let source = model_path("half_plus_two");
     copy_dir(&source.join("1"), &base.0.join("1")).unwrap();
-    let server = Server::start_with("hpt", &base.0, &["--file_system_poll_wait_seconds=1"]);
+    let server = Server::start_with(
+        "hpt",
+        &base.0,
+        &[
+            "--file_system_poll_wait_seconds=1",
+            "--max_num_load_retries=0",
+        ],
+    );
     assert_eq!(
         predict(&server),
         json!({"predictions": [2.5]}),

@@ -29,28 +29,6 @@ pub struct Servable {
     pub signature_defs: Vec<u8>,
 }
 
-/// Serializes a ConfigProto with only the thread-pool sizes (fields 2 and 5), which is
-/// all the worker sets; hand-encoded so the worker needs no config.proto. 0 is
-/// TensorFlow's default (left out); a negative inter-op value runs every op in the
-/// calling thread (int32 varints sign-extend to ten bytes).
-fn config_proto(session: &SessionConfig) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut field = |tag: u8, v: i32| {
-        if v != 0 {
-            out.push(tag);
-            let mut v = v as i64 as u64;
-            while v >= 0x80 {
-                out.push((v as u8) | 0x80);
-                v >>= 7;
-            }
-            out.push(v as u8);
-        }
-    };
-    field(2 << 3, session.intra_op_parallelism);
-    field(5 << 3, session.inter_op_parallelism);
-    out
-}
-
 impl Servable {
     /// Loads `path` as model version `version`.
     pub fn load(version: i64, path: &str, session: &SessionConfig) -> Result<Servable, TfError> {
@@ -59,7 +37,7 @@ impl Servable {
         } else {
             session.tags.clone()
         };
-        let model = SavedModel::load(path, &tags, &config_proto(session))?;
+        let model = SavedModel::load(path, &tags, &session.config_proto)?;
         let defs = model.meta_graph_def.signature_def.clone();
         let mut signatures = BTreeMap::new();
         for (key, def) in &defs {
@@ -101,29 +79,5 @@ impl Servable {
             signatures,
             signature_defs,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_proto_encodes_thread_pools() {
-        let s = SessionConfig {
-            tags: vec![],
-            intra_op_parallelism: 2,
-            inter_op_parallelism: 300,
-        };
-        assert_eq!(config_proto(&s), vec![0x10, 2, 0x28, 0xac, 0x02]);
-        assert!(config_proto(&SessionConfig::default()).is_empty());
-        let caller_thread = SessionConfig {
-            inter_op_parallelism: -1,
-            ..SessionConfig::default()
-        };
-        assert_eq!(
-            config_proto(&caller_thread),
-            vec![0x28, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]
-        );
     }
 }

@@ -13,6 +13,7 @@ mod source;
 #[allow(unsafe_code)] // the TensorFlow C API wrapper: the worker's only unsafe code
 mod tf;
 mod version_policy;
+mod warmup;
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -106,26 +107,24 @@ fn run(flags: Flags) -> anyhow::Result<()> {
     let (requests, responses) = segment.into_worker();
     control::write_message(&mut stream, &WorkerMessage::Attached { generation })?;
 
-    let (models, mut session, poll_every) =
+    let (models, mut session, load, poll_every) =
         match control::read_message::<GatewayMessage>(&mut stream)? {
             GatewayMessage::ServeModels {
                 models,
                 session,
+                load,
                 file_system_poll_wait_seconds,
-            } => (models, session, file_system_poll_wait_seconds),
+            } => (models, session, load, file_system_poll_wait_seconds),
             other => bail!("expected ServeModels, got {other:?}"),
         };
     if let Some(n) = share {
-        for pool in [
-            &mut session.intra_op_parallelism,
-            &mut session.inter_op_parallelism,
-        ] {
-            if *pool == 0 {
-                *pool = n;
-            }
-        }
+        session.config_proto = pools_sized_to(&session.config_proto, n)?;
     }
-    let manager = Arc::new(manager::Manager::default());
+    let (unrouted_tx, unrouted) = std::sync::mpsc::channel();
+    let manager = Arc::new(manager::Manager::new(
+        manager::ManagerConfig { session, load },
+        unrouted,
+    ));
     let writer = Arc::new(Mutex::new(stream.try_clone()?));
     let report = move |msg: WorkerMessage| {
         let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
@@ -152,6 +151,12 @@ fn run(flags: Flags) -> anyhow::Result<()> {
                     *new_models.lock().unwrap_or_else(|e| e.into_inner()) = models;
                     let _ = poll_now.send(());
                 }
+                Ok(GatewayMessage::Unrouted {
+                    model_name,
+                    version,
+                }) => {
+                    let _ = unrouted_tx.send((model_name, version));
+                }
                 Ok(GatewayMessage::Shutdown) | Err(_) => std::process::exit(0),
                 Ok(other) => tracing::warn!("ignoring control message {other:?}"),
             }
@@ -161,7 +166,7 @@ fn run(flags: Flags) -> anyhow::Result<()> {
     // the serving thread, every `poll_every` seconds and at once when the list changes.
     let current = || models.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut initial_report = report.clone();
-    manager.poll(&current(), &session, &mut initial_report);
+    manager.initial_poll(&current(), &mut initial_report);
     report(WorkerMessage::InitialLoadDone);
     {
         let manager = manager.clone();
@@ -181,10 +186,27 @@ fn run(flags: Flags) -> anyhow::Result<()> {
                     return; // the control thread is gone; the process is exiting
                 }
                 let list = models.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                manager.poll(&list, &session, &mut report);
+                manager.poll(&list, &mut report);
             })?;
     }
     serve::serve(&manager, requests, responses)
+}
+
+/// The session config with thread pools left at 0 (TensorFlow's choice) sized to the
+/// worker's `share` of the cores.
+fn pools_sized_to(config_proto: &[u8], share: i32) -> anyhow::Result<Vec<u8>> {
+    use prost::Message;
+    let mut config = tfgate_proto::tensorflow::ConfigProto::decode(config_proto)
+        .context("the gateway sent a malformed ConfigProto")?;
+    for pool in [
+        &mut config.intra_op_parallelism_threads,
+        &mut config.inter_op_parallelism_threads,
+    ] {
+        if *pool == 0 {
+            *pool = share;
+        }
+    }
+    Ok(config.encode_to_vec())
 }
 
 fn main() {

@@ -1,31 +1,62 @@
 //! The Manager: makes the loaded versions of each model follow its aspired versions, and
 //! hands out servables to the serving thread.
 //!
-//! Transitions follow TF Serving's AvailabilityPreservingPolicy: new aspired versions are
-//! loaded first, and versions that are no longer aspired are unloaded only once an aspired
-//! version is available (or when nothing is aspired any more, e.g. the base path was
-//! emptied). A version whose load failed is not retried until it leaves the base path.
-//! In-flight requests hold their own `Arc<Servable>`, so an unload never pulls a session
-//! from under a running request: it is freed when the last holder lets go.
+//! Each poll, per model: versions the policy aspires to are reported START as soon as
+//! they are seen; then TF Serving's AvailabilityPreservingPolicy (`version_policy`)
+//! picks one action at a time — load the highest new aspired version, or unload the
+//! lowest version no longer aspired once that cannot leave the model without a serving
+//! version. A load is tried `1 + --max_num_load_retries` times, `--load_retry_interval_micros`
+//! apart, warmup included; while it waits the version shows LOADING with the last error
+//! (TF Serving shows no error until it gives up), then END with it. A version whose load
+//! failed is not tried again until it leaves the base path.
+//!
+//! An unload first reports UNLOADING, which takes the version out of the gateway's
+//! routing, and closes the session only when the gateway answers that no request for it
+//! is in flight (`Unrouted`): in-flight requests are never cut off, as TF Serving's
+//! servable handles guarantee. In-flight runs also hold their own `Arc<Servable>`.
 
 use crate::loader::Servable;
-use crate::source::{list_versions, VersionDir};
-use crate::version_policy::{aspired_versions, versions_to_load, versions_to_unload};
+use crate::source::{fingerprint, list_versions, Fingerprint, VersionDir};
+use crate::tf::TfError;
+use crate::version_policy::{aspired_versions, next_action, Action, Managed, Snapshot};
+use crate::warmup::warm_up;
 use shm_protocol::code::Status;
-use shm_protocol::control::{ModelConfig, ServableState, SessionConfig, WorkerMessage};
+use shm_protocol::control::{LoadConfig, ModelConfig, ServableState, SessionConfig, WorkerMessage};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 /// Where state changes are reported (the gateway's control socket).
 pub type Report<'a> = dyn FnMut(WorkerMessage) + 'a;
 
-/// Loaded servables by model name, then version.
+/// How long an unload waits for the gateway's `Unrouted` before closing anyway.
+const UNROUTE_TIMEOUT: Duration = Duration::from_secs(65);
+/// Between the two looks at a version directory at startup.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// How versions are loaded.
+pub struct ManagerConfig {
+    pub session: SessionConfig,
+    pub load: LoadConfig,
+}
+
 #[derive(Default)]
+struct State {
+    /// Every managed version by model: new (START reported), ready, or failed.
+    managed: BTreeMap<String, BTreeMap<i64, Managed>>,
+    /// Version directories not managed yet, by their fingerprint at the last look.
+    unsettled: BTreeMap<(String, i64), Fingerprint>,
+}
+
+/// Loaded servables by model name, then version, and the state behind them.
 pub struct Manager {
-    models: RwLock<BTreeMap<String, BTreeMap<i64, Arc<Servable>>>>,
-    /// Versions whose load failed, skipped until they disappear from the base path.
-    failed: RwLock<BTreeSet<(String, i64)>>,
+    config: ManagerConfig,
+    ready: RwLock<BTreeMap<String, BTreeMap<i64, Arc<Servable>>>>,
+    state: Mutex<State>,
+    /// The gateway's `Unrouted` answers, forwarded by the control thread.
+    unrouted: Mutex<Receiver<(String, i64)>>,
 }
 
 fn state(
@@ -44,41 +75,54 @@ fn state(
     }
 }
 
+fn status(e: &TfError) -> Option<Status> {
+    Some(Status::new(e.code, e.message.clone()))
+}
+
 impl Manager {
+    pub fn new(config: ManagerConfig, unrouted: Receiver<(String, i64)>) -> Manager {
+        Manager {
+            config,
+            ready: RwLock::default(),
+            state: Mutex::default(),
+            unrouted: Mutex::new(unrouted),
+        }
+    }
+
     /// The servable for `name` at `version`, or the highest loaded version.
     pub fn servable(&self, name: &str, version: Option<i64>) -> Option<Arc<Servable>> {
-        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
-        let versions = models.get(name)?;
+        let ready = self.ready.read().unwrap_or_else(|e| e.into_inner());
+        let versions = ready.get(name)?;
         match version {
             Some(v) => versions.get(&v).cloned(),
             None => versions.values().next_back().cloned(),
         }
     }
 
-    fn loaded(&self, name: &str) -> Vec<i64> {
-        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
-        models
-            .get(name)
-            .map(|v| v.keys().copied().collect())
-            .unwrap_or_default()
+    /// The first poll: with `wait_for_stable_version_dirs`, every directory is looked at
+    /// twice, `SETTLE` apart, so a version still being copied in at startup is skipped.
+    pub fn initial_poll(&self, models: &[ModelConfig], report: &mut Report<'_>) {
+        if self.config.load.wait_for_stable_version_dirs {
+            for model in models {
+                let found = self.found(model);
+                let _ = self.settled(model, &found);
+            }
+            std::thread::sleep(SETTLE);
+        }
+        self.poll(models, report);
     }
 
-    /// Polls every model's base path once and moves toward its aspired versions.
-    pub fn poll(&self, models: &[ModelConfig], session: &SessionConfig, report: &mut Report<'_>) {
+    /// Polls every model's base path once and moves toward its aspired versions; models
+    /// no longer listed lose every version.
+    pub fn poll(&self, models: &[ModelConfig], report: &mut Report<'_>) {
         for model in models {
-            let found = match list_versions(Path::new(&model.base_path)) {
-                Ok(found) => found,
-                Err(e) => {
-                    tracing::warn!(model = %model.name, base_path = %model.base_path, "cannot list versions: {e}");
-                    Vec::new()
-                }
-            };
-            self.reconcile(model, &found, session, report);
+            let found = self.found(model);
+            let settled = self.settled(model, &found);
+            self.reconcile(model, &found, &settled, report);
         }
-        // Models no longer configured: every version goes (a config reload removed them).
         let gone: Vec<String> = {
-            let loaded = self.models.read().unwrap_or_else(|e| e.into_inner());
-            loaded
+            let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.managed
                 .keys()
                 .filter(|name| !models.iter().any(|m| &m.name == *name))
                 .cloned()
@@ -92,10 +136,95 @@ impl Manager {
                     versions: Vec::new(),
                 },
             };
-            self.reconcile(&removed, &[], session, report);
-            let mut loaded = self.models.write().unwrap_or_else(|e| e.into_inner());
-            if loaded.get(&name).is_some_and(|v| v.is_empty()) {
-                loaded.remove(&name);
+            self.reconcile(&removed, &[], &BTreeSet::new(), report);
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if st.managed.get(&name).is_some_and(|v| v.is_empty()) {
+                st.managed.remove(&name);
+            }
+        }
+    }
+
+    fn found(&self, model: &ModelConfig) -> Vec<VersionDir> {
+        match list_versions(Path::new(&model.base_path)) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(model = %model.name, base_path = %model.base_path, "cannot list versions: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// The found versions that may load: managed already, or their directory has not
+    /// changed since the last look. The others are still being copied in.
+    fn settled(&self, model: &ModelConfig, found: &[VersionDir]) -> BTreeSet<i64> {
+        if !self.config.load.wait_for_stable_version_dirs {
+            return found.iter().map(|d| d.version).collect();
+        }
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let managed: BTreeSet<i64> = st
+            .managed
+            .get(&model.name)
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default();
+        st.unsettled
+            .retain(|(name, v), _| name != &model.name || found.iter().any(|d| d.version == *v));
+        let mut settled = BTreeSet::new();
+        for dir in found {
+            if managed.contains(&dir.version) {
+                settled.insert(dir.version);
+                continue;
+            }
+            let key = (model.name.clone(), dir.version);
+            let Ok(now) = fingerprint(&dir.path) else {
+                continue;
+            };
+            if st.unsettled.get(&key) == Some(&now) {
+                st.unsettled.remove(&key);
+                settled.insert(dir.version);
+            } else {
+                tracing::info!(model = %model.name, version = dir.version, "version directory still changing; waiting for it to settle");
+                st.unsettled.insert(key, now);
+            }
+        }
+        settled
+    }
+
+    /// The policy's view: every managed version, and aspired versions still settling.
+    fn snapshots(&self, model: &str, aspired: &[i64]) -> Vec<Snapshot> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let managed = st.managed.get(model);
+        let mut out: Vec<Snapshot> = managed
+            .map(|m| {
+                m.iter()
+                    .map(|(v, s)| Snapshot {
+                        version: *v,
+                        aspired: aspired.contains(v),
+                        state: *s,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for v in aspired {
+            if !managed.is_some_and(|m| m.contains_key(v)) {
+                out.push(Snapshot {
+                    version: *v,
+                    aspired: true,
+                    state: Managed::Settling,
+                });
+            }
+        }
+        out
+    }
+
+    fn set(&self, model: &str, version: i64, managed: Option<Managed>) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let versions = st.managed.entry(model.to_string()).or_default();
+        match managed {
+            Some(m) => {
+                versions.insert(version, m);
+            }
+            None => {
+                versions.remove(&version);
             }
         }
     }
@@ -104,107 +233,163 @@ impl Manager {
         &self,
         model: &ModelConfig,
         found: &[VersionDir],
-        session: &SessionConfig,
+        settled: &BTreeSet<i64>,
         report: &mut Report<'_>,
     ) {
         let numbers: Vec<i64> = found.iter().map(|v| v.version).collect();
-        {
-            let mut failed = self.failed.write().unwrap_or_else(|e| e.into_inner());
-            failed.retain(|(name, v)| name != &model.name || numbers.contains(v));
-        }
         let aspired = aspired_versions(&model.version_policy, &numbers);
-        if aspired.is_empty() && self.loaded(&model.name).is_empty() {
-            tracing::warn!(
-                "No versions of servable {} found under base path {}. Did you forget to name your leaf directory as a number (eg. '/1/')?",
-                model.name,
-                model.base_path
-            );
-            report(WorkerMessage::NoVersions {
-                model_name: model.name.clone(),
-                base_path: model.base_path.clone(),
-            });
-        }
-
-        // Load first: highest new aspired version first.
-        let failed: Vec<i64> = self
-            .failed
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|(name, _)| name == &model.name)
-            .map(|(_, v)| *v)
-            .collect();
-        for version in &versions_to_load(&aspired, &self.loaded(&model.name), &failed) {
-            let Some(dir) = found.iter().find(|d| d.version == *version) else {
-                continue;
-            };
-            report(state(
-                &model.name,
-                *version,
-                ServableState::Loading,
-                None,
-                Vec::new(),
-            ));
-            let started = std::time::Instant::now();
-            match Servable::load(*version, &dir.path.to_string_lossy(), session) {
-                Ok(servable) => {
-                    tracing::info!(model = %model.name, version, ms = started.elapsed().as_millis() as u64, "loaded");
-                    let defs = servable.signature_defs.clone();
-                    self.models
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .entry(model.name.clone())
-                        .or_default()
-                        .insert(*version, Arc::new(servable));
+        // START for newly aspired versions that may load; forget unaspired ones that
+        // never loaded.
+        {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let managed = st.managed.entry(model.name.clone()).or_default();
+            for v in &aspired {
+                if !managed.contains_key(v) && settled.contains(v) {
+                    managed.insert(*v, Managed::New);
                     report(state(
                         &model.name,
-                        *version,
-                        ServableState::Available,
+                        *v,
+                        ServableState::Start,
                         None,
-                        defs,
-                    ));
-                }
-                Err(e) => {
-                    tracing::error!(model = %model.name, version, "load failed: {e}");
-                    self.failed
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert((model.name.clone(), *version));
-                    report(state(
-                        &model.name,
-                        *version,
-                        ServableState::End,
-                        Some(Status::new(e.code, e.message)),
                         Vec::new(),
                     ));
                 }
             }
+            let dropped: Vec<(i64, Managed)> = managed
+                .iter()
+                .filter(|(v, m)| !aspired.contains(v) && **m != Managed::Ready)
+                .map(|(v, m)| (*v, *m))
+                .collect();
+            for (v, m) in dropped {
+                managed.remove(&v);
+                if m == Managed::New {
+                    report(state(&model.name, v, ServableState::End, None, Vec::new()));
+                }
+            }
+            if numbers.is_empty() && managed.is_empty() && !model.base_path.is_empty() {
+                tracing::warn!(
+                    "No versions of servable {} found under base path {}. Did you forget to name your leaf directory as a number (eg. '/1/')?",
+                    model.name,
+                    model.base_path
+                );
+                report(WorkerMessage::NoVersions {
+                    model_name: model.name.clone(),
+                    base_path: model.base_path.clone(),
+                });
+            }
         }
+        while let Some(action) = next_action(&self.snapshots(&model.name, &aspired)) {
+            match action {
+                Action::Load(v) => match found.iter().find(|d| d.version == v) {
+                    Some(dir) => self.load(&model.name, dir, report),
+                    None => self.set(&model.name, v, Some(Managed::Failed)),
+                },
+                Action::Unload(v) => self.unload(&model.name, v, report),
+            }
+        }
+    }
 
-        // Then unload what is no longer aspired.
-        for version in versions_to_unload(&aspired, &self.loaded(&model.name)) {
-            report(state(
-                &model.name,
-                version,
-                ServableState::Unloading,
-                None,
-                Vec::new(),
-            ));
-            let removed = {
-                let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
-                models
-                    .get_mut(&model.name)
-                    .and_then(|vs| vs.remove(&version))
-            };
-            drop(removed); // the session closes when the last in-flight request lets go
-            tracing::info!(model = %model.name, version, "unloaded");
-            report(state(
-                &model.name,
-                version,
-                ServableState::End,
-                None,
-                Vec::new(),
-            ));
+    /// Loads and warms up one version, with retries.
+    fn load(&self, model: &str, dir: &VersionDir, report: &mut Report<'_>) {
+        let v = dir.version;
+        let load = &self.config.load;
+        report(state(model, v, ServableState::Loading, None, Vec::new()));
+        let started = Instant::now();
+        let mut last = None;
+        for attempt in 0..=load.max_num_load_retries {
+            if attempt > 0 {
+                if load.load_retry_interval_micros > 0 {
+                    std::thread::sleep(Duration::from_micros(
+                        load.load_retry_interval_micros as u64,
+                    ));
+                }
+                tracing::info!(
+                    "Retrying of Loading servable: {{name: {model} version: {v}}} retry: {attempt}"
+                );
+            }
+            let loaded = Servable::load(v, &dir.path.to_string_lossy(), &self.config.session)
+                .and_then(|s| {
+                    if load.enable_model_warmup {
+                        warm_up(&s, &dir.path, load.num_request_iterations_for_warmup)?;
+                    }
+                    Ok(s)
+                });
+            match loaded {
+                Ok(servable) => {
+                    tracing::info!(
+                        model,
+                        version = v,
+                        ms = started.elapsed().as_millis() as u64,
+                        "loaded"
+                    );
+                    let defs = servable.signature_defs.clone();
+                    self.ready
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(model.to_string())
+                        .or_default()
+                        .insert(v, Arc::new(servable));
+                    self.set(model, v, Some(Managed::Ready));
+                    report(state(model, v, ServableState::Available, None, defs));
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "Loading servable: {{name: {model} version: {v}}} failed: {}: {}",
+                        e.code.name(),
+                        e.message
+                    );
+                    if attempt < load.max_num_load_retries {
+                        report(state(
+                            model,
+                            v,
+                            ServableState::Loading,
+                            status(&e),
+                            Vec::new(),
+                        ));
+                    }
+                    last = Some(e);
+                }
+            }
         }
+        self.set(model, v, Some(Managed::Failed));
+        report(state(
+            model,
+            v,
+            ServableState::End,
+            last.as_ref().and_then(status),
+            Vec::new(),
+        ));
+    }
+
+    /// Unloads one version once the gateway has no request for it in flight.
+    fn unload(&self, model: &str, v: i64, report: &mut Report<'_>) {
+        report(state(model, v, ServableState::Unloading, None, Vec::new()));
+        let deadline = Instant::now() + UNROUTE_TIMEOUT;
+        let unrouted = self.unrouted.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match unrouted.recv_timeout(left) {
+                Ok((m, version)) if m == model && version == v => break,
+                Ok(_) => continue, // an answer to an unload that gave up waiting
+                Err(_) => {
+                    tracing::warn!(
+                        model,
+                        version = v,
+                        "no word from the gateway on requests in flight; unloading anyway"
+                    );
+                    break;
+                }
+            }
+        }
+        drop(unrouted);
+        let removed = {
+            let mut ready = self.ready.write().unwrap_or_else(|e| e.into_inner());
+            ready.get_mut(model).and_then(|vs| vs.remove(&v))
+        };
+        drop(removed); // the session closes when the last in-flight run lets go
+        self.set(model, v, None);
+        tracing::info!(model, version = v, "unloaded");
+        report(state(model, v, ServableState::End, None, Vec::new()));
     }
 }

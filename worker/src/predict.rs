@@ -1,6 +1,7 @@
 //! Predict on a loaded servable. The gateway has validated the request against the
 //! signature already; the worker checks again only what it needs to run safely.
 
+use crate::loader::Servable;
 use crate::manager::Manager;
 use crate::tf::{Feed, TfError};
 use shm_protocol::code::Code;
@@ -34,10 +35,29 @@ pub fn predict(
                 format!("Servable not found for request: {request}"),
             )
         })?;
-    let signature_name = if call.signature_name.is_empty() {
+    let outputs = run_signature(
+        &servable,
+        call.signature_name,
+        call.inputs,
+        call.output_filter,
+        call.timeout_ms,
+    )?;
+    Ok((servable.version, outputs))
+}
+
+/// Runs one signature of a loaded servable: feeds the inputs by alias and fetches the
+/// outputs in `output_filter` (all of the signature's when empty).
+pub fn run_signature(
+    servable: &Servable,
+    signature_name: &str,
+    inputs: Vec<(String, Feed)>,
+    output_filter: &[String],
+    timeout_ms: u64,
+) -> Result<Vec<(String, Tensor)>, TfError> {
+    let signature_name = if signature_name.is_empty() {
         "serving_default"
     } else {
-        call.signature_name
+        signature_name
     };
     let signature = servable.signatures.get(signature_name).ok_or_else(|| {
         TfError::new(
@@ -45,8 +65,8 @@ pub fn predict(
             format!("Serving signature key \"{signature_name}\" not found."),
         )
     })?;
-    let mut feeds = Vec::with_capacity(call.inputs.len());
-    for (alias, feed) in call.inputs {
+    let mut feeds = Vec::with_capacity(inputs.len());
+    for (alias, feed) in inputs {
         let input = signature.inputs.get(&alias).ok_or_else(|| {
             TfError::invalid_argument(format!(
                 "input tensor alias not found in signature: {alias}"
@@ -54,10 +74,10 @@ pub fn predict(
         })?;
         feeds.push((input.tensor, feed));
     }
-    let aliases: Vec<&String> = if call.output_filter.is_empty() {
+    let aliases: Vec<&String> = if output_filter.is_empty() {
         signature.outputs.keys().collect()
     } else {
-        call.output_filter.iter().collect()
+        output_filter.iter().collect()
     };
     let mut fetches = Vec::with_capacity(aliases.len());
     for alias in &aliases {
@@ -68,9 +88,6 @@ pub fn predict(
         })?;
         fetches.push(output.tensor);
     }
-    let outputs = servable.model.run(feeds, &fetches, call.timeout_ms)?;
-    Ok((
-        servable.version,
-        aliases.into_iter().cloned().zip(outputs).collect(),
-    ))
+    let outputs = servable.model.run(feeds, &fetches, timeout_ms)?;
+    Ok(aliases.into_iter().cloned().zip(outputs).collect())
 }

@@ -43,6 +43,32 @@ pub fn list_versions(base_path: &Path) -> io::Result<Vec<VersionDir>> {
         .collect())
 }
 
+/// What a version directory holds, file by file (relative path, size, modification
+/// time), to tell a complete version from one still being copied in: the same
+/// fingerprint at two looks means it has stopped changing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fingerprint(Vec<(PathBuf, u64, Option<std::time::SystemTime>)>);
+
+/// Fingerprints `dir` recursively (following symbolic links, as a load would).
+pub fn fingerprint(dir: &Path) -> io::Result<Fingerprint> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            let meta = std::fs::metadata(&path)?;
+            if meta.is_dir() {
+                pending.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
+                files.push((rel, meta.len(), meta.modified().ok()));
+            }
+        }
+    }
+    files.sort();
+    Ok(Fingerprint(files))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +86,21 @@ mod tests {
             .map(|v| v.version)
             .collect();
         assert_eq!(versions, vec![1, 123]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn fingerprints_change_while_a_version_is_copied_in() {
+        let dir = std::env::temp_dir().join(format!("tfgate-fp-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("variables")).unwrap();
+        std::fs::write(dir.join("saved_model.pb"), b"graph").unwrap();
+        let a = fingerprint(&dir).unwrap();
+        assert_eq!(a, fingerprint(&dir).unwrap(), "nothing changed");
+        std::fs::write(dir.join("variables/variables.index"), b"i").unwrap();
+        let b = fingerprint(&dir).unwrap();
+        assert_ne!(a, b, "a new file");
+        std::fs::write(dir.join("variables/variables.index"), b"index").unwrap();
+        assert_ne!(b, fingerprint(&dir).unwrap(), "a file grew");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -21,53 +21,132 @@ pub fn aspired_versions(policy: &VersionPolicy, found: &[i64]) -> Vec<i64> {
     }
 }
 
-/// Versions to load next (TF Serving's AvailabilityPreservingPolicy loads before it
-/// unloads): aspired, not loaded, and not known to fail; highest first.
-pub fn versions_to_load(aspired: &[i64], loaded: &[i64], failed: &[i64]) -> Vec<i64> {
-    aspired
-        .iter()
-        .copied()
-        .filter(|v| !loaded.contains(v) && !failed.contains(v))
-        .collect()
+/// Where one managed version of a model stands, as the policy sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub version: i64,
+    pub aspired: bool,
+    pub state: Managed,
 }
 
-/// Versions to unload once loading is done: those no longer aspired — but only if an
-/// aspired version is loaded, or nothing is aspired any more (the base path emptied), so
-/// a model never drops to zero versions while a replacement exists.
-pub fn versions_to_unload(aspired: &[i64], loaded: &[i64]) -> Vec<i64> {
-    let aspired_ready = loaded.iter().any(|v| aspired.contains(v));
-    if !aspired_ready && !aspired.is_empty() {
-        return Vec::new();
-    }
-    loaded
+/// A managed version's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Managed {
+    /// Aspired, but its directory is still changing: not loadable yet.
+    Settling,
+    /// Aspired, not loaded yet (START was reported).
+    New,
+    /// Loaded and serving.
+    Ready,
+    /// Its load failed for good; not retried while it stays aspired.
+    Failed,
+}
+
+/// What to do next for one model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Load(i64),
+    Unload(i64),
+}
+
+/// TF Serving's AvailabilityPreservingPolicy (`GetNextAction`): unload a version no
+/// longer aspired — the lowest first — once an aspired version serves, or when nothing
+/// is aspired, or when more than one unaspired version is loaded; otherwise load the
+/// highest new aspired version. A model never drops to zero loaded versions while one of
+/// its aspired versions is still on its way.
+pub fn next_action(versions: &[Snapshot]) -> Option<Action> {
+    let has_aspired = versions.iter().any(|v| v.aspired);
+    let has_aspired_serving = versions
         .iter()
-        .copied()
-        .filter(|v| !aspired.contains(v))
-        .collect()
+        .any(|v| v.aspired && v.state == Managed::Ready);
+    let unaspired_serving: Vec<i64> = versions
+        .iter()
+        .filter(|v| !v.aspired && v.state == Managed::Ready)
+        .map(|v| v.version)
+        .collect();
+    if !has_aspired || has_aspired_serving || unaspired_serving.len() > 1 {
+        if let Some(lowest) = unaspired_serving.iter().min() {
+            return Some(Action::Unload(*lowest));
+        }
+    }
+    versions
+        .iter()
+        .filter(|v| v.aspired && v.state == Managed::New)
+        .map(|v| v.version)
+        .max()
+        .map(Action::Load)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn run(mut versions: Vec<Snapshot>) -> Vec<Action> {
+        let mut actions = Vec::new();
+        while let Some(a) = next_action(&versions) {
+            actions.push(a);
+            match a {
+                Action::Load(v) => {
+                    if let Some(s) = versions.iter_mut().find(|s| s.version == v) {
+                        s.state = Managed::Ready;
+                    }
+                }
+                Action::Unload(v) => versions.retain(|s| s.version != v),
+            }
+        }
+        actions
+    }
+
+    fn snap(version: i64, aspired: bool, state: Managed) -> Snapshot {
+        Snapshot {
+            version,
+            aspired,
+            state,
+        }
+    }
+
     #[test]
     fn availability_preserving_transitions() {
-        // v2 appears while v1 serves: load v2, and only then unload v1.
-        assert_eq!(versions_to_load(&[2], &[1], &[]), vec![2]);
+        use Action::*;
+        use Managed::*;
+        // v2 appears while v1 serves: load v2 first, then unload v1.
         assert_eq!(
-            versions_to_unload(&[2], &[1]),
-            Vec::<i64>::new(),
-            "v2 not loaded yet"
+            run(vec![snap(1, false, Ready), snap(2, true, New)]),
+            [Load(2), Unload(1)]
         );
-        assert_eq!(versions_to_unload(&[2], &[1, 2]), vec![1]);
-        // v2 fails to load: v1 keeps serving, v2 is not retried.
-        assert!(versions_to_load(&[2], &[1], &[2]).is_empty());
-        assert!(versions_to_unload(&[2], &[1]).is_empty());
-        // Base path emptied: everything goes.
-        assert_eq!(versions_to_unload(&[], &[1, 2]), vec![1, 2]);
-        // Nothing to do.
-        assert!(versions_to_load(&[3], &[3], &[]).is_empty());
-        assert!(versions_to_unload(&[3], &[3]).is_empty());
+        // Several unaspired versions loaded: the lowest goes first, down to one, then the
+        // new one loads, then the last old one goes.
+        assert_eq!(
+            run(vec![
+                snap(1, false, Ready),
+                snap(2, false, Ready),
+                snap(3, false, Ready),
+                snap(5, true, New)
+            ]),
+            [Unload(1), Unload(2), Load(5), Unload(3)]
+        );
+        // latest 2 of {3, 4} over v1: the higher new version loads first.
+        assert_eq!(
+            run(vec![
+                snap(1, false, Ready),
+                snap(3, true, New),
+                snap(4, true, New)
+            ]),
+            [Load(4), Unload(1), Load(3)]
+        );
+        // The aspired version's directory is still being copied in: v1 keeps serving.
+        assert_eq!(
+            run(vec![snap(1, false, Ready), snap(2, true, Settling)]),
+            []
+        );
+        // The aspired version failed: v1 keeps serving.
+        assert_eq!(run(vec![snap(1, false, Ready), snap(2, true, Failed)]), []);
+        // Nothing aspired (base path emptied, model removed): everything goes, lowest first.
+        assert_eq!(
+            run(vec![snap(2, false, Ready), snap(1, false, Ready)]),
+            [Unload(1), Unload(2)]
+        );
+        assert_eq!(run(vec![snap(3, true, Ready)]), []);
     }
 
     #[test]

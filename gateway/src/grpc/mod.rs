@@ -7,9 +7,10 @@ pub mod tensor_proto;
 use crate::classifier::Class;
 use crate::error::ServingError;
 use crate::predictor::{Predictor, Served};
-use crate::request::{serialized_examples, Entrypoint, ExamplesRequest, PredictRequest};
+use crate::request::{Entrypoint, ExamplesRequest, PredictRequest};
 use crate::servables::{ServableId, ServableRequest};
 use prost::Message;
+use shm_protocol::proto::serialized_examples;
 use std::time::Duration;
 use tfgate_proto::tensorflow::serving as pb;
 use tfgate_proto::tensorflow::serving::model_spec::VersionChoice;
@@ -175,7 +176,12 @@ impl GrpcServices {
             outputs: served
                 .value
                 .iter()
-                .map(|(k, t)| (k.clone(), tensor_proto::to_proto(t, self.tensor_content)))
+                .map(|(k, t)| {
+                    (
+                        k.clone(),
+                        shm_protocol::proto::to_proto(t, self.tensor_content),
+                    )
+                })
                 .collect(),
         })
     }

@@ -10,13 +10,14 @@ mod route;
 
 use crate::error::{Code, ServingError};
 use crate::predictor::Predictor;
-use crate::request::{with_context, DecodeInputs, Entrypoint, ExamplesRequest, PredictRequest};
+use crate::request::{DecodeInputs, Entrypoint, ExamplesRequest, PredictRequest};
 use crate::servables::ServableRequest;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use route::{Route, Verb};
+use shm_protocol::proto::with_context;
 use shm_protocol::tensor::{DataType, Tensor};
 use std::time::Duration;
 use tfgate_proto::tensorflow::SignatureDef;

@@ -38,6 +38,8 @@ struct Outstanding {
     reply: Option<oneshot::Sender<Completion>>,
     deadline: Instant,
     sent_at: Instant,
+    /// The version it runs (the frame names a specific one).
+    servable: (String, Option<i64>),
 }
 
 /// The oldest request a worker holds: the one it is running, since it runs them in
@@ -122,6 +124,15 @@ impl Incarnation {
         self.outstanding.lock().len()
     }
 
+    /// Requests for one version the worker holds or is about to be sent.
+    pub fn outstanding_for(&self, model: &str, version: i64) -> usize {
+        self.outstanding
+            .lock()
+            .values()
+            .filter(|o| o.servable.0 == model && o.servable.1 == Some(version))
+            .count()
+    }
+
     /// Responses received so far.
     pub fn answered(&self) -> u64 {
         self.answered.load(Ordering::Relaxed)
@@ -178,6 +189,7 @@ impl Incarnation {
                 reply: Some(tx),
                 deadline,
                 sent_at: Instant::now(),
+                servable: (frame.model_name.clone(), frame.version),
             },
         );
         // A caller that stops waiting leaves the entry (the worker still holds the

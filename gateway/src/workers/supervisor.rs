@@ -14,7 +14,7 @@ use crate::servables::{ServableId, Servables, WorkerId};
 use crate::server_core::Models;
 use anyhow::{anyhow, bail, Context};
 use prost::Message;
-use shm_protocol::control::{self, GatewayMessage, SessionConfig, WorkerMessage};
+use shm_protocol::control::{self, GatewayMessage, LoadConfig, SessionConfig, WorkerMessage};
 use shm_protocol::{Segment, SegmentConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +34,7 @@ pub struct SupervisorConfig {
     pub runtime_dir: PathBuf,
     pub segment: SegmentConfig,
     pub session: SessionConfig,
+    pub load: LoadConfig,
     /// `--file_system_poll_wait_seconds`, handed to the worker's Source.
     pub file_system_poll_wait_seconds: i32,
     /// A worker silent for this long is killed (`--worker_heartbeat_timeout_ms`).
@@ -182,6 +183,7 @@ impl Supervisor {
         GatewayMessage::ServeModels {
             models: models.borrow_and_update().as_ref().clone(),
             session: self.config.session.clone(),
+            load: self.config.load.clone(),
             file_system_poll_wait_seconds: self.config.file_system_poll_wait_seconds,
         }
     }
@@ -294,6 +296,8 @@ impl Supervisor {
         }
         let _read_task = AbortOnDrop(read_task);
 
+        // Versions the worker is unloading, once no request for them is in flight.
+        let (unrouted_tx, mut unrouted) = mpsc::channel::<(String, i64)>(16);
         let heartbeat_every = (self.config.heartbeat_timeout / 4)
             .clamp(Duration::from_millis(20), Duration::from_secs(1));
         let mut heartbeat = tokio::time::interval(heartbeat_every);
@@ -319,13 +323,24 @@ impl Supervisor {
                             self.servables.initial_load_done(self.slot.id());
                             self.slot.set_state(SlotState::Serving);
                         }
-                        other => *served |= apply_report(&self.servables, self.slot.id(), other),
+                        other => {
+                            if let Some((model, version)) = unloading(&other) {
+                                tokio::spawn(when_unrouted(incarnation.clone(), model, version, unrouted_tx.clone()));
+                            }
+                            *served |= apply_report(&self.servables, self.slot.id(), other)
+                        }
                     },
                     Some(Err(e)) => return End::Restart(format!("its control socket closed ({e})")),
                     None => return End::Restart("its control socket closed".into()),
                 },
                 _ = child.wait() => return End::Restart("the process ended".into()),
                 _ = incarnation.dead() => return End::Restart("its response ring failed".into()),
+                Some((model_name, version)) = unrouted.recv() => {
+                    let msg = GatewayMessage::Unrouted { model_name, version };
+                    if let Err(e) = write_message(&mut writer, &msg).await {
+                        return End::Restart(kill(child, format!("cannot send to the worker: {e:#}")));
+                    }
+                }
                 Ok(()) = models.changed() => {
                     let list = self.serve_models(models);
                     if let Err(e) = write_message(&mut writer, &list).await {
@@ -373,6 +388,40 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// The version an UNLOADING report names.
+fn unloading(msg: &WorkerMessage) -> Option<(String, i64)> {
+    match msg {
+        WorkerMessage::ServableState {
+            model_name,
+            version,
+            state: shm_protocol::control::ServableState::Unloading,
+            ..
+        } => Some((model_name.clone(), *version)),
+        _ => None,
+    }
+}
+
+/// How long a worker's unload may wait for requests in flight to that version.
+const UNROUTE_WAIT: Duration = Duration::from_secs(60);
+
+/// Tells the worker (through `done`) that a version it is unloading has no request in
+/// flight any more. The report has already taken the version out of routing; a request
+/// resolved a moment before may still be on its way into the ring, hence the short
+/// settling wait. Until then the worker keeps the session, like TF Serving's handles.
+async fn when_unrouted(
+    incarnation: Arc<Incarnation>,
+    model: String,
+    version: i64,
+    done: mpsc::Sender<(String, i64)>,
+) {
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let started = Instant::now();
+    while incarnation.outstanding_for(&model, version) > 0 && started.elapsed() < UNROUTE_WAIT {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = done.send((model, version)).await;
 }
 
 /// Hands the segment's memfd to the worker; blocking, on the std socket.

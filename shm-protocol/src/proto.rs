@@ -1,0 +1,283 @@
+//! TF Serving's protobuf forms of what frames carry, shared by the gateway (gRPC) and the
+//! worker (warmup records): `TensorProto` ↔ [`Tensor`], and a gRPC `Input` of
+//! `tf.Example`s as serialized examples.
+//!
+//! Inputs may use `tensor_content` or the typed `*_val` fields, with TensorFlow's
+//! `FromProto` rules: fewer values than elements repeat the last one, none means zeros,
+//! more is an error. Outputs use the typed fields (`AsProtoField`), or `tensor_content`
+//! with `--enable_serialization_as_tensor_content`.
+
+use crate::tensor::{num_elements, DataType, Tensor, TensorData};
+use prost::Message;
+use tfgate_proto::tensorflow::serving::{input, Input};
+use tfgate_proto::tensorflow::{tensor_shape_proto, TensorProto, TensorShapeProto};
+
+/// Serialized examples from a gRPC `Input`; with a context, the context's bytes come
+/// first, so the example's own features win when both set one (protobuf merge order).
+pub fn serialized_examples(input: Option<&Input>) -> Vec<Vec<u8>> {
+    match input.and_then(|i| i.kind.as_ref()) {
+        Some(input::Kind::ExampleList(list)) => {
+            list.examples.iter().map(|e| e.encode_to_vec()).collect()
+        }
+        Some(input::Kind::ExampleListWithContext(list)) => {
+            let context = list.context.as_ref().map(|c| c.encode_to_vec());
+            with_context(
+                context.as_deref(),
+                list.examples.iter().map(|e| e.encode_to_vec()).collect(),
+            )
+        }
+        None => Vec::new(),
+    }
+}
+
+/// Prepends a serialized context to each serialized example.
+pub fn with_context(context: Option<&[u8]>, examples: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    match context {
+        None => examples,
+        Some(c) => examples
+            .into_iter()
+            .map(|e| {
+                let mut bytes = c.to_vec();
+                bytes.extend_from_slice(&e);
+                bytes
+            })
+            .collect(),
+    }
+}
+
+/// Why a TensorProto cannot become a tensor (reported as `tensor parsing error: <alias>`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct ParseError;
+
+fn shape_of(proto: &TensorProto) -> Result<Vec<i64>, ParseError> {
+    match &proto.tensor_shape {
+        None => Ok(Vec::new()),
+        Some(s) if s.unknown_rank => Err(ParseError),
+        Some(s) => s
+            .dim
+            .iter()
+            .map(|d| {
+                if d.size < 0 {
+                    Err(ParseError)
+                } else {
+                    Ok(d.size)
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Expands `values` to `n` elements by TensorFlow's rules.
+fn fill<T: Copy + Default>(values: &[T], n: usize) -> Result<Vec<T>, ParseError> {
+    if values.len() > n {
+        return Err(ParseError);
+    }
+    let mut out = Vec::with_capacity(n);
+    out.extend_from_slice(values);
+    let last = values.last().copied().unwrap_or_default();
+    out.resize(n, last);
+    Ok(out)
+}
+
+fn pack<T: Copy, const N: usize>(values: Vec<T>, to_le: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * N);
+    for v in values {
+        out.extend_from_slice(&to_le(v));
+    }
+    out
+}
+
+/// Converts an input TensorProto.
+pub fn from_proto(proto: &TensorProto) -> Result<Tensor, ParseError> {
+    let dtype = DataType::from_i32(proto.dtype).ok_or(ParseError)?;
+    let shape = shape_of(proto)?;
+    let n = num_elements(&shape).map_err(|_| ParseError)?;
+    // Refuse absurd element counts before allocating (values are repeated to fill).
+    if n > (1usize << 34) {
+        return Err(ParseError);
+    }
+    let data = if let Some(size) = dtype.element_size() {
+        if !proto.tensor_content.is_empty() {
+            if proto.tensor_content.len() != n.checked_mul(size).ok_or(ParseError)? {
+                return Err(ParseError);
+            }
+            TensorData::Bytes(proto.tensor_content.clone())
+        } else {
+            TensorData::Bytes(match dtype {
+                DataType::Float => pack(fill(&proto.float_val, n)?, f32::to_le_bytes),
+                DataType::Double => pack(fill(&proto.double_val, n)?, f64::to_le_bytes),
+                DataType::Int32 => pack(fill(&proto.int_val, n)?, i32::to_le_bytes),
+                DataType::Int16 => pack(fill(&proto.int_val, n)?, |v| (v as i16).to_le_bytes()),
+                DataType::Int8 => pack(fill(&proto.int_val, n)?, |v| (v as i8).to_le_bytes()),
+                DataType::Uint8 => pack(fill(&proto.int_val, n)?, |v| (v as u8).to_le_bytes()),
+                DataType::Uint16 => pack(fill(&proto.int_val, n)?, |v| (v as u16).to_le_bytes()),
+                DataType::Half | DataType::Bfloat16 => {
+                    pack(fill(&proto.half_val, n)?, |v| (v as u16).to_le_bytes())
+                }
+                DataType::Int64 => pack(fill(&proto.int64_val, n)?, i64::to_le_bytes),
+                DataType::Uint32 => pack(fill(&proto.uint32_val, n)?, u32::to_le_bytes),
+                DataType::Uint64 => pack(fill(&proto.uint64_val, n)?, u64::to_le_bytes),
+                DataType::Bool => pack(fill(&proto.bool_val, n)?, |v| [v as u8]),
+                DataType::Complex64 => {
+                    let pairs: Vec<[f32; 2]> = proto
+                        .scomplex_val
+                        .chunks_exact(2)
+                        .map(|c| [c[0], c[1]])
+                        .collect();
+                    pack(fill(&pairs, n)?, |[re, im]| {
+                        let mut b = [0u8; 8];
+                        b[..4].copy_from_slice(&re.to_le_bytes());
+                        b[4..].copy_from_slice(&im.to_le_bytes());
+                        b
+                    })
+                }
+                DataType::Complex128 => {
+                    let pairs: Vec<[f64; 2]> = proto
+                        .dcomplex_val
+                        .chunks_exact(2)
+                        .map(|c| [c[0], c[1]])
+                        .collect();
+                    pack(fill(&pairs, n)?, |[re, im]| {
+                        let mut b = [0u8; 16];
+                        b[..8].copy_from_slice(&re.to_le_bytes());
+                        b[8..].copy_from_slice(&im.to_le_bytes());
+                        b
+                    })
+                }
+                DataType::String => return Err(ParseError),
+            })
+        }
+    } else {
+        let vals = &proto.string_val;
+        if vals.len() > n {
+            return Err(ParseError);
+        }
+        let mut out: Vec<Vec<u8>> = vals.clone();
+        let last = out.last().cloned().unwrap_or_default();
+        out.resize(n, last);
+        TensorData::Strings(out)
+    };
+    Tensor::new(dtype, shape, data).map_err(|_| ParseError)
+}
+
+fn unpack<T, const N: usize>(bytes: &[u8], from_le: impl Fn([u8; N]) -> T) -> Vec<T> {
+    bytes
+        .chunks_exact(N)
+        .map(|c| {
+            let mut a = [0u8; N];
+            a.copy_from_slice(c);
+            from_le(a)
+        })
+        .collect()
+}
+
+/// Converts an output tensor, in the typed fields or as `tensor_content`.
+pub fn to_proto(t: &Tensor, as_content: bool) -> TensorProto {
+    let mut p = TensorProto {
+        dtype: t.dtype as i32,
+        tensor_shape: Some(TensorShapeProto {
+            dim: t
+                .shape
+                .iter()
+                .map(|&size| tensor_shape_proto::Dim {
+                    size,
+                    name: String::new(),
+                })
+                .collect(),
+            unknown_rank: false,
+        }),
+        ..Default::default()
+    };
+    match &t.data {
+        TensorData::Strings(s) => p.string_val = s.clone(),
+        TensorData::Bytes(b) if as_content => p.tensor_content = b.clone(),
+        TensorData::Bytes(b) => match t.dtype {
+            DataType::Float => p.float_val = unpack(b, f32::from_le_bytes),
+            DataType::Double => p.double_val = unpack(b, f64::from_le_bytes),
+            DataType::Int32 => p.int_val = unpack(b, i32::from_le_bytes),
+            DataType::Int16 => p.int_val = unpack(b, |a| i16::from_le_bytes(a) as i32),
+            DataType::Int8 => p.int_val = unpack(b, |a: [u8; 1]| a[0] as i8 as i32),
+            DataType::Uint8 => p.int_val = unpack(b, |a: [u8; 1]| a[0] as i32),
+            DataType::Uint16 => p.int_val = unpack(b, |a| u16::from_le_bytes(a) as i32),
+            DataType::Half | DataType::Bfloat16 => {
+                p.half_val = unpack(b, |a| u16::from_le_bytes(a) as i32)
+            }
+            DataType::Int64 => p.int64_val = unpack(b, i64::from_le_bytes),
+            DataType::Uint32 => p.uint32_val = unpack(b, u32::from_le_bytes),
+            DataType::Uint64 => p.uint64_val = unpack(b, u64::from_le_bytes),
+            DataType::Bool => p.bool_val = b.iter().map(|&v| v != 0).collect(),
+            DataType::Complex64 => p.scomplex_val = unpack(b, f32::from_le_bytes),
+            DataType::Complex128 => p.dcomplex_val = unpack(b, f64::from_le_bytes),
+            DataType::String => {}
+        },
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(dims: &[i64]) -> Option<TensorShapeProto> {
+        Some(TensorShapeProto {
+            dim: dims
+                .iter()
+                .map(|&size| tensor_shape_proto::Dim {
+                    size,
+                    name: String::new(),
+                })
+                .collect(),
+            unknown_rank: false,
+        })
+    }
+
+    #[test]
+    fn typed_values_content_and_broadcast() {
+        let p = TensorProto {
+            dtype: 1,
+            tensor_shape: shape(&[3]),
+            float_val: vec![1.0, 2.0, 5.0],
+            ..Default::default()
+        };
+        let t = from_proto(&p).unwrap();
+        assert_eq!(t.to_f32().unwrap(), vec![1.0, 2.0, 5.0]);
+        assert_eq!(to_proto(&t, false).float_val, vec![1.0, 2.0, 5.0]);
+        assert_eq!(from_proto(&to_proto(&t, true)).unwrap(), t);
+
+        let scalar_broadcast = TensorProto {
+            dtype: 9,
+            tensor_shape: shape(&[2, 2]),
+            int64_val: vec![7],
+            ..Default::default()
+        };
+        let t = from_proto(&scalar_broadcast).unwrap();
+        assert_eq!(to_proto(&t, false).int64_val, vec![7, 7, 7, 7]);
+
+        let too_many = TensorProto {
+            dtype: 1,
+            tensor_shape: shape(&[1]),
+            float_val: vec![1.0, 2.0],
+            ..Default::default()
+        };
+        assert_eq!(from_proto(&too_many), Err(ParseError));
+        let bad_content = TensorProto {
+            dtype: 1,
+            tensor_shape: shape(&[2]),
+            tensor_content: vec![0u8; 7],
+            ..Default::default()
+        };
+        assert_eq!(from_proto(&bad_content), Err(ParseError));
+    }
+
+    #[test]
+    fn strings_are_bytes() {
+        let p = TensorProto {
+            dtype: 7,
+            tensor_shape: shape(&[2]),
+            string_val: vec![vec![0xffu8, 0], b"a".to_vec()],
+            ..Default::default()
+        };
+        let t = from_proto(&p).unwrap();
+        assert_eq!(to_proto(&t, false).string_val, p.string_val);
+    }
+}
