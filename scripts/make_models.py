@@ -9,6 +9,9 @@ Usage: python make_models.py OUT_DIR
   mlp/1                64 -> 512 -> 512 -> 16 float32 MLP with fixed weights, for benchmarks.
   slow/1               TF1 graph that counts to its input `n` (int64 [1]) in a while loop: a
                        model whose run time the caller picks, for deadline tests.
+  big/{1,2}            y = x + w[0] with a 64 MiB variable w (random, seeded; w[0] differs by
+                       version): a model big enough that the memory it leaves behind when it
+                       unloads can be measured.
   counter/1            TF1 graph that counts its own runs in a variable (predict: x -> calls;
                        regress over tf.Examples: outputs = calls), with three warmup records in
                        assets.extra/tf_serving_warmup_requests (two predict, one regress): the
@@ -83,6 +86,26 @@ def slow(path: str) -> None:
         sig = v1.saved_model.signature_def_utils.build_signature_def(
             {"n": info(n)}, {"count": info(y)}, v1.saved_model.signature_constants.PREDICT_METHOD_NAME)
         with v1.Session(graph=graph) as sess:
+            builder = v1.saved_model.builder.SavedModelBuilder(path)
+            builder.add_meta_graph_and_variables(
+                sess, [v1.saved_model.tag_constants.SERVING],
+                signature_def_map={"serving_default": sig}, strip_default_attrs=True)
+            builder.save()
+
+
+def big(path: str, seed: int) -> None:
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, shape=[None], name="x")
+        w = v1.get_variable("w", shape=[16 * 1024 * 1024], dtype=tf.float32,
+                            initializer=v1.random_uniform_initializer(seed=seed),
+                            use_resource=False)
+        y = tf.identity(x + w[0], name="y")
+        info = v1.saved_model.utils.build_tensor_info
+        sig = v1.saved_model.signature_def_utils.build_signature_def(
+            {"x": info(x)}, {"y": info(y)}, v1.saved_model.signature_constants.PREDICT_METHOD_NAME)
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
             builder = v1.saved_model.builder.SavedModelBuilder(path)
             builder.add_meta_graph_and_variables(
                 sess, [v1.saved_model.tag_constants.SERVING],
@@ -175,6 +198,8 @@ def main() -> None:
     tf.saved_model.save(m, os.path.join(out, "mixed_types", "1"), signatures={"serving_default": m.serve})
     slow(os.path.join(out, "slow", "1"))
     counter(os.path.join(out, "counter", "1"))
+    big(os.path.join(out, "big", "1"), 1)
+    big(os.path.join(out, "big", "2"), 2)
     mlp = Mlp()
     tf.saved_model.save(mlp, os.path.join(out, "mlp", "1"), signatures={"serving_default": mlp.serve})
     print(f"wrote models under {out}")

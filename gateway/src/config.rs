@@ -183,6 +183,20 @@ pub struct Flags {
     #[arg(long = "worker_run_grace_ms", default_value_t = 2000)]
     pub worker_run_grace_ms: u64,
 
+    /// tfgate: start serving even if some models cannot load at startup (a failed load,
+    /// no version directory yet): the others serve, /readyz names the missing ones, and
+    /// they load when they can (a failed version is tried again once its directory
+    /// changes). TF Serving, and tfgate without this flag, exit instead.
+    #[arg(long = "allow_partial_startup", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub allow_partial_startup: bool,
+
+    /// tfgate: after an unload, a worker holding this many MiB more than a fresh worker
+    /// with the same servables would (TensorFlow keeps freed memory) is replaced by one
+    /// that loads them anew, without a failed request; 0 never replaces.
+    #[arg(long = "replace_worker_after_unload_excess_mb", default_value_t = 512)]
+    pub replace_worker_after_unload_excess_mb: u64,
+
     /// tfgate: on SIGTERM/SIGINT, how long to keep accepting requests after turning
     /// not-ready (so load balancers notice first), milliseconds.
     #[arg(long = "drain_delay_ms", default_value_t = 0)]

@@ -104,6 +104,7 @@ impl Health {
                     "cpus": w.plan.cpu_list(),
                     "state": w.state.name(),
                     "restarts": w.restarts,
+                    "replacements": w.replacements,
                     "in_flight": w.outstanding,
                     "requests_answered": w.answered,
                     "last_exit": w.last_exit,

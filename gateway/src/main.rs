@@ -249,6 +249,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             file_system_poll_wait_seconds: flags.file_system_poll_wait_seconds,
             heartbeat_timeout: Duration::from_millis(flags.worker_heartbeat_timeout_ms),
             run_grace: Duration::from_millis(flags.worker_run_grace_ms),
+            replace_after_unload_excess: flags.replace_worker_after_unload_excess_mb << 20,
         },
         plans,
         servables.clone(),
@@ -264,7 +265,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
 
     let names: Vec<String> = models.borrow().iter().map(|m| m.name.clone()).collect();
     tokio::select! {
-        r = server_core::wait_until_available(&servables, &names, "servable") => r?,
+        r = server_core::wait_until_available(&servables, &names, "servable", flags.allow_partial_startup) => r?,
         r = startup_failed.wait_for(Option::is_some) => {
             let why = r.ok().and_then(|w| w.clone()).unwrap_or_default();
             anyhow::bail!("{why}");

@@ -75,6 +75,14 @@ pub struct VersionStatus {
     pub error: Option<Status>,
 }
 
+/// A version's state as a worker reported it.
+pub struct Reported {
+    pub id: ServableId,
+    pub state: ServableState,
+    pub error: Option<Status>,
+    pub signatures: SignatureDefMap,
+}
+
 /// Where a request for a servable can go right now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Routes {
@@ -151,6 +159,8 @@ pub struct Servables {
     inner: Arc<RwLock<Table>>,
     /// `None` until a model list has been applied (TF Serving's null label map).
     labels: Arc<RwLock<Option<Labels>>>,
+    /// Models a worker found no version directory for (and nothing since).
+    no_versions: Arc<RwLock<std::collections::BTreeSet<String>>>,
     changed: watch::Sender<u64>,
 }
 
@@ -159,6 +169,7 @@ impl Default for Servables {
         Servables {
             inner: Arc::default(),
             labels: Arc::default(),
+            no_versions: Arc::default(),
             changed: watch::channel(0).0,
         }
     }
@@ -176,6 +187,7 @@ impl Servables {
 
     /// Records a state change a worker reported. Signatures arrive with AVAILABLE; the
     /// same version directory gives every worker the same ones.
+    #[cfg(test)]
     pub fn update(
         &self,
         worker: WorkerId,
@@ -184,6 +196,38 @@ impl Servables {
         error: Option<Status>,
         signatures: SignatureDefMap,
     ) {
+        self.apply(
+            worker,
+            Reported {
+                id,
+                state,
+                error,
+                signatures,
+            },
+        );
+    }
+
+    /// A worker found no version directory for `model`.
+    pub fn no_versions(&self, model: &str) {
+        if self.no_versions.write().insert(model.to_string()) {
+            self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Whether a worker found no version of `model`, and has reported nothing of it since.
+    pub fn has_no_versions(&self, model: &str) -> bool {
+        self.no_versions.read().contains(model)
+    }
+
+    /// Records one report.
+    pub fn apply(&self, worker: WorkerId, reported: Reported) {
+        let Reported {
+            id,
+            state,
+            error,
+            signatures,
+        } = reported;
+        self.no_versions.write().remove(&id.name);
         self.modify(|table| {
             let entry = table
                 .entry(id.name)
@@ -221,6 +265,47 @@ impl Servables {
                     w.awaited = was_available;
                 }
             }
+        });
+    }
+
+    /// A successor takes a worker's place: what the worker reported is replaced, in one
+    /// step, by the successor's final state of each version (ENDed versions stay, as the
+    /// history status shows).
+    pub fn replace_worker(&self, worker: WorkerId, states: Vec<Reported>) {
+        self.modify(|table| {
+            for versions in table.values_mut() {
+                for entry in versions.values_mut() {
+                    if entry
+                        .on
+                        .get(&worker)
+                        .is_some_and(|w| w.state != ServableState::End)
+                    {
+                        entry.on.remove(&worker);
+                    }
+                }
+            }
+            for r in states {
+                let entry = table
+                    .entry(r.id.name)
+                    .or_default()
+                    .entry(r.id.version)
+                    .or_default();
+                if !r.signatures.signature_def.is_empty() {
+                    entry.signatures = Arc::new(r.signatures);
+                }
+                entry.on.insert(
+                    worker,
+                    OnWorker {
+                        state: r.state,
+                        error: r.error,
+                        awaited: false,
+                    },
+                );
+            }
+            for versions in table.values_mut() {
+                versions.retain(|_, e| !e.on.is_empty());
+            }
+            table.retain(|_, vs| !vs.is_empty());
         });
     }
 
@@ -477,6 +562,29 @@ mod tests {
         s.initial_load_done(W0);
         assert_eq!(s.routes(&id(1)), Routes::Gone);
         assert!(!s.versions("m").unwrap().contains_key(&1));
+    }
+
+    #[test]
+    fn a_successor_replaces_a_workers_states_in_one_step() {
+        let s = Servables::default();
+        report(&s, W0, 1, ServableState::End);
+        report(&s, W0, 2, ServableState::Available);
+        report(&s, W1, 2, ServableState::Available);
+        s.replace_worker(
+            W0,
+            vec![Reported {
+                id: id(2),
+                state: ServableState::Available,
+                error: None,
+                signatures: SignatureDefMap::default(),
+            }],
+        );
+        assert_eq!(s.routes(&id(2)), Routes::To(vec![W0, W1]));
+        assert_eq!(
+            s.versions("m").unwrap()[&1].state,
+            ServableState::End,
+            "history stays"
+        );
     }
 
     #[test]

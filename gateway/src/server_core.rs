@@ -38,18 +38,20 @@ struct Inner {
     models: watch::Sender<Models>,
 }
 
-/// Waits until every model in `names` has a version AVAILABLE on some worker, or fails
-/// (UNKNOWN, TF Serving's wording with `noun` — "servable" at startup, "model" on a
-/// reload) once a version of one of them has ended with an error.
+/// Waits until every model in `names` has a version AVAILABLE on some worker or has
+/// failed, and fails (UNKNOWN, TF Serving's wording with `noun` — "servable" at startup,
+/// "model" on a reload) if any failed. With `partial` (`--allow_partial_startup`), failed
+/// models and models with no version directory yet are logged and left behind instead.
 pub async fn wait_until_available(
     servables: &Servables,
     names: &[String],
     noun: &str,
+    partial: bool,
 ) -> Result<(), ServingError> {
     let mut changes = servables.subscribe();
     loop {
         changes.borrow_and_update();
-        let mut pending = 0;
+        let mut pending = Vec::new();
         let mut failed = String::new();
         let mut n_failed = 0;
         for name in names {
@@ -60,7 +62,6 @@ pub async fn wait_until_available(
             {
                 continue;
             }
-            pending += 1;
             if let Some((v, s)) = versions
                 .iter()
                 .rev()
@@ -73,15 +74,22 @@ pub async fn wait_until_available(
                     .unwrap_or_default();
                 failed.push_str(&format!("{{{{name: {name} version: {v}}}{why}}}, "));
                 n_failed += 1;
+            } else if !(partial && servables.has_no_versions(name)) {
+                pending.push(name);
             }
         }
-        if n_failed > 0 {
-            return Err(ServingError::new(
+        if pending.is_empty() {
+            if n_failed == 0 {
+                return Ok(());
+            }
+            let e = ServingError::new(
                 crate::error::Code::Unknown,
                 format!("{n_failed} {noun}(s) did not become available: {{{failed}}}"),
-            ));
-        }
-        if pending == 0 {
+            );
+            if !partial {
+                return Err(e);
+            }
+            tracing::error!("starting without them: {}", e.message);
             return Ok(());
         }
         if changes.changed().await.is_err() {
@@ -117,7 +125,7 @@ impl ServerCore {
     ) -> Result<(), ServingError> {
         let added = self.apply(new).await?;
         if wait && !added.is_empty() {
-            wait_until_available(&self.inner.servables, &added, "model").await?;
+            wait_until_available(&self.inner.servables, &added, "model", false).await?;
         }
         Ok(())
     }
@@ -369,7 +377,7 @@ mod tests {
             )),
             SignatureDefMap::default(),
         );
-        let e = wait_until_available(&s, &["m".to_string()], "servable")
+        let e = wait_until_available(&s, &["m".to_string()], "servable", false)
             .await
             .unwrap_err();
         assert_eq!(

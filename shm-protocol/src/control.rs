@@ -129,6 +129,12 @@ pub enum WorkerMessage {
         error: Option<Status>,
         signature_defs: Vec<u8>,
     },
+    /// Memory after an unload: the process's resident set, and what a fresh worker
+    /// holding the same servables would hold (its size before any load plus each
+    /// servable's growth when it loaded). TensorFlow keeps freed memory, so the two
+    /// drift apart as versions come and go; the gateway replaces a worker that drifted
+    /// too far.
+    Memory { rss_bytes: u64, expected_bytes: u64 },
     /// No versions found under a base path (TF Serving logs this and keeps waiting).
     NoVersions {
         model_name: String,

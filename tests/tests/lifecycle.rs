@@ -235,3 +235,211 @@ fn requests_in_flight_survive_the_unload_of_their_version() {
             && version_status(port, "slow", 2).is_some_and(|v| v["state"] == "AVAILABLE")
     });
 }
+
+fn rss_kib(pid: u64) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// TensorFlow keeps the memory of an unloaded version; a worker that holds much more than
+/// a fresh one would is replaced by one that loads the same versions, under traffic,
+/// without a failed request, and the resident set comes back down.
+#[test]
+fn a_worker_bloated_by_unloads_is_replaced_without_a_failed_request() {
+    let base = TempDir::new("bloat");
+    copy_dir(&model_path("big").join("1"), &base.0.join("1")).unwrap();
+    let server = Server::start_with(
+        "big",
+        &base.0,
+        &[
+            "--file_system_poll_wait_seconds=1",
+            "--replace_worker_after_unload_excess_mb=32",
+        ],
+    );
+    let port = server.rest_port;
+    let workers = || -> Value {
+        let (_, body) = http(port, "GET", "/tfgate/workers", "").unwrap();
+        serde_json::from_str::<Value>(&body).unwrap()["workers"][0].clone()
+    };
+    let first = workers()["pid"].as_u64().unwrap();
+    let rss_with_v1 = rss_kib(first);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, body) = http(
+                    port,
+                    "POST",
+                    "/v1/models/big:predict",
+                    r#"{"instances": [0.0]}"#,
+                )
+                .unwrap();
+                assert_eq!(status, 200, "request {n}: {body}");
+                n += 1;
+            }
+            n
+        })
+    };
+    copy_dir(&model_path("big").join("2"), &base.0.join(".incoming")).unwrap();
+    std::fs::rename(base.0.join(".incoming"), base.0.join("2")).unwrap();
+    wait_for("the replacement", Duration::from_secs(60), || {
+        workers()["replacements"] == 1 && workers()["state"] == "serving"
+    });
+    wait_for("version 2 only", Duration::from_secs(30), || {
+        version_status(port, "big", 1).is_some_and(|v| v["state"] == "END")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let n = client
+        .join()
+        .expect("a request failed across the replacement");
+    assert!(n > 0);
+    let w = workers();
+    let second = w["pid"].as_u64().unwrap();
+    assert_ne!(second, first);
+    assert_eq!(w["restarts"], 0, "replaced, not restarted: {w}");
+    let why = w["last_exit"].as_str().unwrap().to_string();
+    let bloated_mib: u64 = why
+        .strip_prefix("replaced: ")
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{why}"));
+    let fresh = rss_kib(second);
+    println!(
+        "resident set: {} MiB with version 1, {bloated_mib} MiB after swapping to version 2, {} MiB in the replacement",
+        rss_with_v1 >> 10,
+        fresh >> 10
+    );
+    assert!(
+        fresh >> 10 < bloated_mib.saturating_sub(32),
+        "{} MiB after replacement, {bloated_mib} MiB before",
+        fresh >> 10
+    );
+    assert!(!pid_alive(first), "the old worker exited");
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/models/big/versions/2:predict",
+        r#"{"instances": [0.0]}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+}
+
+fn pid_alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+/// With --allow_partial_startup, models that cannot load at startup do not stop the
+/// server: the others serve, /readyz names the missing ones, and they load once fixed.
+/// Without it, startup fails as TF Serving's does.
+#[test]
+fn partial_startup_serves_what_loads_and_picks_up_the_rest() {
+    let dir = TempDir::new("partial");
+    let broken = dir.0.join("broken");
+    std::fs::create_dir_all(broken.join("1")).unwrap();
+    std::fs::write(broken.join("1/saved_model.pb"), b"not a SavedModel").unwrap();
+    let empty = dir.0.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let config = dir.0.join("models.config");
+    let entry = |name: &str, path: &std::path::Path| {
+        format!(
+            r#"config {{ name: "{name}" base_path: "{}" model_platform: "tensorflow" }}"#,
+            path.display()
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "model_config_list {{ {} {} {} }}",
+            entry("half_plus_two", &model_path("half_plus_two")),
+            entry("broken", &broken),
+            entry("empty", &empty)
+        ),
+    )
+    .unwrap();
+    let config_flag = format!("--model_config_file={}", config.display());
+
+    let server = Server::start_with_flags(
+        "half_plus_two",
+        &[
+            &config_flag,
+            "--allow_partial_startup",
+            "--max_num_load_retries=0",
+            "--file_system_poll_wait_seconds=1",
+        ],
+    );
+    let port = server.rest_port;
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/models/half_plus_two:predict",
+        r#"{"instances": [1.0]}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http(port, "GET", "/readyz", "").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("model broken") && body.contains("model empty"),
+        "{body}"
+    );
+
+    // Fixed in place, and a version for the empty one: both load.
+    std::fs::remove_file(broken.join("1/saved_model.pb")).unwrap();
+    copy_dir(&model_path("half_plus_two").join("1"), &broken.join("1")).unwrap();
+    copy_dir(&model_path("half_plus_two").join("2"), &empty.join("2")).unwrap();
+    wait_for("every model", Duration::from_secs(30), || {
+        http(port, "GET", "/readyz", "").unwrap().0 == 200
+    });
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/models/broken:predict",
+        r#"{"instances": [1.0]}"#,
+    )
+    .unwrap();
+    assert_eq!((status, body.contains("2.5")), (200, true), "{body}");
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/models/empty:predict",
+        r#"{"instances": [1.0]}"#,
+    )
+    .unwrap();
+    assert_eq!((status, body.contains("3.5")), (200, true), "{body}");
+    drop(server);
+
+    // Without the flag, a model that fails at startup stops the server.
+    std::fs::write(broken.join("1/saved_model.pb"), b"broken again").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "model_config_list {{ {} {} }}",
+            entry("half_plus_two", &model_path("half_plus_two")),
+            entry("broken", &broken)
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin_dir().join("tfgate"))
+        .arg(format!("--port={}", free_port()))
+        .arg(format!("--rest_api_port={}", free_port()))
+        .arg(&config_flag)
+        .arg("--max_num_load_retries=0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert!(
+        err.contains("Failed to start server. Error: UNKNOWN: 1 servable(s) did not become available: {{{name: broken version: 1} due to error: "),
+        "{err}"
+    );
+}

@@ -42,17 +42,33 @@ pub struct ManagerConfig {
     pub load: LoadConfig,
 }
 
+/// This process's resident set size, from `/proc/self/statm`.
+pub fn rss_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    pages.saturating_mul(rustix::param::page_size() as u64)
+}
+
 #[derive(Default)]
 struct State {
     /// Every managed version by model: new (START reported), ready, or failed.
     managed: BTreeMap<String, BTreeMap<i64, Managed>>,
     /// Version directories not managed yet, by their fingerprint at the last look.
     unsettled: BTreeMap<(String, i64), Fingerprint>,
+    /// How much the resident set grew while each loaded version loaded.
+    footprint: BTreeMap<(String, i64), u64>,
+    /// Versions whose load failed, with their directory's fingerprint then: a change
+    /// means someone fixed it, and it is tried again.
+    failed_at: BTreeMap<(String, i64), Fingerprint>,
 }
 
 /// Loaded servables by model name, then version, and the state behind them.
 pub struct Manager {
     config: ManagerConfig,
+    /// Resident set before any version loaded.
+    startup_rss: u64,
     ready: RwLock<BTreeMap<String, BTreeMap<i64, Arc<Servable>>>>,
     state: Mutex<State>,
     /// The gateway's `Unrouted` answers, forwarded by the control thread.
@@ -83,6 +99,7 @@ impl Manager {
     pub fn new(config: ManagerConfig, unrouted: Receiver<(String, i64)>) -> Manager {
         Manager {
             config,
+            startup_rss: rss_bytes(),
             ready: RwLock::default(),
             state: Mutex::default(),
             unrouted: Mutex::new(unrouted),
@@ -117,6 +134,7 @@ impl Manager {
     pub fn poll(&self, models: &[ModelConfig], report: &mut Report<'_>) {
         for model in models {
             let found = self.found(model);
+            self.forget_fixed_failures(model, &found);
             let settled = self.settled(model, &found);
             self.reconcile(model, &found, &settled, report);
         }
@@ -154,12 +172,37 @@ impl Manager {
         }
     }
 
+    /// A failed version whose directory changed since it failed is forgotten, so that it
+    /// is picked up again (once settled) like a new one. TF Serving retries it only after
+    /// it has left the base path.
+    fn forget_fixed_failures(&self, model: &ModelConfig, found: &[VersionDir]) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for dir in found {
+            let key = (model.name.clone(), dir.version);
+            let Some(then) = st.failed_at.get(&key) else {
+                continue;
+            };
+            if fingerprint(&dir.path).is_ok_and(|now| &now != then) {
+                tracing::info!(model = %model.name, version = dir.version, "a version that failed to load changed; trying it again");
+                st.failed_at.remove(&key);
+                if let Some(m) = st.managed.get_mut(&model.name) {
+                    m.remove(&dir.version);
+                }
+            }
+        }
+        st.failed_at
+            .retain(|(name, v), _| name != &model.name || found.iter().any(|d| d.version == *v));
+    }
+
     /// The found versions that may load: managed already, or their directory has not
     /// changed since the last look. The others are still being copied in.
     fn settled(&self, model: &ModelConfig, found: &[VersionDir]) -> BTreeSet<i64> {
         if !self.config.load.wait_for_stable_version_dirs {
             return found.iter().map(|d| d.version).collect();
         }
+        // Only versions the policy wants are looked at closely.
+        let numbers: Vec<i64> = found.iter().map(|d| d.version).collect();
+        let aspired = aspired_versions(&model.version_policy, &numbers);
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let managed: BTreeSet<i64> = st
             .managed
@@ -174,16 +217,22 @@ impl Manager {
                 settled.insert(dir.version);
                 continue;
             }
+            if !aspired.contains(&dir.version) {
+                continue;
+            }
             let key = (model.name.clone(), dir.version);
             let Ok(now) = fingerprint(&dir.path) else {
                 continue;
             };
-            if st.unsettled.get(&key) == Some(&now) {
-                st.unsettled.remove(&key);
-                settled.insert(dir.version);
-            } else {
-                tracing::info!(model = %model.name, version = dir.version, "version directory still changing; waiting for it to settle");
-                st.unsettled.insert(key, now);
+            match st.unsettled.insert(key.clone(), now.clone()) {
+                Some(before) if before == now => {
+                    st.unsettled.remove(&key);
+                    settled.insert(dir.version);
+                }
+                Some(_) => {
+                    tracing::info!(model = %model.name, version = dir.version, "version directory still changing; waiting for it to settle");
+                }
+                None => {}
             }
         }
         settled
@@ -295,6 +344,7 @@ impl Manager {
         let load = &self.config.load;
         report(state(model, v, ServableState::Loading, None, Vec::new()));
         let started = Instant::now();
+        let rss_before = rss_bytes();
         let mut last = None;
         for attempt in 0..=load.max_num_load_retries {
             if attempt > 0 {
@@ -330,6 +380,12 @@ impl Manager {
                         .or_default()
                         .insert(v, Arc::new(servable));
                     self.set(model, v, Some(Managed::Ready));
+                    let grew = rss_bytes().saturating_sub(rss_before);
+                    self.state
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .footprint
+                        .insert((model.to_string(), v), grew);
                     report(state(model, v, ServableState::Available, None, defs));
                     return;
                 }
@@ -353,6 +409,13 @@ impl Manager {
             }
         }
         self.set(model, v, Some(Managed::Failed));
+        if let Ok(fp) = fingerprint(&dir.path) {
+            self.state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .failed_at
+                .insert((model.to_string(), v), fp);
+        }
         report(state(
             model,
             v,
@@ -391,5 +454,14 @@ impl Manager {
         self.set(model, v, None);
         tracing::info!(model, version = v, "unloaded");
         report(state(model, v, ServableState::End, None, Vec::new()));
+        let expected = {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.footprint.remove(&(model.to_string(), v));
+            self.startup_rss + st.footprint.values().sum::<u64>()
+        };
+        report(WorkerMessage::Memory {
+            rss_bytes: rss_bytes(),
+            expected_bytes: expected,
+        });
     }
 }

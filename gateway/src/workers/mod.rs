@@ -8,6 +8,7 @@ mod frame;
 mod incarnation;
 mod placement;
 mod slot;
+mod succession;
 mod supervisor;
 
 pub use frame::RunOutput;

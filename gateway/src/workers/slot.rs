@@ -43,6 +43,8 @@ struct Info {
     last_exit: Option<String>,
     /// Responses from incarnations that have ended.
     answered_before: u64,
+    /// Times a successor took over from a worker that had drifted in memory.
+    replacements: u64,
 }
 
 /// One slot of the pool.
@@ -61,6 +63,7 @@ pub struct SlotReport {
     pub generation: Option<u64>,
     pub state: SlotState,
     pub restarts: u64,
+    pub replacements: u64,
     pub last_exit: Option<String>,
     pub outstanding: usize,
     /// Responses from every incarnation of the slot.
@@ -77,6 +80,7 @@ impl Slot {
                 restarts: 0,
                 last_exit: None,
                 answered_before: 0,
+                replacements: 0,
             }),
         }
     }
@@ -98,6 +102,16 @@ impl Slot {
     pub fn attached(&self, incarnation: Arc<Incarnation>) {
         *self.current.lock() = Some(incarnation);
         self.set_state(SlotState::Loading);
+    }
+
+    /// A successor took over from the current incarnation (which retires).
+    pub fn replaced(&self, successor: Arc<Incarnation>, why: String) {
+        let old = self.current.lock().replace(successor);
+        let mut info = self.info.lock();
+        info.answered_before += old.as_ref().map_or(0, |i| i.answered());
+        info.replacements += 1;
+        info.last_exit = Some(why);
+        info.state = SlotState::Serving;
     }
 
     /// The current incarnation ended; `restart` tells whether another follows.
@@ -126,6 +140,7 @@ impl Slot {
             generation: current.as_ref().map(|i| i.generation),
             state: info.state,
             restarts: info.restarts,
+            replacements: info.replacements,
             last_exit: info.last_exit,
             outstanding: current.as_ref().map_or(0, |i| i.outstanding()),
             answered: info.answered_before + current.as_ref().map_or(0, |i| i.answered()),

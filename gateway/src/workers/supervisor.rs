@@ -10,7 +10,8 @@
 
 use super::incarnation::Incarnation;
 use super::slot::{Slot, SlotState};
-use crate::servables::{ServableId, Servables, WorkerId};
+use super::succession::{retire, Successor};
+use crate::servables::{Reported, ServableId, Servables, WorkerId};
 use crate::server_core::Models;
 use anyhow::{anyhow, bail, Context};
 use prost::Message;
@@ -42,13 +43,16 @@ pub struct SupervisorConfig {
     /// A run this far past its request's deadline gets its worker killed
     /// (`--worker_run_grace_ms`).
     pub run_grace: Duration,
+    /// A worker holding this many bytes more than a fresh one would after an unload is
+    /// replaced (`--replace_worker_after_unload_excess_mb`); 0: never.
+    pub replace_after_unload_excess: u64,
 }
 
 /// A slot's supervisor task and what it shares with the rest of the gateway.
 pub struct Supervisor {
     pub config: Arc<SupervisorConfig>,
     pub slot: Arc<Slot>,
-    pub servables: Servables,
+    pub(super) servables: Servables,
     /// Set to why, if the slot's workers keep dying before they ever serve.
     pub startup_failed: Arc<watch::Sender<Option<String>>>,
     /// Turns true when the server shuts down.
@@ -69,7 +73,7 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 /// A control write that does not finish in this long counts as a hung worker.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-async fn read_message(
+pub(super) async fn read_message(
     stream: &mut (impl tokio::io::AsyncRead + Unpin),
 ) -> anyhow::Result<WorkerMessage> {
     let mut prefix = [0u8; 4];
@@ -93,11 +97,20 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// How an incarnation ended.
-enum End {
+pub(super) enum End {
     /// It died or was killed; start another.
     Restart(String),
     /// The server is shutting down.
     Stopped,
+    /// A successor has loaded everything and takes over; the old worker retires.
+    Replaced(Box<Successor>),
+}
+
+/// A worker process attached to its own fresh segment.
+pub(super) struct Attached {
+    pub child: Child,
+    pub stream: UnixStream,
+    pub incarnation: Arc<Incarnation>,
 }
 
 impl Supervisor {
@@ -120,22 +133,52 @@ impl Supervisor {
         let mut backoff = Duration::from_millis(100);
         let mut ever_served = false;
         let mut failures_in_a_row = 0;
+        // A successor that took over from the last incarnation, if that is how it ended.
+        let mut successor: Option<Box<Successor>> = None;
         loop {
-            generation += 1;
             let started = Instant::now();
             let mut served = false;
-            let end = self
-                .run_incarnation(&listener, &socket_path, generation, &mut served)
-                .await;
-            // Out of routing first, so that re-dispatched requests look elsewhere.
-            self.servables.worker_lost(self.slot.id());
+            // One receiver from the handshake on: a change after the list was sent is seen.
+            let mut models = self.models.clone();
+            let attached = match successor.take() {
+                Some(next) => {
+                    served = true;
+                    Ok(self.take_over(*next, &mut models, &mut generation))
+                }
+                None => {
+                    generation += 1;
+                    self.start(&listener, &socket_path, generation, &mut models)
+                        .await
+                }
+            };
+            let end = match attached {
+                Ok(a) => {
+                    self.serve(
+                        a,
+                        &listener,
+                        &socket_path,
+                        generation,
+                        &mut models,
+                        &mut served,
+                    )
+                    .await
+                }
+                Err(end) => end,
+            };
             let why = match end {
+                End::Replaced(next) => {
+                    successor = Some(next);
+                    continue;
+                }
                 End::Stopped => {
+                    self.servables.worker_lost(self.slot.id());
                     self.slot.ended("shut down".into(), false);
                     return;
                 }
                 End::Restart(why) => why,
             };
+            // Out of routing first, so that re-dispatched requests look elsewhere.
+            self.servables.worker_lost(self.slot.id());
             tracing::warn!(worker = %self.slot.id(), generation, "worker exited ({why}); restarting");
             self.slot.ended(why.clone(), true);
             ever_served |= served;
@@ -158,6 +201,31 @@ impl Supervisor {
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+    }
+
+    /// A successor's reports become the slot's states, and it becomes the slot's worker.
+    fn take_over(
+        &self,
+        next: Successor,
+        models: &mut watch::Receiver<Models>,
+        generation: &mut u64,
+    ) -> Attached {
+        *generation = next.attached.incarnation.generation;
+        // Each version's last state in the successor's reports, in one switch.
+        let mut last = std::collections::BTreeMap::new();
+        for report in next.reports {
+            if let Some(r) = reported(report) {
+                last.insert(r.id.clone(), r);
+            }
+        }
+        self.servables
+            .replace_worker(self.slot.id(), last.into_values().collect());
+        self.slot
+            .replaced(next.attached.incarnation.clone(), next.why);
+        // The list may have changed while the successor loaded: send it again (a worker
+        // given the list it serves does nothing).
+        models.mark_changed();
+        next.attached
     }
 
     fn spawn_worker(&self, socket_path: &std::path::Path) -> anyhow::Result<Child> {
@@ -216,43 +284,90 @@ impl Supervisor {
         Ok((stream, incarnation))
     }
 
-    async fn run_incarnation(
+    /// Starts a worker process and attaches it to a fresh segment.
+    pub(super) async fn launch(
         &self,
         listener: &UnixListener,
         socket_path: &std::path::Path,
         generation: u64,
-        served: &mut bool,
-    ) -> End {
-        self.slot.set_state(SlotState::Starting);
-        let mut child = match self.spawn_worker(socket_path) {
-            Ok(c) => c,
-            Err(e) => return End::Restart(format!("{e:#}")),
-        };
-        let mut stop = self.stop.clone();
-        // One receiver from the handshake on: a change after the list was sent is seen.
-        let mut models = self.models.clone();
+        models: &mut watch::Receiver<Models>,
+    ) -> anyhow::Result<Attached> {
+        let mut child = self.spawn_worker(socket_path)?;
         let handshake = tokio::select! {
-            r = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(listener, generation, &mut models)) => {
+            r = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(listener, generation, models)) => {
                 r.map_err(|_| anyhow!("worker handshake timed out")).and_then(|r| r)
             }
             status = child.wait() => Err(anyhow!(
                 "worker exited during handshake: {}",
                 status.map(|s| s.to_string()).unwrap_or_default()
             )),
-            _ = stopped(&mut stop) => return End::Stopped,
         };
-        let (stream, incarnation) = match handshake {
-            Ok(h) => h,
+        match handshake {
+            Ok((stream, incarnation)) => Ok(Attached {
+                child,
+                stream,
+                incarnation,
+            }),
             Err(e) => {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
-                return End::Restart(format!("worker failed: {e:#}"));
+                Err(e)
             }
-        };
-        self.slot.attached(incarnation.clone());
-        let end = self
-            .watch(&mut child, stream, &incarnation, &mut models, served)
+        }
+    }
+
+    /// Starts the slot's next worker (unless the server stops first).
+    async fn start(
+        &self,
+        listener: &UnixListener,
+        socket_path: &std::path::Path,
+        generation: u64,
+        models: &mut watch::Receiver<Models>,
+    ) -> Result<Attached, End> {
+        self.slot.set_state(SlotState::Starting);
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            r = self.launch(listener, socket_path, generation, models) => match r {
+                Ok(attached) => {
+                    self.slot.attached(attached.incarnation.clone());
+                    Ok(attached)
+                }
+                Err(e) => Err(End::Restart(format!("worker failed: {e:#}"))),
+            },
+            _ = stopped(&mut stop) => Err(End::Stopped),
+        }
+    }
+
+    /// Serves an attached incarnation until it ends; then it is killed, or — replaced
+    /// by a successor — left to finish its requests and exit.
+    async fn serve(
+        &self,
+        attached: Attached,
+        listener: &UnixListener,
+        socket_path: &std::path::Path,
+        generation: u64,
+        models: &mut watch::Receiver<Models>,
+        served: &mut bool,
+    ) -> End {
+        let Attached {
+            mut child,
+            stream,
+            incarnation,
+        } = attached;
+        let (end, writer) = self
+            .watch(
+                &mut child,
+                stream,
+                &incarnation,
+                models,
+                served,
+                (listener, socket_path, generation),
+            )
             .await;
+        if let End::Replaced(_) = end {
+            tokio::spawn(retire(child, writer, incarnation));
+            return end;
+        }
         incarnation.mark_dead();
         let _ = child.start_kill();
         let status = child
@@ -262,11 +377,14 @@ impl Supervisor {
             .unwrap_or_default();
         match end {
             End::Restart(why) => End::Restart(format!("{why}: {status}")),
-            End::Stopped => End::Stopped,
+            other => other,
         }
     }
 
-    /// Serves one attached incarnation until it ends.
+    /// Watches one attached incarnation: relays its reports, sends heartbeats and model
+    /// lists, kills it when it hangs, and — when it has drifted too far from the memory a
+    /// fresh worker would hold — prepares a successor. Returns how it ended and the
+    /// control socket's write half (kept open while a replaced worker retires).
     async fn watch(
         &self,
         child: &mut Child,
@@ -274,7 +392,8 @@ impl Supervisor {
         incarnation: &Arc<Incarnation>,
         models: &mut watch::Receiver<Models>,
         served: &mut bool,
-    ) -> End {
+        (listener, socket_path, generation): (&UnixListener, &std::path::Path, u64),
+    ) -> (End, OwnedWriteHalf) {
         let (mut reader, mut writer) = stream.into_split();
         // Reads run in their own task: a read cancelled half-way would lose the stream's
         // framing.
@@ -309,11 +428,22 @@ impl Supervisor {
         // The request the worker is running, and since when it has been the oldest.
         let mut running: Option<(u64, Instant)> = None;
         let mut stop = self.stop.clone();
+        // A replacement being started and loaded beside this worker.
+        let mut successor: Option<
+            std::pin::Pin<
+                Box<dyn std::future::Future<Output = anyhow::Result<Successor>> + Send + '_>,
+            >,
+        > = None;
         let kill = |child: &mut Child, why: String| {
             tracing::error!(worker = %self.slot.id(), pid = incarnation.pid, "{why}; killing it");
             let _ = child.start_kill();
             why
         };
+        macro_rules! end {
+            ($end:expr) => {
+                return ($end, writer)
+            };
+        }
         loop {
             tokio::select! {
                 msg = reports.recv() => match msg {
@@ -323,6 +453,21 @@ impl Supervisor {
                             self.servables.initial_load_done(self.slot.id());
                             self.slot.set_state(SlotState::Serving);
                         }
+                        WorkerMessage::Memory { rss_bytes, expected_bytes } => {
+                            let excess = rss_bytes.saturating_sub(expected_bytes);
+                            let limit = self.config.replace_after_unload_excess;
+                            if limit > 0 && excess > limit && successor.is_none() && !*stop.borrow() {
+                                let why = format!(
+                                    "replaced: {} MiB resident after unloading, {} MiB expected",
+                                    rss_bytes >> 20,
+                                    expected_bytes >> 20
+                                );
+                                tracing::info!(worker = %self.slot.id(), pid = incarnation.pid, "{why}; starting a successor");
+                                successor = Some(Box::pin(self.prepare_successor(
+                                    listener, socket_path, generation + 1, models.clone(), why,
+                                )));
+                            }
+                        }
                         other => {
                             if let Some((model, version)) = unloading(&other) {
                                 tokio::spawn(when_unrouted(incarnation.clone(), model, version, unrouted_tx.clone()));
@@ -330,27 +475,36 @@ impl Supervisor {
                             *served |= apply_report(&self.servables, self.slot.id(), other)
                         }
                     },
-                    Some(Err(e)) => return End::Restart(format!("its control socket closed ({e})")),
-                    None => return End::Restart("its control socket closed".into()),
+                    Some(Err(e)) => end!(End::Restart(format!("its control socket closed ({e})"))),
+                    None => end!(End::Restart("its control socket closed".into())),
                 },
-                _ = child.wait() => return End::Restart("the process ended".into()),
-                _ = incarnation.dead() => return End::Restart("its response ring failed".into()),
+                next = async { successor.as_mut().expect("guarded").await }, if successor.is_some() => {
+                    match next {
+                        Ok(next) => end!(End::Replaced(Box::new(next))),
+                        Err(e) => {
+                            tracing::warn!(worker = %self.slot.id(), "no successor: {e:#}; keeping this worker");
+                            successor = None;
+                        }
+                    }
+                }
+                _ = child.wait() => end!(End::Restart("the process ended".into())),
+                _ = incarnation.dead() => end!(End::Restart("its response ring failed".into())),
                 Some((model_name, version)) = unrouted.recv() => {
                     let msg = GatewayMessage::Unrouted { model_name, version };
                     if let Err(e) = write_message(&mut writer, &msg).await {
-                        return End::Restart(kill(child, format!("cannot send to the worker: {e:#}")));
+                        end!(End::Restart(kill(child, format!("cannot send to the worker: {e:#}"))));
                     }
                 }
                 Ok(()) = models.changed() => {
                     let list = self.serve_models(models);
                     if let Err(e) = write_message(&mut writer, &list).await {
-                        return End::Restart(kill(child, format!("cannot send the model list: {e:#}")));
+                        end!(End::Restart(kill(child, format!("cannot send the model list: {e:#}"))));
                     }
                 }
                 _ = heartbeat.tick() => {
                     seq += 1;
                     if let Err(e) = write_message(&mut writer, &GatewayMessage::Ping { seq }).await {
-                        return End::Restart(kill(child, format!("cannot send a heartbeat: {e:#}")));
+                        end!(End::Restart(kill(child, format!("cannot send a heartbeat: {e:#}"))));
                     }
                 }
                 _ = watchdog.tick() => {
@@ -359,9 +513,9 @@ impl Supervisor {
                     // stopped worker waits at most the heartbeat timeout.
                     let silent = now - last_pong;
                     if silent > self.config.heartbeat_timeout {
-                        return End::Restart(kill(child, format!(
+                        end!(End::Restart(kill(child, format!(
                             "no heartbeat for {} ms", silent.as_millis()
-                        )));
+                        ))));
                     }
                     running = match (incarnation.oldest(), running) {
                         (None, _) => None,
@@ -373,17 +527,17 @@ impl Supervisor {
                         // worker, so its time starts when it becomes the oldest.
                         let due = oldest.deadline.max(since) + self.config.run_grace;
                         if now > due {
-                            return End::Restart(kill(child, format!(
+                            end!(End::Restart(kill(child, format!(
                                 "a request ran {} ms past its deadline",
                                 (now - oldest.deadline.max(since)).as_millis()
-                            )));
+                            ))));
                         }
                     }
                 }
                 _ = stopped(&mut stop) => {
                     let _ = write_message(&mut writer, &GatewayMessage::Shutdown).await;
                     let _ = tokio::time::timeout(SHUTDOWN_WAIT, child.wait()).await;
-                    return End::Stopped;
+                    end!(End::Stopped);
                 }
             }
         }
@@ -434,8 +588,8 @@ fn attach(stream: UnixStream, segment: &Segment, generation: u64) -> anyhow::Res
     Ok(UnixStream::from_std(std_stream)?)
 }
 
-/// Applies a worker's servable report; true when a version became AVAILABLE.
-fn apply_report(servables: &Servables, worker: WorkerId, msg: WorkerMessage) -> bool {
+/// A servable report as the table takes it.
+fn reported(msg: WorkerMessage) -> Option<Reported> {
     match msg {
         WorkerMessage::ServableState {
             model_name,
@@ -443,22 +597,22 @@ fn apply_report(servables: &Servables, worker: WorkerId, msg: WorkerMessage) -> 
             state,
             error,
             signature_defs,
-        } => {
-            let signatures = SignatureDefMap::decode(signature_defs.as_slice()).unwrap_or_default();
-            tracing::info!(%worker, model = %model_name, version, ?state, "servable state");
-            let available = state == shm_protocol::control::ServableState::Available;
-            servables.update(
-                worker,
-                ServableId {
-                    name: model_name,
-                    version,
-                },
-                state,
-                error,
-                signatures,
-            );
-            available
-        }
+        } => Some(Reported {
+            id: ServableId {
+                name: model_name,
+                version,
+            },
+            state,
+            error,
+            signatures: SignatureDefMap::decode(signature_defs.as_slice()).unwrap_or_default(),
+        }),
+        _ => None,
+    }
+}
+
+/// Applies a worker's servable report; true when a version became AVAILABLE.
+fn apply_report(servables: &Servables, worker: WorkerId, msg: WorkerMessage) -> bool {
+    match msg {
         WorkerMessage::NoVersions {
             model_name,
             base_path,
@@ -466,11 +620,20 @@ fn apply_report(servables: &Servables, worker: WorkerId, msg: WorkerMessage) -> 
             tracing::warn!(
                 "No versions of servable {model_name} found under base path {base_path}. Did you forget to name your leaf directory as a number (eg. '/1/')?"
             );
+            servables.no_versions(&model_name);
             false
         }
-        other => {
-            tracing::warn!(%worker, "unexpected worker message {other:?}");
-            false
-        }
+        msg => match reported(msg) {
+            Some(r) => {
+                tracing::info!(%worker, model = %r.id.name, version = r.id.version, state = ?r.state, "servable state");
+                let available = r.state == shm_protocol::control::ServableState::Available;
+                servables.apply(worker, r);
+                available
+            }
+            None => {
+                tracing::warn!(%worker, "unexpected worker message");
+                false
+            }
+        },
     }
 }
