@@ -398,54 +398,99 @@ async fn grpc_reloads_move_a_label_add_and_remove_models_under_traffic() {
     );
 }
 
-/// The config file is re-read every --model_config_file_poll_wait_seconds: a model added
-/// there is served, one removed goes, a broken file changes nothing.
+/// The config file is re-read every --model_config_file_poll_wait_seconds: under steady
+/// traffic on `labels/stable`, a version joins, the label moves, the old version goes, a
+/// model is added and another removed, a broken file changes nothing — and not one
+/// request fails.
 #[test]
-fn the_config_file_is_polled_and_applied() {
+fn the_config_file_is_polled_and_applied_under_traffic() {
     let dir = TempDir::new("poll");
     let config = dir.0.join("models.config");
-    write_config(&config, &[entry("half_plus_two", "half_plus_two", "")]);
-    let server = start(&config, &["--model_config_file_poll_wait_seconds=1"]);
-    let port = server.rest_port;
-    assert_eq!(y(port, "/v1/models/half_plus_two:predict"), 3.5);
-
-    write_config(
+    let hpt = |versions: &str, stable: i64| {
+        entry(
+            "half_plus_two",
+            "half_plus_two",
+            &format!(
+                "model_version_policy {{ specific {{ {versions} }} }} version_labels {{ key: \"stable\" value: {stable} }}"
+            ),
+        )
+    };
+    write_config(&config, &[hpt("versions: 1", 1)]);
+    let server = start(
         &config,
         &[
-            entry("half_plus_two", "half_plus_two", ""),
-            entry(
-                "hp3",
-                "half_plus_two",
-                "model_version_policy { specific { versions: 1 } }",
-            ),
+            "--model_config_file_poll_wait_seconds=1",
+            "--allow_version_labels_for_unavailable_models",
         ],
     );
-    wait_for("hp3", || predict(port, "/v1/models/hp3:predict").0 == 200);
-    assert_eq!(y(port, "/v1/models/hp3:predict"), 2.5);
+    let port = server.rest_port;
+    assert_eq!(
+        y(port, "/v1/models/half_plus_two/labels/stable:predict"),
+        2.5
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    seen.push(y(port, "/v1/models/half_plus_two/labels/stable:predict"));
+                }
+                seen
+            })
+        })
+        .collect();
 
+    // Version 2 joins, with a second model.
+    write_config(
+        &config,
+        &[hpt("versions: 1 versions: 2", 1), entry("mlp", "mlp", "")],
+    );
+    wait_for("version 2 and mlp", || {
+        predict(port, "/v1/models/half_plus_two/versions/2:predict").0 == 200
+            && http(port, "GET", "/v1/models/mlp", "")
+                .unwrap()
+                .1
+                .contains("AVAILABLE")
+    });
+    // The label moves; then version 1 and mlp go.
+    write_config(
+        &config,
+        &[hpt("versions: 1 versions: 2", 2), entry("mlp", "mlp", "")],
+    );
+    wait_for("the label to move", || {
+        y(port, "/v1/models/half_plus_two/labels/stable:predict") == 3.5
+    });
     std::fs::write(&config, "not a config").unwrap();
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(
-        y(port, "/v1/models/hp3:predict"),
-        2.5,
+        y(port, "/v1/models/half_plus_two/labels/stable:predict"),
+        3.5,
         "a broken file changes nothing"
     );
-
-    write_config(
-        &config,
-        &[entry(
-            "hp3",
-            "half_plus_two",
-            "model_version_policy { specific { versions: 1 } }",
-        )],
-    );
-    wait_for("half_plus_two to go", || {
-        predict(port, "/v1/models/half_plus_two:predict").0 == 404
+    write_config(&config, &[hpt("versions: 2", 2)]);
+    wait_for("version 1 and mlp to go", || {
+        predict(port, "/v1/models/half_plus_two/versions/1:predict").0 == 404
+            && http(port, "GET", "/v1/models/mlp", "")
+                .unwrap()
+                .1
+                .contains("END")
     });
-    assert_eq!(y(port, "/v1/models/hp3:predict"), 2.5);
-    let (_, status) = http(port, "GET", "/v1/models/half_plus_two", "").unwrap();
-    assert!(
-        status.contains("END"),
-        "an unloaded model's status: {status}"
-    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let seen = c.join().expect("a request failed during the reloads");
+        let switches = seen.windows(2).filter(|w| w[0] != w[1]).count();
+        assert_eq!(switches, 1, "one switch from version 1 to 2: {seen:?}");
+        assert_eq!((seen[0], *seen.last().unwrap()), (2.5, 3.5));
+    }
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/models/mlp:predict",
+        r#"{"instances": [[1.0]]}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 404, "{body}");
 }
