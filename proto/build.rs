@@ -1,5 +1,7 @@
 //! Compiles the FileDescriptorSet that `scripts/setup.sh` writes from the official
-//! `tensorflow-serving-api` and `tensorflow-cpu` wheels (no .proto file lives in git).
+//! `tensorflow-serving-api` and `tensorflow-cpu` wheels, plus tfgate's own `.proto`
+//! files under `tfgate/` (messages TF Serving reads that the wheels do not ship),
+//! compiled with `protox`. The merged set is written to OUT_DIR for reflection.
 
 use prost::Message;
 use std::path::PathBuf;
@@ -17,7 +19,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             path.display()
         )
     })?;
-    let fds = prost_types::FileDescriptorSet::decode(bytes.as_slice())?;
+    let mut fds = prost_types::FileDescriptorSet::decode(bytes.as_slice())?;
+    println!("cargo:rerun-if-changed=tfgate");
+    let own: Vec<String> = std::fs::read_dir("tfgate")?
+        .filter_map(|e| e.ok())
+        .map(|e| format!("tfgate/{}", e.file_name().to_string_lossy()))
+        .filter(|n| n.ends_with(".proto"))
+        .collect();
+    let compiled = protox::compile(&own, ["."])?;
+    for file in compiled.file {
+        if !fds.file.iter().any(|f| f.name == file.name) {
+            fds.file.push(file);
+        }
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("descriptors.binpb"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

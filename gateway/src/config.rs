@@ -77,6 +77,23 @@ pub struct Flags {
     #[arg(long = "per_process_gpu_memory_fraction", default_value_t = 0.0)]
     pub per_process_gpu_memory_fraction: f64,
 
+    /// Gathers concurrent requests for the same model into one TensorFlow run.
+    #[arg(long = "enable_batching", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub enable_batching: bool,
+
+    /// A text-format BatchingParameters file (needs --enable_batching); without it, TF
+    /// Serving's defaults.
+    #[arg(long = "batching_parameters_file", default_value = "")]
+    pub batching_parameters_file: String,
+
+    /// Each version directory's batching_params.pbtxt decides how it batches; a version
+    /// without one does not batch.
+    #[arg(long = "enable_per_model_batching_parameters", num_args = 0..=1,
+          default_value_t = false, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    pub enable_per_model_batching_parameters: bool,
+
     /// Retries after a failed load; 0 tries once.
     #[arg(long = "max_num_load_retries", default_value_t = 5)]
     pub max_num_load_retries: u32,
@@ -223,9 +240,6 @@ const NOT_YET_SUPPORTED: &[&str] = &[
     "num_unload_threads",
     "flush_filesystem_caches",
     "remove_unused_fields_from_bundle_metagraph",
-    "enable_batching",
-    "batching_parameters_file",
-    "enable_per_model_batching_parameters",
     "xla_cpu_compilation_enabled",
     "xla_gpu_compilation_enabled",
     "mixed_precision",
@@ -420,8 +434,8 @@ mod tests {
         let ours = vec!["port".to_string()];
         assert_eq!(classify_arg("--port=1", &ours), ArgUse::Keep);
         assert_eq!(
-            classify_arg("--enable_batching=true", &ours),
-            ArgUse::NotYetSupported("enable_batching".into())
+            classify_arg("--enable_profiler=true", &ours),
+            ArgUse::NotYetSupported("enable_profiler".into())
         );
         assert_eq!(classify_arg("--what", &ours), ArgUse::Unknown);
         assert_eq!(classify_arg("positional", &ours), ArgUse::Unknown);

@@ -40,6 +40,8 @@ pub struct Health {
     pub pool: WorkerPool,
     /// The configured models.
     pub models: tokio::sync::watch::Receiver<crate::server_core::Models>,
+    /// The batch queues' counters, with `--enable_batching`.
+    pub batching: Option<std::sync::Arc<crate::batching::Stats>>,
 }
 
 impl Health {
@@ -113,6 +115,34 @@ impl Health {
             })
             .collect();
         json!({ "workers": workers })
+    }
+
+    /// `GET /tfgate/batching`: the batches run so far (404 without `--enable_batching`).
+    pub fn batching_json(&self) -> Option<Value> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = self.batching.as_ref()?;
+        let sizes: serde_json::Map<String, Value> = s
+            .sizes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.load(Relaxed) > 0)
+            .map(|(i, n)| {
+                let range = match i {
+                    0 => "0".to_string(),
+                    1 => "1".to_string(),
+                    i if i == s.sizes.len() - 1 => format!("{}+", 1u64 << (i - 1)),
+                    i => format!("{}-{}", 1u64 << (i - 1), (1u64 << i) - 1),
+                };
+                (range, Value::from(n.load(Relaxed)))
+            })
+            .collect();
+        Some(json!({
+            "batches": s.batches.load(Relaxed),
+            "requests": s.tasks.load(Relaxed),
+            "rows": s.rows.load(Relaxed),
+            "padding_rows": s.padding_rows.load(Relaxed),
+            "batch_sizes": sizes,
+        }))
     }
 
     /// Keeps gRPC health in step with readiness, for as long as the server runs.

@@ -4,6 +4,7 @@
 //! and tensors travel between them through shared memory (see docs/architecture.md).
 #![forbid(unsafe_code)]
 
+mod batching;
 mod classifier;
 mod config;
 mod error;
@@ -197,6 +198,27 @@ async fn drain(
     pool.shutdown().await;
 }
 
+/// `--enable_batching` and its parameters, checked as TF Serving checks them at startup.
+fn batching_config(flags: &Flags) -> Result<Option<batching::BatchingConfig>, ServingError> {
+    if !flags.enable_batching {
+        if !flags.batching_parameters_file.is_empty() {
+            return Err(ServingError::invalid_argument(
+                "server_options.batching_parameters_file is set without setting server_options.enable_batching to true.",
+            ));
+        }
+        return Ok(None);
+    }
+    let global = if flags.batching_parameters_file.is_empty() {
+        batching::Parameters::default()
+    } else {
+        batching::Parameters::read_file(&flags.batching_parameters_file)?
+    };
+    Ok(Some(batching::BatchingConfig {
+        global,
+        per_model: flags.enable_per_model_batching_parameters,
+    }))
+}
+
 async fn run(flags: Flags) -> anyhow::Result<()> {
     flags.validate().map_err(ServingError::invalid_argument)?;
     let runtime_dir = RuntimeDir::create()?;
@@ -213,6 +235,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     } else {
         model_config::read_file(&flags.model_config_file)?
     };
+    let batching = batching_config(&flags)?;
     let session = session_config::session_config(&flags)?;
     core.reload_config(initial, false).await?;
     let models = core.models();
@@ -275,12 +298,20 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    let predictor = Predictor::new(servables.clone(), pool.clone(), lifecycle.clone());
+    let batcher =
+        batching.map(|config| batching::Batcher::new(config, pool.clone(), servables.clone()));
+    let predictor = Predictor::new(
+        servables.clone(),
+        pool.clone(),
+        lifecycle.clone(),
+        batcher.clone(),
+    );
     let health = Health {
         servables,
         lifecycle: lifecycle.clone(),
         pool: pool.clone(),
         models,
+        batching: batcher.map(|b| b.stats),
     };
     if !flags.model_config_file.is_empty() && flags.model_config_file_poll_wait_seconds > 0 {
         tokio::spawn(poll_config_file(

@@ -2,6 +2,7 @@
 //! servable, validate against its signature (looked up once), run it on the pool, and
 //! shape the result. Front ends only decode and encode.
 
+use crate::batching::Batcher;
 use crate::classifier::{self, Class};
 use crate::error::ServingError;
 use crate::lifecycle::Lifecycle;
@@ -30,14 +31,22 @@ pub struct Predictor {
     servables: Servables,
     pool: WorkerPool,
     lifecycle: Lifecycle,
+    /// With `--enable_batching`, runs go through the batch queues.
+    batcher: Option<Batcher>,
 }
 
 impl Predictor {
-    pub fn new(servables: Servables, pool: WorkerPool, lifecycle: Lifecycle) -> Predictor {
+    pub fn new(
+        servables: Servables,
+        pool: WorkerPool,
+        lifecycle: Lifecycle,
+        batcher: Option<Batcher>,
+    ) -> Predictor {
         Predictor {
             servables,
             pool,
             lifecycle,
+            batcher,
         }
     }
 
@@ -104,7 +113,10 @@ impl Predictor {
 
     async fn run(&self, run: validation::ValidRun) -> Result<Served<Outputs>, ServingError> {
         let signature_name = run.signature_key().to_string();
-        let RunOutput { servable, outputs } = self.pool.run(run).await?;
+        let RunOutput { servable, outputs } = match &self.batcher {
+            Some(batcher) => batcher.run(run).await?,
+            None => self.pool.run(run).await?,
+        };
         Ok(Served {
             servable,
             signature_name,

@@ -81,6 +81,7 @@ pub struct Reported {
     pub state: ServableState,
     pub error: Option<Status>,
     pub signatures: SignatureDefMap,
+    pub batching_params: Option<String>,
 }
 
 /// Where a request for a servable can go right now.
@@ -106,6 +107,8 @@ struct OnWorker {
 #[derive(Default)]
 struct VersionEntry {
     signatures: Arc<SignatureDefMap>,
+    /// The version's `batching_params.pbtxt`, as its workers read it.
+    batching_params: Option<Arc<str>>,
     on: BTreeMap<WorkerId, OnWorker>,
 }
 
@@ -203,8 +206,18 @@ impl Servables {
                 state,
                 error,
                 signatures,
+                batching_params: None,
             },
         );
+    }
+
+    /// The `batching_params.pbtxt` of a version, if it has one.
+    pub fn batching_params(&self, id: &ServableId) -> Option<Arc<str>> {
+        self.inner
+            .read()
+            .get(&id.name)
+            .and_then(|vs| vs.get(&id.version))
+            .and_then(|e| e.batching_params.clone())
     }
 
     /// A worker found no version directory for `model`.
@@ -226,6 +239,7 @@ impl Servables {
             state,
             error,
             signatures,
+            batching_params,
         } = reported;
         self.no_versions.write().remove(&id.name);
         self.modify(|table| {
@@ -236,6 +250,9 @@ impl Servables {
                 .or_default();
             if !signatures.signature_def.is_empty() {
                 entry.signatures = Arc::new(signatures);
+            }
+            if let Some(p) = batching_params {
+                entry.batching_params = Some(p.into());
             }
             // Still on its way back while the replacement loads it.
             let awaited = matches!(state, ServableState::Start | ServableState::Loading)
@@ -292,6 +309,9 @@ impl Servables {
                     .or_default();
                 if !r.signatures.signature_def.is_empty() {
                     entry.signatures = Arc::new(r.signatures);
+                }
+                if let Some(p) = r.batching_params {
+                    entry.batching_params = Some(p.into());
                 }
                 entry.on.insert(
                     worker,
@@ -577,6 +597,7 @@ mod tests {
                 state: ServableState::Available,
                 error: None,
                 signatures: SignatureDefMap::default(),
+                batching_params: None,
             }],
         );
         assert_eq!(s.routes(&id(2)), Routes::To(vec![W0, W1]));

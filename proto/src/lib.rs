@@ -13,4 +13,5 @@ pub mod tensorflow {
 }
 
 /// The FileDescriptorSet the code was generated from (for reflection, text format, JSON).
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(env!("TFGATE_PROTO_DESCRIPTORS"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.binpb"));

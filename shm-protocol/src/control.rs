@@ -128,6 +128,9 @@ pub enum WorkerMessage {
         /// Why a load failed.
         error: Option<Status>,
         signature_defs: Vec<u8>,
+        /// The version directory's `batching_params.pbtxt`, if it has one (read when the
+        /// version becomes AVAILABLE; the gateway batches).
+        batching_params: Option<String>,
     },
     /// Memory after an unload: the process's resident set, and what a fresh worker
     /// holding the same servables would hold (its size before any load plus each
@@ -208,6 +211,7 @@ mod tests {
             state: ServableState::Available,
             error: None,
             signature_defs: vec![1, 2, 3],
+            batching_params: None,
         };
         let bytes = encode(&msg).unwrap();
         let back: WorkerMessage = read_message(&mut bytes.as_slice()).unwrap();

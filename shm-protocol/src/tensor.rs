@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// TensorFlow's `DataType` numbering (`tensorflow/core/framework/types.proto`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[repr(i32)]
 pub enum DataType {
     Float = 1,

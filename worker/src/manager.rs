@@ -88,8 +88,12 @@ fn state(
         state,
         error,
         signature_defs: defs,
+        batching_params: None,
     }
 }
+
+/// Per-model batching parameters a version directory may carry.
+const BATCHING_PARAMS_FILE: &str = "batching_params.pbtxt";
 
 fn status(e: &TfError) -> Option<Status> {
     Some(Status::new(e.code, e.message.clone()))
@@ -386,7 +390,15 @@ impl Manager {
                         .unwrap_or_else(|e| e.into_inner())
                         .footprint
                         .insert((model.to_string(), v), grew);
-                    report(state(model, v, ServableState::Available, None, defs));
+                    let mut available = state(model, v, ServableState::Available, None, defs);
+                    if let WorkerMessage::ServableState {
+                        batching_params, ..
+                    } = &mut available
+                    {
+                        *batching_params =
+                            std::fs::read_to_string(dir.path.join(BATCHING_PARAMS_FILE)).ok();
+                    }
+                    report(available);
                     return;
                 }
                 Err(e) => {

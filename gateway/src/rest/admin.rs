@@ -18,6 +18,13 @@ pub fn handle(health: &Health, method: &Method, path: &str) -> Option<(u16, Valu
             Some((if ready { 200 } else { 503 }, body))
         }
         "/tfgate/workers" => Some((200, health.workers_json())),
+        "/tfgate/batching" => Some(match health.batching_json() {
+            Some(stats) => (200, stats),
+            None => (
+                404,
+                json!({ "error": "batching is off (--enable_batching)" }),
+            ),
+        }),
         _ => None,
     }
 }

@@ -38,6 +38,27 @@ impl ValidRun {
     pub fn deadline(&self) -> Instant {
         self.deadline
     }
+    /// The inputs by alias.
+    pub fn inputs(&self) -> &[(String, Tensor)] {
+        &self.inputs
+    }
+    /// Output aliases to fetch; empty: all of the signature's.
+    pub fn output_filter(&self) -> &[String] {
+        &self.output_filter
+    }
+
+    /// A batch of runs that were each validated against the same servable, signature
+    /// and output filter as `like`: the same run with `inputs` (theirs concatenated).
+    pub fn batched(like: &ValidRun, inputs: Vec<(String, Tensor)>, deadline: Instant) -> ValidRun {
+        ValidRun {
+            servable: like.servable.clone(),
+            signature_key: like.signature_key.clone(),
+            inputs,
+            output_filter: like.output_filter.clone(),
+            deadline,
+        }
+    }
+
     /// Signature key, inputs and output filter, moved out (into a request frame).
     pub fn into_parts(self) -> (String, Vec<(String, Tensor)>, Vec<String>) {
         (self.signature_key, self.inputs, self.output_filter)

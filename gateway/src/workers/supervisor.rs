@@ -597,6 +597,7 @@ fn reported(msg: WorkerMessage) -> Option<Reported> {
             state,
             error,
             signature_defs,
+            batching_params,
         } => Some(Reported {
             id: ServableId {
                 name: model_name,
@@ -605,6 +606,7 @@ fn reported(msg: WorkerMessage) -> Option<Reported> {
             state,
             error,
             signatures: SignatureDefMap::decode(signature_defs.as_slice()).unwrap_or_default(),
+            batching_params,
         }),
         _ => None,
     }
