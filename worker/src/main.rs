@@ -4,6 +4,7 @@
 
 #![deny(unsafe_code)]
 
+mod ceiling;
 mod cpus;
 mod loader;
 mod manager;
@@ -33,8 +34,35 @@ use std::time::{Duration, Instant};
 )]
 struct Flags {
     /// The gateway's Unix socket for this worker slot.
-    #[arg(long = "gateway_socket")]
-    gateway_socket: PathBuf,
+    #[arg(long = "gateway_socket", required_unless_present = "measure_model")]
+    gateway_socket: Option<PathBuf>,
+    /// Benchmarks only: run this SavedModel version directory in-process and print its
+    /// speed at each of --measure_batches (the model ceiling), then exit.
+    #[arg(long = "measure_model")]
+    measure_model: Option<String>,
+    /// Benchmarks: the float32 input to feed, as `ALIAS:WIDTH` (rows are `[batch, WIDTH]`).
+    #[arg(long = "measure_input", default_value = "x:64")]
+    measure_input: String,
+    /// Benchmarks: batch sizes, comma-separated.
+    #[arg(long = "measure_batches", default_value = "1")]
+    measure_batches: String,
+    /// Benchmarks: seconds per batch size.
+    #[arg(long = "measure_seconds", default_value_t = 2.0)]
+    measure_seconds: f64,
+    /// Benchmarks: TensorFlow's intra-op threads (0: the worker's default).
+    #[arg(
+        long = "measure_intra_op",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    measure_intra_op: i32,
+    /// Benchmarks: TensorFlow's inter-op threads (0: the worker's default; -1: inline).
+    #[arg(
+        long = "measure_inter_op",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    measure_inter_op: i32,
     /// This worker's slot number.
     #[arg(long = "worker_id", default_value_t = 0)]
     worker_id: u32,
@@ -94,7 +122,14 @@ fn run(flags: Flags) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut stream = connect(&flags.gateway_socket)?;
+    if let Some(model_dir) = &flags.measure_model {
+        return measure(&flags, model_dir, share);
+    }
+    let socket = flags
+        .gateway_socket
+        .as_ref()
+        .context("--gateway_socket is required")?;
+    let mut stream = connect(socket)?;
     control::write_message(
         &mut stream,
         &WorkerMessage::Hello {
@@ -190,6 +225,35 @@ fn run(flags: Flags) -> anyhow::Result<()> {
             })?;
     }
     serve::serve(&manager, requests, responses)
+}
+
+/// `--measure_model`: the model ceiling (see `ceiling.rs`), with the session config a
+/// worker would use: the given pool sizes, or its share of the cores.
+fn measure(flags: &Flags, model_dir: &str, share: Option<i32>) -> anyhow::Result<()> {
+    use prost::Message;
+    let (input, width) = flags
+        .measure_input
+        .split_once(':')
+        .context("--measure_input is ALIAS:WIDTH")?;
+    let batches = flags
+        .measure_batches
+        .split(',')
+        .map(|b| b.trim().parse::<usize>().context("--measure_batches"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let pools = tfgate_proto::tensorflow::ConfigProto {
+        intra_op_parallelism_threads: flags.measure_intra_op,
+        inter_op_parallelism_threads: flags.measure_inter_op,
+        ..Default::default()
+    };
+    let config_proto = pools_sized_to(&pools.encode_to_vec(), share.unwrap_or(0))?;
+    ceiling::measure(&ceiling::Ceiling {
+        model_dir: model_dir.to_string(),
+        input: input.to_string(),
+        width: width.parse().context("--measure_input width")?,
+        batches,
+        duration: Duration::from_secs_f64(flags.measure_seconds),
+        config_proto,
+    })
 }
 
 /// The session config with thread pools left at 0 (TensorFlow's choice) sized to the

@@ -1,0 +1,69 @@
+//! The model ceiling for benchmarks: how fast this worker's TensorFlow wrapper runs a
+//! SavedModel in-process, with nothing around it — the same load and session run the
+//! worker serves with, fed float32 `[batch, width]` inputs. `tfgate-worker
+//! --measure_model=DIR` prints one JSON line per batch size; `tfgate-bench` quotes it
+//! beside the served numbers.
+
+use crate::loader::Servable;
+use crate::predict::run_signature;
+use crate::tf::Feed;
+use shm_protocol::control::SessionConfig;
+use shm_protocol::tensor::Tensor;
+use std::time::{Duration, Instant};
+
+/// What to measure.
+pub struct Ceiling {
+    pub model_dir: String,
+    pub input: String,
+    pub width: usize,
+    pub batches: Vec<usize>,
+    pub duration: Duration,
+    pub config_proto: Vec<u8>,
+}
+
+/// Runs each batch size for `duration` (after a short warm-up) and prints
+/// `{"batch":B,"runs":N,"rows_per_s":R,"p50_us":P,"p99_us":Q}` lines.
+pub fn measure(c: &Ceiling) -> anyhow::Result<()> {
+    let session = SessionConfig {
+        tags: vec!["serve".into()],
+        config_proto: c.config_proto.clone(),
+    };
+    let servable = Servable::load(1, &c.model_dir, &session)?;
+    for &batch in &c.batches {
+        let values: Vec<f32> = (0..batch * c.width)
+            .map(|i| (i % 7) as f32 * 0.25)
+            .collect();
+        let input = Tensor::from_f32(vec![batch as i64, c.width as i64], &values)?;
+        let run = || {
+            run_signature(
+                &servable,
+                "",
+                vec![(c.input.clone(), Feed::Copy(input.clone()))],
+                &[],
+                0,
+            )
+        };
+        let warm = Instant::now();
+        while warm.elapsed() < Duration::from_millis(300) {
+            run()?;
+        }
+        let mut times = Vec::new();
+        let started = Instant::now();
+        while started.elapsed() < c.duration {
+            let t = Instant::now();
+            run()?;
+            times.push(t.elapsed().as_nanos() as u64);
+        }
+        let secs = started.elapsed().as_secs_f64();
+        times.sort_unstable();
+        let pct = |p: f64| times[((times.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+        println!(
+            "{{\"batch\":{batch},\"runs\":{},\"rows_per_s\":{:.1},\"p50_us\":{:.1},\"p99_us\":{:.1}}}",
+            times.len(),
+            (times.len() * batch) as f64 / secs,
+            pct(0.5),
+            pct(0.99)
+        );
+    }
+    Ok(())
+}
