@@ -12,6 +12,20 @@ pub struct Flags {
     #[arg(long = "port", default_value_t = 8500)]
     pub port: u16,
 
+    /// Also serve gRPC on this Unix socket (a stale socket file is removed first).
+    #[arg(long = "grpc_socket_path", default_value = "")]
+    pub grpc_socket_path: String,
+
+    /// TLS for gRPC (an SSLConfig text file). Not supported yet: giving it is a startup
+    /// error, never a plaintext server.
+    #[arg(long = "ssl_config_file", default_value = "")]
+    pub ssl_config_file: String,
+
+    /// Google ALTS credentials for gRPC. Not supported: a startup error.
+    #[arg(long = "use_alts_credentials", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub use_alts_credentials: bool,
+
     /// Port to listen on for the HTTP/REST API; 0 disables it. (tensorflow_model_server's
     /// binary defaults to 0, its Docker image passes 8501; tfgate defaults to 8501.)
     #[arg(long = "rest_api_port", default_value_t = 8501)]
@@ -77,6 +91,13 @@ pub struct Flags {
     #[arg(long = "per_process_gpu_memory_fraction", default_value_t = 0.0)]
     pub per_process_gpu_memory_fraction: f64,
 
+    /// Classify and Regress require a signature's method_name to be the classify or
+    /// regress one (off by default, as in TF Serving: TF2 signatures say predict).
+    #[arg(long = "enable_signature_method_name_check", num_args = 0..=1,
+          default_value_t = false, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    pub enable_signature_method_name_check: bool,
+
     /// Gathers concurrent requests for the same model into one TensorFlow run.
     #[arg(long = "enable_batching", num_args = 0..=1, default_value_t = false,
           default_missing_value = "true", action = clap::ArgAction::Set)]
@@ -138,9 +159,13 @@ pub struct Flags {
     )]
     pub tensorflow_inter_op_parallelism: i32,
 
-    /// Timeout for REST inference requests, milliseconds.
-    #[arg(long = "rest_api_timeout_in_ms", default_value_t = 30000)]
-    pub rest_api_timeout_in_ms: u64,
+    /// Timeout for REST inference requests, milliseconds; 0 or less: none.
+    #[arg(
+        long = "rest_api_timeout_in_ms",
+        default_value_t = 30000,
+        allow_negative_numbers = true
+    )]
+    pub rest_api_timeout_in_ms: i64,
 
     /// Adds CORS headers to REST answers and accepts OPTIONS preflights.
     #[arg(long = "rest_api_enable_cors_support", num_args = 0..=1, default_value_t = false,
@@ -228,13 +253,10 @@ pub struct Flags {
 /// `tensorflow_model_server` flags tfgate accepts but does not implement yet: they are
 /// logged and ignored, so existing command lines keep working.
 const NOT_YET_SUPPORTED: &[&str] = &[
-    "grpc_socket_path",
     "rest_api_num_threads",
     "grpc_channel_arguments",
     "grpc_max_threads",
     "enable_profiler",
-    "ssl_config_file",
-    "use_alts_credentials",
     "platform_config_file",
     "num_load_threads",
     "num_unload_threads",
@@ -244,7 +266,6 @@ const NOT_YET_SUPPORTED: &[&str] = &[
     "xla_gpu_compilation_enabled",
     "mixed_precision",
     "thread_pool_factory_config_file",
-    "enable_signature_method_name_check",
     "monitoring_config_file",
     "prefer_tflite_model",
     "num_tflite_pools",
@@ -318,6 +339,21 @@ pub fn parse_command_line(args: Vec<String>) -> Flags {
 impl Flags {
     /// The startup checks `tensorflow_model_server` makes before serving.
     pub fn validate(&self) -> Result<(), String> {
+        if self.use_alts_credentials && !self.ssl_config_file.is_empty() {
+            return Err(
+                "Either use_alts_credentials must be false or ssl_config_file must be empty."
+                    .into(),
+            );
+        }
+        if !self.ssl_config_file.is_empty() {
+            return Err(format!(
+                "--ssl_config_file={}: TLS is not supported by tfgate yet; refusing to serve gRPC in plaintext",
+                self.ssl_config_file
+            ));
+        }
+        if self.use_alts_credentials {
+            return Err("--use_alts_credentials: ALTS is not supported by tfgate".into());
+        }
         if self.model_base_path.is_empty() && self.model_config_file.is_empty() {
             return Err("Both server_options.model_base_path and server_options.model_config_file are empty!".into());
         }

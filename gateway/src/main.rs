@@ -37,9 +37,6 @@ use shm_protocol::control::{LoadConfig, SessionConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tfgate_proto::tensorflow::serving::{
-    model_service_server::ModelServiceServer, prediction_service_server::PredictionServiceServer,
-};
 use tokio::sync::watch;
 use workers::{SupervisorConfig, WorkerPool};
 
@@ -305,6 +302,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         pool.clone(),
         lifecycle.clone(),
         batcher.clone(),
+        validation::examples::MethodNameCheck(flags.enable_signature_method_name_check),
     );
     let health = Health {
         servables,
@@ -326,34 +324,22 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         core,
         tensor_content: flags.enable_serialization_as_tensor_content,
     };
-    let grpc_addr = SocketAddr::from(([0, 0, 0, 0], flags.port));
-    let grpc_listener = tokio::net::TcpListener::bind(grpc_addr)
-        .await
-        .with_context(|| format!("cannot bind gRPC port {grpc_addr}"))?;
-    tracing::info!("Running gRPC ModelServer at 0.0.0.0:{} ...", flags.port);
-    let closed = |mut rx: watch::Receiver<Phase>| async move {
-        let _ = rx.wait_for(|p| *p == Phase::Closed).await;
-    };
+    let listeners = grpc::server::bind(flags.port, &flags.grpc_socket_path).await?;
     let health_service = if flags.enable_grpc_healthcheck_service {
-        let (reporter, service) = tonic_health::server::health_reporter();
+        let reporter = tonic_health::server::HealthReporter::new();
+        let service = tonic_health::server::HealthService::from_health_reporter(reporter.clone());
         tokio::spawn(health.clone().drive_grpc_health(reporter));
-        Some(service)
+        Some(tonic_health::pb::health_server::HealthServer::new(service))
     } else {
         None
     };
-    let grpc_server = tonic::transport::Server::builder()
-        .add_optional_service(health_service)
-        .add_service(
-            PredictionServiceServer::new(grpc.clone())
-                .max_decoding_message_size(i32::MAX as usize)
-                .max_encoding_message_size(i32::MAX as usize),
-        )
-        .add_service(ModelServiceServer::new(grpc))
-        .serve_with_incoming_shutdown(
-            tokio_stream_incoming(grpc_listener),
-            closed(lifecycle.subscribe()),
-        );
-    let grpc_task = tokio::spawn(grpc_server);
+    let phase = lifecycle.clone();
+    let grpc_tasks = grpc::server::serve(listeners, grpc, health_service, move || {
+        let mut rx = phase.subscribe();
+        Box::pin(async move {
+            let _ = rx.wait_for(|p| *p == Phase::Closed).await;
+        })
+    });
 
     if flags.rest_api_port != 0 && flags.rest_api_port != flags.port {
         let addr = SocketAddr::from(([0, 0, 0, 0], flags.rest_api_port));
@@ -365,7 +351,11 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             predictor,
             health,
             config: rest::RestConfig {
-                timeout: Duration::from_millis(flags.rest_api_timeout_in_ms),
+                // TF Serving sets no run timeout for a value of 0 or less.
+                timeout: u64::try_from(flags.rest_api_timeout_in_ms)
+                    .ok()
+                    .filter(|ms| *ms > 0)
+                    .map(Duration::from_millis),
                 max_body_bytes: flags.max_request_body_mb << 20,
                 cors: flags.rest_api_enable_cors_support,
             },
@@ -376,9 +366,17 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     }
     lifecycle.set(Phase::Serving);
 
+    let grpc_failed = async {
+        for task in grpc_tasks {
+            task.await
+                .context("gRPC server panicked")?
+                .context("gRPC server failed")?;
+        }
+        anyhow::Ok(())
+    };
     tokio::select! {
-        r = grpc_task => {
-            r.context("gRPC server panicked")?.context("gRPC server failed")?;
+        r = grpc_failed, if flags.port != 0 || !flags.grpc_socket_path.is_empty() => {
+            r?;
             anyhow::bail!("gRPC server stopped");
         }
         _ = signalled.wait_for(|s| *s) => {}
@@ -392,19 +390,6 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     .await;
     drop(runtime_dir);
     Ok(())
-}
-
-/// Accepted gRPC connections, with Nagle's algorithm off (else a response waits for the
-/// client's delayed ACK: ~40 ms per request with payloads over one segment).
-fn tokio_stream_incoming(
-    listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
-        let conn = conn?;
-        conn.set_nodelay(true)?;
-        Ok(conn)
-    })
 }
 
 fn main() {

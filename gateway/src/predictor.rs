@@ -9,7 +9,8 @@ use crate::lifecycle::Lifecycle;
 use crate::request::{DecodeInputs, ExamplesRequest, PredictRequest};
 use crate::servables::{Servable, ServableId, ServableRequest, Servables};
 use crate::status::model_status;
-use crate::validation::{self, examples};
+use crate::validation;
+use crate::validation::examples::{self, MethodNameCheck};
 use crate::workers::{RunOutput, WorkerPool};
 use shm_protocol::tensor::Tensor;
 use tfgate_proto::tensorflow::serving::GetModelStatusResponse;
@@ -33,6 +34,8 @@ pub struct Predictor {
     lifecycle: Lifecycle,
     /// With `--enable_batching`, runs go through the batch queues.
     batcher: Option<Batcher>,
+    /// `--enable_signature_method_name_check`.
+    method_name_check: MethodNameCheck,
 }
 
 impl Predictor {
@@ -41,12 +44,14 @@ impl Predictor {
         pool: WorkerPool,
         lifecycle: Lifecycle,
         batcher: Option<Batcher>,
+        method_name_check: MethodNameCheck,
     ) -> Predictor {
         Predictor {
             servables,
             pool,
             lifecycle,
             batcher,
+            method_name_check,
         }
     }
 
@@ -69,7 +74,7 @@ impl Predictor {
         let _admitted = self.lifecycle.admit()?;
         let servable = self.servables.resolve(&request.servable)?;
         let n = request.examples.len();
-        let run = examples::validate_classify(&servable, request)?;
+        let run = examples::validate_classify(&servable, request, self.method_name_check)?;
         let served = self.run(run).await?;
         let value = classifier::classifications(&served.value, n)?;
         Ok(Served {
@@ -87,7 +92,7 @@ impl Predictor {
         let _admitted = self.lifecycle.admit()?;
         let servable = self.servables.resolve(&request.servable)?;
         let n = request.examples.len();
-        let run = examples::validate_regress(&servable, request)?;
+        let run = examples::validate_regress(&servable, request, self.method_name_check)?;
         let served = self.run(run).await?;
         let value = classifier::regressions(&served.value, n)?;
         Ok(Served {

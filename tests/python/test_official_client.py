@@ -145,3 +145,53 @@ def test_classify_and_regress_with_official_stub(server):
     request.input.example_list_with_context.examples.extend([example(2.0), tf.train.Example()])
     result = stub.Regress(request, 10.0)
     assert [r.value for r in result.result.regressions] == [4.0, 8.0]
+
+
+def test_grpc_on_a_unix_socket_only(tmp_path):
+    """--grpc_socket_path with --port=0: gRPC on the Unix socket alone (a stale file is
+    replaced). grpc-python sends the percent-encoded socket path as :authority, which the
+    Rust HTTP/2 stack refuses (hyperium/h2#487), so the client names "localhost" as
+    grpc-go and grpcurl do."""
+    sock = tmp_path / "tfgate.sock"
+    sock.write_text("stale")
+    rest_port = free_port()
+    proc = subprocess.Popen([BIN, "--port=0", f"--grpc_socket_path={sock}", f"--rest_api_port={rest_port}",
+                             "--model_name=half_plus_two", f"--model_base_path={ROOT}/models/half_plus_two"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                if rest(rest_port, "GET", "/v1/models/half_plus_two")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, "tfgate did not start"
+            time.sleep(0.1)
+        channel = grpc.insecure_channel(f"unix:{sock}", options=[("grpc.default_authority", "localhost")])
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "half_plus_two"
+        request.inputs["x"].CopyFrom(tf.make_tensor_proto([[1.0]], dtype=tf.float32))
+        assert list(stub.Predict(request, 10.0).outputs["y"].float_val) == [3.5]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_startup_refuses_what_it_cannot_honour(tmp_path):
+    """TLS asked for is never served in plaintext; no gRPC listener at all is TF Serving's
+    startup error."""
+    def run(*flags):
+        out = subprocess.run([BIN, f"--rest_api_port={free_port()}", "--model_name=m",
+                              f"--model_base_path={ROOT}/models/half_plus_two", *flags],
+                             capture_output=True, text=True, timeout=60)
+        return out.returncode, out.stderr
+
+    code, err = run(f"--port={free_port()}", f"--ssl_config_file={tmp_path}/ssl.config")
+    assert code == 255 and "TLS is not supported by tfgate yet; refusing to serve gRPC in plaintext" in err, err
+    code, err = run(f"--port={free_port()}", "--use_alts_credentials")
+    assert code == 255 and "ALTS is not supported" in err, err
+    code, err = run("--port=0")
+    assert code == 255 and ("Failed to start server. Error: INVALID_ARGUMENT: At least one of "
+                            "server_options.grpc_port or server_options.grpc_socket_path must be set.") in err, err

@@ -99,6 +99,22 @@ async fn grpc_predict_values_and_errors() {
         meta.metadata["signature_def"].type_url,
         "type.googleapis.com/tensorflow.serving.SignatureDefMap"
     );
+    // The fields are checked before the model is looked up, as in TF Serving.
+    let e = client
+        .get_model_metadata(GetModelMetadataRequest {
+            model_spec: Some(ModelSpec {
+                name: "no_such_model".into(),
+                ..Default::default()
+            }),
+            metadata_field: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        e.message(),
+        "GetModelMetadataRequest must specify at least one metadata_field"
+    );
 }
 
 /// Tensors that can never fit in the shared-memory arenas fail with an error naming the

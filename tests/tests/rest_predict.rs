@@ -239,8 +239,28 @@ fn classify_and_regress_over_tf_examples() {
     // y2 = 0.5 * x + 3; the second example takes x from the context.
     assert_eq!((status, body), (200, json!({"results": [4.0, 3.5]})));
 
+    // serving_default is a predict signature over `x`: without
+    // --enable_signature_method_name_check (TF Serving's default) its method is not
+    // checked, but it has no `inputs` to feed examples to.
     let (status, body) = post(
         &server,
+        "/v1/models/half_plus_two:classify",
+        r#"{"examples": [{"x": 2.0}]}"#,
+    );
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"error": "No classification inputs found in SignatureDef"})
+        )
+    );
+    let checking = Server::start_with(
+        "half_plus_two",
+        &tfgate_e2e::model_path("half_plus_two"),
+        &["--enable_signature_method_name_check"],
+    );
+    let (status, body) = post(
+        &checking,
         "/v1/models/half_plus_two:classify",
         r#"{"examples": [{"x": 2.0}]}"#,
     );
@@ -388,4 +408,43 @@ fn gzip_bodies_and_cors() {
         serde_json::from_str::<Value>(&body).unwrap(),
         json!({"error": "Origin header is missing in CORS preflight"})
     );
+
+    // Without the flag TF Serving still checks a preflight's Origin, and sends no CORS
+    // headers.
+    let plain = Server::start("half_plus_two");
+    let (status, headers, _) = http_full(
+        plain.rest_port,
+        "OPTIONS",
+        "/v1/models/half_plus_two:predict",
+        &[("Origin", "https://example.com")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    assert!(!headers.contains("access-control"), "{headers}");
+    let (status, _, body) = http_full(
+        plain.rest_port,
+        "OPTIONS",
+        "/v1/models/half_plus_two:predict",
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 400, "{body}");
+}
+
+/// `--rest_api_timeout_in_ms` of 0 or less means no timeout, as in TF Serving.
+#[test]
+fn a_zero_rest_timeout_means_none() {
+    let server = Server::start_with(
+        "slow",
+        &tfgate_e2e::model_path("slow"),
+        &["--rest_api_timeout_in_ms=0"],
+    );
+    let (status, body) = post(
+        &server,
+        "/v1/models/slow:predict",
+        r#"{"instances": [200000]}"#,
+    );
+    assert_eq!((status, body), (200, json!({"predictions": [200000]})));
 }

@@ -2,6 +2,7 @@
 //! Decodes protos into the predictor's requests and encodes results back; a
 //! [`ServingError`] becomes a `tonic::Status` in one place, the `From` below.
 
+pub mod server;
 pub mod tensor_proto;
 
 use crate::classifier::Class;
@@ -190,9 +191,11 @@ impl GrpcServices {
         &self,
         req: pb::GetModelMetadataRequest,
     ) -> Result<pb::GetModelMetadataResponse, ServingError> {
-        let servable = self
-            .predictor
-            .metadata(&servable_request(req.model_spec.as_ref())?)?;
+        // TF Serving's order: the spec is there, the fields are valid, then the lookup.
+        let spec = req
+            .model_spec
+            .as_ref()
+            .ok_or_else(|| ServingError::invalid_argument("Missing ModelSpec"))?;
         if req.metadata_field.is_empty() {
             return Err(ServingError::invalid_argument(
                 "GetModelMetadataRequest must specify at least one metadata_field",
@@ -207,6 +210,7 @@ impl GrpcServices {
                 "Metadata field {f} is not supported"
             )));
         }
+        let servable = self.predictor.metadata(&servable_request(Some(spec))?)?;
         let any = prost_types::Any {
             type_url: "type.googleapis.com/tensorflow.serving.SignatureDefMap".into(),
             value: servable.signatures.encode_to_vec(),

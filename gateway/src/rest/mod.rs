@@ -26,7 +26,8 @@ use tokio::time::Instant;
 /// REST settings from the flags.
 #[derive(Clone)]
 pub struct RestConfig {
-    pub timeout: Duration,
+    /// `--rest_api_timeout_in_ms`; `None`: no limit.
+    pub timeout: Option<Duration>,
     pub max_body_bytes: usize,
     /// `--rest_api_enable_cors_support`.
     pub cors: bool,
@@ -105,10 +106,9 @@ impl DecodeInputs for JsonInputs<'_> {
 
 impl RestApi {
     /// Answers one HTTP request.
+    /// An OPTIONS preflight always gets TF Serving's Origin check; the CORS headers
+    /// depend on `--rest_api_enable_cors_support`.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        if !self.config.cors {
-            return self.route(req).await;
-        }
         let mut resp = if req.method() == hyper::Method::OPTIONS {
             match cors::preflight(req.headers()) {
                 Ok(()) => json_response(200, Bytes::new()),
@@ -117,7 +117,9 @@ impl RestApi {
         } else {
             self.route(req).await
         };
-        cors::add_headers(resp.headers_mut());
+        if self.config.cors {
+            cors::add_headers(resp.headers_mut());
+        }
         resp
     }
 
@@ -177,7 +179,9 @@ impl RestApi {
         verb: Verb,
         body: &[u8],
     ) -> Result<Vec<u8>, ServingError> {
-        let deadline = Instant::now() + self.config.timeout;
+        /// What "no timeout" waits at most: a year.
+        const NO_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+        let deadline = Instant::now() + self.config.timeout.unwrap_or(NO_TIMEOUT);
         let doc = json::parse(body)?;
         if verb == Verb::Predict {
             let signature_name = json::predict_signature_name(&doc)?;

@@ -12,17 +12,23 @@ use tfgate_proto::tensorflow::SignatureDef;
 const CLASSIFY_METHOD: &str = "tensorflow/serving/classify";
 const REGRESS_METHOD: &str = "tensorflow/serving/regress";
 
+/// Whether a signature's `method_name` must be the classify/regress one
+/// (`--enable_signature_method_name_check`; TF Serving's default is not to check, so TF2
+/// signatures, whose method is predict, serve Classify and Regress too).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MethodNameCheck(pub bool);
+
 fn signature<'a>(
     servable: &'a Servable,
     name: &str,
-    method: &str,
+    (method, check): (&str, MethodNameCheck),
     kind: &str,
 ) -> Result<(&'a SignatureDef, String), ServingError> {
     let key = signature_key(name).to_string();
     let sig = servable.signature(&key).ok_or_else(|| {
         ServingError::invalid_argument(format!("No signature was found with the name: {key}"))
     })?;
-    if sig.method_name != method {
+    if check.0 && sig.method_name != method {
         return Err(ServingError::invalid_argument(format!(
             "Expected {kind} signature method_name to be {method}. Was: {}",
             sig.method_name
@@ -72,11 +78,12 @@ fn run(
 pub fn validate_classify(
     servable: &Servable,
     request: ExamplesRequest,
+    check: MethodNameCheck,
 ) -> Result<ValidRun, ServingError> {
     let (sig, key) = signature(
         servable,
         &request.signature_name,
-        CLASSIFY_METHOD,
+        (CLASSIFY_METHOD, check),
         "classification",
     )?;
     if sig.outputs.is_empty() || sig.outputs.len() > 2 {
@@ -102,11 +109,12 @@ pub fn validate_classify(
 pub fn validate_regress(
     servable: &Servable,
     request: ExamplesRequest,
+    check: MethodNameCheck,
 ) -> Result<ValidRun, ServingError> {
     let (sig, key) = signature(
         servable,
         &request.signature_name,
-        REGRESS_METHOD,
+        (REGRESS_METHOD, check),
         "regression",
     )?;
     if sig.outputs.len() != 1 {
