@@ -11,7 +11,7 @@
 //! and the longest time a client waits across a worker's SIGKILL.
 
 use std::time::{Duration, Instant};
-use tfgate_e2e::{float_tensor, http, predict_request, Server};
+use tfgate_e2e::{float_tensor, http, machine, predict_request, Server};
 use tfgate_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use tfgate_proto::tensorflow::serving::PredictRequest;
 
@@ -83,22 +83,6 @@ fn rest_run(port: u16, model: &str, body: &str, n: usize) -> (Vec<u64>, f64) {
         lat.push(t.elapsed().as_nanos() as u64);
     }
     (lat, n as f64 / started.elapsed().as_secs_f64())
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cores} cores, {cpu}, kernel {}", kernel.trim())
 }
 
 /// gRPC clients predicting back to back until `stop`, each request's latency kept with

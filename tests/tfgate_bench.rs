@@ -18,7 +18,7 @@
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use tfgate_e2e::{bin_dir, float_tensor, http, model_path, predict_request, Server};
+use tfgate_e2e::{bin_dir, float_tensor, http, machine, model_path, predict_request, Server};
 use tfgate_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -70,20 +70,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cores} cores, {cpu}, kernel {}", kernel.trim())
 }
 
 /// CPU seconds a process has used (user + system), from `/proc/PID/stat`.

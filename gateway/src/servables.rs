@@ -153,6 +153,46 @@ impl VersionEntry {
 
 type Table = BTreeMap<String, BTreeMap<i64, VersionEntry>>;
 
+/// Records one report of `worker`'s.
+fn record(table: &mut Table, worker: WorkerId, r: Reported) {
+    let entry = table
+        .entry(r.id.name)
+        .or_default()
+        .entry(r.id.version)
+        .or_default();
+    if !r.signatures.signature_def.is_empty() {
+        entry.signatures = Arc::new(r.signatures);
+    }
+    if let Some(p) = r.batching_params {
+        entry.batching_params = Some(p.into());
+    }
+    // Still on its way back while the replacement loads it.
+    let awaited = matches!(r.state, ServableState::Start | ServableState::Loading)
+        && entry.on.get(&worker).is_some_and(|w| w.awaited);
+    entry.on.insert(
+        worker,
+        OnWorker {
+            state: r.state,
+            error: r.error,
+            awaited,
+        },
+    );
+}
+
+/// Drops what `worker` reported of each version where `which` holds, and versions and
+/// models nobody reports any more.
+fn forget(table: &mut Table, worker: WorkerId, which: impl Fn(&OnWorker) -> bool) {
+    for versions in table.values_mut() {
+        for entry in versions.values_mut() {
+            if entry.on.get(&worker).is_some_and(&which) {
+                entry.on.remove(&worker);
+            }
+        }
+        versions.retain(|_, e| !e.on.is_empty());
+    }
+    table.retain(|_, vs| !vs.is_empty());
+}
+
 /// Version labels by model, then label (`version_labels` of the model config).
 pub type Labels = BTreeMap<String, BTreeMap<String, i64>>;
 
@@ -234,38 +274,8 @@ impl Servables {
 
     /// Records one report.
     pub fn apply(&self, worker: WorkerId, reported: Reported) {
-        let Reported {
-            id,
-            state,
-            error,
-            signatures,
-            batching_params,
-        } = reported;
-        self.no_versions.write().remove(&id.name);
-        self.modify(|table| {
-            let entry = table
-                .entry(id.name)
-                .or_default()
-                .entry(id.version)
-                .or_default();
-            if !signatures.signature_def.is_empty() {
-                entry.signatures = Arc::new(signatures);
-            }
-            if let Some(p) = batching_params {
-                entry.batching_params = Some(p.into());
-            }
-            // Still on its way back while the replacement loads it.
-            let awaited = matches!(state, ServableState::Start | ServableState::Loading)
-                && entry.on.get(&worker).is_some_and(|w| w.awaited);
-            entry.on.insert(
-                worker,
-                OnWorker {
-                    state,
-                    error,
-                    awaited,
-                },
-            );
-        });
+        self.no_versions.write().remove(&reported.id.name);
+        self.modify(|table| record(table, worker, reported));
     }
 
     /// A worker died: nothing of it is routable any more; what it served is awaited from
@@ -290,63 +300,17 @@ impl Servables {
     /// history status shows).
     pub fn replace_worker(&self, worker: WorkerId, states: Vec<Reported>) {
         self.modify(|table| {
-            for versions in table.values_mut() {
-                for entry in versions.values_mut() {
-                    if entry
-                        .on
-                        .get(&worker)
-                        .is_some_and(|w| w.state != ServableState::End)
-                    {
-                        entry.on.remove(&worker);
-                    }
-                }
-            }
+            forget(table, worker, |w| w.state != ServableState::End);
             for r in states {
-                let entry = table
-                    .entry(r.id.name)
-                    .or_default()
-                    .entry(r.id.version)
-                    .or_default();
-                if !r.signatures.signature_def.is_empty() {
-                    entry.signatures = Arc::new(r.signatures);
-                }
-                if let Some(p) = r.batching_params {
-                    entry.batching_params = Some(p.into());
-                }
-                entry.on.insert(
-                    worker,
-                    OnWorker {
-                        state: r.state,
-                        error: r.error,
-                        awaited: false,
-                    },
-                );
+                record(table, worker, r);
             }
-            for versions in table.values_mut() {
-                versions.retain(|_, e| !e.on.is_empty());
-            }
-            table.retain(|_, vs| !vs.is_empty());
         });
     }
 
     /// A (replacement) worker finished its initial load: versions a predecessor left
     /// awaited that it did not bring back are no longer expected from it.
     pub fn initial_load_done(&self, worker: WorkerId) {
-        self.modify(|table| {
-            for versions in table.values_mut() {
-                for entry in versions.values_mut() {
-                    if entry
-                        .on
-                        .get(&worker)
-                        .is_some_and(|w| w.state == ServableState::Start)
-                    {
-                        entry.on.remove(&worker);
-                    }
-                }
-                versions.retain(|_, e| !e.on.is_empty());
-            }
-            table.retain(|_, vs| !vs.is_empty());
-        });
+        self.modify(|table| forget(table, worker, |w| w.state == ServableState::Start));
     }
 
     /// Replaces every model's labels at once (`UpdateModelVersionLabelMap`).

@@ -31,6 +31,18 @@ fn version_status(port: u16, model: &str, version: i64) -> Option<Value> {
         .cloned()
 }
 
+/// `hpt` (half_plus_two) answers x = 1 with `y` (2.5 from version 1, 3.5 from 2).
+fn assert_hpt_says(port: u16, y: &str) {
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/models/hpt:predict",
+        r#"{"instances": [1.0]}"#,
+    )
+    .unwrap();
+    assert_eq!((status, body.contains(y)), (200, true), "{body}");
+}
+
 fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
@@ -117,28 +129,14 @@ fn a_failed_load_is_retried_and_can_succeed() {
         "{v2}"
     );
     // Version 1 keeps serving meanwhile.
-    let (status, body) = http(
-        port,
-        "POST",
-        "/v1/models/hpt:predict",
-        r#"{"instances": [1.0]}"#,
-    )
-    .unwrap();
-    assert_eq!((status, body.contains("2.5")), (200, true), "{body}");
+    assert_hpt_says(port, "2.5");
     // Fixed before the next attempt.
     std::fs::remove_file(base.0.join("2/saved_model.pb")).unwrap();
     copy_dir(&source.join("2"), &base.0.join("2")).unwrap();
     wait_for("the retry to succeed", Duration::from_secs(30), || {
         version_status(port, "hpt", 2).is_some_and(|v| v["state"] == "AVAILABLE")
     });
-    let (status, body) = http(
-        port,
-        "POST",
-        "/v1/models/hpt:predict",
-        r#"{"instances": [1.0]}"#,
-    )
-    .unwrap();
-    assert_eq!((status, body.contains("3.5")), (200, true), "{body}");
+    assert_hpt_says(port, "3.5");
 }
 
 /// A version directory still being copied in is not loaded until it stops changing (TF
@@ -189,14 +187,7 @@ fn a_half_copied_version_is_not_loaded_until_complete() {
         v2["status"]["error_code"], "OK",
         "loaded whole, first time: {v2}"
     );
-    let (status, body) = http(
-        port,
-        "POST",
-        "/v1/models/hpt:predict",
-        r#"{"instances": [1.0]}"#,
-    )
-    .unwrap();
-    assert_eq!((status, body.contains("3.5")), (200, true), "{body}");
+    assert_hpt_says(port, "3.5");
 }
 
 /// An unload waits for the requests already sent to that version: a new version
