@@ -5,12 +5,12 @@
 use crate::batching::Batcher;
 use crate::classifier::{self, Class};
 use crate::error::ServingError;
-use crate::lifecycle::Lifecycle;
-use crate::request::{DecodeInputs, ExamplesRequest, PredictRequest};
+use crate::lifecycle::{Admitted, Lifecycle};
+use crate::request::{DecodeInputs, ExamplesRequest, MultiInferenceRequest, PredictRequest};
 use crate::servables::{Servable, ServableId, ServableRequest, Servables};
 use crate::status::model_status;
 use crate::validation;
-use crate::validation::examples::{self, MethodNameCheck};
+use crate::validation::examples::{self, ExamplesMethod, MethodNameCheck};
 use crate::workers::{RunOutput, WorkerPool};
 use shm_protocol::tensor::Tensor;
 use tfgate_proto::tensorflow::serving::GetModelStatusResponse;
@@ -22,6 +22,28 @@ pub struct Served<T> {
     pub signature_name: String,
     pub value: T,
 }
+
+impl<T> Served<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Served<U> {
+        Served {
+            servable: self.servable,
+            signature_name: self.signature_name,
+            value: f(self.value),
+        }
+    }
+}
+
+/// What one Classify or Regress run gives back.
+#[derive(Debug)]
+pub enum InferenceResult {
+    /// Per example, its classes.
+    Classification(Vec<Vec<Class>>),
+    /// Per example, one value.
+    Regression(Vec<f32>),
+}
+
+/// Turns a run's outputs into a method's result, for `n` examples.
+type Shape<T> = fn(&[(String, Tensor)], usize) -> Result<T, ServingError>;
 
 /// Outputs by alias.
 pub type Outputs = Vec<(String, Tensor)>;
@@ -71,17 +93,8 @@ impl Predictor {
         &self,
         request: ExamplesRequest,
     ) -> Result<Served<Vec<Vec<Class>>>, ServingError> {
-        let _admitted = self.lifecycle.admit()?;
-        let servable = self.servables.resolve(&request.servable)?;
-        let n = request.examples.len();
-        let run = examples::validate_classify(&servable, request, self.method_name_check)?;
-        let served = self.run(run).await?;
-        let value = classifier::classifications(&served.value, n)?;
-        Ok(Served {
-            servable: served.servable,
-            signature_name: served.signature_name,
-            value,
-        })
+        let (_admitted, run, n) = self.examples(request, ExamplesMethod::Classify)?;
+        self.run_shaped(run, n, classifier::classifications).await
     }
 
     /// Regress: one value per example.
@@ -89,17 +102,70 @@ impl Predictor {
         &self,
         request: ExamplesRequest,
     ) -> Result<Served<Vec<f32>>, ServingError> {
+        let (_admitted, run, n) = self.examples(request, ExamplesMethod::Regress)?;
+        self.run_shaped(run, n, classifier::regressions).await
+    }
+
+    /// Admits, resolves and validates a Classify or Regress call: the admission (held
+    /// until the answer), the run and the example count.
+    fn examples(
+        &self,
+        request: ExamplesRequest,
+        method: ExamplesMethod,
+    ) -> Result<(Admitted, validation::ValidRun, usize), ServingError> {
+        let admitted = self.lifecycle.admit()?;
+        let servable = self.servables.resolve(&request.servable)?;
+        let n = request.examples.len();
+        let run = examples::validate_examples(&servable, request, method, self.method_name_check)?;
+        Ok((admitted, run, n))
+    }
+
+    /// MultiInference: every task validated, then the tasks' runs side by side; the
+    /// results in task order, each with the signature its task named.
+    pub async fn multi_inference(
+        &self,
+        request: MultiInferenceRequest,
+    ) -> Result<Vec<Served<InferenceResult>>, ServingError> {
         let _admitted = self.lifecycle.admit()?;
         let servable = self.servables.resolve(&request.servable)?;
         let n = request.examples.len();
-        let run = examples::validate_regress(&servable, request, self.method_name_check)?;
-        let served = self.run(run).await?;
-        let value = classifier::regressions(&served.value, n)?;
-        Ok(Served {
-            servable: served.servable,
-            signature_name: served.signature_name,
-            value,
+        let runs = examples::validate_multi_inference(&servable, request, self.method_name_check)?;
+        futures_util::future::try_join_all(
+            runs.into_iter()
+                .map(|(method, run)| self.infer(method, run, n)),
+        )
+        .await
+    }
+
+    /// One MultiInference task's run, its result shaped by the task's method.
+    async fn infer(
+        &self,
+        method: ExamplesMethod,
+        run: validation::ValidRun,
+        n: usize,
+    ) -> Result<Served<InferenceResult>, ServingError> {
+        Ok(match method {
+            ExamplesMethod::Classify => self
+                .run_shaped(run, n, classifier::classifications)
+                .await?
+                .map(InferenceResult::Classification),
+            ExamplesMethod::Regress => self
+                .run_shaped(run, n, classifier::regressions)
+                .await?
+                .map(InferenceResult::Regression),
         })
+    }
+
+    /// Runs `run` and shapes its outputs for `n` examples.
+    async fn run_shaped<T>(
+        &self,
+        run: validation::ValidRun,
+        n: usize,
+        shape: Shape<T>,
+    ) -> Result<Served<T>, ServingError> {
+        let served = self.run(run).await?;
+        let value = shape(&served.value, n)?;
+        Ok(served.map(|_| value))
     }
 
     /// The servable GetModelMetadata describes.

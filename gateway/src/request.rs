@@ -53,3 +53,22 @@ pub struct ExamplesRequest {
     pub examples: Vec<Vec<u8>>,
     pub deadline: Instant,
 }
+
+/// One task of a MultiInference call.
+pub struct InferenceTask {
+    pub model_name: String,
+    /// As requested; empty means `serving_default`.
+    pub signature_name: String,
+    /// `tensorflow/serving/classify` or `tensorflow/serving/regress`.
+    pub method_name: String,
+}
+
+/// A MultiInference call: several Classify/Regress tasks over the same examples.
+pub struct MultiInferenceRequest {
+    /// What the first task's spec names (TF Serving resolves the model once, by it).
+    pub servable: ServableRequest,
+    pub tasks: Vec<InferenceTask>,
+    /// Serialized `tf.Example`s, context already merged in.
+    pub examples: Vec<Vec<u8>>,
+    pub deadline: Instant,
+}

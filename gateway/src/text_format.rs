@@ -2,7 +2,8 @@
 //! protos were generated from, with `prost-reflect`; never by hand.
 
 use crate::error::{Code, ServingError};
-use prost_reflect::{DescriptorPool, DynamicMessage};
+use prost_reflect::text_format::FormatOptions;
+use prost_reflect::{DescriptorPool, DynamicMessage, Value};
 use std::sync::LazyLock;
 
 static POOL: LazyLock<Result<DescriptorPool, String>> = LazyLock::new(|| {
@@ -18,6 +19,59 @@ pub fn parse<T: prost::Message + Default>(full_name: &str, text: &str) -> Result
         .ok_or_else(|| format!("no descriptor for {full_name}"))?;
     let message = DynamicMessage::parse_text_format(descriptor, text).map_err(|e| e.to_string())?;
     message.transcode_to::<T>().map_err(|e| e.to_string())
+}
+
+/// A message as protobuf's `DebugString` prints it, for the errors where TF Serving
+/// quotes one: fields in number order, a top-level map as one block per entry, sorted by
+/// key (`prost-reflect`'s own text format writes maps as lists).
+pub fn debug_string<T: prost::Message>(full_name: &str, message: &T) -> String {
+    let Some(descriptor) = POOL
+        .as_ref()
+        .ok()
+        .and_then(|pool| pool.get_message_by_name(full_name))
+    else {
+        return String::new();
+    };
+    let Ok(dynamic) =
+        DynamicMessage::decode(descriptor.clone(), message.encode_to_vec().as_slice())
+    else {
+        return String::new();
+    };
+    let pretty = FormatOptions::new().pretty(true);
+    let block = |out: &mut String, name: &str, body: &DynamicMessage| {
+        out.push_str(name);
+        out.push_str(" {\n");
+        for line in body.to_text_format_with_options(&pretty).lines() {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push_str("}\n");
+    };
+    let mut fields: Vec<_> = dynamic.fields().collect();
+    fields.sort_by_key(|(field, _)| field.number());
+    let mut out = String::new();
+    for (field, value) in fields {
+        match (value, field.kind().as_message()) {
+            (Value::Map(map), Some(entry)) if field.is_map() => {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                for (key, value) in entries {
+                    let mut pair = DynamicMessage::new(entry.clone());
+                    pair.set_field_by_number(1, Value::from(key.clone()));
+                    pair.set_field_by_number(2, value.clone());
+                    block(&mut out, field.name(), &pair);
+                }
+            }
+            _ => {
+                let mut only = DynamicMessage::new(descriptor.clone());
+                only.set_field(&field, value.clone());
+                out.push_str(&only.to_text_format_with_options(&pretty));
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// `ParseProtoTextFile`: reads `path` as the message `full_name`, with TF Serving's
@@ -71,6 +125,52 @@ mod tests {
         )
         .unwrap_err();
         assert!(!e.is_empty());
+    }
+
+    #[test]
+    fn debug_string_prints_maps_as_protobuf_does() {
+        use tfgate_proto::tensorflow::{SignatureDef, TensorInfo};
+        let info = |name: &str| TensorInfo {
+            encoding: Some(tfgate_proto::tensorflow::tensor_info::Encoding::Name(
+                name.into(),
+            )),
+            dtype: 1,
+            tensor_shape: None,
+        };
+        let sig = SignatureDef {
+            inputs: [("inputs".to_string(), info("in:0"))].into_iter().collect(),
+            outputs: [("scores", "s:0"), ("classes", "c:0")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), info(v)))
+                .collect(),
+            method_name: "tensorflow/serving/classify".into(),
+            ..Default::default()
+        };
+        let text = debug_string("tensorflow.SignatureDef", &sig);
+        let expected = r#"inputs {
+  key: "inputs"
+  value {
+    name: "in:0"
+    dtype: DT_FLOAT
+  }
+}
+outputs {
+  key: "classes"
+  value {
+    name: "c:0"
+    dtype: DT_FLOAT
+  }
+}
+outputs {
+  key: "scores"
+  value {
+    name: "s:0"
+    dtype: DT_FLOAT
+  }
+}
+method_name: "tensorflow/serving/classify"
+"#;
+        assert_eq!(text, expected);
     }
 
     #[test]

@@ -147,6 +147,70 @@ def test_classify_and_regress_with_official_stub(server):
     assert [r.value for r in result.result.regressions] == [4.0, 8.0]
 
 
+def test_multi_inference_with_official_stub(server):
+    from tensorflow_serving.apis import inference_pb2
+
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{server[0]}"))
+
+    def request(*tasks, xs=(2.0, 6.0)):
+        r = inference_pb2.MultiInferenceRequest()
+        for name, signature, method in tasks:
+            task = r.tasks.add()
+            task.model_spec.name = name
+            task.model_spec.signature_name = signature
+            task.method_name = method
+        for x in xs:
+            r.input.example_list.examples.add().features.feature["x"].float_list.value.append(x)
+        return r
+
+    regress, classify = "tensorflow/serving/regress", "tensorflow/serving/classify"
+    # Version 2: y = 0.5 * x + 3, y2 = 0.5 * x + 3 as well but through its own signature.
+    result = stub.MultiInference(request(
+        ("half_plus_two", "regress_x_to_y", regress),
+        ("half_plus_two", "classify_x_to_y", classify),
+        ("half_plus_two", "regress_x_to_y2", regress)), 10.0)
+    assert len(result.results) == 3
+    assert [r.value for r in result.results[0].regression_result.regressions] == [4.0, 6.0]
+    assert [[(c.label, c.score) for c in cl.classes]
+            for cl in result.results[1].classification_result.classifications] == [[("", 4.0)], [("", 6.0)]]
+    assert [r.value for r in result.results[2].regression_result.regressions] == [4.0, 6.0]
+    assert [(r.model_spec.name, r.model_spec.signature_name, r.model_spec.version.value)
+            for r in result.results] == [("half_plus_two", "regress_x_to_y", 2),
+                                         ("half_plus_two", "classify_x_to_y", 2),
+                                         ("half_plus_two", "regress_x_to_y2", 2)]
+
+    def error(req):
+        with pytest.raises(grpc.RpcError) as e:
+            stub.MultiInference(req, 10.0)
+        return e.value.code(), e.value.details()
+
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    assert error(request(("half_plus_two", "regress_x_to_y", regress),
+                         ("half_plus_two", "regress_x_to_y", regress))) == (
+        invalid, "Duplicate evaluation of signature: regress_x_to_y")
+    assert error(request(("half_plus_two", "regress_x_to_y", regress),
+                         ("other", "classify_x_to_y", classify))) == (
+        invalid, "All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+    assert error(request(("half_plus_two", "regress_x_to_y", regress),
+                         ("", "classify_x_to_y", classify))) == (
+        invalid, "Found ModelSpec with an empty model name.")
+    assert error(request(("half_plus_two", "nope", regress))) == (
+        invalid, "Requested signature not found in model graph: nope")
+    assert error(request(("half_plus_two", "regress_x_to_y", "tensorflow/serving/predict"))) == (
+        grpc.StatusCode.UNIMPLEMENTED, "Unsupported signature method_name: tensorflow/serving/predict")
+    assert error(request(("half_plus_two", "regress_x_to_y", regress), xs=())) == (
+        invalid, "Input is empty.")
+    assert error(request()) == (invalid, "ModelSpec has no name specified.")
+    assert error(request(("nope", "regress_x_to_y", regress))) == (
+        grpc.StatusCode.NOT_FOUND, "Servable not found for request: Latest(nope)")
+    # serving_default predicts from `x`; it has no `inputs` for examples. TF Serving quotes
+    # the signature after the reason.
+    code, details = error(request(("half_plus_two", "", classify)))
+    assert code == invalid
+    assert details.startswith("No classification inputs found in SignatureDef: inputs {"), details
+    assert 'method_name: "tensorflow/serving/predict"' in details, details
+
+
 def test_grpc_on_a_unix_socket_only(tmp_path):
     """--grpc_socket_path with --port=0: gRPC on the Unix socket alone (a stale file is
     replaced). grpc-python sends the percent-encoded socket path as :authority, which the

@@ -247,12 +247,13 @@ fn classify_and_regress_over_tf_examples() {
         "/v1/models/half_plus_two:classify",
         r#"{"examples": [{"x": 2.0}]}"#,
     );
-    assert_eq!(
-        (status, body),
-        (
-            400,
-            json!({"error": "No classification inputs found in SignatureDef"})
-        )
+    // TF Serving quotes the signature (`DebugString`) after the reason.
+    assert_eq!(status, 400, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("No classification inputs found in SignatureDef: inputs {")
+            && error.contains("method_name: \"tensorflow/serving/predict\""),
+        "{error}"
     );
     let checking = Server::start_with(
         "half_plus_two",

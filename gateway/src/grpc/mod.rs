@@ -7,8 +7,10 @@ pub mod tensor_proto;
 
 use crate::classifier::Class;
 use crate::error::ServingError;
-use crate::predictor::{Predictor, Served};
-use crate::request::{Entrypoint, ExamplesRequest, PredictRequest};
+use crate::predictor::{InferenceResult, Predictor, Served};
+use crate::request::{
+    Entrypoint, ExamplesRequest, InferenceTask, MultiInferenceRequest, PredictRequest,
+};
 use crate::servables::{ServableId, ServableRequest};
 use prost::Message;
 use shm_protocol::proto::serialized_examples;
@@ -120,36 +122,56 @@ fn examples_request(
     })
 }
 
+fn classification_result(classifications: Vec<Vec<Class>>) -> pb::ClassificationResult {
+    pb::ClassificationResult {
+        classifications: classifications
+            .into_iter()
+            .map(|classes| pb::Classifications {
+                classes: classes
+                    .into_iter()
+                    .map(|(label, score)| pb::Class {
+                        label: String::from_utf8_lossy(&label).into_owned(),
+                        score,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn regression_result(values: Vec<f32>) -> pb::RegressionResult {
+    pb::RegressionResult {
+        regressions: values
+            .into_iter()
+            .map(|value| pb::Regression { value })
+            .collect(),
+    }
+}
+
 fn classification_response(served: Served<Vec<Vec<Class>>>) -> pb::ClassificationResponse {
     pb::ClassificationResponse {
         model_spec: Some(response_spec(&served.servable, &served.signature_name)),
-        result: Some(pb::ClassificationResult {
-            classifications: served
-                .value
-                .into_iter()
-                .map(|classes| pb::Classifications {
-                    classes: classes
-                        .into_iter()
-                        .map(|(label, score)| pb::Class {
-                            label: String::from_utf8_lossy(&label).into_owned(),
-                            score,
-                        })
-                        .collect(),
-                })
-                .collect(),
-        }),
+        result: Some(classification_result(served.value)),
     }
 }
 
 fn regression_response(served: Served<Vec<f32>>) -> pb::RegressionResponse {
     pb::RegressionResponse {
         model_spec: Some(response_spec(&served.servable, &served.signature_name)),
-        result: Some(pb::RegressionResult {
-            regressions: served
-                .value
-                .into_iter()
-                .map(|value| pb::Regression { value })
-                .collect(),
+        result: Some(regression_result(served.value)),
+    }
+}
+
+/// One MultiInference task's answer: its spec (name, signature, version) and result.
+fn inference_result(served: Served<InferenceResult>) -> pb::InferenceResult {
+    use pb::inference_result::Result as Kind;
+    pb::InferenceResult {
+        model_spec: Some(response_spec(&served.servable, &served.signature_name)),
+        result: Some(match served.value {
+            InferenceResult::Classification(c) => {
+                Kind::ClassificationResult(classification_result(c))
+            }
+            InferenceResult::Regression(r) => Kind::RegressionResult(regression_result(r)),
         }),
     }
 }
@@ -277,9 +299,37 @@ impl pb::prediction_service_server::PredictionService for GrpcServices {
 
     async fn multi_inference(
         &self,
-        _: Request<pb::MultiInferenceRequest>,
+        request: Request<pb::MultiInferenceRequest>,
     ) -> Result<Response<pb::MultiInferenceResponse>, Status> {
-        Err(ServingError::unimplemented("MultiInference is not implemented yet").into())
+        let deadline = deadline_of(&request);
+        let req = request.into_inner();
+        // TF Serving looks the model up by the first task's spec (an empty one if none).
+        let first = req
+            .tasks
+            .first()
+            .and_then(|t| t.model_spec.clone())
+            .unwrap_or_default();
+        let call = MultiInferenceRequest {
+            servable: servable_request(Some(&first))?,
+            tasks: req
+                .tasks
+                .into_iter()
+                .map(|task| {
+                    let spec = task.model_spec.unwrap_or_default();
+                    InferenceTask {
+                        model_name: spec.name,
+                        signature_name: spec.signature_name,
+                        method_name: task.method_name,
+                    }
+                })
+                .collect(),
+            examples: serialized_examples(req.input.as_ref()),
+            deadline,
+        };
+        let results = self.predictor.multi_inference(call).await?;
+        Ok(Response::new(pb::MultiInferenceResponse {
+            results: results.into_iter().map(inference_result).collect(),
+        }))
     }
 
     async fn get_model_metadata(
