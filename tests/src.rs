@@ -369,3 +369,63 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Writes a test PKI into `dir`, made fresh each time: `ca.pem` (the CA), `server.pem`
+/// and `server.key` (for `localhost` and 127.0.0.1, signed by the CA), `client.pem` and
+/// `client.key` (signed by the CA), and `stranger.pem`/`stranger.key` (a client
+/// certificate from another CA, which a server trusting `ca.pem` must refuse).
+pub fn write_test_certs(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose,
+    };
+    let ca = |name: &str| -> Result<CertifiedIssuer<'static, KeyPair>, rcgen::Error> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        CertifiedIssuer::self_signed(params, KeyPair::generate()?)
+    };
+    let leaf = |issuer: &CertifiedIssuer<'static, KeyPair>,
+                names: &[&str],
+                usage: ExtendedKeyUsagePurpose|
+     -> Result<(String, String), rcgen::Error> {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("client"),
+        );
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    };
+    let trusted = ca("tfgate test CA")?;
+    let stranger_ca = ca("some other CA")?;
+    let (server_cert, server_key) = leaf(
+        &trusted,
+        &["localhost", "127.0.0.1"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    )?;
+    let (client_cert, client_key) =
+        leaf(&trusted, &["client"], ExtendedKeyUsagePurpose::ClientAuth)?;
+    let (stranger_cert, stranger_key) = leaf(
+        &stranger_ca,
+        &["stranger"],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    )?;
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in [
+        ("ca.pem", trusted.pem()),
+        ("server.pem", server_cert),
+        ("server.key", server_key),
+        ("client.pem", client_cert),
+        ("client.key", client_key),
+        ("stranger.pem", stranger_cert),
+        ("stranger.key", stranger_key),
+    ] {
+        std::fs::write(dir.join(name), text)?;
+    }
+    Ok(())
+}

@@ -16,10 +16,27 @@ pub struct Flags {
     #[arg(long = "grpc_socket_path", default_value = "")]
     pub grpc_socket_path: String,
 
-    /// TLS for gRPC (an SSLConfig text file). Not supported yet: giving it is a startup
-    /// error, never a plaintext server.
+    /// TLS for gRPC on every listener: a text-format SSLConfig (server_key, server_cert,
+    /// custom_ca, client_verify; PEM text inline). A file that cannot be honoured is a
+    /// startup error, never a plaintext server.
     #[arg(long = "ssl_config_file", default_value = "")]
     pub ssl_config_file: String,
+
+    /// tfgate: serve REST over TLS too, with --ssl_config_file's certificate and client
+    /// verification (TF Serving's REST is plaintext only).
+    #[arg(long = "rest_api_enable_ssl", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub rest_api_enable_ssl: bool,
+
+    /// gRPC server arguments, comma-separated key=value (e.g.
+    /// grpc.max_receive_message_length=1048576); see docs for those tfgate honours.
+    #[arg(long = "grpc_channel_arguments", default_value = "")]
+    pub grpc_channel_arguments: String,
+
+    /// tfgate: the address the gRPC and REST listeners bind (TF Serving always binds
+    /// every interface); e.g. 127.0.0.1 keeps tfgate on loopback, :: takes IPv6 too.
+    #[arg(long = "bind_address", default_value = "0.0.0.0")]
+    pub bind_address: String,
 
     /// Google ALTS credentials for gRPC. Not supported: a startup error.
     #[arg(long = "use_alts_credentials", num_args = 0..=1, default_value_t = false,
@@ -254,7 +271,6 @@ pub struct Flags {
 /// logged and ignored, so existing command lines keep working.
 const NOT_YET_SUPPORTED: &[&str] = &[
     "rest_api_num_threads",
-    "grpc_channel_arguments",
     "grpc_max_threads",
     "enable_profiler",
     "platform_config_file",
@@ -345,12 +361,10 @@ impl Flags {
                     .into(),
             );
         }
-        if !self.ssl_config_file.is_empty() {
-            return Err(format!(
-                "--ssl_config_file={}: TLS is not supported by tfgate yet; refusing to serve gRPC in plaintext",
-                self.ssl_config_file
-            ));
+        if self.rest_api_enable_ssl && self.ssl_config_file.is_empty() {
+            return Err("--rest_api_enable_ssl needs --ssl_config_file".into());
         }
+        self.bind_address()?;
         if self.use_alts_credentials {
             return Err("--use_alts_credentials: ALTS is not supported by tfgate".into());
         }
@@ -362,6 +376,13 @@ impl Flags {
         }
         self.gpus()?;
         Ok(())
+    }
+
+    /// `--bind_address` as an IP address.
+    pub fn bind_address(&self) -> Result<std::net::IpAddr, String> {
+        self.bind_address
+            .parse()
+            .map_err(|_| format!("--bind_address={} is not an IP address", self.bind_address))
     }
 
     /// `--worker_gpus` as ids.

@@ -20,6 +20,7 @@ mod server_core;
 mod session_config;
 mod status;
 mod text_format;
+mod tls;
 mod validation;
 mod workers;
 
@@ -27,7 +28,6 @@ use anyhow::Context;
 use config::Flags;
 use error::ServingError;
 use health::Health;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use lifecycle::{Lifecycle, Phase};
 use predictor::Predictor;
 use prost::Message;
@@ -131,40 +131,6 @@ async fn shutdown_signal() {
     }
 }
 
-/// Serves REST until the server closes: then it stops accepting and lets each
-/// connection finish the request it is on.
-async fn serve_rest(
-    listener: tokio::net::TcpListener,
-    api: rest::RestApi,
-    mut phase: watch::Receiver<Phase>,
-) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!("accept: {e}");
-                    continue;
-                }
-            },
-            _ = phase.wait_for(|p| *p == Phase::Closed) => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let api = api.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let api = api.clone();
-            async move { Ok::<_, std::convert::Infallible>(api.handle(req).await) }
-        });
-        let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        tokio::spawn(graceful.watch(conn));
-    }
-    drop(listener);
-    graceful.shutdown().await;
-}
-
 /// Shuts down like a Kubernetes pod should (TF Serving ignores SIGTERM, its issue
 /// #1853): not ready at once; after `drain_delay` new requests are refused and the
 /// listeners close; requests in flight get up to `drain_timeout`; then workers stop.
@@ -233,6 +199,18 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         model_config::read_file(&flags.model_config_file)?
     };
     let batching = batching_config(&flags)?;
+    let tls = match flags.ssl_config_file.as_str() {
+        "" => None,
+        path => Some(tls::Tls::read_file(path)?),
+    };
+    // TF Serving's words for the choice.
+    if tls.is_some() {
+        tracing::info!("Using SSL credentials");
+    } else {
+        tracing::info!("Using InsecureServerCredentials");
+    }
+    let channel_args = grpc::channel_args::ChannelArgs::parse(&flags.grpc_channel_arguments)
+        .map_err(ServingError::invalid_argument)?;
     let session = session_config::session_config(&flags)?;
     core.reload_config(initial, false).await?;
     let models = core.models();
@@ -323,8 +301,12 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         predictor: predictor.clone(),
         core,
         tensor_content: flags.enable_serialization_as_tensor_content,
+        max_send_message_length: channel_args.max_send_message_length,
     };
-    let listeners = grpc::server::bind(flags.port, &flags.grpc_socket_path).await?;
+    let address = flags
+        .bind_address()
+        .map_err(ServingError::invalid_argument)?;
+    let listeners = grpc::server::bind(address, flags.port, &flags.grpc_socket_path).await?;
     let health_service = if flags.enable_grpc_healthcheck_service {
         let reporter = tonic_health::server::HealthReporter::new();
         let service = tonic_health::server::HealthService::from_health_reporter(reporter.clone());
@@ -334,15 +316,19 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         None
     };
     let phase = lifecycle.clone();
-    let grpc_tasks = grpc::server::serve(listeners, grpc, health_service, move || {
+    let options = grpc::server::ServeOptions {
+        tls: tls.as_ref(),
+        args: &channel_args,
+    };
+    let grpc_tasks = grpc::server::serve(listeners, grpc, health_service, options, move || {
         let mut rx = phase.subscribe();
         Box::pin(async move {
             let _ = rx.wait_for(|p| *p == Phase::Closed).await;
         })
-    });
+    })?;
 
     if flags.rest_api_port != 0 && flags.rest_api_port != flags.port {
-        let addr = SocketAddr::from(([0, 0, 0, 0], flags.rest_api_port));
+        let addr = SocketAddr::new(address, flags.rest_api_port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot bind REST port {addr}"))?;
@@ -360,7 +346,16 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
                 cors: flags.rest_api_enable_cors_support,
             },
         };
-        tokio::spawn(serve_rest(listener, api, lifecycle.subscribe()));
+        let rest_tls = tls
+            .as_ref()
+            .filter(|_| flags.rest_api_enable_ssl)
+            .map(tls::Tls::rest);
+        tokio::spawn(rest::server::serve(
+            listener,
+            api,
+            rest_tls,
+            lifecycle.subscribe(),
+        ));
     } else if flags.rest_api_port == flags.port {
         tracing::error!("--rest_api_port cannot be the same as --port; not starting REST");
     }

@@ -244,16 +244,14 @@ def test_grpc_on_a_unix_socket_only(tmp_path):
 
 
 def test_startup_refuses_what_it_cannot_honour(tmp_path):
-    """TLS asked for is never served in plaintext; no gRPC listener at all is TF Serving's
-    startup error."""
+    """ALTS is refused rather than served in plaintext; no gRPC listener at all is TF
+    Serving's startup error. (TLS: test_tls.py.)"""
     def run(*flags):
         out = subprocess.run([BIN, f"--rest_api_port={free_port()}", "--model_name=m",
                               f"--model_base_path={ROOT}/models/half_plus_two", *flags],
                              capture_output=True, text=True, timeout=60)
         return out.returncode, out.stderr
 
-    code, err = run(f"--port={free_port()}", f"--ssl_config_file={tmp_path}/ssl.config")
-    assert code == 255 and "TLS is not supported by tfgate yet; refusing to serve gRPC in plaintext" in err, err
     code, err = run(f"--port={free_port()}", "--use_alts_credentials")
     assert code == 255 and "ALTS is not supported" in err, err
     code, err = run("--port=0")

@@ -218,3 +218,78 @@ async fn deadlines_cancel_the_session_run() {
         .unwrap();
     assert_eq!(resp.into_inner().outputs["count"].int64_val, vec![10]);
 }
+
+/// `--grpc_channel_arguments` bounds message sizes, answered in gRPC C++'s words, and
+/// the server keeps serving what fits.
+#[tokio::test]
+async fn channel_arguments_bound_message_sizes() {
+    let model = tfgate_e2e::model_path("half_plus_two");
+    let server = Server::start_with(
+        "half_plus_two",
+        &model,
+        &["--grpc_channel_arguments=grpc.max_receive_message_length=4096,grpc.max_send_message_length=2048,grpc.optimization_target=throughput"],
+    );
+    let mut client = PredictionServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let predict = |n: usize| request("half_plus_two", "x", floats(&[n as i64], &vec![1.0; n]));
+
+    let ok = client.predict(predict(100)).await.unwrap().into_inner();
+    assert_eq!(ok.outputs["y"].float_val, vec![3.5; 100]);
+
+    // 2000 floats in: over the 4096-byte receive limit.
+    let err = client.predict(predict(2000)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message()
+            .starts_with("Received message larger than max (")
+            && err.message().ends_with(" vs. 4096)"),
+        "{}",
+        err.message()
+    );
+    // 800 floats in fit; 800 out do not fit the 2048-byte send limit.
+    let err = client.predict(predict(800)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().starts_with("Sent message larger than max (")
+            && err.message().ends_with(" vs. 2048)"),
+        "{}",
+        err.message()
+    );
+    let ok = client.predict(predict(1)).await.unwrap().into_inner();
+    assert_eq!(ok.outputs["y"].float_val, vec![3.5]);
+}
+
+/// `--bind_address=127.0.0.1` keeps both listeners on loopback (TF Serving binds every
+/// interface).
+#[tokio::test]
+async fn bind_address_keeps_listeners_on_loopback() {
+    let model = tfgate_e2e::model_path("half_plus_two");
+    let server = Server::start_with("half_plus_two", &model, &["--bind_address=127.0.0.1"]);
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    // A listening socket (state 0A) bound to 127.0.0.1 (0100007F) on each port.
+    for port in [server.grpc_port, server.rest_port] {
+        let local = format!("0100007F:{port:04X}");
+        assert!(
+            tcp.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 3 && f[1] == local && f[3] == "0A"
+            }),
+            "no loopback listener on {port}:\n{tcp}"
+        );
+        let any = format!("00000000:{port:04X}");
+        assert!(
+            !tcp.lines().any(|l| l.contains(&any)),
+            "{port} bound to 0.0.0.0"
+        );
+    }
+    let mut client = PredictionServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let ok = client
+        .predict(request("half_plus_two", "x", floats(&[1], &[1.0])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.outputs["y"].float_val, vec![3.5]);
+}

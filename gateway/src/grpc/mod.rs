@@ -2,7 +2,9 @@
 //! Decodes protos into the predictor's requests and encodes results back; a
 //! [`ServingError`] becomes a `tonic::Status` in one place, the `From` below.
 
+pub mod channel_args;
 pub mod server;
+mod status_codes;
 pub mod tensor_proto;
 
 use crate::classifier::Class;
@@ -49,6 +51,23 @@ pub struct GrpcServices {
     pub core: crate::server_core::ServerCore,
     /// `--enable_serialization_as_tensor_content`.
     pub tensor_content: bool,
+    /// `grpc.max_send_message_length` (`--grpc_channel_arguments`).
+    pub max_send_message_length: usize,
+}
+
+impl GrpcServices {
+    /// The response, unless it is larger than `grpc.max_send_message_length`: then gRPC
+    /// C++'s RESOURCE_EXHAUSTED (tonic would answer OUT_OF_RANGE in its own words).
+    fn respond<T: Message>(&self, message: T) -> Result<Response<T>, Status> {
+        let len = message.encoded_len();
+        if len > self.max_send_message_length {
+            return Err(Status::resource_exhausted(format!(
+                "Sent message larger than max ({len} vs. {})",
+                self.max_send_message_length
+            )));
+        }
+        Ok(Response::new(message))
+    }
 }
 
 /// `ModelSpec` → what to resolve.
@@ -273,7 +292,7 @@ impl pb::prediction_service_server::PredictionService for GrpcServices {
         let req = request.into_inner();
         let call = examples_request(req.model_spec.as_ref(), req.input.as_ref(), deadline)?;
         let served = self.predictor.classify(call).await?;
-        Ok(Response::new(classification_response(served)))
+        self.respond(classification_response(served))
     }
 
     async fn regress(
@@ -284,7 +303,7 @@ impl pb::prediction_service_server::PredictionService for GrpcServices {
         let req = request.into_inner();
         let call = examples_request(req.model_spec.as_ref(), req.input.as_ref(), deadline)?;
         let served = self.predictor.regress(call).await?;
-        Ok(Response::new(regression_response(served)))
+        self.respond(regression_response(served))
     }
 
     async fn predict(
@@ -292,9 +311,7 @@ impl pb::prediction_service_server::PredictionService for GrpcServices {
         request: Request<pb::PredictRequest>,
     ) -> Result<Response<pb::PredictResponse>, Status> {
         let deadline = deadline_of(&request);
-        Ok(Response::new(
-            GrpcServices::predict(self, request.into_inner(), deadline).await?,
-        ))
+        self.respond(GrpcServices::predict(self, request.into_inner(), deadline).await?)
     }
 
     async fn multi_inference(
@@ -327,16 +344,16 @@ impl pb::prediction_service_server::PredictionService for GrpcServices {
             deadline,
         };
         let results = self.predictor.multi_inference(call).await?;
-        Ok(Response::new(pb::MultiInferenceResponse {
+        self.respond(pb::MultiInferenceResponse {
             results: results.into_iter().map(inference_result).collect(),
-        }))
+        })
     }
 
     async fn get_model_metadata(
         &self,
         request: Request<pb::GetModelMetadataRequest>,
     ) -> Result<Response<pb::GetModelMetadataResponse>, Status> {
-        Ok(Response::new(self.metadata(request.into_inner())?))
+        self.respond(self.metadata(request.into_inner())?)
     }
 }
 
@@ -346,7 +363,7 @@ impl pb::model_service_server::ModelService for GrpcServices {
         &self,
         request: Request<pb::GetModelStatusRequest>,
     ) -> Result<Response<pb::GetModelStatusResponse>, Status> {
-        Ok(Response::new(self.status(request.into_inner())?))
+        self.respond(self.status(request.into_inner())?)
     }
 
     async fn handle_reload_config_request(
@@ -367,10 +384,10 @@ impl pb::model_service_server::ModelService for GrpcServices {
             )),
         };
         match result {
-            Ok(()) => Ok(Response::new(pb::ReloadConfigResponse {
+            Ok(()) => self.respond(pb::ReloadConfigResponse {
                 status: Some(pb::StatusProto::default()),
                 metric: Vec::new(),
-            })),
+            }),
             Err(e) => {
                 tracing::error!("ReloadConfig failed: {}", e.message);
                 Err(e.into())

@@ -1,10 +1,13 @@
 //! gRPC listeners: TCP on `--port` (0: none) and a Unix socket at `--grpc_socket_path`,
-//! each serving the same services, with TF Serving's message size limit (INT32_MAX),
+//! each serving the same services, over TLS when `--ssl_config_file` says so, with TF
+//! Serving's message size limit (INT32_MAX) unless `--grpc_channel_arguments` sets one,
 //! until the server closes.
 
+use super::channel_args::ChannelArgs;
 use super::GrpcServices;
+use crate::tls::Tls;
 use anyhow::Context;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use tfgate_proto::tensorflow::serving::{
     model_service_server::ModelServiceServer, prediction_service_server::PredictionServiceServer,
 };
@@ -18,8 +21,8 @@ pub struct Listeners {
     uds: Option<tokio::net::UnixListener>,
 }
 
-/// Binds what the flags ask for; neither is TF Serving's startup error.
-pub async fn bind(port: u16, socket_path: &str) -> anyhow::Result<Listeners> {
+/// Binds what the flags ask for (TCP on `address`); neither is TF Serving's startup error.
+pub async fn bind(address: IpAddr, port: u16, socket_path: &str) -> anyhow::Result<Listeners> {
     if port == 0 && socket_path.is_empty() {
         return Err(crate::error::ServingError::invalid_argument(
             "At least one of server_options.grpc_port or server_options.grpc_socket_path must be set.",
@@ -29,11 +32,11 @@ pub async fn bind(port: u16, socket_path: &str) -> anyhow::Result<Listeners> {
     let tcp = if port == 0 {
         None
     } else {
-        let addr = SocketAddr::from(([0, 0, 0, 0], port));
+        let addr = SocketAddr::new(address, port);
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot bind gRPC port {addr}"))?;
-        tracing::info!("Running gRPC ModelServer at 0.0.0.0:{port} ...");
+        tracing::info!("Running gRPC ModelServer at {addr} ...");
         Some(l)
     };
     let uds = if socket_path.is_empty() {
@@ -49,40 +52,66 @@ pub async fn bind(port: u16, socket_path: &str) -> anyhow::Result<Listeners> {
     Ok(Listeners { tcp, uds })
 }
 
+/// How the listeners serve: TLS or not, and the channel arguments.
+pub struct ServeOptions<'a> {
+    pub tls: Option<&'a Tls>,
+    pub args: &'a ChannelArgs,
+}
+
 /// Serves every listener until `closed` resolves; one task per listener.
 pub fn serve(
     listeners: Listeners,
     services: GrpcServices,
     health: Option<HealthServer<HealthService>>,
+    options: ServeOptions<'_>,
     closed: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-) -> Vec<JoinHandle<Result<(), tonic::transport::Error>>> {
-    let router = || {
-        tonic::transport::Server::builder()
+) -> anyhow::Result<Vec<JoinHandle<Result<(), tonic::transport::Error>>>> {
+    let args = options.args;
+    let router = || -> anyhow::Result<_> {
+        let mut builder = tonic::transport::Server::builder()
+            .max_concurrent_streams(args.max_concurrent_streams)
+            .http2_keepalive_interval(args.keepalive_time)
+            .http2_keepalive_timeout(args.keepalive_timeout)
+            .max_frame_size(args.max_frame_size);
+        if let Some(age) = args.max_connection_age {
+            builder = builder.max_connection_age(age);
+        }
+        if let Some(grace) = args.max_connection_age_grace {
+            builder = builder.max_connection_age_grace(grace);
+        }
+        if let Some(tls) = options.tls {
+            builder = builder
+                .tls_config(tls.grpc())
+                .context("cannot use --ssl_config_file for gRPC")?;
+        }
+        Ok(builder
+            .layer(super::status_codes::TfStatusCodes)
             .add_optional_service(health.clone())
             .add_service(
+                // The send limit is `GrpcServices::respond`'s, in gRPC C++'s words.
                 PredictionServiceServer::new(services.clone())
-                    .max_decoding_message_size(i32::MAX as usize)
-                    .max_encoding_message_size(i32::MAX as usize),
+                    .max_decoding_message_size(args.max_receive_message_length)
+                    .max_encoding_message_size(usize::MAX),
             )
             .add_service(
                 ModelServiceServer::new(services.clone())
-                    .max_decoding_message_size(i32::MAX as usize)
-                    .max_encoding_message_size(i32::MAX as usize),
-            )
+                    .max_decoding_message_size(args.max_receive_message_length)
+                    .max_encoding_message_size(usize::MAX),
+            ))
     };
     let mut tasks = Vec::new();
     if let Some(tcp) = listeners.tcp {
         tasks.push(tokio::spawn(
-            router().serve_with_incoming_shutdown(tcp_incoming(tcp), closed()),
+            router()?.serve_with_incoming_shutdown(tcp_incoming(tcp), closed()),
         ));
     }
     if let Some(uds) = listeners.uds {
-        tasks.push(tokio::spawn(router().serve_with_incoming_shutdown(
+        tasks.push(tokio::spawn(router()?.serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(uds),
             closed(),
         )));
     }
-    tasks
+    Ok(tasks)
 }
 
 /// Accepted gRPC connections, with Nagle's algorithm off (else a response waits for the

@@ -7,6 +7,7 @@ mod cors;
 pub mod json;
 mod model_json;
 mod route;
+pub mod server;
 
 use crate::error::{Code, ServingError};
 use crate::predictor::Predictor;
