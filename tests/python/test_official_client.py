@@ -213,9 +213,9 @@ def test_multi_inference_with_official_stub(server):
 
 def test_grpc_on_a_unix_socket_only(tmp_path):
     """--grpc_socket_path with --port=0: gRPC on the Unix socket alone (a stale file is
-    replaced). grpc-python sends the percent-encoded socket path as :authority, which the
-    Rust HTTP/2 stack refuses (hyperium/h2#487), so the client names "localhost" as
-    grpc-go and grpcurl do."""
+    replaced). grpc-python sends the percent-encoded socket path as :authority, which
+    tfgate accepts (TF Serving does) on every request of a connection; a client that
+    names "localhost", as grpc-go does, works too."""
     sock = tmp_path / "tfgate.sock"
     sock.write_text("stale")
     rest_port = free_port()
@@ -232,12 +232,15 @@ def test_grpc_on_a_unix_socket_only(tmp_path):
                 pass
             assert proc.poll() is None and time.time() < deadline, "tfgate did not start"
             time.sleep(0.1)
-        channel = grpc.insecure_channel(f"unix:{sock}", options=[("grpc.default_authority", "localhost")])
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         request = predict_pb2.PredictRequest()
         request.model_spec.name = "half_plus_two"
         request.inputs["x"].CopyFrom(tf.make_tensor_proto([[1.0]], dtype=tf.float32))
-        assert list(stub.Predict(request, 10.0).outputs["y"].float_val) == [3.5]
+        for options in ([], [("grpc.default_authority", "localhost")]):
+            channel = grpc.insecure_channel(f"unix:{sock}", options=options)
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            futures = [stub.Predict.future(request, 10.0) for _ in range(20)]
+            assert [list(f.result().outputs["y"].float_val) for f in futures] == [[3.5]] * 20
+            assert list(stub.Predict(request, 10.0).outputs["y"].float_val) == [3.5]
     finally:
         proc.terminate()
         proc.wait(timeout=10)

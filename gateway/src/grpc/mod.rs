@@ -6,6 +6,7 @@ pub mod channel_args;
 pub mod server;
 mod status_codes;
 pub mod tensor_proto;
+mod uds_authority;
 
 use crate::classifier::Class;
 use crate::error::ServingError;

@@ -106,10 +106,19 @@ pub fn serve(
         ));
     }
     if let Some(uds) = listeners.uds {
-        tasks.push(tokio::spawn(router()?.serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(uds),
-            closed(),
-        )));
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(uds);
+        if options.tls.is_some() {
+            tasks.push(tokio::spawn(
+                router()?.serve_with_incoming_shutdown(incoming, closed()),
+            ));
+        } else {
+            // Plaintext: C-core clients' socket-path `:authority` made acceptable.
+            use tokio_stream::StreamExt;
+            let shimmed = incoming.map(|conn| conn.map(super::uds_authority::shim));
+            tasks.push(tokio::spawn(
+                router()?.serve_with_incoming_shutdown(shimmed, closed()),
+            ));
+        }
     }
     Ok(tasks)
 }
