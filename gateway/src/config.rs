@@ -374,6 +374,15 @@ impl Flags {
         if self.num_workers == 0 {
             return Err("--num_workers must be at least 1".into());
         }
+        // The transport refuses arenas of 0 bytes or over 1 TiB.
+        for (flag, mb) in [
+            ("--shm_request_arena_mb", self.shm_request_arena_mb),
+            ("--shm_response_arena_mb", self.shm_response_arena_mb),
+        ] {
+            if !(1..=1 << 20).contains(&mb) {
+                return Err(format!("{flag}={mb} must be between 1 and 1048576"));
+            }
+        }
         self.gpus()?;
         Ok(())
     }

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 /// Allocation granularity and alignment.
 pub const ALIGN: u64 = 64;
 
-/// Which arena (decides the flag named in a "too large" error).
+/// Which arena (the gateway names the flag that sizes it in a "too large" error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArenaSide {
     Request,
@@ -21,14 +21,6 @@ pub enum ArenaSide {
 }
 
 impl ArenaSide {
-    /// The gateway flag that sizes this arena.
-    pub fn flag(self) -> &'static str {
-        match self {
-            ArenaSide::Request => "--shm_request_arena_mb",
-            ArenaSide::Response => "--shm_response_arena_mb",
-        }
-    }
-
     pub(crate) fn noun(self) -> &'static str {
         match self {
             ArenaSide::Request => "request",

@@ -875,7 +875,7 @@ pub(crate) fn decode_response(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment::test_mapping;
+    use crate::mapping::test_mapping;
 
     fn region(len: usize) -> Region {
         Region::new(test_mapping(len), 0, len)

@@ -25,7 +25,8 @@ use crate::arena::{AllocError, ArenaSide, Block, RequestArena};
 use crate::frame::{decode_response, FrameError, RequestFrame, ResponseFrame};
 use crate::region::Region;
 use crate::ring::{self, Consumer, Descriptor, Producer};
-use crate::segment::{Layout, Mapping};
+use crate::layout::Layout;
+use crate::mapping::Mapping;
 use crate::wake::{SpinConfig, Wait};
 use crate::{RecvError, SendError};
 
@@ -127,7 +128,7 @@ impl RequestSender {
     /// Encodes `frame` straight into the request arena and pushes its descriptor.
     ///
     /// Errors: [`SendError::Full`] (wait for a response, retry), [`SendError::TooLarge`]
-    /// (never fits; names `--shm_request_arena_mb`), [`SendError::Closed`] (the worker
+    /// (never fits), [`SendError::Closed`] (the worker
     /// dropped its receiver), [`SendError::DuplicateId`], [`SendError::Invalid`] (a tensor
     /// whose bytes do not match its shape), [`SendError::Corrupt`].
     pub fn try_send(&self, request_id: u64, frame: &RequestFrame) -> Result<(), SendError> {

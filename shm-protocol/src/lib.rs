@@ -74,7 +74,7 @@
 //!
 //! `unsafe` exists only in this crate, and only to touch the mapping. The rules:
 //! 1. The mapping outlives every pointer into it: each handle that dereferences the region
-//!    holds an `Arc` of the mapping ([`segment`]'s `Mapping`), and pointers are derived
+//!    holds an `Arc` of the mapping (`mapping::Mapping`), and pointers are derived
 //!    from it only after bounds checks against the layout *validated at create/attach and
 //!    kept in private memory* (the header is never re-read).
 //! 2. The peer may write any byte of the region at any time. So no `&[u8]`/`&T`
@@ -99,6 +99,8 @@ pub mod control;
 pub mod fd_passing;
 pub mod frame;
 pub mod gateway;
+mod layout;
+mod mapping;
 pub mod proto;
 mod region;
 pub mod ring;
@@ -136,8 +138,8 @@ pub enum SendError {
     #[error("shared memory is full")]
     Full,
     /// The frame can never fit: it is larger than the whole arena.
-    #[error("{} needs {needed} bytes of shared memory but the {} arena holds {capacity} bytes; raise {}",
-        side.noun(), side.noun(), side.flag())]
+    #[error("{} needs {needed} bytes of shared memory but the {} arena holds {capacity} bytes",
+        side.noun(), side.noun())]
     TooLarge {
         side: ArenaSide,
         needed: u64,

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::segment::Mapping;
+use crate::mapping::Mapping;
 
 /// An offset/length that does not fit the region it was checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

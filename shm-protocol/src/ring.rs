@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::segment::Mapping;
+use crate::mapping::Mapping;
 use crate::wake::{SpinConfig, Wait, WakeWord};
 
 /// One ring entry: a request or response id and where its frame lies in the arena.
@@ -350,7 +350,7 @@ impl Drop for Consumer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment::test_mapping;
+    use crate::mapping::test_mapping;
     use std::sync::atomic::AtomicU64;
 
     fn pair(capacity: u64) -> (Producer, Consumer, Arc<Mapping>) {

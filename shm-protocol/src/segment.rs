@@ -6,15 +6,15 @@
 //! the header fits the file's real size. The validated [`Layout`] is kept in private
 //! memory; the header is never read again.
 
-use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use memfd::{FileSeal, MemfdOptions};
-use memmap2::{MmapOptions, MmapRaw};
 
 use crate::gateway::{self, RequestSender, ResponseReceiver};
+pub use crate::layout::Layout;
+use crate::mapping::Mapping;
 use crate::ring::{
     ring_bytes, Descriptor, MAX_RING_CAPACITY, MIN_RING_CAPACITY, RING_CONTROL_SIZE,
 };
@@ -78,9 +78,9 @@ const _: () = assert!(std::mem::size_of::<Header>() as u64 <= HEADER_REGION);
 pub struct SegmentConfig {
     /// Descriptors per ring; a power of two. Also the most requests in flight. Default 1024.
     pub ring_capacity: u32,
-    /// Request arena bytes (`--shm_request_arena_mb`). Default 256 MiB.
+    /// Request arena bytes. Default 256 MiB.
     pub request_arena_bytes: u64,
-    /// Response arena bytes (`--shm_response_arena_mb`). Default 256 MiB.
+    /// Response arena bytes. Default 256 MiB.
     pub response_arena_bytes: u64,
     /// Spin before parking, for both sides (the worker reads it from the header).
     /// Default 50 µs.
@@ -104,23 +104,6 @@ impl Default for SegmentConfig {
     }
 }
 
-/// Where each part of the region lies; validated, kept in private memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Layout {
-    pub generation: u64,
-    pub total_size: u64,
-    pub ring_capacity: u64,
-    pub request_ring_offset: u64,
-    pub response_ring_offset: u64,
-    pub request_arena_offset: u64,
-    pub request_arena_size: u64,
-    pub response_arena_offset: u64,
-    pub response_arena_size: u64,
-    pub spin: SpinConfig,
-    /// Header flag [`FLAG_PREFAULT`] was set.
-    pub prefault: bool,
-}
-
 /// Why a segment could not be created or attached.
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentError {
@@ -142,52 +125,16 @@ pub enum SegmentError {
     BadLayout(String),
 }
 
-/// The mapped memfd. Every pointer into the region is derived from [`Mapping::base`] and
-/// kept alive by an `Arc<Mapping>`.
-pub(crate) struct Mapping {
-    raw: MmapRaw,
-    file: File,
-}
-
-impl Mapping {
-    fn new(file: File, len: u64) -> Result<Mapping, SegmentError> {
-        let len = usize::try_from(len)
-            .map_err(|_| SegmentError::BadLayout("size exceeds the address space".into()))?;
-        // MmapRaw never hands out `&[u8]` to the shared bytes (see the crate's # Safety).
-        let raw = MmapOptions::new().len(len).map_raw(&file)?;
-        Ok(Mapping { raw, file })
-    }
-
-    /// Faults in every page of the mapping for writing (best effort).
-    fn populate(&self) {
-        // SAFETY: the range is exactly our live mapping; MADV_POPULATE_WRITE only
-        // allocates/maps pages (the memfd is MAP_SHARED, so nothing is copied or zeroed
-        // that the peer could observe changing) and never changes their contents.
-        let r = unsafe {
-            rustix::mm::madvise(
-                self.base().cast(),
-                self.len(),
-                rustix::mm::Advice::LinuxPopulateWrite,
-            )
-        };
-        // Older kernels (< 5.14) lack it: then pages are simply faulted in on first use.
-        let _ = r;
-    }
-
-    /// Page-aligned start of the mapping.
-    pub(crate) fn base(&self) -> *mut u8 {
-        self.raw.as_mut_ptr()
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.raw.len()
-    }
-}
-
 /// One worker incarnation's shared region, before it is split into endpoint handles.
 pub struct Segment {
     map: Arc<Mapping>,
     layout: Layout,
+}
+
+/// A region size as a mapping length.
+fn address_space(len: u64) -> Result<usize, SegmentError> {
+    usize::try_from(len)
+        .map_err(|_| SegmentError::BadLayout("size exceeds the address space".into()))
 }
 
 fn align_up(v: u64, a: u64) -> Option<u64> {
@@ -203,16 +150,17 @@ impl Segment {
                 "ring capacity {cap} must be a power of two in {MIN_RING_CAPACITY}..={MAX_RING_CAPACITY}"
             )));
         }
-        let arena = |bytes: u64, flag: &str| {
+        let arena = |bytes: u64, side: &str| {
             if bytes == 0 || bytes > MAX_ARENA_BYTES {
                 return Err(SegmentError::Config(format!(
-                    "{flag}: arena size {bytes} out of range"
+                    "{side} arena size {bytes} out of range"
                 )));
             }
-            align_up(bytes, PAGE).ok_or_else(|| SegmentError::Config(format!("{flag} overflows")))
+            align_up(bytes, PAGE)
+                .ok_or_else(|| SegmentError::Config(format!("{side} arena size overflows")))
         };
-        let req_arena = arena(config.request_arena_bytes, "--shm_request_arena_mb")?;
-        let resp_arena = arena(config.response_arena_bytes, "--shm_response_arena_mb")?;
+        let req_arena = arena(config.request_arena_bytes, "request")?;
+        let resp_arena = arena(config.response_arena_bytes, "response")?;
         let ring = ring_bytes(cap);
         // All terms are bounded (rings ≤ 32 MiB, arenas ≤ 1 TiB): no overflow.
         let req_ring_off = HEADER_REGION;
@@ -252,7 +200,7 @@ impl Segment {
         // After this neither side can change the size: no peer can truncate the file and
         // make our accesses SIGBUS.
         memfd.add_seals(&[FileSeal::SealShrink, FileSeal::SealGrow, FileSeal::SealSeal])?;
-        let map = Mapping::new(memfd.into_file(), total)?;
+        let map = Mapping::new(memfd.into_file(), address_space(total)?)?;
         // SAFETY: the mapping is `total >= HEADER_REGION` bytes, page aligned, and not yet
         // shared with anyone; Header is plain integers. The new file is zero-filled, which is
         // the valid initial state of both rings (all indices and flags 0).
@@ -280,7 +228,7 @@ impl Segment {
                 "file is only {size} bytes"
             )));
         }
-        let map = Mapping::new(file, size)?;
+        let map = Mapping::new(file, address_space(size)?)?;
         // SAFETY: the mapping is at least HEADER_REGION bytes (checked above; sealed, so it
         // cannot shrink) and page aligned. Header is plain integers, so any bytes are a valid
         // value; we copy it once and validate the copy.
@@ -297,7 +245,7 @@ impl Segment {
 
     /// The memfd, to send to the worker with [`crate::fd_passing::send_fd`].
     pub fn fd(&self) -> BorrowedFd<'_> {
-        self.map.file.as_fd()
+        self.map.fd()
     }
 
     pub fn generation(&self) -> u64 {
@@ -418,18 +366,10 @@ fn validate(h: &Header, file_size: u64, expected_generation: u64) -> Result<Layo
     })
 }
 
-/// A zero-filled private-to-the-test mapping of at least `len` bytes.
-#[cfg(test)]
-pub(crate) fn test_mapping(len: usize) -> Arc<Mapping> {
-    let len = (len as u64).div_ceil(PAGE) * PAGE;
-    let memfd = MemfdOptions::new().create("tfgate-test").unwrap();
-    memfd.as_file().set_len(len).unwrap();
-    Arc::new(Mapping::new(memfd.into_file(), len).unwrap())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::os::fd::AsRawFd;
 
     fn small() -> SegmentConfig {

@@ -10,7 +10,8 @@ use crate::frame::{
 };
 use crate::region::Region;
 use crate::ring::{self, Consumer, Descriptor, Producer};
-use crate::segment::{Layout, Mapping};
+use crate::layout::Layout;
+use crate::mapping::Mapping;
 use crate::wake::{SpinConfig, Wait};
 use crate::{RecvError, SendError};
 
@@ -132,9 +133,8 @@ impl IncomingRequest {
 impl ResponseSender {
     /// Sends `frame` as the response to `request_id`, waiting up to `timeout` for space.
     ///
-    /// Errors: [`SendError::TooLarge`] (the frame can never fit; names
-    /// `--shm_response_arena_mb` — send a small `ResponseFrame::Err` instead, which is
-    /// always possible since nothing was written), [`SendError::Timeout`] (still full after
+    /// Errors: [`SendError::TooLarge`] (the frame can never fit: send a small
+    /// `ResponseFrame::Err` instead, which is always possible since nothing was written), [`SendError::Timeout`] (still full after
     /// `timeout`), [`SendError::Closed`], [`SendError::Invalid`], [`SendError::Corrupt`].
     pub fn send(
         &mut self,

@@ -107,8 +107,14 @@ pub fn serve(
         };
         drop(request);
         if let Err(e) = responses.send(id, &response, SEND_TIMEOUT) {
-            // A response that cannot fit is replaced by an error naming the flag to raise.
-            let message = e.to_string();
+            // A response that cannot fit is replaced by an error naming the gateway flag
+            // that sizes the response arena.
+            let message = match e {
+                shm_protocol::SendError::TooLarge { .. } => {
+                    format!("{e}; raise --shm_response_arena_mb")
+                }
+                e => e.to_string(),
+            };
             tracing::warn!("cannot send response {id}: {message}");
             responses.send(
                 id,

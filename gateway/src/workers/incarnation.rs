@@ -231,7 +231,9 @@ impl Incarnation {
                     }
                 }
                 Err(e @ SendError::TooLarge { .. }) => {
-                    return Err(CallError::TooLarge(e.to_string()))
+                    return Err(CallError::TooLarge(format!(
+                        "{e}; raise --shm_request_arena_mb"
+                    )))
                 }
                 Err(_) => return Err(CallError::WorkerDied),
             }
