@@ -9,13 +9,19 @@ Usage: python make_models.py OUT_DIR
   mlp/1                64 -> 512 -> 512 -> 16 float32 MLP with fixed weights, for benchmarks.
   slow/1               TF1 graph that counts to its input `n` (int64 [1]) in a while loop: a
                        model whose run time the caller picks, for deadline tests.
-  big/{1,2}            y = x + w[0] with a 64 MiB variable w (random, seeded; w[0] differs by
-                       version): a model big enough that the memory it leaves behind when it
-                       unloads can be measured.
+  big/{1,2}            y = x + sum of w_i[0] over 256 variables of 256 KiB (64 MiB in all; random,
+                       seeded, differing by version): a model whose unload leaves memory behind
+                       in the worker's heap, as real models with many variables do (one 64 MiB
+                       variable is mmapped and given back on some machines).
   counter/1            TF1 graph that counts its own runs in a variable (predict: x -> calls;
                        regress over tf.Examples: outputs = calls), with three warmup records in
                        assets.extra/tf_serving_warmup_requests (two predict, one regress): the
                        first request after a load sees how many warmup runs happened.
+  dtypes/1             TF1 graph of identities, one placeholder per dtype (unknown shape): a signature
+                       per dtype named after it (x -> y; `string` x -> y raw, `bytes` x -> y_bytes),
+                       serving_default with every REST-codec dtype as an input and output named after
+                       its dtype (plus string_bytes), to_half/to_bfloat16/to_uint16 (float32 x -> y
+                       cast), scalar (x -> y = sum(x), rank 0) and ragged (x -> a = x, b = [x, x]).
 """
 import os
 import sys
@@ -97,10 +103,12 @@ def big(path: str, seed: int) -> None:
     graph = tf.Graph()
     with graph.as_default():
         x = v1.placeholder(tf.float32, shape=[None], name="x")
-        w = v1.get_variable("w", shape=[16 * 1024 * 1024], dtype=tf.float32,
-                            initializer=v1.random_uniform_initializer(seed=seed),
-                            use_resource=False)
-        y = tf.identity(x + w[0], name="y")
+        pieces = 256
+        ws = [v1.get_variable(f"w{i}", shape=[16 * 1024 * 1024 // pieces], dtype=tf.float32,
+                              initializer=v1.random_uniform_initializer(seed=seed * 1000 + i),
+                              use_resource=False)
+              for i in range(pieces)]
+        y = tf.identity(x + tf.add_n([w[0] for w in ws]), name="y")
         info = v1.saved_model.utils.build_tensor_info
         sig = v1.saved_model.signature_def_utils.build_signature_def(
             {"x": info(x)}, {"y": info(y)}, v1.saved_model.signature_constants.PREDICT_METHOD_NAME)
@@ -155,6 +163,48 @@ def counter(path: str) -> None:
             regress_log=prediction_log_pb2.RegressLog(request=reg)).SerializeToString())
 
 
+# Every dtype TF Serving's REST codec (util/json_tensor.cc) converts, and three it refuses.
+JSON_DTYPES = ["float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint32",
+               "uint64", "bool", "string"]
+REFUSED_DTYPES = ["half", "bfloat16", "uint16"]
+
+
+def dtypes(path: str) -> None:
+    graph = tf.Graph()
+    with graph.as_default():
+        x = {d: v1.placeholder(tf.as_dtype(d), shape=None, name=d)
+             for d in JSON_DTYPES + REFUSED_DTYPES}
+        y = {d: tf.identity(t, name=f"{d}_y") for d, t in x.items()}
+        string_bytes = tf.identity(x["string"], name="string_bytes")
+        info = v1.saved_model.utils.build_tensor_info
+        consts = v1.saved_model.signature_constants
+
+        def sig(inputs, outputs):
+            return v1.saved_model.signature_def_utils.build_signature_def(
+                {k: info(t) for k, t in inputs.items()}, {k: info(t) for k, t in outputs.items()},
+                consts.PREDICT_METHOD_NAME)
+
+        signatures = {d: sig({"x": x[d]}, {"y": y[d]}) for d in x}
+        signatures["bytes"] = sig({"x": x["string"]}, {"y_bytes": string_bytes})
+        signatures[consts.DEFAULT_SERVING_SIGNATURE_DEF_KEY] = sig(
+            {d: x[d] for d in JSON_DTYPES},
+            {**{d: y[d] for d in JSON_DTYPES}, "string_bytes": string_bytes})
+        for d in REFUSED_DTYPES:
+            signatures[f"to_{d}"] = sig({"x": x["float32"]},
+                                        {"y": tf.cast(x["float32"], d, name=f"to_{d}")})
+        signatures["scalar"] = sig({"x": x["float32"]},
+                                   {"y": tf.reduce_sum(x["float32"], name="sum")})
+        signatures["ragged"] = sig({"x": x["float32"]},
+                                   {"a": y["float32"],
+                                    "b": tf.concat([x["float32"]] * 2, 0, name="twice")})
+        with v1.Session(graph=graph) as sess:
+            builder = v1.saved_model.builder.SavedModelBuilder(path)
+            builder.add_meta_graph_and_variables(
+                sess, [v1.saved_model.tag_constants.SERVING],
+                signature_def_map=signatures, strip_default_attrs=True)
+            builder.save()
+
+
 class MixedTypes(tf.Module):
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.int64, name="a"),
@@ -200,6 +250,7 @@ def main() -> None:
     counter(os.path.join(out, "counter", "1"))
     big(os.path.join(out, "big", "1"), 1)
     big(os.path.join(out, "big", "2"), 2)
+    dtypes(os.path.join(out, "dtypes", "1"))
     mlp = Mlp()
     tf.saved_model.save(mlp, os.path.join(out, "mlp", "1"), signatures={"serving_default": mlp.serve})
     print(f"wrote models under {out}")

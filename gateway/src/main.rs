@@ -12,6 +12,7 @@ mod grpc;
 mod health;
 mod lifecycle;
 mod model_config;
+mod monitoring;
 mod predictor;
 mod request;
 mod rest;

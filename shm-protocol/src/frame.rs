@@ -457,9 +457,10 @@ pub struct TensorView<'a> {
 
 /// A numeric tensor payload read in place in shared memory. It keeps the mapping alive,
 /// so the pointer stays valid for as long as this value lives. The bytes are the
-/// in-flight request's: the gateway frees the block only after the response arrives, so
-/// drop this before answering. The peer can still write them at any time, so they must
-/// only ever be read as plain numbers (every bit pattern valid) — never as a `&[T]`.
+/// in-flight request's: the gateway frees the block once the response arrives, so read
+/// nothing through it (or through anything aliasing it) after answering. The peer can
+/// still write them at any time, so they must only ever be read as plain numbers (every
+/// bit pattern valid) — never as a `&[T]`.
 pub struct InPlacePayload {
     _region: Region,
     ptr: *const u8,

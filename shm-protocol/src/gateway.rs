@@ -23,10 +23,10 @@ use parking_lot::Mutex;
 
 use crate::arena::{AllocError, ArenaSide, Block, RequestArena};
 use crate::frame::{decode_response, FrameError, RequestFrame, ResponseFrame};
-use crate::region::Region;
-use crate::ring::{self, Consumer, Descriptor, Producer};
 use crate::layout::Layout;
 use crate::mapping::Mapping;
+use crate::region::Region;
+use crate::ring::{self, Consumer, Descriptor, Producer};
 use crate::wake::{SpinConfig, Wait};
 use crate::{RecvError, SendError};
 

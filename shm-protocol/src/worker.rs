@@ -8,10 +8,10 @@ use crate::arena::{AllocError, ArenaSide, ResponseArena};
 use crate::frame::{
     decode_request, FrameError, RequestView, ResponseFrame, ResponseRef, TensorRef,
 };
-use crate::region::Region;
-use crate::ring::{self, Consumer, Descriptor, Producer};
 use crate::layout::Layout;
 use crate::mapping::Mapping;
+use crate::region::Region;
+use crate::ring::{self, Consumer, Descriptor, Producer};
 use crate::wake::{SpinConfig, Wait};
 use crate::{RecvError, SendError};
 

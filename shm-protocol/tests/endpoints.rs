@@ -148,10 +148,7 @@ fn too_large_says_what_and_an_error_frame_still_fits() {
     let r = wrx.recv(T).unwrap().unwrap();
     let e = wtx.send(r.id(), &ok(70_000), T).unwrap_err();
     let msg = e.to_string();
-    assert!(
-        msg.ends_with("response arena holds 65536 bytes"),
-        "{msg}"
-    );
+    assert!(msg.ends_with("response arena holds 65536 bytes"), "{msg}");
     let err = ResponseFrame::Err {
         code: shm_protocol::code::Code::ResourceExhausted,
         message: msg,

@@ -3,9 +3,8 @@
 
 use crate::loader::Servable;
 use crate::manager::Manager;
-use crate::tf::{Feed, TfError};
+use crate::tf::{Feed, RunOutputs, TfError};
 use shm_protocol::code::Code;
-use shm_protocol::tensor::Tensor;
 
 /// A predict request as the worker sees it.
 pub struct PredictCall<'a> {
@@ -18,11 +17,14 @@ pub struct PredictCall<'a> {
     pub timeout_ms: u64,
 }
 
-/// Runs the request; returns the version that served it and the outputs by alias.
-pub fn predict(
-    manager: &Manager,
-    call: PredictCall<'_>,
-) -> Result<(i64, Vec<(String, Tensor)>), TfError> {
+/// A signature's run: the output aliases, in the order of the outputs.
+pub struct Ran {
+    pub aliases: Vec<String>,
+    pub outputs: RunOutputs,
+}
+
+/// Runs the request; returns the version that served it and the outputs.
+pub fn predict(manager: &Manager, call: PredictCall<'_>) -> Result<(i64, Ran), TfError> {
     let servable = manager
         .servable(call.model_name, call.version)
         .ok_or_else(|| {
@@ -53,7 +55,7 @@ pub fn run_signature(
     inputs: Vec<(String, Feed)>,
     output_filter: &[String],
     timeout_ms: u64,
-) -> Result<Vec<(String, Tensor)>, TfError> {
+) -> Result<Ran, TfError> {
     let signature_name = if signature_name.is_empty() {
         "serving_default"
     } else {
@@ -89,5 +91,8 @@ pub fn run_signature(
         fetches.push(output.tensor);
     }
     let outputs = servable.model.run(feeds, &fetches, timeout_ms)?;
-    Ok(aliases.into_iter().cloned().zip(outputs).collect())
+    Ok(Ran {
+        aliases: aliases.into_iter().cloned().collect(),
+        outputs,
+    })
 }

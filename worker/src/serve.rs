@@ -1,13 +1,16 @@
 //! The ring consumer: takes a request descriptor, decodes its frame (never trusting the
 //! bytes), runs the session and writes the outputs back through the response ring.
 //! Numeric input payloads are handed to TensorFlow in place (no copy); strings and bools
-//! are copied out and checked.
+//! are copied out and checked. Numeric outputs are encoded into the response arena
+//! straight from TensorFlow's buffers (one copy in all).
 
 use crate::manager::Manager;
-use crate::predict::{predict, PredictCall};
+use crate::predict::{predict, PredictCall, Ran};
 use crate::tf::Feed;
 use shm_protocol::code::Code;
-use shm_protocol::frame::{FrameError, RequestKind, RequestView, ResponseFrame, TensorView};
+use shm_protocol::frame::{
+    FrameError, RequestKind, RequestView, ResponseFrame, ResponseRef, TensorView,
+};
 use shm_protocol::tensor::DataType;
 use shm_protocol::{RequestReceiver, ResponseSender};
 use std::time::Duration;
@@ -47,9 +50,15 @@ fn deadline_exceeded() -> ResponseFrame {
     }
 }
 
-fn handle(manager: &Manager, view: &RequestView<'_>) -> Result<ResponseFrame, FrameError> {
+/// What a request comes to: outputs still in TensorFlow's buffers, or a frame.
+enum Reply {
+    Ran { model_version: i64, ran: Ran },
+    Frame(ResponseFrame),
+}
+
+fn handle(manager: &Manager, view: &RequestView<'_>) -> Result<Reply, FrameError> {
     let Some(timeout_ms) = remaining_ms(view.deadline_ns, shm_protocol::monotonic_ns()) else {
-        return Ok(deadline_exceeded());
+        return Ok(Reply::Frame(deadline_exceeded()));
     };
     let inputs = view
         .inputs
@@ -67,22 +76,54 @@ fn handle(manager: &Manager, view: &RequestView<'_>) -> Result<ResponseFrame, Fr
                 timeout_ms,
             };
             match predict(manager, call) {
-                Ok((model_version, outputs)) => ResponseFrame::Ok {
-                    model_version,
-                    outputs,
-                },
-                Err(e) => ResponseFrame::Err {
+                Ok((model_version, ran)) => Reply::Ran { model_version, ran },
+                Err(e) => Reply::Frame(ResponseFrame::Err {
                     code: e.code,
                     message: e.message,
-                },
+                }),
             }
         }
         #[allow(unreachable_patterns)]
-        _ => ResponseFrame::Err {
+        _ => Reply::Frame(ResponseFrame::Err {
             code: Code::Unimplemented,
             message: "request kind not supported by this worker".into(),
-        },
+        }),
     })
+}
+
+/// Writes the reply into the response arena. Nothing reads TensorFlow's buffers (which
+/// may alias the request's in-place inputs) once it is sent.
+fn send(
+    responses: &mut ResponseSender,
+    id: u64,
+    reply: &Reply,
+) -> Result<(), shm_protocol::SendError> {
+    match reply {
+        Reply::Frame(frame) => responses.send(id, frame, SEND_TIMEOUT),
+        Reply::Ran { model_version, ran } => {
+            let views = match ran.outputs.views() {
+                Ok(v) => v,
+                Err(e) => {
+                    let frame = ResponseFrame::Err {
+                        code: e.code,
+                        message: e.message,
+                    };
+                    return responses.send(id, &frame, SEND_TIMEOUT);
+                }
+            };
+            let outputs: Vec<_> = ran
+                .aliases
+                .iter()
+                .zip(&views)
+                .map(|(alias, view)| (alias.as_str(), view.as_frame_ref()))
+                .collect();
+            let frame = ResponseRef::Ok {
+                model_version: *model_version,
+                outputs: &outputs,
+            };
+            responses.send_ref(id, frame, SEND_TIMEOUT)
+        }
+    }
 }
 
 /// Serves requests until the gateway goes away.
@@ -96,17 +137,19 @@ pub fn serve(
             continue;
         };
         let id = request.id();
-        // Every in-place payload is dropped (TF has released it) before the response goes
-        // out, after which the gateway may reuse the request's arena block.
-        let response = match request.frame().and_then(|view| handle(manager, &view)) {
+        let reply = match request.frame().and_then(|view| handle(manager, &view)) {
             Ok(r) => r,
-            Err(e) => ResponseFrame::Err {
+            Err(e) => Reply::Frame(ResponseFrame::Err {
                 code: Code::InvalidArgument,
                 message: format!("malformed request frame: {e}"),
-            },
+            }),
         };
+        // Once sent, the gateway may reuse the request's arena block: the reply (whose
+        // outputs may alias in-place inputs) is not read again, only dropped.
+        let sent = send(&mut responses, id, &reply);
+        drop(reply);
         drop(request);
-        if let Err(e) = responses.send(id, &response, SEND_TIMEOUT) {
+        if let Err(e) = sent {
             // A response that cannot fit is replaced by an error naming the gateway flag
             // that sizes the response arena.
             let message = match e {

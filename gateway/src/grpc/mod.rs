@@ -372,7 +372,9 @@ impl pb::model_service_server::ModelService for GrpcServices {
         request: Request<pb::ReloadConfigRequest>,
     ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
         use tfgate_proto::tensorflow::serving::model_server_config::Config;
-        let config = request.into_inner().config.unwrap_or_default();
+        let request = request.into_inner();
+        let before = crate::monitoring::int64_values(&request.metric_names);
+        let config = request.config.unwrap_or_default();
         let result = match &config.config {
             Some(Config::ModelConfigList(list)) => {
                 for (i, m) in list.config.iter().enumerate() {
@@ -387,7 +389,16 @@ impl pb::model_service_server::ModelService for GrpcServices {
         match result {
             Ok(()) => self.respond(pb::ReloadConfigResponse {
                 status: Some(pb::StatusProto::default()),
-                metric: Vec::new(),
+                metric: crate::monitoring::int64_values(&request.metric_names)
+                    .into_iter()
+                    .zip(before)
+                    .map(|((name, after), (_, before))| pb::Metric {
+                        name,
+                        value_increase: Some(pb::metric::ValueIncrease::Int64ValueIncrease(
+                            after - before,
+                        )),
+                    })
+                    .collect(),
             }),
             Err(e) => {
                 tracing::error!("ReloadConfig failed: {}", e.message);

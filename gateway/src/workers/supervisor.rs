@@ -455,6 +455,12 @@ impl Supervisor {
                         }
                         WorkerMessage::Memory { rss_bytes, expected_bytes } => {
                             let excess = rss_bytes.saturating_sub(expected_bytes);
+                            tracing::info!(
+                                worker = %self.slot.id(),
+                                rss_mib = rss_bytes >> 20,
+                                expected_mib = expected_bytes >> 20,
+                                "resident set after an unload"
+                            );
                             let limit = self.config.replace_after_unload_excess;
                             if limit > 0 && excess > limit && successor.is_none() && !*stop.borrow() {
                                 let why = format!(

@@ -9,5 +9,5 @@ mod saved_model;
 mod status;
 mod tensor;
 
-pub use saved_model::{Feed, SavedModel, TensorRef};
+pub use saved_model::{Feed, RunOutputs, SavedModel, TensorRef};
 pub use status::TfError;

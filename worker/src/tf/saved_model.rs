@@ -1,7 +1,7 @@
 //! A loaded SavedModel: its graph, session and MetaGraphDef.
 
 use super::status::{Status, TfError};
-use super::tensor::{InputTensor, OutputTensor};
+use super::tensor::{InputTensor, OutputTensor, OutputView};
 use prost::Message;
 use shm_protocol::tensor::{DataType, Tensor};
 use shm_protocol::InPlacePayload;
@@ -173,15 +173,15 @@ impl SavedModel {
         Ok(TensorRef { oper, index })
     }
 
-    /// Feeds `inputs`, fetches `outputs` and copies the results out. A non-zero
-    /// `timeout_ms` becomes `RunOptions.timeout_in_ms`: TensorFlow cancels the run with
-    /// DEADLINE_EXCEEDED when it passes.
+    /// Feeds `inputs` and fetches `outputs`, which stay in TensorFlow's buffers (see
+    /// [`RunOutputs`]). A non-zero `timeout_ms` becomes `RunOptions.timeout_in_ms`:
+    /// TensorFlow cancels the run with DEADLINE_EXCEEDED when it passes.
     pub fn run(
         &self,
         inputs: Vec<(TensorRef, Feed)>,
         outputs: &[TensorRef],
         timeout_ms: u64,
-    ) -> Result<Vec<Tensor>, TfError> {
+    ) -> Result<RunOutputs, TfError> {
         let run_options = (timeout_ms > 0).then(|| Buffer::from_bytes(&run_options(timeout_ms)));
         let mut refs = Vec::with_capacity(inputs.len());
         let mut feeds = Vec::with_capacity(inputs.len());
@@ -235,13 +235,26 @@ impl SavedModel {
             );
         }
         // Take ownership first, so fetched tensors are freed on every path.
-        let owned: Vec<OutputTensor> = fetched.into_iter().map(OutputTensor).collect();
+        let outputs: Vec<OutputTensor> = fetched.into_iter().map(OutputTensor).collect();
         status.check()?;
-        // Outputs are copied out before `feeds` (whose strings an output may alias) drop.
-        let result = owned.iter().map(OutputTensor::to_tensor).collect();
-        drop(owned);
-        drop(feeds);
-        result
+        Ok(RunOutputs { outputs, feeds })
+    }
+}
+
+/// A run's outputs, read where TensorFlow left them: the response frame is encoded
+/// straight from these buffers into the response arena, with no copy in between. The
+/// feeds live as long, since an output may alias an input's buffer.
+pub struct RunOutputs {
+    // Declared first: outputs are freed before the feeds they may alias.
+    outputs: Vec<OutputTensor>,
+    feeds: Vec<InputTensor>,
+}
+
+impl RunOutputs {
+    /// Each output, checked, in fetch order.
+    pub fn views(&self) -> Result<Vec<OutputView<'_>>, TfError> {
+        let shared: Vec<_> = self.feeds.iter().filter_map(InputTensor::shared).collect();
+        self.outputs.iter().map(|o| o.view(&shared)).collect()
     }
 }
 

@@ -4,6 +4,7 @@ use super::status::TfError;
 use shm_protocol::tensor::{num_elements, DataType, Tensor, TensorData};
 use shm_protocol::InPlacePayload;
 use std::mem::size_of;
+use std::ops::Range;
 use tensorflow_sys as sys;
 
 /// Converts tfgate's dtype to the C API's.
@@ -34,6 +35,8 @@ pub(crate) fn to_tf_dtype(dtype: DataType) -> sys::TF_DataType {
 pub(crate) struct InputTensor {
     ptr: *mut sys::TF_Tensor,
     strings: usize,
+    /// The addresses of a payload fed in place from shared memory.
+    shared: Option<Range<usize>>,
 }
 
 // SAFETY: a TF_Tensor is a plain heap object with no thread affinity; InputTensor owns it
@@ -59,7 +62,11 @@ impl InputTensor {
         if ptr.is_null() {
             return Err(TfError::internal("TF_AllocateTensor failed"));
         }
-        let mut out = InputTensor { ptr, strings: 0 };
+        let mut out = InputTensor {
+            ptr,
+            strings: 0,
+            shared: None,
+        };
         match &t.data {
             TensorData::Bytes(b) => {
                 if !b.is_empty() {
@@ -143,7 +150,16 @@ impl InputTensor {
             drop(unsafe { Box::from_raw(arg) });
             return Err(TfError::internal("TF_NewTensor failed"));
         }
-        Ok(InputTensor { ptr, strings: 0 })
+        Ok(InputTensor {
+            ptr,
+            strings: 0,
+            shared: Some(data as usize..data as usize + len),
+        })
+    }
+
+    /// Where the shared-memory payload lies, for an in-place input.
+    pub(crate) fn shared(&self) -> Option<Range<usize>> {
+        self.shared.clone()
     }
 
     pub(crate) fn as_ptr(&self) -> *mut sys::TF_Tensor {
@@ -180,9 +196,42 @@ impl Drop for OutputTensor {
     }
 }
 
+/// An output read where TensorFlow left it: numeric bytes in place; copied when the
+/// buffer is (part of) an input fed in place from shared memory, which the gateway may
+/// write at any time, and for strings, as a `TF_TString` array is not one buffer.
+pub(crate) enum OutputData<'a> {
+    Bytes(&'a [u8]),
+    Copied(Vec<u8>),
+    Strings(Vec<Vec<u8>>),
+}
+
+/// A checked look at an [`OutputTensor`], valid while it lives.
+pub struct OutputView<'a> {
+    pub(crate) dtype: DataType,
+    pub(crate) shape: Vec<i64>,
+    pub(crate) data: OutputData<'a>,
+}
+
+impl OutputView<'_> {
+    /// The frame encoder's borrowed form.
+    pub fn as_frame_ref(&self) -> shm_protocol::frame::TensorRef<'_> {
+        use shm_protocol::frame::{TensorDataRef, TensorRef};
+        TensorRef {
+            dtype: self.dtype,
+            shape: &self.shape,
+            data: match &self.data {
+                OutputData::Bytes(b) => TensorDataRef::Bytes(b),
+                OutputData::Copied(b) => TensorDataRef::Bytes(b),
+                OutputData::Strings(s) => TensorDataRef::Strings(s),
+            },
+        }
+    }
+}
+
 impl OutputTensor {
-    /// Copies the tensor into process memory.
-    pub(crate) fn to_tensor(&self) -> Result<Tensor, TfError> {
+    /// Checks the tensor's dtype, shape and size and borrows its data, or copies it when
+    /// it overlaps one of the `shared` (in-place input) ranges.
+    pub(crate) fn view(&self, shared: &[Range<usize>]) -> Result<OutputView<'_>, TfError> {
         if self.0.is_null() {
             return Err(TfError::internal("session returned a null tensor"));
         }
@@ -202,21 +251,30 @@ impl OutputTensor {
         let (len, data) = unsafe { (sys::TF_TensorByteSize(self.0), sys::TF_TensorData(self.0)) };
         let elements = shm_protocol::tensor::num_elements(&shape)
             .map_err(|e| TfError::internal(format!("bad output shape: {e}")))?;
-        let content = match dtype.element_size() {
+        let data = match dtype.element_size() {
             Some(size) => {
                 if elements.checked_mul(size) != Some(len) {
                     return Err(TfError::internal(
                         "output byte size does not match its shape",
                     ));
                 }
-                let mut v = vec![0u8; len];
-                if len > 0 {
-                    // SAFETY: TF guarantees `len` readable bytes at `data`.
+                let at = data as usize;
+                if len == 0 {
+                    OutputData::Bytes(&[])
+                } else if shared.iter().any(|r| at < r.end && r.start < at + len) {
+                    let mut v = vec![0u8; len];
+                    // SAFETY: TF guarantees `len` readable bytes at `data`; the bytes are
+                    // copied as plain bytes (no reference to shared memory is formed).
                     unsafe {
                         std::ptr::copy_nonoverlapping(data as *const u8, v.as_mut_ptr(), len)
                     };
+                    OutputData::Copied(v)
+                } else {
+                    // SAFETY: TF guarantees `len` readable bytes at `data` while the tensor
+                    // lives; the buffer is TensorFlow's own (not shared memory, checked
+                    // above), and the slice borrows self; nothing writes an output tensor.
+                    OutputData::Bytes(unsafe { std::slice::from_raw_parts(data as *const u8, len) })
                 }
-                TensorData::Bytes(v)
             }
             None => {
                 if elements.checked_mul(size_of::<sys::TF_TString>()) != Some(len) {
@@ -241,9 +299,9 @@ impl OutputTensor {
                     };
                     v.push(bytes);
                 }
-                TensorData::Strings(v)
+                OutputData::Strings(v)
             }
         };
-        Tensor::new(dtype, shape, content).map_err(|e| TfError::internal(e.to_string()))
+        Ok(OutputView { dtype, shape, data })
     }
 }
