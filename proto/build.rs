@@ -26,8 +26,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|e| format!("tfgate/{}", e.file_name().to_string_lossy()))
         .filter(|n| n.ends_with(".proto"))
         .collect();
-    let compiled = protox::compile(&own, ["."])?;
-    for file in compiled.file {
+    // tfgate's files import the wheels' (TF Serving's ModelConfig, StatusProto, ...).
+    let mut resolver = protox::file::ChainFileResolver::new();
+    resolver.add(protox::file::IncludeFileResolver::new(".".into()));
+    resolver.add(protox::file::DescriptorSetFileResolver::new(fds.clone()));
+    resolver.add(protox::file::GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(resolver);
+    compiler.open_files(&own)?;
+    for file in compiler.file_descriptor_set().file {
         if !fds.file.iter().any(|f| f.name == file.name) {
             fds.file.push(file);
         }

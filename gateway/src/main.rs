@@ -34,10 +34,10 @@ use predictor::Predictor;
 use prost::Message;
 use servables::Servables;
 use server_core::{CoreOptions, ServerCore};
-use shm_protocol::control::{LoadConfig, SessionConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tfgate_proto::tfgate::control::{LoadConfig, SessionConfig};
 use tokio::sync::watch;
 use workers::{SupervisorConfig, WorkerPool};
 

@@ -3,10 +3,8 @@
 //! as `server_core.cc` checks it. Each model becomes the `ModelConfig` workers serve.
 
 use crate::error::ServingError;
-use shm_protocol::control::{ModelConfig, VersionPolicy};
 use std::collections::BTreeSet;
 use tfgate_proto::tensorflow::serving as pb;
-use tfgate_proto::tensorflow::serving::file_system_storage_path_source_config::servable_version_policy::PolicyChoice;
 use tfgate_proto::tensorflow::serving::model_server_config::Config;
 
 /// The only platform tfgate (and TF Serving without `--platform_config_file`) serves.
@@ -127,8 +125,10 @@ pub fn check_platforms_unchanged(
     Ok(())
 }
 
-/// What a worker serves for one configured model; the platform must be TensorFlow.
-pub fn served_model(m: &pb::ModelConfig) -> Result<ModelConfig, ServingError> {
+/// Checks that a worker can serve a configured model (the platform must be TensorFlow)
+/// and returns what it is sent: the `ModelConfig` itself, whose version policy the
+/// worker applies.
+pub fn served_model(m: &pb::ModelConfig) -> Result<pb::ModelConfig, ServingError> {
     let platform = platform(m)?;
     if platform != TENSORFLOW_PLATFORM {
         return Err(ServingError::invalid_argument(format!(
@@ -136,25 +136,7 @@ pub fn served_model(m: &pb::ModelConfig) -> Result<ModelConfig, ServingError> {
             m.name
         )));
     }
-    let version_policy = match m
-        .model_version_policy
-        .as_ref()
-        .and_then(|p| p.policy_choice.as_ref())
-    {
-        None => VersionPolicy::Latest { num_versions: 1 },
-        Some(PolicyChoice::Latest(l)) => VersionPolicy::Latest {
-            num_versions: l.num_versions.max(1),
-        },
-        Some(PolicyChoice::All(_)) => VersionPolicy::All,
-        Some(PolicyChoice::Specific(s)) => VersionPolicy::Specific {
-            versions: s.versions.clone(),
-        },
-    };
-    Ok(ModelConfig {
-        name: m.name.clone(),
-        base_path: m.base_path.clone(),
-        version_policy,
-    })
+    Ok(m.clone())
 }
 
 #[cfg(test)]
@@ -173,12 +155,7 @@ mod tests {
                config { name: "b" base_path: "gs://bucket/b" model_type: TENSORFLOW } }"#,
         );
         validate_list(&ok).unwrap();
-        assert_eq!(
-            served_model(&ok[0]).unwrap().version_policy,
-            VersionPolicy::Specific {
-                versions: vec![2, 3]
-            }
-        );
+        assert_eq!(served_model(&ok[0]).unwrap(), ok[0]);
         assert_eq!(platform(&ok[1]).unwrap(), "tensorflow");
 
         let dup = list(
@@ -210,11 +187,7 @@ mod tests {
             "Illegal to change a model's platform. For model a platform was tensorflow and new platform requested is tflite"
         );
         let m = single_model("m", "/models/m");
-        assert_eq!(
-            served_model(&model_list(&m).unwrap()[0])
-                .unwrap()
-                .version_policy,
-            VersionPolicy::Latest { num_versions: 1 }
-        );
+        let m = &model_list(&m).unwrap()[0];
+        assert_eq!(served_model(m).unwrap().model_version_policy, None);
     }
 }

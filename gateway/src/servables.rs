@@ -13,9 +13,9 @@
 use crate::error::ServingError;
 use parking_lot::RwLock;
 use shm_protocol::code::Status;
-use shm_protocol::control::ServableState;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tfgate_proto::tensorflow::serving::model_version_status::State;
 use tfgate_proto::tensorflow::serving::SignatureDefMap;
 use tfgate_proto::tensorflow::SignatureDef;
 use tokio::sync::watch;
@@ -71,14 +71,14 @@ impl Servable {
 /// A version's state as status reports it (the best across workers).
 #[derive(Clone, Debug, PartialEq)]
 pub struct VersionStatus {
-    pub state: ServableState,
+    pub state: State,
     pub error: Option<Status>,
 }
 
 /// A version's state as a worker reported it.
 pub struct Reported {
     pub id: ServableId,
-    pub state: ServableState,
+    pub state: State,
     pub error: Option<Status>,
     pub signatures: SignatureDefMap,
     pub batching_params: Option<String>,
@@ -98,7 +98,7 @@ pub enum Routes {
 /// One version on one worker.
 #[derive(Clone, Debug)]
 struct OnWorker {
-    state: ServableState,
+    state: State,
     error: Option<Status>,
     /// Was AVAILABLE on a worker that died; its replacement should load it again.
     awaited: bool,
@@ -113,7 +113,7 @@ struct VersionEntry {
 }
 
 impl VersionEntry {
-    fn on_workers_in(&self, state: ServableState) -> Vec<WorkerId> {
+    fn on_workers_in(&self, state: State) -> Vec<WorkerId> {
         self.on
             .iter()
             .filter(|(_, w)| w.state == state)
@@ -121,27 +121,25 @@ impl VersionEntry {
             .collect()
     }
     fn is_available(&self) -> bool {
-        self.on
-            .values()
-            .any(|w| w.state == ServableState::Available)
+        self.on.values().any(|w| w.state == State::Available)
     }
     fn is_awaited(&self) -> bool {
         self.on.values().any(|w| w.awaited)
     }
     /// The state a client of one TF Serving would see: the most useful across workers.
     fn best(&self) -> Option<VersionStatus> {
-        fn rank(s: ServableState) -> u8 {
+        fn rank(s: State) -> u8 {
             match s {
-                ServableState::Available => 4,
-                ServableState::Loading => 3,
-                ServableState::Unloading => 2,
-                ServableState::Start => 1,
-                ServableState::End => 0,
+                State::Available => 4,
+                State::Loading => 3,
+                State::Unloading => 2,
+                State::Start => 1,
+                State::End | State::Unknown => 0,
             }
         }
         let best = self.on.values().max_by_key(|w| rank(w.state))?;
         let error = best.error.clone().or_else(|| match best.state {
-            ServableState::End => self.on.values().find_map(|w| w.error.clone()),
+            State::End => self.on.values().find_map(|w| w.error.clone()),
             _ => None,
         });
         Some(VersionStatus {
@@ -167,7 +165,7 @@ fn record(table: &mut Table, worker: WorkerId, r: Reported) {
         entry.batching_params = Some(p.into());
     }
     // Still on its way back while the replacement loads it.
-    let awaited = matches!(r.state, ServableState::Start | ServableState::Loading)
+    let awaited = matches!(r.state, State::Start | State::Loading)
         && entry.on.get(&worker).is_some_and(|w| w.awaited);
     entry.on.insert(
         worker,
@@ -235,7 +233,7 @@ impl Servables {
         &self,
         worker: WorkerId,
         id: ServableId,
-        state: ServableState,
+        state: State,
         error: Option<Status>,
         signatures: SignatureDefMap,
     ) {
@@ -284,10 +282,10 @@ impl Servables {
         self.modify(|table| {
             for entry in table.values_mut().flat_map(|vs| vs.values_mut()) {
                 if let Some(w) = entry.on.get_mut(&worker) {
-                    let was_available = w.state == ServableState::Available;
+                    let was_available = w.state == State::Available;
                     w.state = match w.state {
-                        ServableState::End | ServableState::Unloading => ServableState::End,
-                        _ => ServableState::Start,
+                        State::End | State::Unloading => State::End,
+                        _ => State::Start,
                     };
                     w.awaited = was_available;
                 }
@@ -300,7 +298,7 @@ impl Servables {
     /// history status shows).
     pub fn replace_worker(&self, worker: WorkerId, states: Vec<Reported>) {
         self.modify(|table| {
-            forget(table, worker, |w| w.state != ServableState::End);
+            forget(table, worker, |w| w.state != State::End);
             for r in states {
                 record(table, worker, r);
             }
@@ -310,7 +308,7 @@ impl Servables {
     /// A (replacement) worker finished its initial load: versions a predecessor left
     /// awaited that it did not bring back are no longer expected from it.
     pub fn initial_load_done(&self, worker: WorkerId) {
-        self.modify(|table| forget(table, worker, |w| w.state == ServableState::Start));
+        self.modify(|table| forget(table, worker, |w| w.state == State::Start));
     }
 
     /// Replaces every model's labels at once (`UpdateModelVersionLabelMap`).
@@ -368,7 +366,7 @@ impl Servables {
     }
 
     /// The versions `worker` holds and their states (for `/tfgate/workers`).
-    pub fn on_worker(&self, worker: WorkerId) -> Vec<(ServableId, ServableState)> {
+    pub fn on_worker(&self, worker: WorkerId) -> Vec<(ServableId, State)> {
         let table = self.inner.read();
         let mut out = Vec::new();
         for (name, versions) in table.iter() {
@@ -395,14 +393,14 @@ impl Servables {
         let Some(e) = table.get(&id.name).and_then(|vs| vs.get(&id.version)) else {
             return Routes::Gone;
         };
-        let available = e.on_workers_in(ServableState::Available);
+        let available = e.on_workers_in(State::Available);
         if !available.is_empty() {
             return Routes::To(available);
         }
         if e.is_awaited() {
             return Routes::Awaited;
         }
-        let unloading = e.on_workers_in(ServableState::Unloading);
+        let unloading = e.on_workers_in(State::Unloading);
         if unloading.is_empty() {
             Routes::Gone
         } else {
@@ -467,7 +465,7 @@ mod tests {
     const W0: WorkerId = WorkerId(0);
     const W1: WorkerId = WorkerId(1);
 
-    fn report(s: &Servables, w: WorkerId, v: i64, state: ServableState) {
+    fn report(s: &Servables, w: WorkerId, v: i64, state: State) {
         s.update(w, id(v), state, None, SignatureDefMap::default());
     }
 
@@ -479,9 +477,9 @@ mod tests {
     #[test]
     fn resolves_latest_available_and_specific() {
         let s = Servables::default();
-        report(&s, W0, 1, ServableState::Available);
-        report(&s, W0, 2, ServableState::Available);
-        report(&s, W0, 3, ServableState::Loading);
+        report(&s, W0, 1, State::Available);
+        report(&s, W0, 2, State::Available);
+        report(&s, W0, 3, State::Loading);
         assert_eq!(latest(&s).unwrap(), 2);
         assert_eq!(
             s.resolve(&ServableRequest::Specific("m".into(), 1))
@@ -503,31 +501,31 @@ mod tests {
     #[test]
     fn routes_only_to_workers_holding_the_version() {
         let s = Servables::default();
-        report(&s, W0, 1, ServableState::Available);
-        report(&s, W1, 1, ServableState::Available);
-        report(&s, W1, 2, ServableState::Available);
-        report(&s, W0, 2, ServableState::Loading);
+        report(&s, W0, 1, State::Available);
+        report(&s, W1, 1, State::Available);
+        report(&s, W1, 2, State::Available);
+        report(&s, W0, 2, State::Loading);
         assert_eq!(s.routes(&id(1)), Routes::To(vec![W0, W1]));
         assert_eq!(s.routes(&id(2)), Routes::To(vec![W1]));
         assert_eq!(s.routes(&id(3)), Routes::Gone);
         // Status shows the best state across workers.
         let v = s.versions("m").unwrap();
-        assert_eq!(v[&2].state, ServableState::Available);
+        assert_eq!(v[&2].state, State::Available);
         assert_eq!(latest(&s).unwrap(), 2);
     }
 
     #[test]
     fn a_dead_workers_versions_leave_routing_and_are_awaited() {
         let s = Servables::default();
-        report(&s, W0, 1, ServableState::Available);
-        report(&s, W1, 1, ServableState::Available);
-        report(&s, W1, 2, ServableState::Available);
+        report(&s, W0, 1, State::Available);
+        report(&s, W1, 1, State::Available);
+        report(&s, W1, 2, State::Available);
         s.worker_lost(W1);
         assert_eq!(s.routes(&id(1)), Routes::To(vec![W0]));
         assert_eq!(s.routes(&id(2)), Routes::Awaited);
         // Latest prefers what a live worker serves.
         assert_eq!(latest(&s).unwrap(), 1);
-        assert_eq!(s.versions("m").unwrap()[&2].state, ServableState::Start);
+        assert_eq!(s.versions("m").unwrap()[&2].state, State::Start);
         assert!(s.is_routable("m"));
 
         s.worker_lost(W0);
@@ -536,10 +534,10 @@ mod tests {
         assert_eq!(latest(&s).unwrap(), 2);
 
         // The replacement of W1 brings version 2 back, not version 1.
-        report(&s, W1, 2, ServableState::Loading);
+        report(&s, W1, 2, State::Loading);
         assert_eq!(s.routes(&id(2)), Routes::Awaited, "still coming back");
         assert_eq!(latest(&s).unwrap(), 2);
-        report(&s, W1, 2, ServableState::Available);
+        report(&s, W1, 2, State::Available);
         s.initial_load_done(W1);
         assert_eq!(s.routes(&id(2)), Routes::To(vec![W1]));
         assert_eq!(s.routes(&id(1)), Routes::Awaited, "W0 may still bring it");
@@ -551,14 +549,14 @@ mod tests {
     #[test]
     fn a_successor_replaces_a_workers_states_in_one_step() {
         let s = Servables::default();
-        report(&s, W0, 1, ServableState::End);
-        report(&s, W0, 2, ServableState::Available);
-        report(&s, W1, 2, ServableState::Available);
+        report(&s, W0, 1, State::End);
+        report(&s, W0, 2, State::Available);
+        report(&s, W1, 2, State::Available);
         s.replace_worker(
             W0,
             vec![Reported {
                 id: id(2),
-                state: ServableState::Available,
+                state: State::Available,
                 error: None,
                 signatures: SignatureDefMap::default(),
                 batching_params: None,
@@ -567,7 +565,7 @@ mod tests {
         assert_eq!(s.routes(&id(2)), Routes::To(vec![W0, W1]));
         assert_eq!(
             s.versions("m").unwrap()[&1].state,
-            ServableState::End,
+            State::End,
             "history stays"
         );
     }
@@ -575,8 +573,8 @@ mod tests {
     #[test]
     fn labels_resolve_to_versions() {
         let s = Servables::default();
-        report(&s, W0, 1, ServableState::Available);
-        report(&s, W0, 2, ServableState::Loading);
+        report(&s, W0, 1, State::Available);
+        report(&s, W0, 2, State::Loading);
         let label = |l: &str| s.resolve(&ServableRequest::Label("m".into(), l.into()));
         let e = label("stable").unwrap_err();
         assert_eq!(
@@ -612,13 +610,13 @@ mod tests {
         s.update(
             W0,
             id(3),
-            ServableState::End,
+            State::End,
             Some(Status::new(crate::error::Code::NotFound, "bad")),
             SignatureDefMap::default(),
         );
-        report(&s, W1, 3, ServableState::End);
+        report(&s, W1, 3, State::End);
         let v = s.versions("m").unwrap();
-        assert_eq!(v[&3].state, ServableState::End);
+        assert_eq!(v[&3].state, State::End);
         assert_eq!(v[&3].error.as_ref().unwrap().message, "bad");
     }
 }

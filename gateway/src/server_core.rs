@@ -7,10 +7,10 @@
 use crate::error::ServingError;
 use crate::model_config::{self, model_list};
 use crate::servables::{Labels, Servables};
-use shm_protocol::control::{ModelConfig, ServableState};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tfgate_proto::tensorflow::serving as pb;
+use tfgate_proto::tensorflow::serving::model_version_status::State;
 use tokio::sync::{watch, Mutex};
 
 /// Options from the flags.
@@ -21,7 +21,7 @@ pub struct CoreOptions {
 }
 
 /// The model list the workers serve.
-pub type Models = Arc<Vec<ModelConfig>>;
+pub type Models = Arc<Vec<pb::ModelConfig>>;
 
 /// Shared by `main` (startup, config-file polling) and the gRPC ModelService.
 #[derive(Clone)]
@@ -56,16 +56,13 @@ pub async fn wait_until_available(
         let mut n_failed = 0;
         for name in names {
             let versions = servables.versions(name).unwrap_or_default();
-            if versions
-                .values()
-                .any(|v| v.state == ServableState::Available)
-            {
+            if versions.values().any(|v| v.state == State::Available) {
                 continue;
             }
             if let Some((v, s)) = versions
                 .iter()
                 .rev()
-                .find(|(_, s)| s.state == ServableState::End && s.error.is_some())
+                .find(|(_, s)| s.state == State::End && s.error.is_some())
             {
                 let why = s
                     .error
@@ -213,7 +210,7 @@ impl ServerCore {
                         .servables
                         .versions(&m.name)
                         .and_then(|vs| vs.get(version).map(|s| s.state))
-                        == Some(ServableState::Available)
+                        == Some(State::Available)
                 };
                 if !allow && !available() {
                     return Err(ServingError::failed_precondition(format!(
@@ -257,7 +254,7 @@ mod tests {
                 name: name.into(),
                 version,
             },
-            ServableState::Available,
+            State::Available,
             None,
             SignatureDefMap::default(),
         );
@@ -370,7 +367,7 @@ mod tests {
                 name: "m".into(),
                 version: 1,
             },
-            ServableState::End,
+            State::End,
             Some(shm_protocol::code::Status::new(
                 crate::error::Code::NotFound,
                 "gone",

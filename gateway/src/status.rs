@@ -3,20 +3,9 @@
 
 use crate::error::ServingError;
 use crate::servables::Servables;
-use shm_protocol::control::ServableState;
 use tfgate_proto::tensorflow::serving::{
     model_version_status::State, GetModelStatusResponse, ModelVersionStatus, StatusProto,
 };
-
-fn state(s: ServableState) -> State {
-    match s {
-        ServableState::Start => State::Start,
-        ServableState::Loading => State::Loading,
-        ServableState::Available => State::Available,
-        ServableState::Unloading => State::Unloading,
-        ServableState::End => State::End,
-    }
-}
 
 /// Status of every version of `name`, or of one version.
 pub fn model_status(
@@ -49,7 +38,7 @@ pub fn model_status(
                 };
                 ModelVersionStatus {
                     version: v,
-                    state: state(s.state) as i32,
+                    state: s.state as i32,
                     status: Some(StatusProto {
                         error_code,
                         error_message,
@@ -61,6 +50,6 @@ pub fn model_status(
 }
 
 /// A state's name as TF Serving prints it (`AVAILABLE`).
-pub fn state_name(s: ServableState) -> &'static str {
-    state(s).as_str_name()
+pub fn state_name(s: State) -> &'static str {
+    s.as_str_name()
 }

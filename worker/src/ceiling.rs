@@ -7,9 +7,9 @@
 use crate::loader::Servable;
 use crate::predict::run_signature;
 use crate::tf::Feed;
-use shm_protocol::control::SessionConfig;
 use shm_protocol::tensor::Tensor;
 use std::time::{Duration, Instant};
+use tfgate_proto::tfgate::control::SessionConfig;
 
 /// What to measure.
 pub struct Ceiling {

@@ -3,9 +3,9 @@
 
 use crate::tf::{SavedModel, TensorRef, TfError};
 use prost::Message;
-use shm_protocol::control::SessionConfig;
 use std::collections::BTreeMap;
 use tfgate_proto::tensorflow::serving::SignatureDefMap;
+use tfgate_proto::tfgate::control::SessionConfig;
 
 /// A signature's tensor: where it lives in the graph.
 #[derive(Clone, Debug)]

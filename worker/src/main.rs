@@ -18,13 +18,16 @@ mod warmup;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use shm_protocol::control::{self, GatewayMessage, WorkerMessage};
+use shm_protocol::control;
 use shm_protocol::Segment;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tfgate_proto::tfgate::control::gateway_message as gm;
+use tfgate_proto::tfgate::control::worker_message as wm;
+use tfgate_proto::tfgate::control::{GatewayMessage, WorkerMessage};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -104,10 +107,22 @@ fn receive_segment(stream: &UnixStream) -> anyhow::Result<Segment> {
         (&*stream).read_exact(&mut rest)?;
         body.extend_from_slice(&rest);
     }
-    match control::decode::<GatewayMessage>(&body[..len])? {
-        GatewayMessage::Attach { generation } => Ok(Segment::attach(fd, generation)?),
+    match control::decode::<GatewayMessage>(&body[..len])?.message {
+        Some(gm::Message::Attach(gm::Attach { generation })) => {
+            Ok(Segment::attach(fd, generation)?)
+        }
         other => bail!("expected Attach, got {other:?}"),
     }
+}
+
+/// Writes one message to the gateway.
+fn send(w: &mut impl std::io::Write, msg: wm::Message) -> Result<(), control::ControlError> {
+    control::write_message(w, &WorkerMessage { message: Some(msg) })
+}
+
+/// Reads the gateway's next message (`None`: one this worker does not know).
+fn receive(r: &mut impl Read) -> Result<Option<gm::Message>, control::ControlError> {
+    Ok(control::read_message::<GatewayMessage>(r)?.message)
 }
 
 fn run(flags: Flags) -> anyhow::Result<()> {
@@ -130,28 +145,35 @@ fn run(flags: Flags) -> anyhow::Result<()> {
         .as_ref()
         .context("--gateway_socket is required")?;
     let mut stream = connect(socket)?;
-    control::write_message(
+    send(
         &mut stream,
-        &WorkerMessage::Hello {
+        wm::Message::Hello(wm::Hello {
             worker_id: flags.worker_id,
             pid: std::process::id(),
-        },
+        }),
     )?;
     let segment = receive_segment(&stream)?;
     let generation = segment.generation();
     let (requests, responses) = segment.into_worker();
-    control::write_message(&mut stream, &WorkerMessage::Attached { generation })?;
+    send(
+        &mut stream,
+        wm::Message::Attached(wm::Attached { generation }),
+    )?;
 
-    let (models, mut session, load, poll_every) =
-        match control::read_message::<GatewayMessage>(&mut stream)? {
-            GatewayMessage::ServeModels {
-                models,
-                session,
-                load,
-                file_system_poll_wait_seconds,
-            } => (models, session, load, file_system_poll_wait_seconds),
-            other => bail!("expected ServeModels, got {other:?}"),
-        };
+    let (models, mut session, load, poll_every) = match receive(&mut stream)? {
+        Some(gm::Message::ServeModels(gm::ServeModels {
+            models,
+            session,
+            load,
+            file_system_poll_wait_seconds,
+        })) => (
+            models,
+            session.unwrap_or_default(),
+            load.context("ServeModels without a LoadConfig")?,
+            file_system_poll_wait_seconds,
+        ),
+        other => bail!("expected ServeModels, got {other:?}"),
+    };
     if let Some(n) = share {
         session.config_proto = pools_sized_to(&session.config_proto, n)?;
     }
@@ -161,9 +183,9 @@ fn run(flags: Flags) -> anyhow::Result<()> {
         unrouted,
     ));
     let writer = Arc::new(Mutex::new(stream.try_clone()?));
-    let report = move |msg: WorkerMessage| {
+    let report = move |msg: wm::Message| {
         let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = control::write_message(&mut *w, &msg) {
+        if let Err(e) = send(&mut *w, msg) {
             tracing::error!("cannot report to gateway: {e}");
         }
     };
@@ -180,19 +202,21 @@ fn run(flags: Flags) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || loop {
-            match control::read_message::<GatewayMessage>(&mut reader) {
-                Ok(GatewayMessage::Ping { seq }) => pong(WorkerMessage::Pong { seq }),
-                Ok(GatewayMessage::ServeModels { models, .. }) => {
+            match receive(&mut reader) {
+                Ok(Some(gm::Message::Ping(gm::Ping { seq }))) => {
+                    pong(wm::Message::Pong(wm::Pong { seq }))
+                }
+                Ok(Some(gm::Message::ServeModels(gm::ServeModels { models, .. }))) => {
                     *new_models.lock().unwrap_or_else(|e| e.into_inner()) = models;
                     let _ = poll_now.send(());
                 }
-                Ok(GatewayMessage::Unrouted {
+                Ok(Some(gm::Message::Unrouted(gm::Unrouted {
                     model_name,
                     version,
-                }) => {
+                }))) => {
                     let _ = unrouted_tx.send((model_name, version));
                 }
-                Ok(GatewayMessage::Shutdown) | Err(_) => std::process::exit(0),
+                Ok(Some(gm::Message::Shutdown(_))) | Err(_) => std::process::exit(0),
                 Ok(other) => tracing::warn!("ignoring control message {other:?}"),
             }
         })?;
@@ -202,7 +226,7 @@ fn run(flags: Flags) -> anyhow::Result<()> {
     let current = || models.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut initial_report = report.clone();
     manager.initial_poll(&current(), &mut initial_report);
-    report(WorkerMessage::InitialLoadDone);
+    report(wm::Message::InitialLoadDone(wm::InitialLoadDone {}));
     {
         let manager = manager.clone();
         let models = models.clone();

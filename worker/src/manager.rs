@@ -18,18 +18,21 @@
 use crate::loader::Servable;
 use crate::source::{fingerprint, list_versions, Fingerprint, VersionDir};
 use crate::tf::TfError;
-use crate::version_policy::{aspired_versions, next_action, Action, Managed, Snapshot};
+use crate::version_policy::{aspired_versions, next_action, specific, Action, Managed, Snapshot};
 use crate::warmup::warm_up;
 use shm_protocol::code::Status;
-use shm_protocol::control::{LoadConfig, ModelConfig, ServableState, SessionConfig, WorkerMessage};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use tfgate_proto::tensorflow::serving::model_version_status::State as ServableState;
+use tfgate_proto::tensorflow::serving::{ModelConfig, StatusProto};
+use tfgate_proto::tfgate::control::worker_message::{self as wm, ServableState as StateReport};
+use tfgate_proto::tfgate::control::{LoadConfig, SessionConfig};
 
 /// Where state changes are reported (the gateway's control socket).
-pub type Report<'a> = dyn FnMut(WorkerMessage) + 'a;
+pub type Report<'a> = dyn FnMut(wm::Message) + 'a;
 
 /// How long an unload waits for the gateway's `Unrouted` before closing anyway.
 const UNROUTE_TIMEOUT: Duration = Duration::from_secs(65);
@@ -81,12 +84,25 @@ fn state(
     state: ServableState,
     error: Option<Status>,
     defs: Vec<u8>,
-) -> WorkerMessage {
-    WorkerMessage::ServableState {
+) -> wm::Message {
+    wm::Message::ServableState(state_report(model, version, state, error, defs))
+}
+
+fn state_report(
+    model: &str,
+    version: i64,
+    state: ServableState,
+    error: Option<Status>,
+    defs: Vec<u8>,
+) -> StateReport {
+    StateReport {
         model_name: model.to_string(),
         version,
-        state,
-        error,
+        state: state as i32,
+        error: error.map(|e| StatusProto {
+            error_code: e.code.canonical(),
+            error_message: e.message,
+        }),
         signature_defs: defs,
         batching_params: None,
     }
@@ -153,10 +169,8 @@ impl Manager {
         for name in gone {
             let removed = ModelConfig {
                 name: name.clone(),
-                base_path: String::new(),
-                version_policy: shm_protocol::control::VersionPolicy::Specific {
-                    versions: Vec::new(),
-                },
+                model_version_policy: Some(specific(Vec::new())),
+                ..Default::default()
             };
             self.reconcile(&removed, &[], &BTreeSet::new(), report);
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -206,7 +220,7 @@ impl Manager {
         }
         // Only versions the policy wants are looked at closely.
         let numbers: Vec<i64> = found.iter().map(|d| d.version).collect();
-        let aspired = aspired_versions(&model.version_policy, &numbers);
+        let aspired = aspired_versions(model.model_version_policy.as_ref(), &numbers);
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let managed: BTreeSet<i64> = st
             .managed
@@ -290,7 +304,7 @@ impl Manager {
         report: &mut Report<'_>,
     ) {
         let numbers: Vec<i64> = found.iter().map(|v| v.version).collect();
-        let aspired = aspired_versions(&model.version_policy, &numbers);
+        let aspired = aspired_versions(model.model_version_policy.as_ref(), &numbers);
         // START for newly aspired versions that may load; forget unaspired ones that
         // never loaded.
         {
@@ -325,10 +339,10 @@ impl Manager {
                     model.name,
                     model.base_path
                 );
-                report(WorkerMessage::NoVersions {
+                report(wm::Message::NoVersions(wm::NoVersions {
                     model_name: model.name.clone(),
                     base_path: model.base_path.clone(),
-                });
+                }));
             }
         }
         while let Some(action) = next_action(&self.snapshots(&model.name, &aspired)) {
@@ -390,15 +404,11 @@ impl Manager {
                         .unwrap_or_else(|e| e.into_inner())
                         .footprint
                         .insert((model.to_string(), v), grew);
-                    let mut available = state(model, v, ServableState::Available, None, defs);
-                    if let WorkerMessage::ServableState {
-                        batching_params, ..
-                    } = &mut available
-                    {
-                        *batching_params =
-                            std::fs::read_to_string(dir.path.join(BATCHING_PARAMS_FILE)).ok();
-                    }
-                    report(available);
+                    let mut available =
+                        state_report(model, v, ServableState::Available, None, defs);
+                    available.batching_params =
+                        std::fs::read_to_string(dir.path.join(BATCHING_PARAMS_FILE)).ok();
+                    report(wm::Message::ServableState(available));
                     return;
                 }
                 Err(e) => {
@@ -471,9 +481,9 @@ impl Manager {
             st.footprint.remove(&(model.to_string(), v));
             self.startup_rss + st.footprint.values().sum::<u64>()
         };
-        report(WorkerMessage::Memory {
+        report(wm::Message::Memory(wm::Memory {
             rss_bytes: rss_bytes(),
             expected_bytes: expected,
-        });
+        }));
     }
 }

@@ -1,23 +1,37 @@
 //! The version policy: a pure function from the versions a Source found to the versions
 //! the manager should aim to serve (TF Serving's `ServableVersionPolicy`).
 
-use shm_protocol::control::VersionPolicy;
+use tfgate_proto::tensorflow::serving::file_system_storage_path_source_config::servable_version_policy::PolicyChoice;
+use tfgate_proto::tensorflow::serving::file_system_storage_path_source_config::ServableVersionPolicy;
 
-/// The aspired versions among `found` (any order), highest first.
-pub fn aspired_versions(policy: &VersionPolicy, found: &[i64]) -> Vec<i64> {
+/// The aspired versions among `found` (any order), highest first. No policy (or none
+/// chosen) is TF Serving's default, the latest version; `latest` serves at least one.
+pub fn aspired_versions(policy: Option<&ServableVersionPolicy>, found: &[i64]) -> Vec<i64> {
     let mut sorted: Vec<i64> = found.to_vec();
     sorted.sort_unstable_by(|a, b| b.cmp(a));
     sorted.dedup();
-    match policy {
-        VersionPolicy::Latest { num_versions } => {
-            sorted.truncate((*num_versions).max(1) as usize);
+    match policy.and_then(|p| p.policy_choice.as_ref()) {
+        None => {
+            sorted.truncate(1);
             sorted
         }
-        VersionPolicy::All => sorted,
-        VersionPolicy::Specific { versions } => {
-            sorted.retain(|v| versions.contains(v));
+        Some(PolicyChoice::Latest(latest)) => {
+            sorted.truncate(latest.num_versions.max(1) as usize);
             sorted
         }
+        Some(PolicyChoice::All(_)) => sorted,
+        Some(PolicyChoice::Specific(specific)) => {
+            sorted.retain(|v| specific.versions.contains(v));
+            sorted
+        }
+    }
+}
+
+/// TF Serving's `specific` policy with these versions.
+pub fn specific(versions: Vec<i64>) -> ServableVersionPolicy {
+    use tfgate_proto::tensorflow::serving::file_system_storage_path_source_config::servable_version_policy::Specific;
+    ServableVersionPolicy {
+        policy_choice: Some(PolicyChoice::Specific(Specific { versions })),
     }
 }
 
@@ -151,20 +165,28 @@ mod tests {
 
     #[test]
     fn latest_all_specific() {
+        use tfgate_proto::tensorflow::serving::file_system_storage_path_source_config::servable_version_policy::{All, Latest};
         let found = [3, 1, 2];
-        let latest = |n| VersionPolicy::Latest { num_versions: n };
-        assert_eq!(aspired_versions(&latest(1), &found), vec![3]);
+        let policy = |choice| ServableVersionPolicy {
+            policy_choice: Some(choice),
+        };
+        let latest = |n| policy(PolicyChoice::Latest(Latest { num_versions: n }));
+        assert_eq!(aspired_versions(Some(&latest(1)), &found), vec![3]);
+        assert_eq!(aspired_versions(None, &found), vec![3], "the default");
         assert_eq!(
-            aspired_versions(&latest(0), &found),
+            aspired_versions(Some(&latest(0)), &found),
             vec![3],
             "forced to at least 1"
         );
-        assert_eq!(aspired_versions(&latest(2), &found), vec![3, 2]);
-        assert_eq!(aspired_versions(&VersionPolicy::All, &found), vec![3, 2, 1]);
-        let specific = VersionPolicy::Specific {
-            versions: vec![1, 9],
-        };
-        assert_eq!(aspired_versions(&specific, &found), vec![1]);
-        assert!(aspired_versions(&latest(1), &[]).is_empty());
+        assert_eq!(aspired_versions(Some(&latest(2)), &found), vec![3, 2]);
+        assert_eq!(
+            aspired_versions(Some(&policy(PolicyChoice::All(All {}))), &found),
+            vec![3, 2, 1]
+        );
+        assert_eq!(
+            aspired_versions(Some(&specific(vec![1, 9])), &found),
+            vec![1]
+        );
+        assert!(aspired_versions(Some(&latest(1)), &[]).is_empty());
     }
 }

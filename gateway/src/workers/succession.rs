@@ -7,14 +7,15 @@
 //! and the old worker finishes the requests it holds and exits.
 
 use super::incarnation::Incarnation;
-use super::supervisor::{read_message, Attached, Supervisor};
-use crate::servables::ServableId;
+use super::supervisor::{read_message, reported, Attached, Supervisor};
+use crate::servables::{Reported, ServableId};
 use crate::server_core::Models;
 use anyhow::bail;
-use shm_protocol::control::{ServableState, WorkerMessage};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
+use tfgate_proto::tensorflow::serving::model_version_status::State;
+use tfgate_proto::tfgate::control::worker_message as wm;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixListener;
 use tokio::process::Child;
@@ -29,7 +30,7 @@ const RETIRE_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Successor {
     pub attached: Attached,
     /// Its servable reports, to become the slot's states at the switch.
-    pub reports: Vec<WorkerMessage>,
+    pub reports: Vec<Reported>,
     /// Why the old worker is being replaced.
     pub why: String,
 }
@@ -52,8 +53,8 @@ impl Supervisor {
         let load = async {
             loop {
                 match read_message(&mut attached.stream).await? {
-                    WorkerMessage::InitialLoadDone => return anyhow::Ok(()),
-                    msg @ WorkerMessage::ServableState { .. } => reports.push(msg),
+                    wm::Message::InitialLoadDone(_) => return anyhow::Ok(()),
+                    wm::Message::ServableState(report) => reports.extend(reported(report)),
                     _ => {}
                 }
             }
@@ -69,27 +70,15 @@ impl Supervisor {
             .servables
             .on_worker(self.slot.id())
             .into_iter()
-            .filter(|(_, state)| *state == ServableState::Available)
+            .filter(|(_, state)| *state == State::Available)
             .map(|(id, _)| id)
             .collect();
         let mut loaded = BTreeSet::new();
         for r in &reports {
-            if let WorkerMessage::ServableState {
-                model_name,
-                version,
-                state,
-                ..
-            } = r
-            {
-                let id = ServableId {
-                    name: model_name.clone(),
-                    version: *version,
-                };
-                if *state == ServableState::Available {
-                    loaded.insert(id);
-                } else {
-                    loaded.remove(&id);
-                }
+            if r.state == State::Available {
+                loaded.insert(r.id.clone());
+            } else {
+                loaded.remove(&r.id);
             }
         }
         if let Some(missing) = serving.difference(&loaded).next() {

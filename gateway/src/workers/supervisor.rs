@@ -15,12 +15,17 @@ use crate::servables::{Reported, ServableId, Servables, WorkerId};
 use crate::server_core::Models;
 use anyhow::{anyhow, bail, Context};
 use prost::Message;
-use shm_protocol::control::{self, GatewayMessage, LoadConfig, SessionConfig, WorkerMessage};
+use shm_protocol::code::{Code, Status};
+use shm_protocol::control;
 use shm_protocol::{Segment, SegmentConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tfgate_proto::tensorflow::serving::model_version_status::State;
 use tfgate_proto::tensorflow::serving::SignatureDefMap;
+use tfgate_proto::tfgate::control::gateway_message::{self as gm, ServeModels};
+use tfgate_proto::tfgate::control::worker_message as wm;
+use tfgate_proto::tfgate::control::{GatewayMessage, LoadConfig, SessionConfig, WorkerMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
@@ -73,18 +78,26 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 /// A control write that does not finish in this long counts as a hung worker.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Reads a worker's next message (a message with nothing set is an error).
 pub(super) async fn read_message(
     stream: &mut (impl tokio::io::AsyncRead + Unpin),
-) -> anyhow::Result<WorkerMessage> {
+) -> anyhow::Result<wm::Message> {
     let mut prefix = [0u8; 4];
     stream.read_exact(&mut prefix).await?;
     let mut body = vec![0u8; control::frame_len(prefix)?];
     stream.read_exact(&mut body).await?;
-    Ok(control::decode(&body)?)
+    control::decode::<WorkerMessage>(&body)?
+        .message
+        .ok_or_else(|| anyhow!("empty control message"))
 }
 
-async fn write_message(stream: &mut OwnedWriteHalf, msg: &GatewayMessage) -> anyhow::Result<()> {
-    let bytes = control::encode(msg)?;
+/// The framed bytes of a message to the worker.
+fn encode(msg: gm::Message) -> Result<Vec<u8>, control::ControlError> {
+    control::encode(&GatewayMessage { message: Some(msg) })
+}
+
+async fn write_message(stream: &mut OwnedWriteHalf, msg: gm::Message) -> anyhow::Result<()> {
+    let bytes = encode(msg)?;
     tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&bytes))
         .await
         .map_err(|_| anyhow!("control socket write timed out"))??;
@@ -213,10 +226,8 @@ impl Supervisor {
         *generation = next.attached.incarnation.generation;
         // Each version's last state in the successor's reports, in one switch.
         let mut last = std::collections::BTreeMap::new();
-        for report in next.reports {
-            if let Some(r) = reported(report) {
-                last.insert(r.id.clone(), r);
-            }
+        for r in next.reports {
+            last.insert(r.id.clone(), r);
         }
         self.servables
             .replace_worker(self.slot.id(), last.into_values().collect());
@@ -247,13 +258,13 @@ impl Supervisor {
     }
 
     /// The models to serve, as the worker is told them.
-    fn serve_models(&self, models: &mut watch::Receiver<Models>) -> GatewayMessage {
-        GatewayMessage::ServeModels {
+    fn serve_models(&self, models: &mut watch::Receiver<Models>) -> gm::Message {
+        gm::Message::ServeModels(ServeModels {
             models: models.borrow_and_update().as_ref().clone(),
-            session: self.config.session.clone(),
-            load: self.config.load.clone(),
+            session: Some(self.config.session.clone()),
+            load: Some(self.config.load),
             file_system_poll_wait_seconds: self.config.file_system_poll_wait_seconds,
-        }
+        })
     }
 
     /// Accepts the worker's connection, hands it a fresh segment and its models.
@@ -265,7 +276,7 @@ impl Supervisor {
     ) -> anyhow::Result<(UnixStream, Arc<Incarnation>)> {
         let (mut stream, _) = listener.accept().await?;
         let pid = match read_message(&mut stream).await? {
-            WorkerMessage::Hello { worker_id, pid } => {
+            wm::Message::Hello(wm::Hello { worker_id, pid }) => {
                 tracing::info!(worker = %self.slot.id(), worker_id, pid, generation, "worker connected");
                 pid
             }
@@ -274,12 +285,12 @@ impl Supervisor {
         let segment = Segment::create(&self.config.segment, generation)?;
         let mut stream = attach(stream, &segment, generation)?;
         match read_message(&mut stream).await? {
-            WorkerMessage::Attached { generation: g } if g == generation => {}
+            wm::Message::Attached(wm::Attached { generation: g }) if g == generation => {}
             other => bail!("expected Attached({generation}), got {other:?}"),
         }
         let (sender, receiver) = segment.into_gateway();
         let incarnation = Incarnation::start(generation, pid, sender, receiver)?;
-        let serve = control::encode(&self.serve_models(models))?;
+        let serve = encode(self.serve_models(models))?;
         stream.write_all(&serve).await?;
         Ok((stream, incarnation))
     }
@@ -448,12 +459,12 @@ impl Supervisor {
             tokio::select! {
                 msg = reports.recv() => match msg {
                     Some(Ok(msg)) => match msg {
-                        WorkerMessage::Pong { .. } => last_pong = Instant::now(),
-                        WorkerMessage::InitialLoadDone => {
+                        wm::Message::Pong(_) => last_pong = Instant::now(),
+                        wm::Message::InitialLoadDone(_) => {
                             self.servables.initial_load_done(self.slot.id());
                             self.slot.set_state(SlotState::Serving);
                         }
-                        WorkerMessage::Memory { rss_bytes, expected_bytes } => {
+                        wm::Message::Memory(wm::Memory { rss_bytes, expected_bytes }) => {
                             let excess = rss_bytes.saturating_sub(expected_bytes);
                             tracing::info!(
                                 worker = %self.slot.id(),
@@ -496,20 +507,20 @@ impl Supervisor {
                 _ = child.wait() => end!(End::Restart("the process ended".into())),
                 _ = incarnation.dead() => end!(End::Restart("its response ring failed".into())),
                 Some((model_name, version)) = unrouted.recv() => {
-                    let msg = GatewayMessage::Unrouted { model_name, version };
-                    if let Err(e) = write_message(&mut writer, &msg).await {
+                    let msg = gm::Message::Unrouted(gm::Unrouted { model_name, version });
+                    if let Err(e) = write_message(&mut writer, msg).await {
                         end!(End::Restart(kill(child, format!("cannot send to the worker: {e:#}"))));
                     }
                 }
                 Ok(()) = models.changed() => {
                     let list = self.serve_models(models);
-                    if let Err(e) = write_message(&mut writer, &list).await {
+                    if let Err(e) = write_message(&mut writer, list).await {
                         end!(End::Restart(kill(child, format!("cannot send the model list: {e:#}"))));
                     }
                 }
                 _ = heartbeat.tick() => {
                     seq += 1;
-                    if let Err(e) = write_message(&mut writer, &GatewayMessage::Ping { seq }).await {
+                    if let Err(e) = write_message(&mut writer, gm::Message::Ping(gm::Ping { seq })).await {
                         end!(End::Restart(kill(child, format!("cannot send a heartbeat: {e:#}"))));
                     }
                 }
@@ -541,7 +552,7 @@ impl Supervisor {
                     }
                 }
                 _ = stopped(&mut stop) => {
-                    let _ = write_message(&mut writer, &GatewayMessage::Shutdown).await;
+                    let _ = write_message(&mut writer, gm::Message::Shutdown(gm::Shutdown {})).await;
                     let _ = tokio::time::timeout(SHUTDOWN_WAIT, child.wait()).await;
                     end!(End::Stopped);
                 }
@@ -551,14 +562,11 @@ impl Supervisor {
 }
 
 /// The version an UNLOADING report names.
-fn unloading(msg: &WorkerMessage) -> Option<(String, i64)> {
+fn unloading(msg: &wm::Message) -> Option<(String, i64)> {
     match msg {
-        WorkerMessage::ServableState {
-            model_name,
-            version,
-            state: shm_protocol::control::ServableState::Unloading,
-            ..
-        } => Some((model_name.clone(), *version)),
+        wm::Message::ServableState(s) if s.state() == State::Unloading => {
+            Some((s.model_name.clone(), s.version))
+        }
         _ => None,
     }
 }
@@ -588,60 +596,59 @@ async fn when_unrouted(
 fn attach(stream: UnixStream, segment: &Segment, generation: u64) -> anyhow::Result<UnixStream> {
     let std_stream = stream.into_std()?;
     std_stream.set_nonblocking(false)?;
-    let payload = control::encode(&GatewayMessage::Attach { generation })?;
+    let payload = encode(gm::Message::Attach(gm::Attach { generation }))?;
     shm_protocol::fd_passing::send_fd(&std_stream, segment.fd(), &payload)?;
     std_stream.set_nonblocking(true)?;
     Ok(UnixStream::from_std(std_stream)?)
 }
 
-/// A servable report as the table takes it.
-fn reported(msg: WorkerMessage) -> Option<Reported> {
-    match msg {
-        WorkerMessage::ServableState {
-            model_name,
-            version,
-            state,
-            error,
-            signature_defs,
-            batching_params,
-        } => Some(Reported {
-            id: ServableId {
-                name: model_name,
-                version,
-            },
-            state,
-            error,
-            signatures: SignatureDefMap::decode(signature_defs.as_slice()).unwrap_or_default(),
-            batching_params,
-        }),
-        _ => None,
-    }
+/// A servable report as the table takes it; none for a state this gateway does not know.
+pub(super) fn reported(report: wm::ServableState) -> Option<Reported> {
+    let state = State::try_from(report.state)
+        .ok()
+        .filter(|s| *s != State::Unknown)?;
+    Some(Reported {
+        id: ServableId {
+            name: report.model_name,
+            version: report.version,
+        },
+        state,
+        error: report
+            .error
+            .map(|e| Status::new(Code::from_canonical(e.error_code), e.error_message)),
+        signatures: SignatureDefMap::decode(report.signature_defs.as_slice()).unwrap_or_default(),
+        batching_params: report.batching_params,
+    })
 }
 
 /// Applies a worker's servable report; true when a version became AVAILABLE.
-fn apply_report(servables: &Servables, worker: WorkerId, msg: WorkerMessage) -> bool {
+fn apply_report(servables: &Servables, worker: WorkerId, msg: wm::Message) -> bool {
     match msg {
-        WorkerMessage::NoVersions {
+        wm::Message::NoVersions(wm::NoVersions {
             model_name,
             base_path,
-        } => {
+        }) => {
             tracing::warn!(
                 "No versions of servable {model_name} found under base path {base_path}. Did you forget to name your leaf directory as a number (eg. '/1/')?"
             );
             servables.no_versions(&model_name);
             false
         }
-        msg => match reported(msg) {
+        wm::Message::ServableState(report) => match reported(report) {
             Some(r) => {
                 tracing::info!(%worker, model = %r.id.name, version = r.id.version, state = ?r.state, "servable state");
-                let available = r.state == shm_protocol::control::ServableState::Available;
+                let available = r.state == State::Available;
                 servables.apply(worker, r);
                 available
             }
             None => {
-                tracing::warn!(%worker, "unexpected worker message");
+                tracing::warn!(%worker, "servable report with an unknown state");
                 false
             }
         },
+        _ => {
+            tracing::warn!(%worker, "unexpected worker message");
+            false
+        }
     }
 }
