@@ -5,7 +5,7 @@
 //! beside the served numbers.
 
 use crate::loader::Servable;
-use crate::predict::run_signature;
+use crate::signature::run_signature;
 use crate::tf::Feed;
 use shm_protocol::tensor::Tensor;
 use std::time::{Duration, Instant};

@@ -10,6 +10,7 @@ mod loader;
 mod manager;
 mod predict;
 mod serve;
+mod signature;
 mod source;
 #[allow(unsafe_code)] // the TensorFlow C API wrapper: the worker's only unsafe code
 mod tf;

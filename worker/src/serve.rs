@@ -5,7 +5,8 @@
 //! straight from TensorFlow's buffers (one copy in all).
 
 use crate::manager::Manager;
-use crate::predict::{predict, PredictCall, Ran};
+use crate::predict::{predict, PredictCall};
+use crate::signature::Ran;
 use crate::tf::Feed;
 use shm_protocol::code::Code;
 use shm_protocol::frame::{

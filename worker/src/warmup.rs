@@ -5,7 +5,7 @@
 //! Serving's messages.
 
 use crate::loader::Servable;
-use crate::predict::run_signature;
+use crate::signature::run_signature;
 use crate::tf::{Feed, TfError};
 use prost::Message;
 use shm_protocol::code::Code;
