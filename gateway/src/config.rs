@@ -125,6 +125,11 @@ pub struct Flags {
     #[arg(long = "batching_parameters_file", default_value = "")]
     pub batching_parameters_file: String,
 
+    /// `MonitoringConfig` in text format: with `prometheus_config { enable: true }`,
+    /// Prometheus metrics on the REST port.
+    #[arg(long = "monitoring_config_file", default_value = "")]
+    pub monitoring_config_file: String,
+
     /// Each version directory's batching_params.pbtxt decides how it batches; a version
     /// without one does not batch.
     #[arg(long = "enable_per_model_batching_parameters", num_args = 0..=1,
@@ -282,7 +287,6 @@ const NOT_YET_SUPPORTED: &[&str] = &[
     "xla_gpu_compilation_enabled",
     "mixed_precision",
     "thread_pool_factory_config_file",
-    "monitoring_config_file",
     "prefer_tflite_model",
     "num_tflite_pools",
     "num_tflite_interpreters_per_pool",

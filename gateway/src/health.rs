@@ -117,6 +117,21 @@ impl Health {
         json!({ "workers": workers })
     }
 
+    /// Sets the pool's gauges for a metrics page about to be rendered.
+    pub fn sample_metrics(&self) {
+        for w in self.pool.report() {
+            crate::monitoring::tfgate::worker(&crate::monitoring::tfgate::WorkerSample {
+                worker: w.id.to_string(),
+                state: w.state.name(),
+                restarts: w.restarts,
+                replacements: w.replacements,
+                in_flight: w.outstanding,
+                answered: w.answered,
+                resident_bytes: w.pid.map_or(0, crate::monitoring::tfgate::resident_bytes),
+            });
+        }
+    }
+
     /// `GET /tfgate/batching`: the batches run so far (404 without `--enable_batching`).
     pub fn batching_json(&self) -> Option<Value> {
         use std::sync::atomic::Ordering::Relaxed;

@@ -200,6 +200,8 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         model_config::read_file(&flags.model_config_file)?
     };
     let batching = batching_config(&flags)?;
+    let metrics_path = monitoring::config::prometheus_path(&flags.monitoring_config_file)?;
+    monitoring::install()?;
     let tls = match flags.ssl_config_file.as_str() {
         "" => None,
         path => Some(tls::Tls::read_file(path)?),
@@ -345,6 +347,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
                     .map(Duration::from_millis),
                 max_body_bytes: flags.max_request_body_mb << 20,
                 cors: flags.rest_api_enable_cors_support,
+                metrics_path,
             },
         };
         let rest_tls = tls

@@ -85,7 +85,7 @@ impl Predictor {
         let _admitted = self.lifecycle.admit()?;
         let servable = self.servables.resolve(&request.servable)?;
         let run = validation::validate_predict(&servable, request)?;
-        self.run(run).await
+        self.run(run, Some("Predict")).await
     }
 
     /// Classify: per-example classes.
@@ -94,7 +94,8 @@ impl Predictor {
         request: ExamplesRequest,
     ) -> Result<Served<Vec<Vec<Class>>>, ServingError> {
         let (_admitted, run, n) = self.examples(request, ExamplesMethod::Classify)?;
-        self.run_shaped(run, n, classifier::classifications).await
+        self.run_shaped(run, n, Some("Classify"), classifier::classifications)
+            .await
     }
 
     /// Regress: one value per example.
@@ -103,7 +104,8 @@ impl Predictor {
         request: ExamplesRequest,
     ) -> Result<Served<Vec<f32>>, ServingError> {
         let (_admitted, run, n) = self.examples(request, ExamplesMethod::Regress)?;
-        self.run_shaped(run, n, classifier::regressions).await
+        self.run_shaped(run, n, Some("Regress"), classifier::regressions)
+            .await
     }
 
     /// Admits, resolves and validates a Classify or Regress call: the admission (held
@@ -130,11 +132,13 @@ impl Predictor {
         let servable = self.servables.resolve(&request.servable)?;
         let n = request.examples.len();
         let runs = examples::validate_multi_inference(&servable, request, self.method_name_check)?;
-        futures_util::future::try_join_all(
+        let results = futures_util::future::try_join_all(
             runs.into_iter()
                 .map(|(method, run)| self.infer(method, run, n)),
         )
-        .await
+        .await?;
+        crate::monitoring::series::examples(&servable.id.name, n);
+        Ok(results)
     }
 
     /// One MultiInference task's run, its result shaped by the task's method.
@@ -146,11 +150,11 @@ impl Predictor {
     ) -> Result<Served<InferenceResult>, ServingError> {
         Ok(match method {
             ExamplesMethod::Classify => self
-                .run_shaped(run, n, classifier::classifications)
+                .run_shaped(run, n, None, classifier::classifications)
                 .await?
                 .map(InferenceResult::Classification),
             ExamplesMethod::Regress => self
-                .run_shaped(run, n, classifier::regressions)
+                .run_shaped(run, n, None, classifier::regressions)
                 .await?
                 .map(InferenceResult::Regression),
         })
@@ -161,9 +165,10 @@ impl Predictor {
         &self,
         run: validation::ValidRun,
         n: usize,
+        api: Option<&str>,
         shape: Shape<T>,
     ) -> Result<Served<T>, ServingError> {
-        let served = self.run(run).await?;
+        let served = self.run(run, api).await?;
         let value = shape(&served.value, n)?;
         Ok(served.map(|_| value))
     }
@@ -182,12 +187,24 @@ impl Predictor {
         model_status(&self.servables, name, version)
     }
 
-    async fn run(&self, run: validation::ValidRun) -> Result<Served<Outputs>, ServingError> {
+    /// Runs on the pool (through the batch queues with batching). A run for `api`
+    /// records TF Serving's runtime latency (MultiInference's runs do not, as in TF
+    /// Serving).
+    async fn run(
+        &self,
+        run: validation::ValidRun,
+        api: Option<&str>,
+    ) -> Result<Served<Outputs>, ServingError> {
         let signature_name = run.signature_key().to_string();
+        let started = std::time::Instant::now();
         let RunOutput { servable, outputs } = match &self.batcher {
             Some(batcher) => batcher.run(run).await?,
             None => self.pool.run(run).await?,
         };
+        if let Some(api) = api {
+            let micros = started.elapsed().as_micros() as u64;
+            crate::monitoring::series::runtime(&servable.name, api, micros);
+        }
         Ok(Served {
             servable,
             signature_name,

@@ -356,6 +356,35 @@ impl Manager {
         }
     }
 
+    /// Replays a version's warmup records, reporting TF Serving's warmup series when it
+    /// has a warmup file.
+    fn warm_up(
+        &self,
+        servable: &Servable,
+        dir: &VersionDir,
+        model_path: String,
+        report: &mut Report<'_>,
+    ) -> Result<(), TfError> {
+        let started = Instant::now();
+        let result = warm_up(
+            servable,
+            &dir.path,
+            self.config.load.num_request_iterations_for_warmup,
+        );
+        let (status, records) = match &result {
+            Ok(None) => return Ok(()),
+            Ok(Some(n)) => ("OK".to_string(), *n as u64),
+            Err(e) => (format!("{}: {}", e.code.name(), e.message), 0),
+        };
+        report(wm::Message::Warmup(wm::Warmup {
+            model_path,
+            status,
+            latency_us: started.elapsed().as_micros() as u64,
+            records,
+        }));
+        result.map(|_| ())
+    }
+
     /// Loads and warms up one version, with retries.
     fn load(&self, model: &str, dir: &VersionDir, report: &mut Report<'_>) {
         let v = dir.version;
@@ -375,13 +404,20 @@ impl Manager {
                     "Retrying of Loading servable: {{name: {model} version: {v}}} retry: {attempt}"
                 );
             }
-            let loaded = Servable::load(v, &dir.path.to_string_lossy(), &self.config.session)
-                .and_then(|s| {
-                    if load.enable_model_warmup {
-                        warm_up(&s, &dir.path, load.num_request_iterations_for_warmup)?;
-                    }
-                    Ok(s)
-                });
+            let model_path = dir.path.to_string_lossy().to_string();
+            let attempt_started = Instant::now();
+            let loaded = Servable::load(v, &model_path, &self.config.session);
+            report(wm::Message::LoadAttempt(wm::LoadAttempt {
+                model_path: model_path.clone(),
+                success: loaded.is_ok(),
+                latency_us: attempt_started.elapsed().as_micros() as u64,
+            }));
+            let loaded = loaded.and_then(|s| {
+                if load.enable_model_warmup {
+                    self.warm_up(&s, dir, model_path, report)?;
+                }
+                Ok(s)
+            });
             match loaded {
                 Ok(servable) => {
                     tracing::info!(

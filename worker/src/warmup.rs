@@ -82,15 +82,16 @@ impl<'a> Records<'a> {
 }
 
 /// Runs the warmup records of the version in `dir` against `servable`, each
-/// `iterations` times (0 counts as 1). Returns how many records were read.
-pub fn warm_up(servable: &Servable, dir: &Path, iterations: u32) -> Result<usize, TfError> {
+/// `iterations` times (0 counts as 1). Returns how many records were read; `None` when
+/// the version has no warmup file.
+pub fn warm_up(servable: &Servable, dir: &Path, iterations: u32) -> Result<Option<usize>, TfError> {
     let path = dir.join(WARMUP_FILE);
     let shown = path.display().to_string();
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             tracing::info!("No warmup data file found at {shown}");
-            return Ok(0);
+            return Ok(None);
         }
         Err(e) => return Err(TfError::new(Code::Unknown, format!("{shown}: {e}"))),
     };
@@ -131,7 +132,7 @@ pub fn warm_up(servable: &Servable, dir: &Path, iterations: u32) -> Result<usize
         "Finished reading warmup data for model at {shown}. Number of warmup records read: {n}. Elapsed time (microseconds): {}.",
         started.elapsed().as_micros()
     );
-    Ok(n)
+    Ok(Some(n))
 }
 
 /// The examples of a Classify/Regress request as the one DT_STRING input it feeds.

@@ -28,7 +28,13 @@ pub struct Parameters {
     /// Accepted; tfgate never merges requests of different shapes (they run in separate
     /// batches), so nothing needs padding.
     pub pad_variable_length_inputs: bool,
+    /// The `thread_pool_name` label of the queuing-latency series (default
+    /// `batch_threads`).
+    pub thread_pool_name: String,
 }
+
+/// TF Serving's default `thread_pool_name`.
+const DEFAULT_THREAD_POOL_NAME: &str = "batch_threads";
 
 fn positive(v: i64) -> usize {
     usize::try_from(v).unwrap_or(0)
@@ -90,6 +96,10 @@ impl Parameters {
             split,
             max_execution_batch_size: positive(max_execution_batch_size),
             pad_variable_length_inputs: p.pad_variable_length_inputs,
+            thread_pool_name: p
+                .thread_pool_name
+                .clone()
+                .unwrap_or_else(|| DEFAULT_THREAD_POOL_NAME.to_string()),
         })
     }
 
@@ -124,6 +134,7 @@ impl Default for Parameters {
             split: false,
             max_execution_batch_size: 1000,
             pad_variable_length_inputs: false,
+            thread_pool_name: DEFAULT_THREAD_POOL_NAME.to_string(),
         }
     }
 }

@@ -11,6 +11,7 @@ use super::merge::{concat, padded_size, shape_key, split};
 use super::params::Parameters;
 use super::Stats;
 use crate::error::ServingError;
+use crate::monitoring::series;
 use crate::servables::{Routes, ServableId, Servables};
 use crate::validation::ValidRun;
 use crate::workers::{RunOutput, WorkerPool};
@@ -155,6 +156,8 @@ impl Queue {
                         continue;
                     }
                     rows += t.rows;
+                    let waited = now.saturating_duration_since(t.enqueued);
+                    series::queuing(&self.params.thread_pool_name, waited.as_micros() as u64);
                     batch.push(t);
                 }
                 if batch.is_empty() {
@@ -190,6 +193,7 @@ async fn execute(
     let rows: usize = sizes.iter().sum();
     let padded = padded_size(rows, &allowed);
     stats.record(batch.len(), rows, padded);
+    series::batch(rows, padded);
     if batch.len() == 1 && padded == rows {
         // A batch of one runs as it is: no copy.
         for t in batch {

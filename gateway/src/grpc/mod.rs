@@ -9,7 +9,7 @@ pub mod tensor_proto;
 mod uds_authority;
 
 use crate::classifier::Class;
-use crate::error::ServingError;
+use crate::error::{Code, ServingError};
 use crate::predictor::{InferenceResult, Predictor, Served};
 use crate::request::{
     Entrypoint, ExamplesRequest, InferenceTask, MultiInferenceRequest, PredictRequest,
@@ -283,36 +283,79 @@ impl GrpcServices {
     }
 }
 
+/// The model a request names (empty without a spec), for its metrics.
+fn model_name(spec: Option<&pb::ModelSpec>) -> String {
+    spec.map(|s| s.name.clone()).unwrap_or_default()
+}
+
+/// Records a Predict, Classify or Regress answer as TF Serving's prediction service
+/// does: counted by status, its latency when it succeeded.
+fn observe<T>(
+    model_name: &str,
+    api: &str,
+    started: Instant,
+    result: Result<T, ServingError>,
+) -> Result<T, ServingError> {
+    let code = result.as_ref().map_or_else(|e| e.code, |_| Code::Ok);
+    let micros = started.elapsed().as_micros() as u64;
+    crate::monitoring::series::request(model_name, api, Entrypoint::Grpc, code, micros);
+    result
+}
+
 #[tonic::async_trait]
 impl pb::prediction_service_server::PredictionService for GrpcServices {
     async fn classify(
         &self,
         request: Request<pb::ClassificationRequest>,
     ) -> Result<Response<pb::ClassificationResponse>, Status> {
+        let started = Instant::now();
         let deadline = deadline_of(&request);
         let req = request.into_inner();
-        let call = examples_request(req.model_spec.as_ref(), req.input.as_ref(), deadline)?;
-        let served = self.predictor.classify(call).await?;
-        self.respond(classification_response(served))
+        let model_name = model_name(req.model_spec.as_ref());
+        let served = async {
+            let call = examples_request(req.model_spec.as_ref(), req.input.as_ref(), deadline)?;
+            self.predictor.classify(call).await
+        }
+        .await;
+        self.respond(classification_response(observe(
+            &model_name,
+            "Classify",
+            started,
+            served,
+        )?))
     }
 
     async fn regress(
         &self,
         request: Request<pb::RegressionRequest>,
     ) -> Result<Response<pb::RegressionResponse>, Status> {
+        let started = Instant::now();
         let deadline = deadline_of(&request);
         let req = request.into_inner();
-        let call = examples_request(req.model_spec.as_ref(), req.input.as_ref(), deadline)?;
-        let served = self.predictor.regress(call).await?;
-        self.respond(regression_response(served))
+        let model_name = model_name(req.model_spec.as_ref());
+        let served = async {
+            let call = examples_request(req.model_spec.as_ref(), req.input.as_ref(), deadline)?;
+            self.predictor.regress(call).await
+        }
+        .await;
+        self.respond(regression_response(observe(
+            &model_name,
+            "Regress",
+            started,
+            served,
+        )?))
     }
 
     async fn predict(
         &self,
         request: Request<pb::PredictRequest>,
     ) -> Result<Response<pb::PredictResponse>, Status> {
+        let started = Instant::now();
         let deadline = deadline_of(&request);
-        self.respond(GrpcServices::predict(self, request.into_inner(), deadline).await?)
+        let req = request.into_inner();
+        let model_name = model_name(req.model_spec.as_ref());
+        let served = GrpcServices::predict(self, req, deadline).await;
+        self.respond(observe(&model_name, "Predict", started, served)?)
     }
 
     async fn multi_inference(

@@ -10,6 +10,7 @@ mod route;
 pub mod server;
 
 use crate::error::{Code, ServingError};
+use crate::monitoring::series;
 use crate::predictor::Predictor;
 use crate::request::{DecodeInputs, Entrypoint, ExamplesRequest, PredictRequest};
 use crate::servables::ServableRequest;
@@ -32,6 +33,8 @@ pub struct RestConfig {
     pub max_body_bytes: usize,
     /// `--rest_api_enable_cors_support`.
     pub cors: bool,
+    /// Where the Prometheus page is served, if `--monitoring_config_file` enables it.
+    pub metrics_path: Option<String>,
 }
 
 /// The REST service state.
@@ -125,8 +128,12 @@ impl RestApi {
     }
 
     async fn route(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let started = Instant::now();
         let path = req.uri().path().to_string();
         let method = req.method().clone();
+        if self.config.metrics_path.as_deref() == Some(path.as_str()) {
+            return self.metrics_page();
+        }
         if let Some((status, body)) = admin::handle(&self.health, &method, &path) {
             let text = serde_json::to_string_pretty(&body).unwrap_or_default();
             return json_response(status, text);
@@ -138,7 +145,16 @@ impl RestApi {
                 *resp.status_mut() = StatusCode::NOT_FOUND;
                 return resp;
             }
-            Err(route::NoRoute::Error(e)) => return error_response(&e),
+            Err(route::NoRoute::Error(e)) => {
+                series::request("", "", Entrypoint::Rest, e.code, 0);
+                return error_response(&e);
+            }
+        };
+        let (model_name, api) = match &route {
+            Route::Status { request } | Route::Metadata { request } => {
+                (request.name().to_string(), "")
+            }
+            Route::Infer { request, verb } => (request.name().to_string(), verb.api()),
         };
         let result = match route {
             Route::Status { request } => self.status(&request).map(String::into_bytes),
@@ -150,10 +166,24 @@ impl RestApi {
                 }
             }
         };
+        let code = result.as_ref().map_or_else(|e| e.code, |_| Code::Ok);
+        let micros = started.elapsed().as_micros() as u64;
+        series::request(&model_name, api, Entrypoint::Rest, code, micros);
         match result {
             Ok(body) => json_response(200, body),
             Err(e) => error_response(&e),
         }
+    }
+
+    /// The Prometheus page, `Content-Type: text/plain` as TF Serving sends it.
+    fn metrics_page(&self) -> Response<Full<Bytes>> {
+        self.health.sample_metrics();
+        let mut resp = Response::new(Full::new(Bytes::from(crate::monitoring::render())));
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/plain"),
+        );
+        resp
     }
 
     fn status(&self, request: &ServableRequest) -> Result<String, ServingError> {

@@ -24,6 +24,17 @@ pub enum Verb {
     Regress,
 }
 
+impl Verb {
+    /// The `API` label TF Serving's REST server gives it (the URL's verb).
+    pub fn api(self) -> &'static str {
+        match self {
+            Verb::Predict => "predict",
+            Verb::Classify => "classify",
+            Verb::Regress => "regress",
+        }
+    }
+}
+
 /// A matched route.
 #[derive(Debug, PartialEq)]
 pub enum Route {

@@ -45,6 +45,8 @@ struct Info {
     answered_before: u64,
     /// Times a successor took over from a worker that had drifted in memory.
     replacements: u64,
+    /// When the last incarnation was lost, until its replacement serves.
+    lost_at: Option<std::time::Instant>,
 }
 
 /// One slot of the pool.
@@ -81,6 +83,7 @@ impl Slot {
                 last_exit: None,
                 answered_before: 0,
                 replacements: 0,
+                lost_at: None,
             }),
         }
     }
@@ -95,7 +98,16 @@ impl Slot {
     }
 
     pub fn set_state(&self, state: SlotState) {
-        self.info.lock().state = state;
+        let mut info = self.info.lock();
+        info.state = state;
+        if state == SlotState::Serving {
+            if let Some(lost) = info.lost_at.take() {
+                crate::monitoring::tfgate::recovered(
+                    self.id().to_string(),
+                    lost.elapsed().as_micros() as u64,
+                );
+            }
+        }
     }
 
     /// A new incarnation attached.
@@ -121,6 +133,7 @@ impl Slot {
         info.answered_before += had.as_ref().map_or(0, |i| i.answered());
         if had.is_some() && restart {
             info.restarts += 1;
+            info.lost_at.get_or_insert_with(std::time::Instant::now);
         }
         info.last_exit = Some(why);
         info.state = if restart {

@@ -7,7 +7,7 @@
 //! and the old worker finishes the requests it holds and exits.
 
 use super::incarnation::Incarnation;
-use super::supervisor::{read_message, reported, Attached, Supervisor};
+use super::supervisor::{read_message, record_load, reported, Attached, Supervisor};
 use crate::servables::{Reported, ServableId};
 use crate::server_core::Models;
 use anyhow::bail;
@@ -55,7 +55,7 @@ impl Supervisor {
                 match read_message(&mut attached.stream).await? {
                     wm::Message::InitialLoadDone(_) => return anyhow::Ok(()),
                     wm::Message::ServableState(report) => reports.extend(reported(report)),
-                    _ => {}
+                    other => record_load(&other),
                 }
             }
         };

@@ -621,6 +621,19 @@ pub(super) fn reported(report: wm::ServableState) -> Option<Reported> {
     })
 }
 
+/// Records a worker's load or warmup report in TF Serving's series.
+pub(super) fn record_load(msg: &wm::Message) {
+    match msg {
+        wm::Message::LoadAttempt(a) => {
+            crate::monitoring::series::load_attempt(&a.model_path, a.success, a.latency_us)
+        }
+        wm::Message::Warmup(w) => {
+            crate::monitoring::series::warmup(&w.model_path, &w.status, w.latency_us, w.records)
+        }
+        _ => {}
+    }
+}
+
 /// Applies a worker's servable report; true when a version became AVAILABLE.
 fn apply_report(servables: &Servables, worker: WorkerId, msg: wm::Message) -> bool {
     match msg {
@@ -632,6 +645,10 @@ fn apply_report(servables: &Servables, worker: WorkerId, msg: wm::Message) -> bo
                 "No versions of servable {model_name} found under base path {base_path}. Did you forget to name your leaf directory as a number (eg. '/1/')?"
             );
             servables.no_versions(&model_name);
+            false
+        }
+        msg @ (wm::Message::LoadAttempt(_) | wm::Message::Warmup(_)) => {
+            record_load(&msg);
             false
         }
         wm::Message::ServableState(report) => match reported(report) {

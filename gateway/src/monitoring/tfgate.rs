@@ -1,0 +1,60 @@
+//! tfgate's own series (prefix `:tfgate:`): the worker pool, which TF Serving has no
+//! word for. Gauges are sampled when the page is rendered; the recovery histogram is
+//! recorded when a restarted worker serves again.
+
+use super::series::exponential;
+
+const WORKER_STATE: &str = ":tfgate:worker:state";
+const WORKER_RESTARTS: &str = ":tfgate:worker:restarts";
+const WORKER_REPLACEMENTS: &str = ":tfgate:worker:replacements";
+const WORKER_IN_FLIGHT: &str = ":tfgate:worker:requests_in_flight";
+const WORKER_ANSWERED: &str = ":tfgate:worker:requests_answered";
+const WORKER_RSS: &str = ":tfgate:worker:resident_bytes";
+const WORKER_RECOVERY: &str = ":tfgate:worker:recovery_latency";
+
+/// The states a worker slot can be in (`/tfgate/workers`' `state`).
+pub const SLOT_STATES: [&str; 5] = ["starting", "loading", "serving", "restarting", "stopped"];
+
+/// Every histogram here with its buckets (µs, TF Serving's latency buckets).
+pub fn histograms() -> Vec<(String, Vec<f64>)> {
+    vec![(WORKER_RECOVERY.to_string(), exponential(10.0, 1.8, 33))]
+}
+
+/// One worker slot as sampled now.
+pub struct WorkerSample<'a> {
+    pub worker: String,
+    pub state: &'a str,
+    pub restarts: u64,
+    pub replacements: u64,
+    pub in_flight: usize,
+    pub answered: u64,
+    /// Its process's resident set (0 when there is no process).
+    pub resident_bytes: u64,
+}
+
+/// Sets the pool's gauges: per worker, 1 for its state and 0 for the others, its
+/// restarts and replacements so far, requests in flight and answered, and memory.
+pub fn worker(s: &WorkerSample<'_>) {
+    for state in SLOT_STATES {
+        metrics::gauge!(WORKER_STATE, "worker" => s.worker.clone(), "state" => state)
+            .set(if state == s.state { 1.0 } else { 0.0 });
+    }
+    metrics::counter!(WORKER_RESTARTS, "worker" => s.worker.clone()).absolute(s.restarts);
+    metrics::counter!(WORKER_REPLACEMENTS, "worker" => s.worker.clone()).absolute(s.replacements);
+    metrics::gauge!(WORKER_IN_FLIGHT, "worker" => s.worker.clone()).set(s.in_flight as f64);
+    metrics::counter!(WORKER_ANSWERED, "worker" => s.worker.clone()).absolute(s.answered);
+    metrics::gauge!(WORKER_RSS, "worker" => s.worker.clone()).set(s.resident_bytes as f64);
+}
+
+/// A restarted worker serves again, this long after its predecessor was lost (µs).
+pub fn recovered(worker: String, micros: u64) {
+    metrics::histogram!(WORKER_RECOVERY, "worker" => worker).record(micros as f64);
+}
+
+/// A process's resident set, from `/proc/PID/statm` (0 if it cannot be read).
+pub fn resident_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages.saturating_mul(4096))
+}

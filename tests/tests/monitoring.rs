@@ -1,0 +1,249 @@
+//! Monitoring: `--monitoring_config_file` turns on TF Serving's Prometheus page on the REST
+//! port, and its series move as TF Serving's do — requests counted by status, latency for
+//! successes, runtime, the batching session, loads and warmup — beside tfgate's own
+//! worker series, which see a worker die and come back.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tfgate_e2e::{
+    float_tensor, http, http_full, model_path, predict_request, worker_of, Server, TempDir,
+};
+use tfgate_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+
+/// A monitoring config file enabling Prometheus (at `path`, if given).
+fn monitoring_flag(dir: &TempDir, path: Option<&str>) -> String {
+    let file = dir.0.join("monitoring.config");
+    let text = match path {
+        Some(p) => format!("prometheus_config {{ enable: true, path: \"{p}\" }}"),
+        None => "prometheus_config { enable: true }".to_string(),
+    };
+    std::fs::write(&file, text).unwrap();
+    format!("--monitoring_config_file={}", file.display())
+}
+
+/// A scraped page: each sample line's series (`name{labels}`) and value; and the raw text.
+struct Page {
+    text: String,
+    samples: BTreeMap<String, f64>,
+}
+
+impl Page {
+    fn get(&self, series: &str) -> f64 {
+        self.samples.get(series).copied().unwrap_or(0.0)
+    }
+}
+
+fn scrape(port: u16, path: &str) -> Page {
+    let (status, headers, text) = http_full(port, "GET", path, &[], b"").unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        headers.contains("content-type: text/plain\r\n"),
+        "{headers}"
+    );
+    let samples = text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_string(), value.parse::<f64>().unwrap())
+        })
+        .collect();
+    Page { text, samples }
+}
+
+const DEFAULT_PATH: &str = "/monitoring/prometheus/metrics";
+
+#[test]
+fn the_page_is_served_only_where_the_monitoring_config_says() {
+    let server = Server::start("half_plus_two");
+    let (status, _) = http(server.rest_port, "GET", DEFAULT_PATH, "").unwrap();
+    assert_eq!(status, 404, "no page without --monitoring_config_file");
+    drop(server);
+
+    let dir = TempDir::new("monitoring-path");
+    let flag = monitoring_flag(&dir, Some("/metrics"));
+    let model = format!(
+        "--model_base_path={}",
+        model_path("half_plus_two").display()
+    );
+    let server = Server::start_with_flags(
+        "half_plus_two",
+        &["--model_name=half_plus_two", &model, &flag],
+    );
+    let page = scrape(server.rest_port, "/metrics");
+    assert!(page.text.contains("# TYPE "), "{}", page.text);
+    let (status, _) = http(server.rest_port, "GET", DEFAULT_PATH, "").unwrap();
+    assert_eq!(status, 404, "only the configured path");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tf_serving_series_count_requests_runs_batches_and_loads() {
+    let dir = TempDir::new("monitoring-series");
+    let flag = monitoring_flag(&dir, None);
+    let base = model_path("half_plus_two");
+    let model = format!("--model_base_path={}", base.display());
+    let server = Server::start_with_flags(
+        "half_plus_two",
+        &[
+            "--model_name=half_plus_two",
+            &model,
+            &flag,
+            "--enable_batching",
+        ],
+    );
+    let port = server.rest_port;
+    let loaded = scrape(port, DEFAULT_PATH);
+    let v2 = base.join("2").display().to_string();
+    assert_eq!(
+        loaded.get(&format!(
+            ":tensorflow:cc:saved_model:load_attempt_count{{model_path=\"{v2}\",status=\"success\"}}"
+        )),
+        1.0,
+        "{}",
+        loaded.text
+    );
+    assert!(
+        loaded.get(&format!(
+            ":tensorflow:cc:saved_model:load_latency{{model_path=\"{v2}\"}}"
+        )) > 0.0
+    );
+
+    for x in [1.0, 2.0, 3.0] {
+        let body = format!("{{\"instances\": [{x}]}}");
+        let (status, _) = http(port, "POST", "/v1/models/half_plus_two:predict", &body).unwrap();
+        assert_eq!(status, 200);
+    }
+    let (status, _) = http(
+        port,
+        "POST",
+        "/v1/models/nope:predict",
+        "{\"instances\": [1.0]}",
+    )
+    .unwrap();
+    assert_eq!(status, 404);
+    let (status, _) = http(port, "GET", "/v1/models/half_plus_two", "").unwrap();
+    assert_eq!(status, 200);
+    let mut client = PredictionServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let good = predict_request("half_plus_two", "x", float_tensor(&[1], &[4.0]));
+    client.predict(good).await.unwrap();
+    let bad = predict_request("half_plus_two", "nope", float_tensor(&[1], &[4.0]));
+    let e = client.predict(bad).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+
+    let page = scrape(port, DEFAULT_PATH);
+    // What moved since the first scrape (starting the server polled the status URL).
+    let delta = |series: &str| page.get(series) - loaded.get(series);
+    let count = |labels: &str| delta(&format!(":tensorflow:serving:request_count{{{labels}}}"));
+    // Three REST predicts, one status GET and one gRPC predict.
+    assert_eq!(
+        count("model_name=\"half_plus_two\",status=\"OK\""),
+        5.0,
+        "{}",
+        page.text
+    );
+    assert_eq!(count("model_name=\"nope\",status=\"NOT_FOUND\""), 1.0);
+    assert_eq!(
+        count("model_name=\"half_plus_two\",status=\"INVALID_ARGUMENT\""),
+        1.0
+    );
+    let latency = |labels: &str| {
+        delta(&format!(
+            ":tensorflow:serving:request_latency_count{{model_name=\"half_plus_two\",{labels}}}"
+        ))
+    };
+    assert_eq!(latency("API=\"predict\",entrypoint=\"REST\""), 3.0);
+    assert_eq!(latency("API=\"\",entrypoint=\"REST\""), 1.0);
+    assert_eq!(latency("API=\"Predict\",entrypoint=\"GRPC\""), 1.0);
+    assert!(page
+        .text
+        .contains("# TYPE :tensorflow:serving:request_latency histogram"));
+    assert!(page.text.contains(
+        ":tensorflow:serving:request_latency_bucket{model_name=\"half_plus_two\",API=\"predict\",entrypoint=\"REST\",le=\"58.32\"}"
+    ));
+    assert_eq!(
+        page.get(":tensorflow:serving:runtime_latency_count{model_name=\"half_plus_two\",API=\"Predict\",runtime=\"TF1\"}"),
+        4.0
+    );
+    // Four runs went through the batch queue: each waited, and every batch is counted.
+    assert_eq!(
+        page.get(":tensorflow:serving:batching_session:queuing_latency_count{thread_pool_name=\"batch_threads\"}"),
+        4.0
+    );
+    let batches = page.get(":tensorflow:serving:batching_session:wrapped_run_count");
+    assert!((1.0..=4.0).contains(&batches), "{batches}");
+    assert_eq!(
+        page.get(":tensorflow:serving:batching_session:input_batch_size_count"),
+        batches
+    );
+    assert_eq!(
+        page.get(":tensorflow:serving:batching_session:input_batch_size_sum"),
+        4.0,
+        "four rows in all"
+    );
+}
+
+#[test]
+fn warmup_and_a_worker_restart_show_up() {
+    let dir = TempDir::new("monitoring-worker");
+    let flag = monitoring_flag(&dir, None);
+    let base = model_path("counter");
+    let model = format!("--model_base_path={}", base.display());
+    let server = Server::start_with_flags("counter", &["--model_name=counter", &model, &flag]);
+    let port = server.rest_port;
+    let page = scrape(port, DEFAULT_PATH);
+    let v1 = base.join("1").display().to_string();
+    let warmup = format!("model_path=\"{v1}\",status=\"OK\"");
+    assert_eq!(
+        page.get(&format!(
+            ":tensorflow:serving:model_warmup_records_read{{{warmup}}}"
+        )),
+        3.0,
+        "{}",
+        page.text
+    );
+    assert_eq!(
+        page.get(&format!(
+            ":tensorflow:serving:model_warmup_latency_count{{{warmup}}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        page.get(":tfgate:worker:state{worker=\"0\",state=\"serving\"}"),
+        1.0
+    );
+    assert_eq!(page.get(":tfgate:worker:restarts{worker=\"0\"}"), 0.0);
+    assert!(page.get(":tfgate:worker:resident_bytes{worker=\"0\"}") > 1e6);
+
+    let victim = worker_of(server.pid());
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let page = loop {
+        let page = scrape(port, DEFAULT_PATH);
+        if page.get(":tfgate:worker:state{worker=\"0\",state=\"serving\"}") == 1.0
+            && page.get(":tfgate:worker:restarts{worker=\"0\"}") == 1.0
+        {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "no restart seen: {}", page.text);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        page.get(":tfgate:worker:recovery_latency_count{worker=\"0\"}"),
+        1.0,
+        "{}",
+        page.text
+    );
+    // The replacement loaded and warmed the version up again.
+    assert_eq!(
+        page.get(&format!(
+            ":tensorflow:serving:model_warmup_latency_count{{{warmup}}}"
+        )),
+        2.0
+    );
+}
