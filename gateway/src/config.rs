@@ -130,6 +130,19 @@ pub struct Flags {
     #[arg(long = "monitoring_config_file", default_value = "")]
     pub monitoring_config_file: String,
 
+    /// tfgate: `text` (default) or `json`, one object per line, for log pipelines; the
+    /// workers log the same way.
+    #[arg(long = "log_format", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+
+    /// TF Serving flags on the command line that tfgate ignores (logged at startup).
+    #[arg(skip)]
+    pub ignored: Vec<String>,
+
+    /// Arguments that are nobody's flag (reported at startup, as TF Serving does).
+    #[arg(skip)]
+    pub unknown: Vec<String>,
+
     /// Each version directory's batching_params.pbtxt decides how it batches; a version
     /// without one does not batch.
     #[arg(long = "enable_per_model_batching_parameters", num_args = 0..=1,
@@ -340,6 +353,8 @@ pub fn parse_command_line(args: Vec<String>) -> Flags {
         .filter_map(|a| a.get_long().map(String::from))
         .collect();
     let mut kept = Vec::with_capacity(args.len());
+    let mut ignored = Vec::new();
+    let mut unknown = Vec::new();
     for (i, arg) in args.into_iter().enumerate() {
         if i == 0 {
             kept.push(arg);
@@ -347,13 +362,16 @@ pub fn parse_command_line(args: Vec<String>) -> Flags {
         }
         match classify_arg(&arg, &ours) {
             ArgUse::Keep => kept.push(arg),
-            ArgUse::NotYetSupported(name) => {
-                tracing::warn!("--{name} is not supported by tfgate yet; ignoring {arg}")
-            }
-            ArgUse::Unknown => eprintln!("unknown argument: {arg}"),
+            ArgUse::NotYetSupported(name) => ignored.push(format!(
+                "--{name} is not supported by tfgate yet; ignoring {arg}"
+            )),
+            ArgUse::Unknown => unknown.push(arg),
         }
     }
-    Flags::parse_from(kept)
+    let mut flags = Flags::parse_from(kept);
+    flags.ignored = ignored;
+    flags.unknown = unknown;
+    flags
 }
 
 impl Flags {

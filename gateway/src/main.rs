@@ -251,6 +251,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             heartbeat_timeout: Duration::from_millis(flags.worker_heartbeat_timeout_ms),
             run_grace: Duration::from_millis(flags.worker_run_grace_ms),
             replace_after_unload_excess: flags.replace_worker_after_unload_excess_mb << 20,
+            log_format: flags.log_format.clone(),
         },
         plans,
         servables.clone(),
@@ -391,16 +392,36 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Logs to stderr, as text or (`--log_format=json`) one JSON object per line; `RUST_LOG`
+/// filters (default `info`).
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
+
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let flags = config::parse_command_line(std::env::args().collect());
+    init_logging(&flags.log_format);
+    for arg in &flags.unknown {
+        // TF Serving's line; in a JSON log, a JSON line.
+        if flags.log_format == "json" {
+            tracing::warn!("unknown argument: {arg}");
+        } else {
+            eprintln!("unknown argument: {arg}");
+        }
+    }
+    for why in &flags.ignored {
+        tracing::warn!("{why}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -247,3 +247,92 @@ fn warmup_and_a_worker_restart_show_up() {
         2.0
     );
 }
+
+/// `--log_format=json`: every line tfgate and its workers write — TensorFlow's own C++
+/// logging included — is one JSON object, and a worker's death, restart and the model
+/// loads are there with their reasons.
+#[test]
+fn json_logs_are_one_object_per_line_and_tell_what_happened() {
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new("json-logs");
+    let log_path = dir.0.join("tfgate.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let (grpc, rest) = (tfgate_e2e::free_port(), tfgate_e2e::free_port());
+    let mut child = Command::new(tfgate_e2e::bin_dir().join("tfgate"))
+        .arg(format!("--port={grpc}"))
+        .arg(format!("--rest_api_port={rest}"))
+        .arg("--model_name=half_plus_two")
+        .arg(format!(
+            "--model_base_path={}",
+            model_path("half_plus_two").display()
+        ))
+        .args(["--log_format=json", "--no_such_flag=1"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let wait_serving = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok((200, body)) = http(rest, "GET", "/tfgate/workers", "") {
+                if body.contains("\"serving\"") && body.contains("AVAILABLE") {
+                    return body;
+                }
+            }
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_serving("tfgate did not start");
+    let worker = worker_of(child.id());
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &worker.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    std::thread::sleep(Duration::from_millis(200));
+    wait_serving("the worker did not come back");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let messages: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    let has = |needle: &str| messages.iter().any(|m| m.contains(needle));
+    assert!(has("unknown argument: --no_such_flag=1"), "{text}");
+    assert!(
+        has("Reading SavedModel from"),
+        "TensorFlow's own lines, wrapped: {text}"
+    );
+    assert_eq!(
+        messages.iter().filter(|m| *m == "loaded").count(),
+        2,
+        "a load by the first worker and one by its replacement: {text}"
+    );
+    let exit = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("worker exited"))
+        })
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(exit["level"], "WARN");
+    let why = exit["fields"]["message"].as_str().unwrap_or_default();
+    assert!(why.ends_with("; restarting"), "with its reason: {why}");
+    assert_eq!(exit["fields"]["worker"], "0");
+}

@@ -42,6 +42,9 @@ struct Flags {
     gateway_socket: Option<PathBuf>,
     /// Benchmarks only: run this SavedModel version directory in-process and print its
     /// speed at each of --measure_batches (the model ceiling), then exit.
+    /// `text` or `json` (the gateway's `--log_format`).
+    #[arg(long = "log_format", default_value = "text")]
+    log_format: String,
     #[arg(long = "measure_model")]
     measure_model: Option<String>,
     /// Benchmarks: the float32 input to feed, as `ALIAS:WIDTH` (rows are `[batch, WIDTH]`).
@@ -299,15 +302,19 @@ fn pools_sized_to(config_proto: &[u8], share: i32) -> anyhow::Result<Vec<u8>> {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let flags = Flags::parse();
+    // As the gateway logs (its --log_format is passed on): text, or JSON lines.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match flags.log_format.as_str() {
+        "json" => logs.json().init(),
+        _ => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     if let Err(e) = run(flags) {
         tracing::error!("worker failed: {e:#}");
         std::process::exit(1);

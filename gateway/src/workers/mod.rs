@@ -10,6 +10,7 @@ mod placement;
 mod slot;
 mod succession;
 mod supervisor;
+mod worker_logs;
 
 pub use frame::RunOutput;
 pub use placement::{allowed_cpus, plan, WorkerPlan};

@@ -51,6 +51,8 @@ pub struct SupervisorConfig {
     /// A worker holding this many bytes more than a fresh one would after an unload is
     /// replaced (`--replace_worker_after_unload_excess_mb`); 0: never.
     pub replace_after_unload_excess: u64,
+    /// `--log_format`, passed on to the workers.
+    pub log_format: String,
 }
 
 /// A slot's supervisor task and what it shares with the rest of the gateway.
@@ -244,17 +246,26 @@ impl Supervisor {
         let mut cmd = Command::new(&self.config.worker_binary);
         cmd.arg(format!("--gateway_socket={}", socket_path.display()))
             .arg(format!("--worker_id={}", plan.id))
+            .arg(format!("--log_format={}", self.config.log_format))
             .envs(plan.env())
             .kill_on_drop(true);
         if !plan.cpus.is_empty() {
             cmd.arg(format!("--cpus={}", plan.cpu_list()));
         }
-        cmd.spawn().with_context(|| {
+        let json_logs = self.config.log_format == "json";
+        if json_logs {
+            cmd.stderr(std::process::Stdio::piped());
+        }
+        let mut child = cmd.spawn().with_context(|| {
             format!(
                 "cannot start worker {}",
                 self.config.worker_binary.display()
             )
-        })
+        })?;
+        if let Some(stderr) = child.stderr.take() {
+            super::worker_logs::forward(stderr, plan.id.to_string(), child.id());
+        }
+        Ok(child)
     }
 
     /// The models to serve, as the worker is told them.
