@@ -336,3 +336,77 @@ fn json_logs_are_one_object_per_line_and_tell_what_happened() {
     assert!(why.ends_with("; restarting"), "with its reason: {why}");
     assert_eq!(exit["fields"]["worker"], "0");
 }
+
+/// A real Prometheus (Debian's, installed by scripts/setup.sh), configured as it would be
+/// for TF Serving, scrapes tfgate, and its query API returns TF Serving's series with
+/// their labels.
+#[test]
+fn prometheus_scrapes_tf_servings_series_from_tfgate() {
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new("prometheus");
+    let flag = monitoring_flag(&dir, None);
+    let model = format!(
+        "--model_base_path={}",
+        model_path("half_plus_two").display()
+    );
+    let server = Server::start_with_flags(
+        "half_plus_two",
+        &["--model_name=half_plus_two", &model, &flag],
+    );
+    for _ in 0..3 {
+        let (status, _) = http(
+            server.rest_port,
+            "POST",
+            "/v1/models/half_plus_two:predict",
+            "{\"instances\": [1.0]}",
+        )
+        .unwrap();
+        assert_eq!(status, 200);
+    }
+    let config = dir.0.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tfgate\n    metrics_path: {DEFAULT_PATH}\n    static_configs:\n      - targets: [\"127.0.0.1:{}\"]\n",
+            server.rest_port
+        ),
+    )
+    .unwrap();
+    let port = tfgate_e2e::free_port();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.0.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus (scripts/setup.sh installs it)");
+    // {__name__=":tensorflow:serving:request_count",model_name="half_plus_two"}
+    let query = "/api/v1/query?query=%7B__name__%3D%22%3Atensorflow%3Aserving%3Arequest_count%22%2Cmodel_name%3D%22half_plus_two%22%2Cstatus%3D%22OK%22%7D";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let result = loop {
+        if let Ok((200, body)) = http(port, "GET", query, "") {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if let Some(r) = v["data"]["result"].as_array().filter(|r| !r.is_empty()) {
+                break r.clone();
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = prometheus.kill();
+            panic!("Prometheus found no :tensorflow:serving:request_count within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    assert_eq!(result.len(), 1, "{result:?}");
+    let metric = &result[0]["metric"];
+    assert_eq!(metric["__name__"], ":tensorflow:serving:request_count");
+    assert_eq!(metric["job"], "tfgate");
+    let value: f64 = result[0]["value"][1].as_str().unwrap().parse().unwrap();
+    // Three predicts, and the status polls that started the server.
+    assert!(value >= 3.0, "{result:?}");
+}
