@@ -128,6 +128,8 @@ impl Health {
                 in_flight: w.outstanding,
                 answered: w.answered,
                 resident_bytes: w.pid.map_or(0, crate::monitoring::tfgate::resident_bytes),
+                arena_in_use: w.arena_in_use,
+                arena_capacity: w.arena_capacity,
             });
         }
     }

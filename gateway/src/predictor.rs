@@ -6,6 +6,7 @@ use crate::batching::Batcher;
 use crate::classifier::{self, Class};
 use crate::error::ServingError;
 use crate::lifecycle::{Admitted, Lifecycle};
+use crate::monitoring::tfgate;
 use crate::request::{DecodeInputs, ExamplesRequest, MultiInferenceRequest, PredictRequest};
 use crate::servables::{Servable, ServableId, ServableRequest, Servables};
 use crate::status::model_status;
@@ -24,6 +25,17 @@ pub struct Served<T> {
 }
 
 impl<T> Served<T> {
+    /// Encodes the answer at the edge, timed as the request's `response_encoding` phase.
+    pub fn encode<U>(self, encode: impl FnOnce(Served<T>) -> U) -> U {
+        let (name, version) = (self.servable.name.clone(), self.servable.version);
+        let signature = self.signature_name.clone();
+        let started = std::time::Instant::now();
+        let out = encode(self);
+        let micros = started.elapsed().as_micros() as u64;
+        tfgate::phase(&name, version, &signature, "response_encoding", micros);
+        out
+    }
+
     fn map<U>(self, f: impl FnOnce(T) -> U) -> Served<U> {
         Served {
             servable: self.servable,
@@ -197,10 +209,32 @@ impl Predictor {
     ) -> Result<Served<Outputs>, ServingError> {
         let signature_name = run.signature_key().to_string();
         let started = std::time::Instant::now();
-        let RunOutput { servable, outputs } = match &self.batcher {
+        let RunOutput {
+            servable,
+            outputs,
+            timing,
+        } = match &self.batcher {
             Some(batcher) => batcher.run(run).await?,
             None => self.pool.run(run).await?,
         };
+        let phases = [
+            ("queue", timing.queue_us),
+            ("batch_formation", timing.formation_us),
+            ("transfer", timing.transfer_us),
+            ("worker", timing.worker_us),
+            ("session_run", timing.run_us),
+        ];
+        for (phase, micros) in phases {
+            if phase != "queue" || self.batcher.is_some() {
+                tfgate::phase(
+                    &servable.name,
+                    servable.version,
+                    &signature_name,
+                    phase,
+                    micros,
+                );
+            }
+        }
         if let Some(api) = api {
             let micros = started.elapsed().as_micros() as u64;
             crate::monitoring::series::runtime(&servable.name, api, micros);

@@ -75,12 +75,23 @@ pub struct RequestFrame {
     pub deadline_ns: u64,
 }
 
+/// When the worker took a request, how long its run took and when it answered, as
+/// [`crate::monotonic_ns`] reads the host's clock: the gateway splits a request's latency
+/// with it. The peer writes it, so it is only ever used, clamped, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerTiming {
+    pub received_ns: u64,
+    pub run_ns: u64,
+    pub replied_ns: u64,
+}
+
 /// A response as the gateway receives it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResponseFrame {
     Ok {
         model_version: i64,
         outputs: Vec<(String, Tensor)>,
+        timing: WorkerTiming,
     },
     Err {
         code: Code,
@@ -122,6 +133,7 @@ pub enum ResponseRef<'a> {
     Ok {
         model_version: i64,
         outputs: &'a [(&'a str, TensorRef<'a>)],
+        timing: WorkerTiming,
     },
     Err {
         code: Code,
@@ -213,6 +225,7 @@ enum WireResponseOut<'a> {
     Ok {
         model_version: i64,
         outputs: Vec<WireTensorOut<'a>>,
+        timing: WorkerTiming,
     },
     Err {
         code: Code,
@@ -225,6 +238,7 @@ enum WireResponse {
     Ok {
         model_version: i64,
         outputs: Vec<WireTensor>,
+        timing: WorkerTiming,
     },
     Err {
         code: Code,
@@ -364,6 +378,7 @@ impl<'a> ResponseRef<'a> {
             ResponseRef::Ok {
                 model_version,
                 outputs,
+                timing,
             } => {
                 let end = place(
                     outputs.iter().map(|(n, t)| (*n, *t)),
@@ -373,6 +388,7 @@ impl<'a> ResponseRef<'a> {
                 let meta = postcard::to_allocvec(&WireResponseOut::Ok {
                     model_version,
                     outputs: wire,
+                    timing,
                 });
                 (end, meta)
             }
@@ -857,6 +873,7 @@ pub(crate) fn decode_response(
         WireResponse::Ok {
             model_version,
             outputs,
+            timing,
         } => {
             let outputs = outputs
                 .into_iter()
@@ -868,6 +885,7 @@ pub(crate) fn decode_response(
             Ok(ResponseFrame::Ok {
                 model_version,
                 outputs,
+                timing,
             })
         }
     }
@@ -945,9 +963,15 @@ mod tests {
         let r = region(1 << 16);
         let t = Tensor::from_f32(vec![3], &[1.0, 2.0, 3.0]).unwrap();
         let outs = [("y", TensorRef::from(&t))];
+        let timing = WorkerTiming {
+            received_ns: 1,
+            run_ns: 2,
+            replied_ns: 3,
+        };
         let e = ResponseRef::Ok {
             model_version: 5,
             outputs: &outs,
+            timing,
         }
         .encode()
         .unwrap();
@@ -957,7 +981,8 @@ mod tests {
             got,
             ResponseFrame::Ok {
                 model_version: 5,
-                outputs: vec![("y".into(), t)]
+                outputs: vec![("y".into(), t)],
+                timing,
             }
         );
         let e = ResponseRef::Err {
@@ -1019,6 +1044,7 @@ mod tests {
         let re = ResponseRef::Ok {
             model_version: 1,
             outputs: &outs,
+            timing: WorkerTiming::default(),
         }
         .encode()
         .unwrap();

@@ -146,6 +146,7 @@ impl ResponseSender {
             ResponseFrame::Ok {
                 model_version,
                 outputs,
+                timing,
             } => {
                 let outs: Vec<(&str, TensorRef<'_>)> = outputs
                     .iter()
@@ -156,6 +157,7 @@ impl ResponseSender {
                     ResponseRef::Ok {
                         model_version: *model_version,
                         outputs: &outs,
+                        timing: *timing,
                     },
                     timeout,
                 )

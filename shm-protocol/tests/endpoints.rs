@@ -53,6 +53,7 @@ fn ok(bytes: usize) -> ResponseFrame {
             )
             .unwrap(),
         )],
+        timing: Default::default(),
     }
 }
 

@@ -118,6 +118,7 @@ fn echo(
     let frame = ResponseRef::Ok {
         model_version: got as i64,
         outputs: &outs,
+        timing: Default::default(),
     };
     tx.send_ref(req.id(), frame, Duration::from_secs(10))
         .map_err(|e| format!("send: {e}"))
@@ -301,6 +302,7 @@ fn verify(id: u64, frame: ResponseFrame, scratch: &mut Vec<u8>) {
     let ResponseFrame::Ok {
         model_version,
         outputs,
+        ..
     } = frame
     else {
         panic!("error response for {id}")

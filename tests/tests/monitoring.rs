@@ -182,6 +182,24 @@ async fn tf_serving_series_count_requests_runs_batches_and_loads() {
         4.0,
         "four rows in all"
     );
+    // Each of the four predicts' latency, split by phase.
+    let phase = |p: &str, part: &str| {
+        page.get(&format!(
+            ":tfgate:request:phase_latency_{part}{{model_name=\"half_plus_two\",version=\"2\",signature=\"serving_default\",phase=\"{p}\"}}"
+        ))
+    };
+    for p in [
+        "queue",
+        "batch_formation",
+        "transfer",
+        "worker",
+        "session_run",
+        "response_encoding",
+    ] {
+        assert_eq!(phase(p, "count"), 4.0, "{p}: {}", page.text);
+    }
+    assert!(phase("session_run", "sum") > 0.0);
+    assert!(page.get(":tfgate:worker:request_arena_bytes{worker=\"0\"}") >= (1u64 << 20) as f64);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use crate::signature::Ran;
 use crate::tf::Feed;
 use shm_protocol::code::Code;
 use shm_protocol::frame::{
-    FrameError, RequestKind, RequestView, ResponseFrame, ResponseRef, TensorView,
+    FrameError, RequestKind, RequestView, ResponseFrame, ResponseRef, TensorView, WorkerTiming,
 };
 use shm_protocol::tensor::DataType;
 use shm_protocol::{RequestReceiver, ResponseSender};
@@ -53,7 +53,12 @@ fn deadline_exceeded() -> ResponseFrame {
 
 /// What a request comes to: outputs still in TensorFlow's buffers, or a frame.
 enum Reply {
-    Ran { model_version: i64, ran: Ran },
+    Ran {
+        model_version: i64,
+        ran: Ran,
+        /// How long the run took, ns.
+        run_ns: u64,
+    },
     Frame(ResponseFrame),
 }
 
@@ -76,8 +81,13 @@ fn handle(manager: &Manager, view: &RequestView<'_>) -> Result<Reply, FrameError
                 output_filter: &view.output_filter,
                 timeout_ms,
             };
+            let started = shm_protocol::monotonic_ns();
             match predict(manager, call) {
-                Ok((model_version, ran)) => Reply::Ran { model_version, ran },
+                Ok((model_version, ran)) => Reply::Ran {
+                    model_version,
+                    ran,
+                    run_ns: shm_protocol::monotonic_ns().saturating_sub(started),
+                },
                 Err(e) => Reply::Frame(ResponseFrame::Err {
                     code: e.code,
                     message: e.message,
@@ -98,10 +108,15 @@ fn send(
     responses: &mut ResponseSender,
     id: u64,
     reply: &Reply,
+    received_ns: u64,
 ) -> Result<(), shm_protocol::SendError> {
     match reply {
         Reply::Frame(frame) => responses.send(id, frame, SEND_TIMEOUT),
-        Reply::Ran { model_version, ran } => {
+        Reply::Ran {
+            model_version,
+            ran,
+            run_ns,
+        } => {
             let views = match ran.outputs.views() {
                 Ok(v) => v,
                 Err(e) => {
@@ -121,6 +136,11 @@ fn send(
             let frame = ResponseRef::Ok {
                 model_version: *model_version,
                 outputs: &outputs,
+                timing: WorkerTiming {
+                    received_ns,
+                    run_ns: *run_ns,
+                    replied_ns: shm_protocol::monotonic_ns(),
+                },
             };
             responses.send_ref(id, frame, SEND_TIMEOUT)
         }
@@ -138,6 +158,7 @@ pub fn serve(
             continue;
         };
         let id = request.id();
+        let received_ns = shm_protocol::monotonic_ns();
         let reply = match request.frame().and_then(|view| handle(manager, &view)) {
             Ok(r) => r,
             Err(e) => Reply::Frame(ResponseFrame::Err {
@@ -147,7 +168,7 @@ pub fn serve(
         };
         // Once sent, the gateway may reuse the request's arena block: the reply (whose
         // outputs may alias in-place inputs) is not read again, only dropped.
-        let sent = send(&mut responses, id, &reply);
+        let sent = send(&mut responses, id, &reply, received_ns);
         drop(reply);
         drop(request);
         if let Err(e) = sent {

@@ -149,9 +149,12 @@ impl Batcher {
             start += n;
         }
         let mut servable = None;
+        let mut timing = Default::default();
         let mut joined: Vec<(String, Vec<Tensor>)> = Vec::new();
         for answer in answers {
             let out = wait(answer, deadline).await?;
+            // The request waits for its last piece: that piece's split is its own.
+            timing = out.timing;
             if joined.is_empty() {
                 joined = out
                     .outputs
@@ -172,7 +175,11 @@ impl Batcher {
                 Ok((alias, merge::concat(&refs, 0)?))
             })
             .collect::<Result<_, ServingError>>()?;
-        Ok(RunOutput { servable, outputs })
+        Ok(RunOutput {
+            servable,
+            outputs,
+            timing,
+        })
     }
 
     /// Queues one request and waits for its share of a batch, until its deadline.

@@ -189,6 +189,7 @@ async fn execute(
     stats: Arc<Stats>,
     done: mpsc::Sender<Command>,
 ) {
+    let formed = Instant::now();
     let sizes: Vec<usize> = batch.iter().map(|t| t.rows).collect();
     let rows: usize = sizes.iter().sum();
     let padded = padded_size(rows, &allowed);
@@ -197,12 +198,19 @@ async fn execute(
     if batch.len() == 1 && padded == rows {
         // A batch of one runs as it is: no copy.
         for t in batch {
-            let _ = t.reply.send(pool.run(t.run).await);
+            let waited = formed.saturating_duration_since(t.enqueued);
+            let out = pool.run(t.run).await.map(|mut out| {
+                out.timing.queue_us = waited.as_micros() as u64;
+                out
+            });
+            let _ = t.reply.send(out);
         }
         let _ = done.send(Command::Done).await;
         return;
     }
-    let outcome = match merged(&batch, padded - rows) {
+    let batch_run = merged(&batch, padded - rows);
+    let merge_us = formed.elapsed().as_micros() as u64;
+    let outcome = match batch_run {
         Ok(run) => pool.run(run).await,
         Err(e) => Err(e),
     };
@@ -213,13 +221,20 @@ async fn execute(
                 per_task[i].push((alias.clone(), part));
             }
         }
-        Ok((out.servable, per_task))
+        Ok((out.servable, out.timing, per_task))
     }) {
-        Ok((servable, per_task)) => {
+        Ok((servable, timing, per_task)) => {
+            // Each request's own queue wait; forming the batch (merging its inputs, then
+            // the frame) is shared.
             for (task, outputs) in batch.into_iter().zip(per_task) {
+                let mut timing = timing;
+                timing.queue_us =
+                    formed.saturating_duration_since(task.enqueued).as_micros() as u64;
+                timing.formation_us += merge_us;
                 let _ = task.reply.send(Ok(RunOutput {
                     servable: servable.clone(),
                     outputs,
+                    timing,
                 }));
             }
         }

@@ -214,7 +214,7 @@ impl GrpcServices {
                 entrypoint: Entrypoint::Grpc,
             })
             .await?;
-        Ok(pb::PredictResponse {
+        Ok(served.encode(|served| pb::PredictResponse {
             model_spec: Some(response_spec(&served.servable, &served.signature_name)),
             outputs: served
                 .value
@@ -226,7 +226,7 @@ impl GrpcServices {
                     )
                 })
                 .collect(),
-        })
+        }))
     }
 
     fn metadata(
@@ -317,12 +317,8 @@ impl pb::prediction_service_server::PredictionService for GrpcServices {
             self.predictor.classify(call).await
         }
         .await;
-        self.respond(classification_response(observe(
-            &model_name,
-            "Classify",
-            started,
-            served,
-        )?))
+        let served = observe(&model_name, "Classify", started, served)?;
+        self.respond(served.encode(classification_response))
     }
 
     async fn regress(
@@ -338,12 +334,8 @@ impl pb::prediction_service_server::PredictionService for GrpcServices {
             self.predictor.regress(call).await
         }
         .await;
-        self.respond(regression_response(observe(
-            &model_name,
-            "Regress",
-            started,
-            served,
-        )?))
+        let served = observe(&model_name, "Regress", started, served)?;
+        self.respond(served.encode(regression_response))
     }
 
     async fn predict(

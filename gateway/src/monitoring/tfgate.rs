@@ -10,14 +10,20 @@ const WORKER_REPLACEMENTS: &str = ":tfgate:worker:replacements";
 const WORKER_IN_FLIGHT: &str = ":tfgate:worker:requests_in_flight";
 const WORKER_ANSWERED: &str = ":tfgate:worker:requests_answered";
 const WORKER_RSS: &str = ":tfgate:worker:resident_bytes";
+const ARENA_IN_USE: &str = ":tfgate:worker:request_arena_bytes_in_use";
+const ARENA_SIZE: &str = ":tfgate:worker:request_arena_bytes";
 const WORKER_RECOVERY: &str = ":tfgate:worker:recovery_latency";
+const REQUEST_PHASE: &str = ":tfgate:request:phase_latency";
 
 /// The states a worker slot can be in (`/tfgate/workers`' `state`).
 pub const SLOT_STATES: [&str; 5] = ["starting", "loading", "serving", "restarting", "stopped"];
 
 /// Every histogram here with its buckets (µs, TF Serving's latency buckets).
 pub fn histograms() -> Vec<(String, Vec<f64>)> {
-    vec![(WORKER_RECOVERY.to_string(), exponential(10.0, 1.8, 33))]
+    vec![
+        (WORKER_RECOVERY.to_string(), exponential(10.0, 1.8, 33)),
+        (REQUEST_PHASE.to_string(), exponential(1.0, 1.8, 33)),
+    ]
 }
 
 /// One worker slot as sampled now.
@@ -30,10 +36,14 @@ pub struct WorkerSample<'a> {
     pub answered: u64,
     /// Its process's resident set (0 when there is no process).
     pub resident_bytes: u64,
+    /// Bytes requests hold in its shared-memory request arena, and the arena's size.
+    pub arena_in_use: u64,
+    pub arena_capacity: u64,
 }
 
 /// Sets the pool's gauges: per worker, 1 for its state and 0 for the others, its
-/// restarts and replacements so far, requests in flight and answered, and memory.
+/// restarts and replacements so far, requests in flight and answered, its memory, and
+/// how full its request arena is.
 pub fn worker(s: &WorkerSample<'_>) {
     for state in SLOT_STATES {
         metrics::gauge!(WORKER_STATE, "worker" => s.worker.clone(), "state" => state)
@@ -44,11 +54,29 @@ pub fn worker(s: &WorkerSample<'_>) {
     metrics::gauge!(WORKER_IN_FLIGHT, "worker" => s.worker.clone()).set(s.in_flight as f64);
     metrics::counter!(WORKER_ANSWERED, "worker" => s.worker.clone()).absolute(s.answered);
     metrics::gauge!(WORKER_RSS, "worker" => s.worker.clone()).set(s.resident_bytes as f64);
+    metrics::gauge!(ARENA_IN_USE, "worker" => s.worker.clone()).set(s.arena_in_use as f64);
+    metrics::gauge!(ARENA_SIZE, "worker" => s.worker.clone()).set(s.arena_capacity as f64);
 }
 
 /// A restarted worker serves again, this long after its predecessor was lost (µs).
 pub fn recovered(worker: String, micros: u64) {
     metrics::histogram!(WORKER_RECOVERY, "worker" => worker).record(micros as f64);
+}
+
+/// Time one request spent in one phase (µs), by model, version and signature. The
+/// phases: `queue` (a batch queue; with batching only), `batch_formation` (the batch
+/// and its frame, up to the push into the request ring), `transfer` (shared memory,
+/// both ways, wake-ups included), `worker` (the worker's frame handling around the
+/// run), `session_run`, and `response_encoding` (at the REST or gRPC edge).
+pub fn phase(model_name: &str, version: i64, signature: &str, phase: &'static str, micros: u64) {
+    metrics::histogram!(
+        REQUEST_PHASE,
+        "model_name" => model_name.to_string(),
+        "version" => version.to_string(),
+        "signature" => signature.to_string(),
+        "phase" => phase
+    )
+    .record(micros as f64);
 }
 
 /// A process's resident set, from `/proc/PID/statm` (0 if it cannot be read).

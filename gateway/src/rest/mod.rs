@@ -232,7 +232,7 @@ impl RestApi {
                 })
                 .await?;
             let format = format.unwrap_or(json::PredictFormat::Row);
-            return json::encode_predict(format, &served.value);
+            return served.encode(|s| json::encode_predict(format, &s.value));
         }
         let decoded = json::decode_examples(&doc)?;
         let call = ExamplesRequest {
@@ -242,9 +242,11 @@ impl RestApi {
             deadline,
         };
         if verb == Verb::Classify {
-            json::encode_classify(&self.predictor.classify(call).await?.value)
+            let served = self.predictor.classify(call).await?;
+            served.encode(|s| json::encode_classify(&s.value))
         } else {
-            json::encode_regress(&self.predictor.regress(call).await?.value).map(String::into_bytes)
+            let served = self.predictor.regress(call).await?;
+            served.encode(|s| json::encode_regress(&s.value).map(String::into_bytes))
         }
     }
 }

@@ -134,6 +134,12 @@ impl Incarnation {
     }
 
     /// Responses received so far.
+    /// The request arena: bytes held by requests in shared memory, and its size.
+    pub fn request_arena(&self) -> (u64, u64) {
+        let capacity = self.sender.arena_capacity();
+        (capacity.saturating_sub(self.sender.free_bytes()), capacity)
+    }
+
     pub fn answered(&self) -> u64 {
         self.answered.load(Ordering::Relaxed)
     }
@@ -174,12 +180,13 @@ impl Incarnation {
         self.mark_dead();
     }
 
-    /// Sends one request and waits for its response until `deadline`.
+    /// Sends one request and waits for its response until `deadline`; with the response,
+    /// when the frame was pushed and when the answer came ([`shm_protocol::monotonic_ns`]).
     pub async fn call(
         &self,
         frame: &RequestFrame,
         deadline: Instant,
-    ) -> Result<ResponseFrame, CallError> {
+    ) -> Result<(ResponseFrame, u64, u64), CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         // Registered before the send: the response can arrive before `try_send` returns.
@@ -238,6 +245,7 @@ impl Incarnation {
                 Err(_) => return Err(CallError::WorkerDied),
             }
         }
+        let pushed_ns = shm_protocol::monotonic_ns();
         guard.sent = true;
         if let Some(o) = self.outstanding.lock().get_mut(&id) {
             o.sent_at = Instant::now();
@@ -245,7 +253,7 @@ impl Incarnation {
         match tokio::time::timeout_at(deadline, rx).await {
             Err(_) => Err(CallError::DeadlineExceeded),
             Ok(Err(_)) => Err(CallError::WorkerDied),
-            Ok(Ok(Ok(response))) => Ok(response),
+            Ok(Ok(Ok(response))) => Ok((response, pushed_ns, shm_protocol::monotonic_ns())),
             Ok(Ok(Err(e))) => Err(CallError::BadResponse(e)),
         }
     }

@@ -85,12 +85,20 @@ impl WorkerPool {
 
     /// Runs a validated request on a worker holding its version.
     pub async fn run(&self, run: ValidRun) -> Result<RunOutput, ServingError> {
+        let started_ns = shm_protocol::monotonic_ns();
         let (request, servable, deadline) = frame::request_frame(run);
         let mut deaths = 0;
         loop {
             let incarnation = self.pick(&servable, deadline).await?;
             match incarnation.call(&request, deadline).await {
-                Ok(response) => return frame::run_output(&servable.name, response),
+                Ok((response, pushed_ns, completed_ns)) => {
+                    let stamps = frame::Stamps {
+                        started_ns,
+                        pushed_ns,
+                        completed_ns,
+                    };
+                    return frame::run_output(&servable.name, response, stamps);
+                }
                 Err(CallError::WorkerDied) => {
                     deaths += 1;
                     tracing::warn!(

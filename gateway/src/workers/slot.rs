@@ -70,6 +70,9 @@ pub struct SlotReport {
     pub outstanding: usize,
     /// Responses from every incarnation of the slot.
     pub answered: u64,
+    /// Bytes requests hold in the live incarnation's request arena, and its size.
+    pub arena_in_use: u64,
+    pub arena_capacity: u64,
 }
 
 impl Slot {
@@ -157,6 +160,8 @@ impl Slot {
             last_exit: info.last_exit,
             outstanding: current.as_ref().map_or(0, |i| i.outstanding()),
             answered: info.answered_before + current.as_ref().map_or(0, |i| i.answered()),
+            arena_in_use: current.as_ref().map_or(0, |i| i.request_arena().0),
+            arena_capacity: current.as_ref().map_or(0, |i| i.request_arena().1),
         }
     }
 }

@@ -156,6 +156,7 @@ fn shm_peer(path: &Path) {
         let frame = ResponseRef::Ok {
             model_version: 1,
             outputs: &outs,
+            timing: Default::default(),
         };
         tx.send_ref(req.id(), frame, Duration::from_secs(10))
             .expect("send");
