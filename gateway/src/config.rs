@@ -130,6 +130,11 @@ pub struct Flags {
     #[arg(long = "monitoring_config_file", default_value = "")]
     pub monitoring_config_file: String,
 
+    /// tfgate: where requests sampled by a model's `logging_config` are written, as
+    /// `PredictionLog` TFRecord files (`<dir>/<model>.tfrecord`); empty: no request log.
+    #[arg(long = "request_log_dir", default_value = "")]
+    pub request_log_dir: String,
+
     /// tfgate: `text` (default) or `json`, one object per line, for log pipelines; the
     /// workers log the same way.
     #[arg(long = "log_format", default_value = "text", value_parser = ["text", "json"])]

@@ -15,6 +15,7 @@ mod model_config;
 mod monitoring;
 mod predictor;
 mod request;
+mod request_log;
 mod rest;
 mod servables;
 mod server_core;
@@ -279,12 +280,17 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     }
     let batcher =
         batching.map(|config| batching::Batcher::new(config, pool.clone(), servables.clone()));
+    let request_log = match flags.request_log_dir.as_str() {
+        "" => None,
+        dir => Some(request_log::RequestLog::start(dir.into(), models.clone())?),
+    };
     let predictor = Predictor::new(
         servables.clone(),
         pool.clone(),
         lifecycle.clone(),
         batcher.clone(),
         validation::examples::MethodNameCheck(flags.enable_signature_method_name_check),
+        request_log,
     );
     let health = Health {
         servables,

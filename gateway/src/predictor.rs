@@ -8,6 +8,7 @@ use crate::error::ServingError;
 use crate::lifecycle::{Admitted, Lifecycle};
 use crate::monitoring::tfgate;
 use crate::request::{DecodeInputs, ExamplesRequest, MultiInferenceRequest, PredictRequest};
+use crate::request_log::RequestLog;
 use crate::servables::{Servable, ServableId, ServableRequest, Servables};
 use crate::status::model_status;
 use crate::validation;
@@ -70,6 +71,8 @@ pub struct Predictor {
     batcher: Option<Batcher>,
     /// `--enable_signature_method_name_check`.
     method_name_check: MethodNameCheck,
+    /// With `--request_log_dir`, where sampled requests are written.
+    request_log: Option<RequestLog>,
 }
 
 impl Predictor {
@@ -79,6 +82,7 @@ impl Predictor {
         lifecycle: Lifecycle,
         batcher: Option<Batcher>,
         method_name_check: MethodNameCheck,
+        request_log: Option<RequestLog>,
     ) -> Predictor {
         Predictor {
             servables,
@@ -86,6 +90,7 @@ impl Predictor {
             lifecycle,
             batcher,
             method_name_check,
+            request_log,
         }
     }
 
@@ -97,7 +102,20 @@ impl Predictor {
         let _admitted = self.lifecycle.admit()?;
         let servable = self.servables.resolve(&request.servable)?;
         let run = validation::validate_predict(&servable, request)?;
-        self.run(run, Some("Predict")).await
+        let sampled = self.request_log.as_ref().and_then(|log| {
+            let sampled = log.sample(&servable.id.name, run.inputs(), run.output_filter())?;
+            Some((log, sampled))
+        });
+        let served = self.run(run, Some("Predict")).await?;
+        if let Some((log, sampled)) = sampled {
+            log.predict(
+                sampled,
+                &served.servable,
+                &served.signature_name,
+                &served.value,
+            );
+        }
+        Ok(served)
     }
 
     /// Classify: per-example classes.

@@ -14,6 +14,7 @@ const ARENA_IN_USE: &str = ":tfgate:worker:request_arena_bytes_in_use";
 const ARENA_SIZE: &str = ":tfgate:worker:request_arena_bytes";
 const WORKER_RECOVERY: &str = ":tfgate:worker:recovery_latency";
 const REQUEST_PHASE: &str = ":tfgate:request:phase_latency";
+const REQUEST_LOG_DROPPED: &str = ":tfgate:request_log:dropped";
 
 /// The states a worker slot can be in (`/tfgate/workers`' `state`).
 pub const SLOT_STATES: [&str; 5] = ["starting", "loading", "serving", "restarting", "stopped"];
@@ -77,6 +78,11 @@ pub fn phase(model_name: &str, version: i64, signature: &str, phase: &'static st
         "phase" => phase
     )
     .record(micros as f64);
+}
+
+/// A sampled request not logged because the log writer was behind.
+pub fn request_log_dropped(model_name: &str) {
+    metrics::counter!(REQUEST_LOG_DROPPED, "model_name" => model_name.to_string()).increment(1);
 }
 
 /// A process's resident set, from `/proc/PID/statm` (0 if it cannot be read).

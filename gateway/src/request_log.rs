@@ -1,0 +1,206 @@
+//! Request logging, as a model's `ModelConfig.logging_config { sampling_config {
+//! sampling_rate } }` asks: a sampled share of its successful Predict requests, each with
+//! its response, written as `PredictionLog` records to a TFRecord file per model under
+//! `--request_log_dir` (`<dir>/<model>.tfrecord`). TF Serving has the hook but no
+//! collector; the format is that of warmup files, so recorded traffic replays as a
+//! version's `assets.extra/tf_serving_warmup_requests`.
+//!
+//! Records go to a writer thread through a bounded queue; when it is full a record is
+//! dropped (and counted) rather than slowing requests down.
+
+use crate::servables::ServableId;
+use crate::server_core::Models;
+use prost::Message;
+use shm_protocol::tensor::Tensor;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use tfgate_proto::tensorflow::serving::{
+    model_spec::VersionChoice, prediction_log::LogType, LogMetadata, ModelSpec, PredictLog,
+    PredictRequest, PredictResponse, PredictionLog, SamplingConfig,
+};
+use tokio::sync::watch;
+
+/// Records waiting for the writer at most.
+const QUEUE: usize = 4096;
+
+/// The request logger; cheap to clone.
+#[derive(Clone)]
+pub struct RequestLog {
+    models: watch::Receiver<Models>,
+    records: mpsc::SyncSender<(String, Vec<u8>)>,
+}
+
+/// A sampled Predict, kept until its answer is known.
+pub struct Sampled {
+    rate: f64,
+    inputs: Vec<(String, Tensor)>,
+    output_filter: Vec<String>,
+}
+
+impl RequestLog {
+    /// Starts the writer thread for `dir` (created if missing).
+    pub fn start(dir: PathBuf, models: watch::Receiver<Models>) -> anyhow::Result<RequestLog> {
+        std::fs::create_dir_all(&dir)?;
+        let (records, rx) = mpsc::sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("request-log".into())
+            .spawn(move || write_records(&dir, &rx))?;
+        Ok(RequestLog { models, records })
+    }
+
+    /// Whether this request of `model` is to be logged: with its model's sampling rate
+    /// as the probability. Takes what the log needs from the request if so.
+    pub fn sample(
+        &self,
+        model: &str,
+        inputs: &[(String, Tensor)],
+        output_filter: &[String],
+    ) -> Option<Sampled> {
+        let rate = self
+            .models
+            .borrow()
+            .iter()
+            .find(|m| m.name == model)?
+            .logging_config
+            .as_ref()?
+            .sampling_config
+            .as_ref()?
+            .sampling_rate;
+        (rate > 0.0 && fastrand::f64() < rate).then(|| Sampled {
+            rate,
+            inputs: inputs.to_vec(),
+            output_filter: output_filter.to_vec(),
+        })
+    }
+
+    /// Logs a sampled Predict and the answer it got.
+    pub fn predict(
+        &self,
+        sampled: Sampled,
+        servable: &ServableId,
+        signature_name: &str,
+        outputs: &[(String, Tensor)],
+    ) {
+        let spec = ModelSpec {
+            name: servable.name.clone(),
+            signature_name: signature_name.to_string(),
+            version_choice: Some(VersionChoice::Version(servable.version)),
+        };
+        let tensors = |ts: &[(String, Tensor)]| {
+            ts.iter()
+                .map(|(k, t)| (k.clone(), shm_protocol::proto::to_proto(t, false)))
+                .collect()
+        };
+        let log = PredictionLog {
+            log_metadata: Some(LogMetadata {
+                model_spec: Some(spec.clone()),
+                sampling_config: Some(SamplingConfig {
+                    sampling_rate: sampled.rate,
+                    ..Default::default()
+                }),
+                timestamp_secs: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64),
+                ..Default::default()
+            }),
+            log_type: Some(LogType::PredictLog(PredictLog {
+                request: Some(PredictRequest {
+                    model_spec: Some(spec.clone()),
+                    inputs: tensors(&sampled.inputs),
+                    output_filter: sampled.output_filter,
+                    ..Default::default()
+                }),
+                response: Some(PredictResponse {
+                    model_spec: Some(spec),
+                    outputs: tensors(outputs),
+                }),
+            })),
+        };
+        if self
+            .records
+            .try_send((servable.name.clone(), log.encode_to_vec()))
+            .is_err()
+        {
+            crate::monitoring::tfgate::request_log_dropped(&servable.name);
+        }
+    }
+}
+
+/// The masked CRC-32C of TFRecord framing.
+fn masked_crc(data: &[u8]) -> u32 {
+    crc32c::crc32c(data)
+        .rotate_right(15)
+        .wrapping_add(0xa282_ead8)
+}
+
+/// One TFRecord: `u64 length, u32 masked crc(length), data, u32 masked crc(data)`.
+fn tfrecord(data: &[u8]) -> Vec<u8> {
+    let len = (data.len() as u64).to_le_bytes();
+    let mut out = Vec::with_capacity(data.len() + 16);
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&masked_crc(&len).to_le_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(&masked_crc(data).to_le_bytes());
+    out
+}
+
+/// The writer thread: appends each record to its model's file, flushing whenever the
+/// queue runs dry.
+fn write_records(dir: &std::path::Path, rx: &mpsc::Receiver<(String, Vec<u8>)>) {
+    let mut files: HashMap<String, std::io::BufWriter<std::fs::File>> = HashMap::new();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some((model, record)) = next {
+            if !files.contains_key(&model) {
+                // A model name is a path component here: refuse one that would leave `dir`.
+                if model.is_empty() || model.contains(['/', '\\']) || model.starts_with('.') {
+                    tracing::warn!(model, "not logging requests of a model with this name");
+                    next = rx.try_recv().ok();
+                    continue;
+                }
+                let path = dir.join(format!("{model}.tfrecord"));
+                match std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                {
+                    Ok(f) => {
+                        files.insert(model.clone(), std::io::BufWriter::new(f));
+                    }
+                    Err(e) => tracing::error!("cannot open request log {}: {e}", path.display()),
+                }
+            }
+            if let Some(f) = files.get_mut(&model) {
+                if let Err(e) = f.write_all(&tfrecord(&record)) {
+                    tracing::error!(model, "cannot write the request log: {e}");
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        for f in files.values_mut() {
+            let _ = f.flush();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tfrecord_framing_as_tensorflow_writes_it() {
+        // TensorFlow's masked CRC of an empty record's length (8 zero bytes) and data.
+        let r = tfrecord(b"");
+        assert_eq!(r.len(), 16);
+        assert_eq!(&r[..8], &[0; 8]);
+        assert_eq!(
+            u32::from_le_bytes([r[8], r[9], r[10], r[11]]),
+            masked_crc(&[0; 8])
+        );
+        assert_eq!(masked_crc(b""), 0xa282_ead8);
+        let r = tfrecord(b"abc");
+        assert_eq!(&r[12..15], b"abc");
+    }
+}
