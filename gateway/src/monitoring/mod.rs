@@ -5,6 +5,7 @@
 //! bucket boundaries.
 
 pub mod config;
+mod handles;
 pub mod series;
 pub mod tfgate;
 
@@ -21,7 +22,7 @@ pub fn install() -> anyhow::Result<()> {
     }
     let mut builder = PrometheusBuilder::new();
     for (name, buckets) in series::histograms().into_iter().chain(tfgate::histograms()) {
-        builder = builder.set_buckets_for_metric(Matcher::Full(name.to_string()), &buckets)?;
+        builder = builder.set_buckets_for_metric(Matcher::Full(name.into()), &buckets)?;
     }
     let recorder = builder.build_recorder();
     let handle = recorder.handle();

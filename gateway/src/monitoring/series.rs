@@ -5,24 +5,24 @@
 //! them: request count and latency at the REST and gRPC edges (latency for successes
 //! only), runtime around the run, example counts by MultiInference.
 
-use super::prometheus_name;
+use super::handles::{counter, histogram};
 use crate::error::Code;
 use crate::request::Entrypoint;
 
-const REQUEST_COUNT: &str = "/tensorflow/serving/request_count";
-const REQUEST_LATENCY: &str = "/tensorflow/serving/request_latency";
-const RUNTIME_LATENCY: &str = "/tensorflow/serving/runtime_latency";
-const EXAMPLE_COUNTS: &str = "/tensorflow/serving/request_example_counts";
-const EXAMPLE_COUNT_TOTAL: &str = "/tensorflow/serving/request_example_count_total";
-const QUEUING_LATENCY: &str = "/tensorflow/serving/batching_session/queuing_latency";
-const WRAPPED_RUN_COUNT: &str = "/tensorflow/serving/batching_session/wrapped_run_count";
-const INPUT_BATCH_SIZE: &str = "/tensorflow/serving/batching_session/input_batch_size";
-const PROCESSED_BATCH_SIZE: &str = "/tensorflow/serving/batching_session/processed_batch_size";
-const PADDING_SIZE: &str = "/tensorflow/serving/batching_session/padding_size";
-const WARMUP_LATENCY: &str = "/tensorflow/serving/model_warmup_latency";
-const WARMUP_RECORDS_READ: &str = "/tensorflow/serving/model_warmup_records_read";
-const LOAD_ATTEMPT_COUNT: &str = "/tensorflow/cc/saved_model/load_attempt_count";
-const LOAD_LATENCY: &str = "/tensorflow/cc/saved_model/load_latency";
+const REQUEST_COUNT: &str = ":tensorflow:serving:request_count";
+const REQUEST_LATENCY: &str = ":tensorflow:serving:request_latency";
+const RUNTIME_LATENCY: &str = ":tensorflow:serving:runtime_latency";
+const EXAMPLE_COUNTS: &str = ":tensorflow:serving:request_example_counts";
+const EXAMPLE_COUNT_TOTAL: &str = ":tensorflow:serving:request_example_count_total";
+const QUEUING_LATENCY: &str = ":tensorflow:serving:batching_session:queuing_latency";
+const WRAPPED_RUN_COUNT: &str = ":tensorflow:serving:batching_session:wrapped_run_count";
+const INPUT_BATCH_SIZE: &str = ":tensorflow:serving:batching_session:input_batch_size";
+const PROCESSED_BATCH_SIZE: &str = ":tensorflow:serving:batching_session:processed_batch_size";
+const PADDING_SIZE: &str = ":tensorflow:serving:batching_session:padding_size";
+const WARMUP_LATENCY: &str = ":tensorflow:serving:model_warmup_latency";
+const WARMUP_RECORDS_READ: &str = ":tensorflow:serving:model_warmup_records_read";
+const LOAD_ATTEMPT_COUNT: &str = ":tensorflow:cc:saved_model:load_attempt_count";
+const LOAD_LATENCY: &str = ":tensorflow:cc:saved_model:load_latency";
 
 /// TensorFlow's `Buckets::Exponential(scale, growth, count)`: `count` upper limits
 /// `scale · growthⁱ` (an implicit last one is `+Inf`), written with the six significant
@@ -38,21 +38,18 @@ pub fn exponential(scale: f64, growth: f64, count: usize) -> Vec<f64> {
 }
 
 /// Every histogram here with its buckets, by Prometheus name.
-pub fn histograms() -> Vec<(String, Vec<f64>)> {
+pub fn histograms() -> Vec<(&'static str, Vec<f64>)> {
     let latency = exponential(10.0, 1.8, 33);
     let batch = exponential(1.0, 2.0, 14);
     vec![
-        (prometheus_name(REQUEST_LATENCY), latency.clone()),
-        (prometheus_name(RUNTIME_LATENCY), latency.clone()),
-        (prometheus_name(WARMUP_LATENCY), latency),
-        (prometheus_name(EXAMPLE_COUNTS), exponential(1.0, 2.0, 15)),
-        (
-            prometheus_name(QUEUING_LATENCY),
-            exponential(100.0, 1.2, 52),
-        ),
-        (prometheus_name(INPUT_BATCH_SIZE), batch.clone()),
-        (prometheus_name(PROCESSED_BATCH_SIZE), batch.clone()),
-        (prometheus_name(PADDING_SIZE), batch),
+        (REQUEST_LATENCY, latency.clone()),
+        (RUNTIME_LATENCY, latency.clone()),
+        (WARMUP_LATENCY, latency),
+        (EXAMPLE_COUNTS, exponential(1.0, 2.0, 15)),
+        (QUEUING_LATENCY, exponential(100.0, 1.2, 52)),
+        (INPUT_BATCH_SIZE, batch.clone()),
+        (PROCESSED_BATCH_SIZE, batch.clone()),
+        (PADDING_SIZE, batch),
     ]
 }
 
@@ -69,20 +66,18 @@ fn entrypoint_label(entrypoint: Entrypoint) -> &'static str {
 /// TF Serving names it: `predict`/`classify`/`regress` (empty for status and metadata)
 /// over REST, `Predict`/`Classify`/`Regress` over gRPC.
 pub fn request(model_name: &str, api: &str, entrypoint: Entrypoint, code: Code, micros: u64) {
-    metrics::counter!(
-        prometheus_name(REQUEST_COUNT),
-        "model_name" => model_name.to_string(),
-        "status" => code.name()
+    counter(
+        REQUEST_COUNT,
+        &[("model_name", model_name), ("status", code.name())],
     )
     .increment(1);
     if code == Code::Ok {
-        metrics::histogram!(
-            prometheus_name(REQUEST_LATENCY),
-            "model_name" => model_name.to_string(),
-            "API" => api.to_string(),
-            "entrypoint" => entrypoint_label(entrypoint)
-        )
-        .record(micros as f64);
+        let labels = [
+            ("model_name", model_name),
+            ("API", api),
+            ("entrypoint", entrypoint_label(entrypoint)),
+        ];
+        histogram(REQUEST_LATENCY, &labels).record(micros as f64);
     }
 }
 
@@ -90,75 +85,51 @@ pub fn request(model_name: &str, api: &str, entrypoint: Entrypoint, code: Code, 
 /// includes the queue, as TF Serving's BatchingSession::Run does). tfgate's runtime is a
 /// TF1 session.
 pub fn runtime(model_name: &str, api: &str, micros: u64) {
-    metrics::histogram!(
-        prometheus_name(RUNTIME_LATENCY),
-        "model_name" => model_name.to_string(),
-        "API" => api.to_string(),
-        "runtime" => "TF1"
-    )
-    .record(micros as f64);
+    let labels = [("model_name", model_name), ("API", api), ("runtime", "TF1")];
+    histogram(RUNTIME_LATENCY, &labels).record(micros as f64);
 }
 
 /// Examples a MultiInference request carried (`RecordRequestExampleCount`).
 pub fn examples(model_name: &str, n: usize) {
-    metrics::histogram!(prometheus_name(EXAMPLE_COUNTS), "model" => model_name.to_string())
-        .record(n as f64);
-    metrics::counter!(prometheus_name(EXAMPLE_COUNT_TOTAL), "model" => model_name.to_string())
-        .increment(n as u64);
+    histogram(EXAMPLE_COUNTS, &[("model", model_name)]).record(n as f64);
+    counter(EXAMPLE_COUNT_TOTAL, &[("model", model_name)]).increment(n as u64);
 }
 
 /// One task's wait in a batch queue, enqueue to dequeue.
 pub fn queuing(thread_pool_name: &str, micros: u64) {
-    metrics::histogram!(
-        prometheus_name(QUEUING_LATENCY),
-        "thread_pool_name" => thread_pool_name.to_string()
-    )
-    .record(micros as f64);
+    histogram(QUEUING_LATENCY, &[("thread_pool_name", thread_pool_name)]).record(micros as f64);
 }
 
 /// One batch run: its rows before padding, after padding, and the padding.
 pub fn batch(input_rows: usize, padded_rows: usize) {
-    metrics::counter!(prometheus_name(WRAPPED_RUN_COUNT)).increment(1);
-    metrics::histogram!(prometheus_name(INPUT_BATCH_SIZE)).record(input_rows as f64);
-    metrics::histogram!(prometheus_name(PROCESSED_BATCH_SIZE)).record(padded_rows as f64);
-    metrics::histogram!(
-        prometheus_name(PADDING_SIZE),
-        "execution_batch_size" => padded_rows.to_string()
-    )
-    .record(padded_rows.saturating_sub(input_rows) as f64);
+    counter(WRAPPED_RUN_COUNT, &[]).increment(1);
+    histogram(INPUT_BATCH_SIZE, &[]).record(input_rows as f64);
+    histogram(PROCESSED_BATCH_SIZE, &[]).record(padded_rows as f64);
+    let size = padded_rows.to_string();
+    histogram(PADDING_SIZE, &[("execution_batch_size", &size)])
+        .record(padded_rows.saturating_sub(input_rows) as f64);
 }
 
 /// One load attempt of the SavedModel at `model_path` (a version directory): counted by
 /// outcome, and its time added up when it succeeded.
 pub fn load_attempt(model_path: &str, success: bool, micros: u64) {
     let status = if success { "success" } else { "fail" };
-    metrics::counter!(
-        prometheus_name(LOAD_ATTEMPT_COUNT),
-        "model_path" => model_path.to_string(),
-        "status" => status
+    counter(
+        LOAD_ATTEMPT_COUNT,
+        &[("model_path", model_path), ("status", status)],
     )
     .increment(1);
     if success {
-        metrics::counter!(prometheus_name(LOAD_LATENCY), "model_path" => model_path.to_string())
-            .increment(micros);
+        counter(LOAD_LATENCY, &[("model_path", model_path)]).increment(micros);
     }
 }
 
 /// One warmup of the SavedModel at `model_path`: its time and the records it read,
 /// labelled with its status as TF prints one (`OK`, or `CODE: message`).
 pub fn warmup(model_path: &str, status: &str, micros: u64, records: u64) {
-    metrics::histogram!(
-        prometheus_name(WARMUP_LATENCY),
-        "model_path" => model_path.to_string(),
-        "status" => status.to_string()
-    )
-    .record(micros as f64);
-    metrics::counter!(
-        prometheus_name(WARMUP_RECORDS_READ),
-        "model_path" => model_path.to_string(),
-        "status" => status.to_string()
-    )
-    .increment(records);
+    let labels = [("model_path", model_path), ("status", status)];
+    histogram(WARMUP_LATENCY, &labels).record(micros as f64);
+    counter(WARMUP_RECORDS_READ, &labels).increment(records);
 }
 
 #[cfg(test)]

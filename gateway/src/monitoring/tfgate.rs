@@ -2,6 +2,7 @@
 //! word for. Gauges are sampled when the page is rendered; the recovery histogram is
 //! recorded when a restarted worker serves again.
 
+use super::handles::histogram;
 use super::series::exponential;
 
 const WORKER_STATE: &str = ":tfgate:worker:state";
@@ -20,10 +21,10 @@ const REQUEST_LOG_DROPPED: &str = ":tfgate:request_log:dropped";
 pub const SLOT_STATES: [&str; 5] = ["starting", "loading", "serving", "restarting", "stopped"];
 
 /// Every histogram here with its buckets (µs, TF Serving's latency buckets).
-pub fn histograms() -> Vec<(String, Vec<f64>)> {
+pub fn histograms() -> Vec<(&'static str, Vec<f64>)> {
     vec![
-        (WORKER_RECOVERY.to_string(), exponential(10.0, 1.8, 33)),
-        (REQUEST_PHASE.to_string(), exponential(1.0, 1.8, 33)),
+        (WORKER_RECOVERY, exponential(10.0, 1.8, 33)),
+        (REQUEST_PHASE, exponential(1.0, 1.8, 33)),
     ]
 }
 
@@ -70,14 +71,15 @@ pub fn recovered(worker: String, micros: u64) {
 /// both ways, wake-ups included), `worker` (the worker's frame handling around the
 /// run), `session_run`, and `response_encoding` (at the REST or gRPC edge).
 pub fn phase(model_name: &str, version: i64, signature: &str, phase: &'static str, micros: u64) {
-    metrics::histogram!(
-        REQUEST_PHASE,
-        "model_name" => model_name.to_string(),
-        "version" => version.to_string(),
-        "signature" => signature.to_string(),
-        "phase" => phase
-    )
-    .record(micros as f64);
+    let mut buf = itoa::Buffer::new();
+    let version = buf.format(version);
+    let labels = [
+        ("model_name", model_name),
+        ("version", version),
+        ("signature", signature),
+        ("phase", phase),
+    ];
+    histogram(REQUEST_PHASE, &labels).record(micros as f64);
 }
 
 /// A sampled request not logged because the log writer was behind.

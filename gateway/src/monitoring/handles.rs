@@ -1,0 +1,85 @@
+//! Metric handles cached by name and label values. The `metrics` macros build a key
+//! (owned label strings) and look it up in the recorder on every call; on the request
+//! path that cost several allocations per series. Here a handle is made once per label
+//! set and found again by a hash of borrowed strings, with no allocation.
+
+use metrics::{Counter, Histogram, Label};
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::LazyLock;
+
+/// Label names and values, borrowed.
+pub type Labels<'a> = &'a [(&'static str, &'a str)];
+
+struct Entry<T> {
+    name: &'static str,
+    labels: Vec<(&'static str, String)>,
+    handle: T,
+}
+
+impl<T> Entry<T> {
+    fn is(&self, name: &str, labels: Labels<'_>) -> bool {
+        self.name == name
+            && self.labels.len() == labels.len()
+            && self
+                .labels
+                .iter()
+                .zip(labels)
+                .all(|((k, v), (k2, v2))| k == k2 && v == v2)
+    }
+}
+
+/// Handles of one kind, by the hash of their name and labels (a short list per hash).
+struct Cache<T>(LazyLock<RwLock<HashMap<u64, Vec<Entry<T>>>>>);
+
+impl<T: Clone> Cache<T> {
+    const fn new() -> Self {
+        Cache(LazyLock::new(RwLock::default))
+    }
+
+    fn get(&self, name: &'static str, labels: Labels<'_>, make: impl FnOnce(Vec<Label>) -> T) -> T {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut h);
+        labels.hash(&mut h);
+        let key = h.finish();
+        if let Some(e) = self
+            .0
+            .read()
+            .get(&key)
+            .and_then(|v| v.iter().find(|e| e.is(name, labels)))
+        {
+            return e.handle.clone();
+        }
+        let mut map = self.0.write();
+        let entries = map.entry(key).or_default();
+        if let Some(e) = entries.iter().find(|e| e.is(name, labels)) {
+            return e.handle.clone();
+        }
+        let handle = make(
+            labels
+                .iter()
+                .map(|(k, v)| Label::new(*k, v.to_string()))
+                .collect(),
+        );
+        entries.push(Entry {
+            name,
+            labels: labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+            handle: handle.clone(),
+        });
+        handle
+    }
+}
+
+static COUNTERS: Cache<Counter> = Cache::new();
+static HISTOGRAMS: Cache<Histogram> = Cache::new();
+
+/// The counter `name` with these labels.
+pub fn counter(name: &'static str, labels: Labels<'_>) -> Counter {
+    COUNTERS.get(name, labels, |l| metrics::counter!(name, l))
+}
+
+/// The histogram `name` with these labels.
+pub fn histogram(name: &'static str, labels: Labels<'_>) -> Histogram {
+    HISTOGRAMS.get(name, labels, |l| metrics::histogram!(name, l))
+}
