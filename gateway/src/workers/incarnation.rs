@@ -14,6 +14,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::net::UnixStream;
+use tokio::process::Child;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
@@ -257,4 +259,11 @@ impl Incarnation {
             Ok(Ok(Err(e))) => Err(CallError::BadResponse(e)),
         }
     }
+}
+
+/// A worker process attached to its own fresh segment.
+pub struct Attached {
+    pub child: Child,
+    pub stream: UnixStream,
+    pub incarnation: Arc<Incarnation>,
 }

@@ -4,6 +4,7 @@
 //! the run goes at once to another worker with the version, or waits (within its
 //! deadline) for the restarted one, so a crash costs latency, not the request.
 
+mod control;
 mod frame;
 mod incarnation;
 mod placement;

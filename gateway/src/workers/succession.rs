@@ -6,10 +6,9 @@
 //! once it holds everything the old one served AVAILABLE, it takes the slot's traffic,
 //! and the old worker finishes the requests it holds and exits.
 
-use super::incarnation::Incarnation;
-use super::supervisor::{read_message, record_load, reported, Attached, Supervisor};
+use super::control::{read_message, record_load, reported};
+use super::incarnation::{Attached, Incarnation};
 use crate::servables::{Reported, ServableId};
-use crate::server_core::Models;
 use anyhow::bail;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -17,9 +16,7 @@ use std::time::Duration;
 use tfgate_proto::tensorflow::serving::model_version_status::State;
 use tfgate_proto::tfgate::control::worker_message as wm;
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::net::UnixListener;
 use tokio::process::Child;
-use tokio::sync::watch;
 
 /// How long a successor may take to load everything.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(900);
@@ -35,66 +32,47 @@ pub struct Successor {
     pub why: String,
 }
 
-impl Supervisor {
-    /// Starts a successor and waits for its initial load. Fails (and the successor is
-    /// killed) if it does not end up holding AVAILABLE every version the slot serves now.
-    pub(super) async fn prepare_successor(
-        &self,
-        listener: &UnixListener,
-        socket_path: &std::path::Path,
-        generation: u64,
-        mut models: watch::Receiver<Models>,
-        why: String,
-    ) -> anyhow::Result<Successor> {
-        let mut attached = self
-            .launch(listener, socket_path, generation, &mut models)
-            .await?;
-        let mut reports = Vec::new();
-        let load = async {
-            loop {
-                match read_message(&mut attached.stream).await? {
-                    wm::Message::InitialLoadDone(_) => return anyhow::Ok(()),
-                    wm::Message::ServableState(report) => reports.extend(reported(report)),
-                    other => record_load(&other),
-                }
-            }
-        };
-        tokio::select! {
-            r = tokio::time::timeout(LOAD_TIMEOUT, load) => match r {
-                Ok(r) => r?,
-                Err(_) => bail!("the successor did not finish loading in {LOAD_TIMEOUT:?}"),
-            },
-            status = attached.child.wait() => bail!("the successor exited: {}", status?),
-        }
-        let serving: BTreeSet<ServableId> = self
-            .servables
-            .on_worker(self.slot.id())
-            .into_iter()
-            .filter(|(_, state)| *state == State::Available)
-            .map(|(id, _)| id)
-            .collect();
-        let mut loaded = BTreeSet::new();
-        for r in &reports {
-            if r.state == State::Available {
-                loaded.insert(r.id.clone());
-            } else {
-                loaded.remove(&r.id);
+/// Waits for a launched successor's initial load; its servable reports, if it ends up
+/// holding AVAILABLE every version in `serving` (what the slot serves now). Fails (and
+/// the successor is killed) otherwise.
+pub async fn initial_load(
+    attached: &mut Attached,
+    serving: &BTreeSet<ServableId>,
+) -> anyhow::Result<Vec<Reported>> {
+    let mut reports = Vec::new();
+    let load = async {
+        loop {
+            match read_message(&mut attached.stream).await? {
+                wm::Message::InitialLoadDone(_) => return anyhow::Ok(()),
+                wm::Message::ServableState(report) => reports.extend(reported(report)),
+                other => record_load(&other),
             }
         }
-        if let Some(missing) = serving.difference(&loaded).next() {
-            let _ = attached.child.start_kill();
-            bail!(
-                "the successor did not load {} version {}",
-                missing.name,
-                missing.version
-            );
-        }
-        Ok(Successor {
-            attached,
-            reports,
-            why,
-        })
+    };
+    tokio::select! {
+        r = tokio::time::timeout(LOAD_TIMEOUT, load) => match r {
+            Ok(r) => r?,
+            Err(_) => bail!("the successor did not finish loading in {LOAD_TIMEOUT:?}"),
+        },
+        status = attached.child.wait() => bail!("the successor exited: {}", status?),
     }
+    let mut loaded = BTreeSet::new();
+    for r in &reports {
+        if r.state == State::Available {
+            loaded.insert(r.id.clone());
+        } else {
+            loaded.remove(&r.id);
+        }
+    }
+    if let Some(missing) = serving.difference(&loaded).next() {
+        let _ = attached.child.start_kill();
+        bail!(
+            "the successor did not load {} version {}",
+            missing.name,
+            missing.version
+        );
+    }
+    Ok(reports)
 }
 
 /// Lets a replaced worker finish the requests it holds, then closes its control socket

@@ -8,25 +8,24 @@
 //! versions leave routing, and the next incarnation starts at once (with a short backoff
 //! if crashes repeat).
 
+use super::control::{encode, read_message, record_load, reported, write_message};
+use super::incarnation::Attached;
 use super::incarnation::Incarnation;
 use super::slot::{Slot, SlotState};
-use super::succession::{retire, Successor};
-use crate::servables::{Reported, ServableId, Servables, WorkerId};
+use super::succession::{initial_load, retire, Successor};
+use crate::servables::{ServableId, Servables, WorkerId};
 use crate::server_core::Models;
 use anyhow::{anyhow, bail, Context};
-use prost::Message;
-use shm_protocol::code::{Code, Status};
-use shm_protocol::control;
 use shm_protocol::{Segment, SegmentConfig};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tfgate_proto::tensorflow::serving::model_version_status::State;
-use tfgate_proto::tensorflow::serving::SignatureDefMap;
 use tfgate_proto::tfgate::control::gateway_message::{self as gm, ServeModels};
 use tfgate_proto::tfgate::control::worker_message as wm;
-use tfgate_proto::tfgate::control::{GatewayMessage, LoadConfig, SessionConfig, WorkerMessage};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tfgate_proto::tfgate::control::{LoadConfig, SessionConfig};
+use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::process::{Child, Command};
@@ -77,34 +76,6 @@ const MAX_STARTUP_FAILURES: u32 = 5;
 const WATCHDOG_TICK: Duration = Duration::from_millis(50);
 /// How long a worker asked to shut down may take before it is killed.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
-/// A control write that does not finish in this long counts as a hung worker.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Reads a worker's next message (a message with nothing set is an error).
-pub(super) async fn read_message(
-    stream: &mut (impl tokio::io::AsyncRead + Unpin),
-) -> anyhow::Result<wm::Message> {
-    let mut prefix = [0u8; 4];
-    stream.read_exact(&mut prefix).await?;
-    let mut body = vec![0u8; control::frame_len(prefix)?];
-    stream.read_exact(&mut body).await?;
-    control::decode::<WorkerMessage>(&body)?
-        .message
-        .ok_or_else(|| anyhow!("empty control message"))
-}
-
-/// The framed bytes of a message to the worker.
-fn encode(msg: gm::Message) -> Result<Vec<u8>, control::ControlError> {
-    control::encode(&GatewayMessage { message: Some(msg) })
-}
-
-async fn write_message(stream: &mut OwnedWriteHalf, msg: gm::Message) -> anyhow::Result<()> {
-    let bytes = encode(msg)?;
-    tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&bytes))
-        .await
-        .map_err(|_| anyhow!("control socket write timed out"))??;
-    Ok(())
-}
 
 /// Resolves once the server is stopping.
 async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -119,13 +90,6 @@ pub(super) enum End {
     Stopped,
     /// A successor has loaded everything and takes over; the old worker retires.
     Replaced(Box<Successor>),
-}
-
-/// A worker process attached to its own fresh segment.
-pub(super) struct Attached {
-    pub child: Child,
-    pub stream: UnixStream,
-    pub incarnation: Arc<Incarnation>,
 }
 
 impl Supervisor {
@@ -216,6 +180,34 @@ impl Supervisor {
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+    }
+
+    /// Starts a successor and waits for its initial load; it must hold AVAILABLE every
+    /// version the slot serves now.
+    async fn prepare_successor(
+        &self,
+        listener: &UnixListener,
+        socket_path: &std::path::Path,
+        generation: u64,
+        mut models: watch::Receiver<Models>,
+        why: String,
+    ) -> anyhow::Result<Successor> {
+        let mut attached = self
+            .launch(listener, socket_path, generation, &mut models)
+            .await?;
+        let serving: BTreeSet<ServableId> = self
+            .servables
+            .on_worker(self.slot.id())
+            .into_iter()
+            .filter(|(_, state)| *state == State::Available)
+            .map(|(id, _)| id)
+            .collect();
+        let reports = initial_load(&mut attached, &serving).await?;
+        Ok(Successor {
+            attached,
+            reports,
+            why,
+        })
     }
 
     /// A successor's reports become the slot's states, and it becomes the slot's worker.
@@ -611,38 +603,6 @@ fn attach(stream: UnixStream, segment: &Segment, generation: u64) -> anyhow::Res
     shm_protocol::fd_passing::send_fd(&std_stream, segment.fd(), &payload)?;
     std_stream.set_nonblocking(true)?;
     Ok(UnixStream::from_std(std_stream)?)
-}
-
-/// A servable report as the table takes it; none for a state this gateway does not know.
-pub(super) fn reported(report: wm::ServableState) -> Option<Reported> {
-    let state = State::try_from(report.state)
-        .ok()
-        .filter(|s| *s != State::Unknown)?;
-    Some(Reported {
-        id: ServableId {
-            name: report.model_name,
-            version: report.version,
-        },
-        state,
-        error: report
-            .error
-            .map(|e| Status::new(Code::from_canonical(e.error_code), e.error_message)),
-        signatures: SignatureDefMap::decode(report.signature_defs.as_slice()).unwrap_or_default(),
-        batching_params: report.batching_params,
-    })
-}
-
-/// Records a worker's load or warmup report in TF Serving's series.
-pub(super) fn record_load(msg: &wm::Message) {
-    match msg {
-        wm::Message::LoadAttempt(a) => {
-            crate::monitoring::series::load_attempt(&a.model_path, a.success, a.latency_us)
-        }
-        wm::Message::Warmup(w) => {
-            crate::monitoring::series::warmup(&w.model_path, &w.status, w.latency_us, w.records)
-        }
-        _ => {}
-    }
 }
 
 /// Applies a worker's servable report; true when a version became AVAILABLE.
