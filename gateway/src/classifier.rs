@@ -5,6 +5,7 @@
 
 use crate::error::ServingError;
 use shm_protocol::tensor::{Tensor, TensorData};
+use tfgate_proto::tensorflow::serving as pb;
 
 /// One class of one example: label (empty without a `classes` output) and score.
 pub type Class = (Vec<u8>, f32);
@@ -112,4 +113,32 @@ pub fn regressions(outputs: &[(String, Tensor)], n: usize) -> Result<Vec<f32>, S
         )));
     }
     floats(t, "output")
+}
+
+/// Per-example classes as TF Serving's `ClassificationResult`.
+pub fn classification_result(classifications: Vec<Vec<Class>>) -> pb::ClassificationResult {
+    pb::ClassificationResult {
+        classifications: classifications
+            .into_iter()
+            .map(|classes| pb::Classifications {
+                classes: classes
+                    .into_iter()
+                    .map(|(label, score)| pb::Class {
+                        label: String::from_utf8_lossy(&label).into_owned(),
+                        score,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// Per-example values as TF Serving's `RegressionResult`.
+pub fn regression_result(values: Vec<f32>) -> pb::RegressionResult {
+    pb::RegressionResult {
+        regressions: values
+            .into_iter()
+            .map(|value| pb::Regression { value })
+            .collect(),
+    }
 }

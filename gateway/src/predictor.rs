@@ -8,7 +8,7 @@ use crate::error::ServingError;
 use crate::lifecycle::{Admitted, Lifecycle};
 use crate::monitoring::tfgate;
 use crate::request::{DecodeInputs, ExamplesRequest, MultiInferenceRequest, PredictRequest};
-use crate::request_log::RequestLog;
+use crate::request_log::{RequestLog, Sampled};
 use crate::servables::{Servable, ServableId, ServableRequest, Servables};
 use crate::status::model_status;
 use crate::validation;
@@ -103,7 +103,8 @@ impl Predictor {
         let servable = self.servables.resolve(&request.servable)?;
         let run = validation::validate_predict(&servable, request)?;
         let sampled = self.request_log.as_ref().and_then(|log| {
-            let sampled = log.sample(&servable.id.name, run.inputs(), run.output_filter())?;
+            let sampled =
+                log.sample_predict(&servable.id.name, run.inputs(), run.output_filter())?;
             Some((log, sampled))
         });
         let served = self.run(run, Some("Predict")).await?;
@@ -123,9 +124,15 @@ impl Predictor {
         &self,
         request: ExamplesRequest,
     ) -> Result<Served<Vec<Vec<Class>>>, ServingError> {
-        let (_admitted, run, n) = self.examples(request, ExamplesMethod::Classify)?;
-        self.run_shaped(run, n, Some("Classify"), classifier::classifications)
-            .await
+        let (_admitted, run, n, sampled) = self.examples(request, ExamplesMethod::Classify)?;
+        let served = self
+            .run_shaped(run, n, Some("Classify"), classifier::classifications)
+            .await?;
+        if let (Some(log), Some(sampled)) = (&self.request_log, sampled) {
+            let result = classifier::classification_result(served.value.clone());
+            log.classify(sampled, &served.servable, &served.signature_name, result);
+        }
+        Ok(served)
     }
 
     /// Regress: one value per example.
@@ -133,23 +140,34 @@ impl Predictor {
         &self,
         request: ExamplesRequest,
     ) -> Result<Served<Vec<f32>>, ServingError> {
-        let (_admitted, run, n) = self.examples(request, ExamplesMethod::Regress)?;
-        self.run_shaped(run, n, Some("Regress"), classifier::regressions)
-            .await
+        let (_admitted, run, n, sampled) = self.examples(request, ExamplesMethod::Regress)?;
+        let served = self
+            .run_shaped(run, n, Some("Regress"), classifier::regressions)
+            .await?;
+        if let (Some(log), Some(sampled)) = (&self.request_log, sampled) {
+            let result = classifier::regression_result(served.value.clone());
+            log.regress(sampled, &served.servable, &served.signature_name, result);
+        }
+        Ok(served)
     }
 
     /// Admits, resolves and validates a Classify or Regress call: the admission (held
-    /// until the answer), the run and the example count.
+    /// until the answer), the run, the example count, and the examples if the request
+    /// log samples this call.
     fn examples(
         &self,
         request: ExamplesRequest,
         method: ExamplesMethod,
-    ) -> Result<(Admitted, validation::ValidRun, usize), ServingError> {
+    ) -> Result<(Admitted, validation::ValidRun, usize, Option<Sampled>), ServingError> {
         let admitted = self.lifecycle.admit()?;
         let servable = self.servables.resolve(&request.servable)?;
         let n = request.examples.len();
+        let sampled = self
+            .request_log
+            .as_ref()
+            .and_then(|log| log.sample_examples(&servable.id.name, &request.examples));
         let run = examples::validate_examples(&servable, request, method, self.method_name_check)?;
-        Ok((admitted, run, n))
+        Ok((admitted, run, n, sampled))
     }
 
     /// MultiInference: every task validated, then the tasks' runs side by side; the

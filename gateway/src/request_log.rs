@@ -1,7 +1,7 @@
 //! Request logging, as a model's `ModelConfig.logging_config { sampling_config {
-//! sampling_rate } }` asks: a sampled share of its successful Predict requests, each with
-//! its response, written as `PredictionLog` records to a TFRecord file per model under
-//! `--request_log_dir` (`<dir>/<model>.tfrecord`). TF Serving has the hook but no
+//! sampling_rate } }` asks: a sampled share of its successful Predict, Classify and
+//! Regress requests, each with its response, written as `PredictionLog` records to a
+//! TFRecord file per model under `--request_log_dir` (`<dir>/<model>.tfrecord`). TF Serving has the hook but no
 //! collector; the format is that of warmup files, so recorded traffic replays as a
 //! version's `assets.extra/tf_serving_warmup_requests`.
 //!
@@ -17,9 +17,12 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use tfgate_proto::tensorflow::serving::{
-    model_spec::VersionChoice, prediction_log::LogType, LogMetadata, ModelSpec, PredictLog,
-    PredictRequest, PredictResponse, PredictionLog, SamplingConfig,
+    input, prediction_log::LogType, ClassificationRequest, ClassificationResponse,
+    ClassificationResult, ClassifyLog, ExampleList, Input, LogMetadata, ModelSpec, PredictLog,
+    PredictRequest, PredictResponse, PredictionLog, RegressLog, RegressionRequest,
+    RegressionResponse, RegressionResult, SamplingConfig,
 };
+use tfgate_proto::tensorflow::Example;
 use tokio::sync::watch;
 
 /// Records waiting for the writer at most.
@@ -32,11 +35,19 @@ pub struct RequestLog {
     records: mpsc::SyncSender<(String, Vec<u8>)>,
 }
 
-/// A sampled Predict, kept until its answer is known.
+/// A sampled request, kept until its answer is known.
 pub struct Sampled {
     rate: f64,
-    inputs: Vec<(String, Tensor)>,
-    output_filter: Vec<String>,
+    request: SampledRequest,
+}
+
+enum SampledRequest {
+    Predict {
+        inputs: Vec<(String, Tensor)>,
+        output_filter: Vec<String>,
+    },
+    /// Classify or Regress: the serialized examples (context merged in).
+    Examples(Vec<Vec<u8>>),
 }
 
 impl RequestLog {
@@ -50,14 +61,9 @@ impl RequestLog {
         Ok(RequestLog { models, records })
     }
 
-    /// Whether this request of `model` is to be logged: with its model's sampling rate
-    /// as the probability. Takes what the log needs from the request if so.
-    pub fn sample(
-        &self,
-        model: &str,
-        inputs: &[(String, Tensor)],
-        output_filter: &[String],
-    ) -> Option<Sampled> {
+    /// The sampling rate of `model` if this request is to be logged: its model's rate is
+    /// the probability.
+    fn sampled(&self, model: &str) -> Option<f64> {
         let rate = self
             .models
             .borrow()
@@ -68,10 +74,30 @@ impl RequestLog {
             .sampling_config
             .as_ref()?
             .sampling_rate;
-        (rate > 0.0 && fastrand::f64() < rate).then(|| Sampled {
-            rate,
-            inputs: inputs.to_vec(),
-            output_filter: output_filter.to_vec(),
+        (rate > 0.0 && fastrand::f64() < rate).then_some(rate)
+    }
+
+    /// Whether this Predict of `model` is logged; takes what the log needs if so.
+    pub fn sample_predict(
+        &self,
+        model: &str,
+        inputs: &[(String, Tensor)],
+        output_filter: &[String],
+    ) -> Option<Sampled> {
+        Some(Sampled {
+            rate: self.sampled(model)?,
+            request: SampledRequest::Predict {
+                inputs: inputs.to_vec(),
+                output_filter: output_filter.to_vec(),
+            },
+        })
+    }
+
+    /// Whether this Classify or Regress of `model` is logged; keeps its examples if so.
+    pub fn sample_examples(&self, model: &str, examples: &[Vec<u8>]) -> Option<Sampled> {
+        Some(Sampled {
+            rate: self.sampled(model)?,
+            request: SampledRequest::Examples(examples.to_vec()),
         })
     }
 
@@ -83,21 +109,92 @@ impl RequestLog {
         signature_name: &str,
         outputs: &[(String, Tensor)],
     ) {
-        let spec = ModelSpec {
-            name: servable.name.clone(),
-            signature_name: signature_name.to_string(),
-            version_choice: Some(VersionChoice::Version(servable.version)),
+        let SampledRequest::Predict {
+            inputs,
+            output_filter,
+        } = sampled.request
+        else {
+            return;
         };
+        let spec = servable.model_spec(signature_name);
         let tensors = |ts: &[(String, Tensor)]| {
             ts.iter()
                 .map(|(k, t)| (k.clone(), shm_protocol::proto::to_proto(t, false)))
                 .collect()
         };
-        let log = PredictionLog {
-            log_metadata: Some(LogMetadata {
+        let log = LogType::PredictLog(PredictLog {
+            request: Some(PredictRequest {
                 model_spec: Some(spec.clone()),
+                inputs: tensors(&inputs),
+                output_filter,
+                ..Default::default()
+            }),
+            response: Some(PredictResponse {
+                model_spec: Some(spec.clone()),
+                outputs: tensors(outputs),
+            }),
+        });
+        self.write(sampled.rate, spec, log);
+    }
+
+    /// Logs a sampled Classify and its result.
+    pub fn classify(
+        &self,
+        sampled: Sampled,
+        servable: &ServableId,
+        signature_name: &str,
+        result: ClassificationResult,
+    ) {
+        let spec = servable.model_spec(signature_name);
+        let Some(input) = examples_input(sampled.request) else {
+            return;
+        };
+        let log = LogType::ClassifyLog(ClassifyLog {
+            request: Some(ClassificationRequest {
+                model_spec: Some(spec.clone()),
+                input: Some(input),
+            }),
+            response: Some(ClassificationResponse {
+                model_spec: Some(spec.clone()),
+                result: Some(result),
+            }),
+        });
+        self.write(sampled.rate, spec, log);
+    }
+
+    /// Logs a sampled Regress and its result.
+    pub fn regress(
+        &self,
+        sampled: Sampled,
+        servable: &ServableId,
+        signature_name: &str,
+        result: RegressionResult,
+    ) {
+        let spec = servable.model_spec(signature_name);
+        let Some(input) = examples_input(sampled.request) else {
+            return;
+        };
+        let log = LogType::RegressLog(RegressLog {
+            request: Some(RegressionRequest {
+                model_spec: Some(spec.clone()),
+                input: Some(input),
+            }),
+            response: Some(RegressionResponse {
+                model_spec: Some(spec.clone()),
+                result: Some(result),
+            }),
+        });
+        self.write(sampled.rate, spec, log);
+    }
+
+    /// Queues one `PredictionLog` for the writer; drops it (counted) when the queue is full.
+    fn write(&self, rate: f64, spec: ModelSpec, log: LogType) {
+        let model = spec.name.clone();
+        let record = PredictionLog {
+            log_metadata: Some(LogMetadata {
+                model_spec: Some(spec),
                 sampling_config: Some(SamplingConfig {
-                    sampling_rate: sampled.rate,
+                    sampling_rate: rate,
                     ..Default::default()
                 }),
                 timestamp_secs: std::time::SystemTime::now()
@@ -105,27 +202,32 @@ impl RequestLog {
                     .map_or(0, |d| d.as_secs() as i64),
                 ..Default::default()
             }),
-            log_type: Some(LogType::PredictLog(PredictLog {
-                request: Some(PredictRequest {
-                    model_spec: Some(spec.clone()),
-                    inputs: tensors(&sampled.inputs),
-                    output_filter: sampled.output_filter,
-                    ..Default::default()
-                }),
-                response: Some(PredictResponse {
-                    model_spec: Some(spec),
-                    outputs: tensors(outputs),
-                }),
-            })),
+            log_type: Some(log),
         };
         if self
             .records
-            .try_send((servable.name.clone(), log.encode_to_vec()))
+            .try_send((model.clone(), record.encode_to_vec()))
             .is_err()
         {
-            crate::monitoring::tfgate::request_log_dropped(&servable.name);
+            crate::monitoring::tfgate::request_log_dropped(&model);
         }
     }
+}
+
+/// A Classify or Regress request's `Input`: its examples as an `ExampleList` (a context
+/// was merged into each when the request was read).
+fn examples_input(request: SampledRequest) -> Option<Input> {
+    let SampledRequest::Examples(examples) = request else {
+        return None;
+    };
+    let examples = examples
+        .iter()
+        .map(|e| Example::decode(e.as_slice()))
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    Some(Input {
+        kind: Some(input::Kind::ExampleList(ExampleList { examples })),
+    })
 }
 
 /// The masked CRC-32C of TFRecord framing.

@@ -24,6 +24,18 @@ use tokio::sync::watch;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WorkerId(pub u32);
 
+impl ServableId {
+    /// The `ModelSpec` a response names: this version and the signature that ran.
+    pub fn model_spec(&self, signature_name: &str) -> tfgate_proto::tensorflow::serving::ModelSpec {
+        use tfgate_proto::tensorflow::serving::{model_spec::VersionChoice, ModelSpec};
+        ModelSpec {
+            name: self.name.clone(),
+            signature_name: signature_name.to_string(),
+            version_choice: Some(VersionChoice::Version(self.version)),
+        }
+    }
+}
+
 impl std::fmt::Display for WorkerId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.0)

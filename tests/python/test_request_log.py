@@ -10,7 +10,8 @@ import urllib.request
 
 import grpc
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import (classification_pb2, predict_pb2, prediction_log_pb2,
+                                     prediction_service_pb2_grpc, regression_pb2)
 
 from test_api_suite import MODELS, start, stop
 from test_official_client import rest
@@ -20,6 +21,11 @@ def config(name, base_path, extra=""):
     return ("model_config_list {\n"
             f'  config {{ name: "{name}" base_path: "{base_path}" model_platform: "tensorflow"'
             f" {extra} }}\n}}\n")
+
+
+def example(x):
+    return tf.train.Example(features=tf.train.Features(
+        feature={"x": tf.train.Feature(float_list=tf.train.FloatList(value=[x]))}))
 
 
 def read_log(path):
@@ -65,6 +71,21 @@ def test_sampled_requests_are_logged_and_replay_as_warmup(tmp_path):
         for t in threads:
             t.join()
         assert errors == []
+        # Classify and Regress are logged too (the regress context merged into each example).
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            request = classification_pb2.ClassificationRequest()
+            request.model_spec.name = "half_plus_two"
+            request.model_spec.signature_name = "classify_x_to_y"
+            request.input.example_list.examples.extend([example(2.0), example(6.0)])
+            stub.Classify(request, 10.0)
+            request = regression_pb2.RegressionRequest()
+            request.model_spec.name = "half_plus_two"
+            request.model_spec.signature_name = "regress_x_to_y"
+            request.input.example_list_with_context.context.CopyFrom(example(10.0))
+            request.input.example_list_with_context.examples.extend([example(2.0),
+                                                                     tf.train.Example()])
+            stub.Regress(request, 10.0)
         # A request that fails is not logged.
         assert rest(rest_port, "POST", "/v1/models/half_plus_two:predict",
                     '{"instances": ["a"]}')[0] == 400
@@ -73,9 +94,21 @@ def test_sampled_requests_are_logged_and_replay_as_warmup(tmp_path):
 
     path = log_dir / "half_plus_two.tfrecord"
     logs = read_log(str(path))
-    assert len(logs) == 120
+    kinds = [log.WhichOneof("log_type") for log in logs]
+    assert (kinds.count("predict_log"), kinds.count("classify_log"),
+            kinds.count("regress_log")) == (120, 1, 1)
+    (classify,) = [log.classify_log for log in logs if log.HasField("classify_log")]
+    assert classify.request.model_spec.signature_name == "classify_x_to_y"
+    assert list(classify.request.input.example_list.examples) == [example(2.0), example(6.0)]
+    assert [[c.score for c in cl.classes]
+            for cl in classify.response.result.classifications] == [[4.0], [6.0]]
+    (regress,) = [log.regress_log for log in logs if log.HasField("regress_log")]
+    assert list(regress.request.input.example_list.examples) == [example(2.0), example(10.0)]
+    assert [r.value for r in regress.response.result.regressions] == [4.0, 8.0]
     seen = set()
     for log in logs:
+        if not log.HasField("predict_log"):
+            continue
         assert log.log_metadata.model_spec.name == "half_plus_two"
         assert log.log_metadata.sampling_config.sampling_rate == 1.0
         request, response = log.predict_log.request, log.predict_log.response
@@ -102,7 +135,7 @@ def test_sampled_requests_are_logged_and_replay_as_warmup(tmp_path):
                 f"http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics") as r:
             page = r.read().decode()
         series = (':tensorflow:serving:model_warmup_records_read'
-                  f'{{model_path="{version}",status="OK"}} 120')
+                  f'{{model_path="{version}",status="OK"}} 122')
         assert series in page.splitlines(), page
     finally:
         stop(proc)

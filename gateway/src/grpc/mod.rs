@@ -8,7 +8,7 @@ mod status_codes;
 pub mod tensor_proto;
 mod uds_authority;
 
-use crate::classifier::Class;
+use crate::classifier::{classification_result, regression_result, Class};
 use crate::error::{Code, ServingError};
 use crate::predictor::{InferenceResult, Predictor, Served};
 use crate::request::{
@@ -90,11 +90,7 @@ pub fn servable_request(spec: Option<&pb::ModelSpec>) -> Result<ServableRequest,
 
 /// The `model_spec` of a response: name, version and the signature that ran.
 fn response_spec(servable: &ServableId, signature_name: &str) -> pb::ModelSpec {
-    pb::ModelSpec {
-        name: servable.name.clone(),
-        signature_name: signature_name.to_string(),
-        version_choice: Some(VersionChoice::Version(servable.version)),
-    }
+    servable.model_spec(signature_name)
 }
 
 /// The deadline a gRPC client set (`grpc-timeout`), which becomes the run timeout.
@@ -140,32 +136,6 @@ fn examples_request(
         examples: serialized_examples(input),
         deadline,
     })
-}
-
-fn classification_result(classifications: Vec<Vec<Class>>) -> pb::ClassificationResult {
-    pb::ClassificationResult {
-        classifications: classifications
-            .into_iter()
-            .map(|classes| pb::Classifications {
-                classes: classes
-                    .into_iter()
-                    .map(|(label, score)| pb::Class {
-                        label: String::from_utf8_lossy(&label).into_owned(),
-                        score,
-                    })
-                    .collect(),
-            })
-            .collect(),
-    }
-}
-
-fn regression_result(values: Vec<f32>) -> pb::RegressionResult {
-    pb::RegressionResult {
-        regressions: values
-            .into_iter()
-            .map(|value| pb::Regression { value })
-            .collect(),
-    }
 }
 
 fn classification_response(served: Served<Vec<Vec<Class>>>) -> pb::ClassificationResponse {
