@@ -124,15 +124,17 @@ impl Predictor {
         &self,
         request: ExamplesRequest,
     ) -> Result<Served<Vec<Vec<Class>>>, ServingError> {
-        let (_admitted, run, n, sampled) = self.examples(request, ExamplesMethod::Classify)?;
-        let served = self
-            .run_shaped(run, n, Some("Classify"), classifier::classifications)
-            .await?;
-        if let (Some(log), Some(sampled)) = (&self.request_log, sampled) {
-            let result = classifier::classification_result(served.value.clone());
-            log.classify(sampled, &served.servable, &served.signature_name, result);
-        }
-        Ok(served)
+        let shape = classifier::classifications;
+        self.examples_call(
+            request,
+            ExamplesMethod::Classify,
+            shape,
+            |log, sampled, served| {
+                let result = classifier::classification_result(served.value.clone());
+                log.classify(sampled, &served.servable, &served.signature_name, result);
+            },
+        )
+        .await
     }
 
     /// Regress: one value per example.
@@ -140,13 +142,36 @@ impl Predictor {
         &self,
         request: ExamplesRequest,
     ) -> Result<Served<Vec<f32>>, ServingError> {
-        let (_admitted, run, n, sampled) = self.examples(request, ExamplesMethod::Regress)?;
-        let served = self
-            .run_shaped(run, n, Some("Regress"), classifier::regressions)
-            .await?;
-        if let (Some(log), Some(sampled)) = (&self.request_log, sampled) {
-            let result = classifier::regression_result(served.value.clone());
-            log.regress(sampled, &served.servable, &served.signature_name, result);
+        let shape = classifier::regressions;
+        self.examples_call(
+            request,
+            ExamplesMethod::Regress,
+            shape,
+            |log, sampled, served| {
+                let result = classifier::regression_result(served.value.clone());
+                log.regress(sampled, &served.servable, &served.signature_name, result);
+            },
+        )
+        .await
+    }
+
+    /// A Classify or Regress call: run, shaped, and handed to `log` if the request log
+    /// sampled it.
+    async fn examples_call<T>(
+        &self,
+        request: ExamplesRequest,
+        method: ExamplesMethod,
+        shape: Shape<T>,
+        log: impl FnOnce(&RequestLog, Sampled, &Served<T>),
+    ) -> Result<Served<T>, ServingError> {
+        let api = match method {
+            ExamplesMethod::Classify => "Classify",
+            ExamplesMethod::Regress => "Regress",
+        };
+        let (_admitted, run, n, sampled) = self.examples(request, method)?;
+        let served = self.run_shaped(run, n, Some(api), shape).await?;
+        if let (Some(request_log), Some(sampled)) = (&self.request_log, sampled) {
+            log(request_log, sampled, &served);
         }
         Ok(served)
     }

@@ -145,21 +145,18 @@ impl RequestLog {
         signature_name: &str,
         result: ClassificationResult,
     ) {
-        let spec = servable.model_spec(signature_name);
-        let Some(input) = examples_input(sampled.request) else {
-            return;
-        };
-        let log = LogType::ClassifyLog(ClassifyLog {
-            request: Some(ClassificationRequest {
-                model_spec: Some(spec.clone()),
-                input: Some(input),
-            }),
-            response: Some(ClassificationResponse {
-                model_spec: Some(spec.clone()),
-                result: Some(result),
-            }),
+        self.examples(sampled, servable, signature_name, |spec, input| {
+            LogType::ClassifyLog(ClassifyLog {
+                request: Some(ClassificationRequest {
+                    model_spec: Some(spec.clone()),
+                    input: Some(input),
+                }),
+                response: Some(ClassificationResponse {
+                    model_spec: Some(spec),
+                    result: Some(result),
+                }),
+            })
         });
-        self.write(sampled.rate, spec, log);
     }
 
     /// Logs a sampled Regress and its result.
@@ -170,21 +167,33 @@ impl RequestLog {
         signature_name: &str,
         result: RegressionResult,
     ) {
-        let spec = servable.model_spec(signature_name);
-        let Some(input) = examples_input(sampled.request) else {
-            return;
-        };
-        let log = LogType::RegressLog(RegressLog {
-            request: Some(RegressionRequest {
-                model_spec: Some(spec.clone()),
-                input: Some(input),
-            }),
-            response: Some(RegressionResponse {
-                model_spec: Some(spec.clone()),
-                result: Some(result),
-            }),
+        self.examples(sampled, servable, signature_name, |spec, input| {
+            LogType::RegressLog(RegressLog {
+                request: Some(RegressionRequest {
+                    model_spec: Some(spec.clone()),
+                    input: Some(input),
+                }),
+                response: Some(RegressionResponse {
+                    model_spec: Some(spec),
+                    result: Some(result),
+                }),
+            })
         });
-        self.write(sampled.rate, spec, log);
+    }
+
+    /// Logs a sampled Classify or Regress: `log` forms its record from the version's
+    /// spec and the request's examples.
+    fn examples(
+        &self,
+        sampled: Sampled,
+        servable: &ServableId,
+        signature_name: &str,
+        log: impl FnOnce(ModelSpec, Input) -> LogType,
+    ) {
+        let spec = servable.model_spec(signature_name);
+        if let Some(input) = examples_input(sampled.request) {
+            self.write(sampled.rate, spec.clone(), log(spec, input));
+        }
     }
 
     /// Queues one `PredictionLog` for the writer; drops it (counted) when the queue is full.

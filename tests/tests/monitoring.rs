@@ -62,14 +62,7 @@ fn the_page_is_served_only_where_the_monitoring_config_says() {
 
     let dir = TempDir::new("monitoring-path");
     let flag = monitoring_flag(&dir, Some("/metrics"));
-    let model = format!(
-        "--model_base_path={}",
-        model_path("half_plus_two").display()
-    );
-    let server = Server::start_with_flags(
-        "half_plus_two",
-        &["--model_name=half_plus_two", &model, &flag],
-    );
+    let server = Server::start_with("half_plus_two", &model_path("half_plus_two"), &[&flag]);
     let page = scrape(server.rest_port, "/metrics");
     assert!(page.text.contains("# TYPE "), "{}", page.text);
     let (status, _) = http(server.rest_port, "GET", DEFAULT_PATH, "").unwrap();
@@ -81,16 +74,7 @@ async fn tf_serving_series_count_requests_runs_batches_and_loads() {
     let dir = TempDir::new("monitoring-series");
     let flag = monitoring_flag(&dir, None);
     let base = model_path("half_plus_two");
-    let model = format!("--model_base_path={}", base.display());
-    let server = Server::start_with_flags(
-        "half_plus_two",
-        &[
-            "--model_name=half_plus_two",
-            &model,
-            &flag,
-            "--enable_batching",
-        ],
-    );
+    let server = Server::start_with("half_plus_two", &base, &[&flag, "--enable_batching"]);
     let port = server.rest_port;
     let loaded = scrape(port, DEFAULT_PATH);
     let v2 = base.join("2").display().to_string();
@@ -207,8 +191,7 @@ fn warmup_and_a_worker_restart_show_up() {
     let dir = TempDir::new("monitoring-worker");
     let flag = monitoring_flag(&dir, None);
     let base = model_path("counter");
-    let model = format!("--model_base_path={}", base.display());
-    let server = Server::start_with_flags("counter", &["--model_name=counter", &model, &flag]);
+    let server = Server::start_with("counter", &base, &[&flag]);
     let port = server.rest_port;
     let page = scrape(port, DEFAULT_PATH);
     let v1 = base.join("1").display().to_string();
@@ -363,14 +346,7 @@ fn prometheus_scrapes_tf_servings_series_from_tfgate() {
     use std::process::{Command, Stdio};
     let dir = TempDir::new("prometheus");
     let flag = monitoring_flag(&dir, None);
-    let model = format!(
-        "--model_base_path={}",
-        model_path("half_plus_two").display()
-    );
-    let server = Server::start_with_flags(
-        "half_plus_two",
-        &["--model_name=half_plus_two", &model, &flag],
-    );
+    let server = Server::start_with("half_plus_two", &model_path("half_plus_two"), &[&flag]);
     for _ in 0..3 {
         let (status, _) = http(
             server.rest_port,

@@ -206,6 +206,7 @@ impl Batcher {
             rows,
             reply,
             enqueued: Instant::now(),
+            queue_us: 0,
         };
         let queue = self.queue(task.run.servable(), params);
         if let Err(e) = queue.try_send(Command::Submit(task)) {

@@ -27,6 +27,8 @@ pub struct Task {
     pub rows: usize,
     pub reply: oneshot::Sender<Result<RunOutput, ServingError>>,
     pub enqueued: Instant,
+    /// How long it waited in the queue, µs (set when its batch takes it).
+    pub queue_us: u64,
 }
 
 pub enum Command {
@@ -146,7 +148,7 @@ impl Queue {
                     if !batch.is_empty() && rows + t.rows > limit {
                         break;
                     }
-                    let Some(t) = group.tasks.pop_front() else {
+                    let Some(mut t) = group.tasks.pop_front() else {
                         break;
                     };
                     group.rows -= t.rows;
@@ -156,8 +158,8 @@ impl Queue {
                         continue;
                     }
                     rows += t.rows;
-                    let waited = now.saturating_duration_since(t.enqueued);
-                    series::queuing(&self.params.thread_pool_name, waited.as_micros() as u64);
+                    t.queue_us = now.saturating_duration_since(t.enqueued).as_micros() as u64;
+                    series::queuing(&self.params.thread_pool_name, t.queue_us);
                     batch.push(t);
                 }
                 if batch.is_empty() {
@@ -198,9 +200,8 @@ async fn execute(
     if batch.len() == 1 && padded == rows {
         // A batch of one runs as it is: no copy.
         for t in batch {
-            let waited = formed.saturating_duration_since(t.enqueued);
             let out = pool.run(t.run).await.map(|mut out| {
-                out.timing.queue_us = waited.as_micros() as u64;
+                out.timing.queue_us = t.queue_us;
                 out
             });
             let _ = t.reply.send(out);
@@ -228,8 +229,7 @@ async fn execute(
             // the frame) is shared.
             for (task, outputs) in batch.into_iter().zip(per_task) {
                 let mut timing = timing;
-                timing.queue_us =
-                    formed.saturating_duration_since(task.enqueued).as_micros() as u64;
+                timing.queue_us = task.queue_us;
                 timing.formation_us += merge_us;
                 let _ = task.reply.send(Ok(RunOutput {
                     servable: servable.clone(),

@@ -92,5 +92,7 @@ pub fn resident_bytes(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/statm"))
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages.saturating_mul(4096))
+        .map_or(0, |pages| {
+            pages.saturating_mul(rustix::param::page_size() as u64)
+        })
 }
