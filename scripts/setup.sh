@@ -28,12 +28,12 @@ if [ ${#need[@]} -gt 0 ]; then
     --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-if ! .venv/bin/python -c "import tensorflow_serving, pytest, grpc" >/dev/null 2>&1 \
+if ! .venv/bin/python -c "import tensorflow_serving, pytest, grpc, yaml, kubernetes_validate" >/dev/null 2>&1 \
    || [ "$(.venv/bin/pip show tensorflow-cpu 2>/dev/null | sed -n 's/^Version: //p')" != "$TF_VERSION" ]; then
   log "creating .venv with tensorflow-cpu==$TF_VERSION (a 270 MB wheel)"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check \
-    "tensorflow-cpu==$TF_VERSION" "tensorflow-serving-api==$TF_VERSION" pytest
+    "tensorflow-cpu==$TF_VERSION" "tensorflow-serving-api==$TF_VERSION" pytest PyYAML "kubernetes-validate==1.37.0"
 fi
 
 SITE=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

@@ -10,3 +10,6 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 cargo build --release --workspace --bins
 cargo test --release --workspace
 .venv/bin/python -m pytest -q tests/python
+# The deployment: docker-compose with worker containers that die and come back (skipped,
+# with the reason printed, where no Docker engine is reachable).
+bash scripts/compose-test.sh

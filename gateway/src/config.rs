@@ -250,6 +250,14 @@ pub struct Flags {
     #[arg(long = "num_workers", default_value_t = 1)]
     pub num_workers: usize,
 
+    /// tfgate: attach mode. Spawn no workers; listen on this Unix socket for workers
+    /// started on their own (`tfgate-worker --gateway_socket=PATH`, e.g. one container
+    /// each) and give each a slot as it connects; --num_workers slots are shown waiting
+    /// at start, and more open as more workers connect. Only the gateway's own user may
+    /// connect. Empty: the gateway spawns and supervises its workers.
+    #[arg(long = "worker_socket", default_value = "")]
+    pub worker_socket: String,
+
     /// tfgate: comma-separated GPU ids; one worker per GPU, each seeing only its own
     /// (CUDA_VISIBLE_DEVICES). Empty: --num_workers CPU workers.
     #[arg(long = "worker_gpus", default_value = "")]

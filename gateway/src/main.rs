@@ -228,13 +228,29 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         ..Default::default()
     };
     let gpus = flags.gpus().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let plans = workers::plan(flags.num_workers, &gpus, &workers::allowed_cpus());
+    let worker_socket =
+        (!flags.worker_socket.is_empty()).then(|| PathBuf::from(&flags.worker_socket));
+    let plans = match worker_socket {
+        // Workers bring their own placement (their container's cores and GPU).
+        Some(_) => (0..flags.num_workers.max(1))
+            .map(|i| workers::WorkerPlan {
+                id: servables::WorkerId(i as u32),
+                device: workers::Device::Attached,
+                cpus: Vec::new(),
+            })
+            .collect(),
+        None => workers::plan(flags.num_workers, &gpus, &workers::allowed_cpus()),
+    };
     for p in &plans {
         tracing::info!(worker = %p.id, device = %p.device, cpus = %p.cpu_list(), "worker slot");
     }
     let (pool, mut startup_failed) = WorkerPool::start(
         SupervisorConfig {
-            worker_binary: worker_binary(&flags)?,
+            worker_binary: match worker_socket {
+                Some(_) => PathBuf::new(),
+                None => worker_binary(&flags)?,
+            },
+            worker_socket: worker_socket.clone(),
             runtime_dir: runtime_dir.0.clone(),
             segment,
             session: SessionConfig {
@@ -251,7 +267,12 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             file_system_poll_wait_seconds: flags.file_system_poll_wait_seconds,
             heartbeat_timeout: Duration::from_millis(flags.worker_heartbeat_timeout_ms),
             run_grace: Duration::from_millis(flags.worker_run_grace_ms),
-            replace_after_unload_excess: flags.replace_worker_after_unload_excess_mb << 20,
+            // A successor is a worker the gateway starts beside the old one; attached
+            // workers are started by someone else.
+            replace_after_unload_excess: match worker_socket {
+                Some(_) => 0,
+                None => flags.replace_worker_after_unload_excess_mb << 20,
+            },
             log_format: flags.log_format.clone(),
         },
         plans,
@@ -395,6 +416,9 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     )
     .await;
     drop(runtime_dir);
+    if let Some(socket) = worker_socket {
+        let _ = std::fs::remove_file(socket);
+    }
     Ok(())
 }
 

@@ -438,3 +438,135 @@ async fn a_run_past_its_deadline_gets_its_worker_replaced() {
         .unwrap();
     assert_eq!(resp.into_inner().outputs["count"].int64_val, vec![10]);
 }
+
+/// A `tfgate-worker` started on its own, as a container would start it; killed on drop.
+struct OwnWorker(std::process::Child);
+
+impl OwnWorker {
+    fn start(socket: &std::path::Path) -> OwnWorker {
+        let child = std::process::Command::new(tfgate_e2e::bin_dir().join("tfgate-worker"))
+            .arg(format!("--gateway_socket={}", socket.display()))
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        OwnWorker(child)
+    }
+
+    fn pid(&self) -> u64 {
+        self.0.id() as u64
+    }
+
+    /// Waits for the process to end; its exit code.
+    fn exit_code(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("worker {} still running after {within:?}", self.pid());
+    }
+}
+
+impl Drop for OwnWorker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Slots serving, by the pid of their worker.
+fn serving_pids(port: u16) -> Vec<u64> {
+    workers(port)
+        .iter()
+        .filter(|w| w["state"] == "serving")
+        .filter_map(|w| w["pid"].as_u64())
+        .collect()
+}
+
+#[test]
+fn attached_workers_are_taken_in_replaced_and_let_go_under_load() {
+    let dir = TempDir::new("attach");
+    let socket = dir.0.join("run").join("workers.sock");
+    // Workers first: they wait for the gateway's socket, as containers started in any
+    // order do.
+    let a = OwnWorker::start(&socket);
+    let mut b = OwnWorker::start(&socket);
+    let flag = format!("--worker_socket={}", socket.display());
+    let server = Server::start_with(
+        "half_plus_two",
+        &model_path("half_plus_two"),
+        &[&flag, "--num_workers=2"],
+    );
+    let port = server.rest_port;
+    wait_for("both attached workers", Duration::from_secs(60), || {
+        all_serving(port, 2)
+    });
+    let mut pids = serving_pids(port);
+    pids.sort();
+    let mut expected = vec![a.pid(), b.pid()];
+    expected.sort();
+    assert_eq!(pids, expected, "each slot holds one of the workers started");
+    assert!(workers(port).iter().all(|w| w["device"] == "attached"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "only the gateway's user may attach");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = rest_load(port, 4, &stop);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A crash: its requests go to the other worker; its slot waits for a worker to
+    // attach, and a new one (a restarted container) is taken in.
+    signal("-KILL", a.pid());
+    drop(a);
+    wait_for(
+        "the killed worker's slot to wait",
+        Duration::from_secs(10),
+        || workers(port).iter().any(|w| w["state"] == "waiting"),
+    );
+    let c = OwnWorker::start(&socket);
+    wait_for("the new worker to serve", Duration::from_secs(60), || {
+        serving_pids(port).contains(&c.pid())
+    });
+    let slots = workers(port);
+    assert_eq!(
+        slots.len(),
+        2,
+        "the new worker took the free slot: {slots:?}"
+    );
+    assert!(slots
+        .iter()
+        .any(|w| w["restarts"] == 1 && w["generation"] == 2));
+
+    // A scale-down: SIGTERM makes the worker leave once it has answered what it holds,
+    // with exit code 0, and no client sees it go.
+    signal("-TERM", b.pid());
+    assert_eq!(b.exit_code(Duration::from_secs(10)), Some(0));
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (n, _) = join(load);
+    assert!(n > 0);
+    assert_eq!(serving_pids(port), vec![c.pid()]);
+    assert!(workers(port)
+        .iter()
+        .any(|w| w["last_exit"] == "left when asked to stop"));
+
+    // A third worker while every slot is taken opens a slot of its own.
+    let d = OwnWorker::start(&socket);
+    let _e = OwnWorker::start(&socket);
+    wait_for("three attached workers", Duration::from_secs(60), || {
+        serving_pids(port).len() == 3
+    });
+    assert!(serving_pids(port).contains(&d.pid()));
+    rest_predict(port, "/v1/models/half_plus_two:predict", 1.0);
+
+    // The gateway's exit takes the socket with it and lets every worker go.
+    drop(server);
+    let mut c = c;
+    assert!(c.exit_code(Duration::from_secs(10)).is_some());
+    assert!(!socket.exists(), "the socket is removed at exit");
+}

@@ -154,6 +154,9 @@ fn run(flags: Flags) -> anyhow::Result<()> {
         wm::Message::Hello(wm::Hello {
             worker_id: flags.worker_id,
             pid: std::process::id(),
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default(),
         }),
     )?;
     let segment = receive_segment(&stream)?;
@@ -197,6 +200,22 @@ fn run(flags: Flags) -> anyhow::Result<()> {
     // The model list; the gateway replaces it on a config reload.
     let models = Arc::new(Mutex::new(models));
     let (poll_now, poll_requests) = std::sync::mpsc::channel::<()>();
+
+    // Asked to stop (SIGTERM: `docker stop`, a scale-down, a pod deleted): tell the
+    // gateway, which routes around this worker and sends Shutdown once it has answered
+    // everything it holds. Until then it serves on.
+    {
+        let leaving = report.clone();
+        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM])?;
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for _ in signals.forever() {
+                    tracing::info!("SIGTERM: leaving once the gateway lets this worker go");
+                    leaving(wm::Message::Leaving(wm::Leaving {}));
+                }
+            })?;
+    }
 
     // The control socket: heartbeats are answered from here, also while a model loads;
     // its closing means the gateway is gone, so exit rather than linger.

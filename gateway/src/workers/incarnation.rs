@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UnixStream;
-use tokio::process::Child;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
@@ -263,7 +262,7 @@ impl Incarnation {
 
 /// A worker process attached to its own fresh segment.
 pub struct Attached {
-    pub child: Child,
+    pub process: super::process::WorkerProcess,
     pub stream: UnixStream,
     pub incarnation: Arc<Incarnation>,
 }

@@ -4,17 +4,19 @@
 //! the run goes at once to another worker with the version, or waits (within its
 //! deadline) for the restarted one, so a crash costs latency, not the request.
 
+mod attach;
 mod control;
 mod frame;
 mod incarnation;
 mod placement;
+mod process;
 mod slot;
 mod succession;
 mod supervisor;
 mod worker_logs;
 
 pub use frame::RunOutput;
-pub use placement::{allowed_cpus, plan, WorkerPlan};
+pub use placement::{allowed_cpus, plan, Device, WorkerPlan};
 pub use slot::SlotReport;
 pub use supervisor::SupervisorConfig;
 
@@ -22,6 +24,7 @@ use crate::error::ServingError;
 use crate::servables::{Routes, ServableId, Servables};
 use crate::validation::ValidRun;
 use incarnation::{CallError, Incarnation};
+use parking_lot::RwLock;
 use slot::Slot;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -36,17 +39,30 @@ const MAX_DEATHS_PER_RUN: usize = 3;
 /// Handle to the supervised workers.
 #[derive(Clone)]
 pub struct WorkerPool {
-    slots: Arc<Vec<Arc<Slot>>>,
+    /// Indexed by slot id; attach mode appends a slot when more workers connect.
+    slots: Arc<RwLock<Vec<Arc<Slot>>>>,
     servables: Servables,
     /// Where the tie-break among equally loaded workers starts.
     next: Arc<AtomicUsize>,
     stop: Arc<watch::Sender<bool>>,
     supervisors: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// What a new slot's supervisor is made of.
+    parts: Arc<SupervisorParts>,
+}
+
+/// Shared by every supervisor of the pool.
+struct SupervisorParts {
+    config: Arc<SupervisorConfig>,
+    startup_failed: Arc<watch::Sender<Option<String>>>,
+    models: watch::Receiver<crate::server_core::Models>,
+    lobby: parking_lot::Mutex<Option<Arc<attach::Lobby>>>,
 }
 
 impl WorkerPool {
-    /// Starts one supervisor per planned slot. The receiver turns `Some(reason)` if a
-    /// slot's workers keep dying before they ever serve (startup must then fail).
+    /// Starts one supervisor per planned slot; with `worker_socket` (attach mode) the
+    /// slots take workers that connect there, and more slots open as more connect. The
+    /// receiver turns `Some(reason)` if a slot's workers keep dying before they ever
+    /// serve, or the socket cannot be bound (startup must then fail).
     pub fn start(
         config: SupervisorConfig,
         plans: Vec<WorkerPlan>,
@@ -54,34 +70,73 @@ impl WorkerPool {
         models: watch::Receiver<crate::server_core::Models>,
     ) -> (WorkerPool, watch::Receiver<Option<String>>) {
         let (failed_tx, failed_rx) = watch::channel(None);
-        let failed_tx = Arc::new(failed_tx);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let config = Arc::new(config);
-        let slots: Vec<Arc<Slot>> = plans.into_iter().map(|p| Arc::new(Slot::new(p))).collect();
-        let supervisors = slots
-            .iter()
-            .map(|slot| {
-                tokio::spawn(
-                    Supervisor {
-                        config: config.clone(),
-                        slot: slot.clone(),
-                        servables: servables.clone(),
-                        startup_failed: failed_tx.clone(),
-                        stop: stop_rx.clone(),
-                        models: models.clone(),
-                    }
-                    .run(),
-                )
-            })
-            .collect();
+        let (stop_tx, _) = watch::channel(false);
+        let worker_socket = config.worker_socket.clone();
         let pool = WorkerPool {
-            slots: Arc::new(slots),
+            slots: Arc::default(),
             servables,
             next: Arc::default(),
             stop: Arc::new(stop_tx),
-            supervisors: Arc::new(parking_lot::Mutex::new(supervisors)),
+            supervisors: Arc::default(),
+            parts: Arc::new(SupervisorParts {
+                config: Arc::new(config),
+                startup_failed: Arc::new(failed_tx),
+                models,
+                lobby: parking_lot::Mutex::new(None),
+            }),
         };
+        if let Some(path) = worker_socket {
+            match attach::bind(&path) {
+                Ok(listener) => {
+                    tracing::info!(socket = %path.display(), "waiting for workers to attach");
+                    let growing = pool.clone();
+                    let lobby = attach::start(listener, pool.stop.subscribe(), move || {
+                        growing.open_slot(None)
+                    });
+                    *pool.parts.lobby.lock() = Some(lobby);
+                }
+                Err(e) => {
+                    pool.parts
+                        .startup_failed
+                        .send_replace(Some(format!("{e:#}")));
+                    return (pool, failed_rx);
+                }
+            }
+        }
+        for plan in plans {
+            pool.open_slot(Some(plan));
+        }
         (pool, failed_rx)
+    }
+
+    /// Opens a slot with its supervisor (`None`: the next attach-mode slot).
+    fn open_slot(&self, plan: Option<WorkerPlan>) {
+        if *self.stop.borrow() {
+            return;
+        }
+        let slot = {
+            let mut slots = self.slots.write();
+            let id = crate::servables::WorkerId(slots.len() as u32);
+            let plan = plan.unwrap_or(WorkerPlan {
+                id,
+                device: Device::Attached,
+                cpus: Vec::new(),
+            });
+            let slot = Arc::new(Slot::new(plan));
+            slots.push(slot.clone());
+            slot
+        };
+        let parts = &self.parts;
+        let supervisor = Supervisor {
+            config: parts.config.clone(),
+            slot,
+            servables: self.servables.clone(),
+            startup_failed: parts.startup_failed.clone(),
+            stop: self.stop.subscribe(),
+            models: parts.models.clone(),
+            lobby: parts.lobby.lock().clone(),
+        };
+        self.supervisors.lock().push(tokio::spawn(supervisor.run()));
     }
 
     /// Runs a validated request on a worker holding its version.
@@ -137,11 +192,14 @@ impl WorkerPool {
             changes.borrow_and_update();
             match self.servables.routes(servable) {
                 Routes::To(workers) => {
-                    let live: Vec<Arc<Incarnation>> = workers
-                        .iter()
-                        .filter_map(|w| self.slots.get(w.0 as usize))
-                        .filter_map(|slot| slot.live())
-                        .collect();
+                    let live: Vec<Arc<Incarnation>> = {
+                        let slots = self.slots.read();
+                        workers
+                            .iter()
+                            .filter_map(|w| slots.get(w.0 as usize))
+                            .filter_map(|slot| slot.live())
+                            .collect()
+                    };
                     if !live.is_empty() {
                         let start = self.next.fetch_add(1, Ordering::Relaxed);
                         let best = (0..live.len())
@@ -172,7 +230,7 @@ impl WorkerPool {
 
     /// Every slot, as `/tfgate/workers` shows it.
     pub fn report(&self) -> Vec<SlotReport> {
-        self.slots.iter().map(|s| s.report()).collect()
+        self.slots.read().iter().map(|s| s.report()).collect()
     }
 
     /// Asks every worker to exit and waits for the supervisors to finish.

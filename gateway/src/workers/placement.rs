@@ -11,6 +11,8 @@ use crate::servables::WorkerId;
 pub enum Device {
     Cpu,
     Gpu(u32),
+    /// Attach mode: whatever the worker that connected was started with.
+    Attached,
 }
 
 impl std::fmt::Display for Device {
@@ -18,6 +20,7 @@ impl std::fmt::Display for Device {
         match self {
             Device::Cpu => write!(f, "cpu"),
             Device::Gpu(id) => write!(f, "gpu:{id}"),
+            Device::Attached => write!(f, "attached"),
         }
     }
 }
@@ -37,7 +40,7 @@ impl WorkerPlan {
     /// `tensorflow_model_server` would.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         match self.device {
-            Device::Cpu => Vec::new(),
+            Device::Cpu | Device::Attached => Vec::new(),
             Device::Gpu(id) => vec![("CUDA_VISIBLE_DEVICES", id.to_string())],
         }
     }

@@ -11,6 +11,8 @@ use std::sync::Arc;
 /// What a slot's worker is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlotState {
+    /// Attach mode: no worker has connected to take this slot yet.
+    Waiting,
     /// The process is starting or attaching its segment.
     Starting,
     /// Attached; loading its models for the first time.
@@ -26,6 +28,7 @@ pub enum SlotState {
 impl SlotState {
     pub fn name(self) -> &'static str {
         match self {
+            SlotState::Waiting => "waiting",
             SlotState::Starting => "starting",
             SlotState::Loading => "loading",
             SlotState::Serving => "serving",

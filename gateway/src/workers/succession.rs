@@ -8,6 +8,7 @@
 
 use super::control::{read_message, record_load, reported};
 use super::incarnation::{Attached, Incarnation};
+use super::process::WorkerProcess;
 use crate::servables::{Reported, ServableId};
 use anyhow::bail;
 use std::collections::BTreeSet;
@@ -16,7 +17,6 @@ use std::time::Duration;
 use tfgate_proto::tensorflow::serving::model_version_status::State;
 use tfgate_proto::tfgate::control::worker_message as wm;
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::process::Child;
 
 /// How long a successor may take to load everything.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(900);
@@ -54,7 +54,7 @@ pub async fn initial_load(
             Ok(r) => r?,
             Err(_) => bail!("the successor did not finish loading in {LOAD_TIMEOUT:?}"),
         },
-        status = attached.child.wait() => bail!("the successor exited: {}", status?),
+        status = attached.process.exited() => bail!("the successor exited: {status}"),
     }
     let mut loaded = BTreeSet::new();
     for r in &reports {
@@ -65,7 +65,7 @@ pub async fn initial_load(
         }
     }
     if let Some(missing) = serving.difference(&loaded).next() {
-        let _ = attached.child.start_kill();
+        attached.process.start_kill();
         bail!(
             "the successor did not load {} version {}",
             missing.name,
@@ -77,7 +77,11 @@ pub async fn initial_load(
 
 /// Lets a replaced worker finish the requests it holds, then closes its control socket
 /// (which makes it exit) and reaps it.
-pub async fn retire(mut child: Child, writer: OwnedWriteHalf, incarnation: Arc<Incarnation>) {
+pub async fn retire(
+    mut process: WorkerProcess,
+    writer: OwnedWriteHalf,
+    incarnation: Arc<Incarnation>,
+) {
     let started = tokio::time::Instant::now();
     while incarnation.outstanding() > 0 && started.elapsed() < RETIRE_TIMEOUT {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -85,13 +89,7 @@ pub async fn retire(mut child: Child, writer: OwnedWriteHalf, incarnation: Arc<I
     // Anything still waiting on it goes to the successor.
     incarnation.mark_dead();
     drop(writer);
-    if tokio::time::timeout(Duration::from_secs(5), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.start_kill();
-        let _ = child.wait().await;
-    }
+    process.reap_within(Duration::from_secs(5)).await;
     tracing::info!(
         pid = incarnation.pid,
         generation = incarnation.generation,

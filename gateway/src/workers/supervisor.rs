@@ -6,11 +6,15 @@
 //! running outlives that request's deadline by `--worker_run_grace_ms` (a kernel stuck in
 //! a loop). Whatever the cause, its requests fail over (the pool re-dispatches them), its
 //! versions leave routing, and the next incarnation starts at once (with a short backoff
-//! if crashes repeat).
+//! if crashes repeat). In attach mode (`--worker_socket`) the slot spawns nothing: it
+//! takes the next worker that connects on its own, and a worker that ends is replaced by
+//! whichever connects next (its container restarted, or a new one).
 
+use super::attach::{self, Lobby};
 use super::control::{encode, read_message, record_load, reported, write_message};
 use super::incarnation::Attached;
 use super::incarnation::Incarnation;
+use super::process::WorkerProcess;
 use super::slot::{Slot, SlotState};
 use super::succession::{initial_load, retire, Successor};
 use crate::servables::{ServableId, Servables, WorkerId};
@@ -28,13 +32,15 @@ use tfgate_proto::tfgate::control::{LoadConfig, SessionConfig};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 /// What every slot's supervisor needs (from the flags).
 pub struct SupervisorConfig {
     pub worker_binary: PathBuf,
+    /// Attach mode (`--worker_socket`): spawn nothing; take workers that connect here.
+    pub worker_socket: Option<PathBuf>,
     /// The private directory holding the workers' sockets.
     pub runtime_dir: PathBuf,
     pub segment: SegmentConfig,
@@ -65,6 +71,19 @@ pub struct Supervisor {
     pub stop: watch::Receiver<bool>,
     /// The model list to serve; a change (a config reload) is passed on to the worker.
     pub models: watch::Receiver<Models>,
+    /// Attach mode: where workers that connect on their own wait for a slot.
+    pub lobby: Option<Arc<Lobby>>,
+}
+
+/// Where a slot's next worker comes from.
+pub(super) enum WorkerSource {
+    /// Spawned by the supervisor; it connects to the slot's own socket.
+    Spawn {
+        listener: UnixListener,
+        socket_path: PathBuf,
+    },
+    /// Started on its own; it connects to the pool's socket and waits in the lobby.
+    Attach(Arc<Lobby>),
 }
 
 /// How long a new worker may take to connect and attach.
@@ -76,6 +95,8 @@ const MAX_STARTUP_FAILURES: u32 = 5;
 const WATCHDOG_TICK: Duration = Duration::from_millis(50);
 /// How long a worker asked to shut down may take before it is killed.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+/// How long a leaving worker may take to answer what it holds.
+const LEAVE_WAIT: Duration = Duration::from_secs(30);
 
 /// Resolves once the server is stopping.
 async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -88,6 +109,8 @@ pub(super) enum End {
     Restart(String),
     /// The server is shutting down.
     Stopped,
+    /// The worker asked to stop (SIGTERM) and was let go once it had answered everything.
+    Left,
     /// A successor has loaded everything and takes over; the old worker retires.
     Replaced(Box<Successor>),
 }
@@ -95,19 +118,29 @@ pub(super) enum End {
 impl Supervisor {
     /// Runs the slot until the server stops.
     pub async fn run(self) {
-        let socket_path = self
-            .config
-            .runtime_dir
-            .join(format!("worker-{}.sock", self.slot.id()));
-        let _ = std::fs::remove_file(&socket_path);
-        let listener = match UnixListener::bind(&socket_path) {
-            Ok(l) => l,
-            Err(e) => {
-                let why = format!("cannot bind worker socket {}: {e}", socket_path.display());
-                self.startup_failed.send_replace(Some(why));
-                return;
+        let source = match &self.lobby {
+            Some(lobby) => WorkerSource::Attach(lobby.clone()),
+            None => {
+                let socket_path = self
+                    .config
+                    .runtime_dir
+                    .join(format!("worker-{}.sock", self.slot.id()));
+                let _ = std::fs::remove_file(&socket_path);
+                match UnixListener::bind(&socket_path) {
+                    Ok(listener) => WorkerSource::Spawn {
+                        listener,
+                        socket_path,
+                    },
+                    Err(e) => {
+                        let why =
+                            format!("cannot bind worker socket {}: {e}", socket_path.display());
+                        self.startup_failed.send_replace(Some(why));
+                        return;
+                    }
+                }
             }
         };
+        let attached_mode = matches!(source, WorkerSource::Attach(_));
         let mut generation = 0u64;
         let mut backoff = Duration::from_millis(100);
         let mut ever_served = false;
@@ -126,21 +159,13 @@ impl Supervisor {
                 }
                 None => {
                     generation += 1;
-                    self.start(&listener, &socket_path, generation, &mut models)
-                        .await
+                    self.start(&source, generation, &mut models).await
                 }
             };
             let end = match attached {
                 Ok(a) => {
-                    self.serve(
-                        a,
-                        &listener,
-                        &socket_path,
-                        generation,
-                        &mut models,
-                        &mut served,
-                    )
-                    .await
+                    self.serve(a, &source, generation, &mut models, &mut served)
+                        .await
                 }
                 Err(end) => end,
             };
@@ -154,11 +179,25 @@ impl Supervisor {
                     self.slot.ended("shut down".into(), false);
                     return;
                 }
+                End::Left => {
+                    self.servables.worker_lost(self.slot.id());
+                    tracing::info!(worker = %self.slot.id(), generation, "worker left");
+                    self.slot.ended("left when asked to stop".into(), false);
+                    if !attached_mode {
+                        // A spawned worker someone else stopped is started again.
+                        self.slot.set_state(SlotState::Restarting);
+                    }
+                    continue;
+                }
                 End::Restart(why) => why,
             };
             // Out of routing first, so that re-dispatched requests look elsewhere.
             self.servables.worker_lost(self.slot.id());
-            tracing::warn!(worker = %self.slot.id(), generation, "worker exited ({why}); restarting");
+            if attached_mode {
+                tracing::warn!(worker = %self.slot.id(), generation, "worker exited ({why}); waiting for a worker to attach");
+            } else {
+                tracing::warn!(worker = %self.slot.id(), generation, "worker exited ({why}); restarting");
+            }
             self.slot.ended(why.clone(), true);
             ever_served |= served;
             failures_in_a_row = if served { 0 } else { failures_in_a_row + 1 };
@@ -166,6 +205,10 @@ impl Supervisor {
                 self.startup_failed.send_replace(Some(format!(
                     "the worker died {failures_in_a_row} times before serving; last: {why}"
                 )));
+            }
+            if attached_mode {
+                // Whoever restarts attached workers backs off; the slot just waits.
+                continue;
             }
             if started.elapsed() > Duration::from_secs(10) {
                 backoff = Duration::from_millis(100);
@@ -186,15 +229,15 @@ impl Supervisor {
     /// version the slot serves now.
     async fn prepare_successor(
         &self,
-        listener: &UnixListener,
-        socket_path: &std::path::Path,
+        source: &WorkerSource,
         generation: u64,
         mut models: watch::Receiver<Models>,
         why: String,
     ) -> anyhow::Result<Successor> {
-        let mut attached = self
-            .launch(listener, socket_path, generation, &mut models)
-            .await?;
+        if let WorkerSource::Attach(_) = source {
+            bail!("an attached worker has no successor: the gateway starts no workers");
+        }
+        let mut attached = self.launch(source, generation, &mut models).await?;
         let serving: BTreeSet<ServableId> = self
             .servables
             .on_worker(self.slot.id())
@@ -233,7 +276,7 @@ impl Supervisor {
         next.attached
     }
 
-    fn spawn_worker(&self, socket_path: &std::path::Path) -> anyhow::Result<Child> {
+    fn spawn_worker(&self, socket_path: &std::path::Path) -> anyhow::Result<tokio::process::Child> {
         let plan = &self.slot.plan;
         let mut cmd = Command::new(&self.config.worker_binary);
         cmd.arg(format!("--gateway_socket={}", socket_path.display()))
@@ -270,21 +313,16 @@ impl Supervisor {
         })
     }
 
-    /// Accepts the worker's connection, hands it a fresh segment and its models.
+    /// Hands a worker that said Hello a fresh segment and its models.
     async fn handshake(
         &self,
-        listener: &UnixListener,
+        arrival: attach::Arrival,
         generation: u64,
         models: &mut watch::Receiver<Models>,
     ) -> anyhow::Result<(UnixStream, Arc<Incarnation>)> {
-        let (mut stream, _) = listener.accept().await?;
-        let pid = match read_message(&mut stream).await? {
-            wm::Message::Hello(wm::Hello { worker_id, pid }) => {
-                tracing::info!(worker = %self.slot.id(), worker_id, pid, generation, "worker connected");
-                pid
-            }
-            other => bail!("expected Hello, got {other:?}"),
-        };
+        let attach::Arrival { stream, hello } = arrival;
+        let pid = hello.pid;
+        tracing::info!(worker = %self.slot.id(), worker_id = hello.worker_id, pid, host = %hello.host, generation, "worker connected");
         let segment = Segment::create(&self.config.segment, generation)?;
         let mut stream = attach(stream, &segment, generation)?;
         match read_message(&mut stream).await? {
@@ -298,17 +336,43 @@ impl Supervisor {
         Ok((stream, incarnation))
     }
 
-    /// Starts a worker process and attaches it to a fresh segment.
+    /// Starts a worker process (or takes the next one to attach) and hands it a fresh
+    /// segment.
     pub(super) async fn launch(
         &self,
-        listener: &UnixListener,
-        socket_path: &std::path::Path,
+        source: &WorkerSource,
         generation: u64,
         models: &mut watch::Receiver<Models>,
     ) -> anyhow::Result<Attached> {
+        let (listener, socket_path) = match source {
+            WorkerSource::Spawn {
+                listener,
+                socket_path,
+            } => (listener, socket_path),
+            WorkerSource::Attach(lobby) => {
+                let arrival = lobby.next().await;
+                self.slot.set_state(SlotState::Starting);
+                let (stream, incarnation) = tokio::time::timeout(
+                    HANDSHAKE_TIMEOUT,
+                    self.handshake(arrival, generation, models),
+                )
+                .await
+                .map_err(|_| anyhow!("worker handshake timed out"))??;
+                return Ok(Attached {
+                    process: WorkerProcess::Attached,
+                    stream,
+                    incarnation,
+                });
+            }
+        };
         let mut child = self.spawn_worker(socket_path)?;
+        let connect = async {
+            let (stream, _) = listener.accept().await?;
+            let arrival = attach::hello(stream).await?;
+            self.handshake(arrival, generation, models).await
+        };
         let handshake = tokio::select! {
-            r = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(listener, generation, models)) => {
+            r = tokio::time::timeout(HANDSHAKE_TIMEOUT, connect) => {
                 r.map_err(|_| anyhow!("worker handshake timed out")).and_then(|r| r)
             }
             status = child.wait() => Err(anyhow!(
@@ -318,7 +382,7 @@ impl Supervisor {
         };
         match handshake {
             Ok((stream, incarnation)) => Ok(Attached {
-                child,
+                process: WorkerProcess::Spawned(child),
                 stream,
                 incarnation,
             }),
@@ -333,15 +397,17 @@ impl Supervisor {
     /// Starts the slot's next worker (unless the server stops first).
     async fn start(
         &self,
-        listener: &UnixListener,
-        socket_path: &std::path::Path,
+        source: &WorkerSource,
         generation: u64,
         models: &mut watch::Receiver<Models>,
     ) -> Result<Attached, End> {
-        self.slot.set_state(SlotState::Starting);
+        self.slot.set_state(match source {
+            WorkerSource::Spawn { .. } => SlotState::Starting,
+            WorkerSource::Attach(_) => SlotState::Waiting,
+        });
         let mut stop = self.stop.clone();
         tokio::select! {
-            r = self.launch(listener, socket_path, generation, models) => match r {
+            r = self.launch(source, generation, models) => match r {
                 Ok(attached) => {
                     self.slot.attached(attached.incarnation.clone());
                     Ok(attached)
@@ -357,40 +423,36 @@ impl Supervisor {
     async fn serve(
         &self,
         attached: Attached,
-        listener: &UnixListener,
-        socket_path: &std::path::Path,
+        source: &WorkerSource,
         generation: u64,
         models: &mut watch::Receiver<Models>,
         served: &mut bool,
     ) -> End {
         let Attached {
-            mut child,
+            mut process,
             stream,
             incarnation,
         } = attached;
         let (end, writer) = self
             .watch(
-                &mut child,
+                &mut process,
                 stream,
                 &incarnation,
                 models,
                 served,
-                (listener, socket_path, generation),
+                (source, generation),
             )
             .await;
         if let End::Replaced(_) = end {
-            tokio::spawn(retire(child, writer, incarnation));
+            tokio::spawn(retire(process, writer, incarnation));
             return end;
         }
         incarnation.mark_dead();
-        let _ = child.start_kill();
-        let status = child
-            .wait()
-            .await
-            .map(|s| s.to_string())
-            .unwrap_or_default();
+        // Closing the control socket is what makes an attached worker go.
+        drop(writer);
+        let status = process.reap().await;
         match end {
-            End::Restart(why) => End::Restart(format!("{why}: {status}")),
+            End::Restart(why) if !status.is_empty() => End::Restart(format!("{why}: {status}")),
             other => other,
         }
     }
@@ -401,12 +463,12 @@ impl Supervisor {
     /// control socket's write half (kept open while a replaced worker retires).
     async fn watch(
         &self,
-        child: &mut Child,
+        child: &mut WorkerProcess,
         stream: UnixStream,
         incarnation: &Arc<Incarnation>,
         models: &mut watch::Receiver<Models>,
         served: &mut bool,
-        (listener, socket_path, generation): (&UnixListener, &std::path::Path, u64),
+        (source, generation): (&WorkerSource, u64),
     ) -> (End, OwnedWriteHalf) {
         let (mut reader, mut writer) = stream.into_split();
         // Reads run in their own task: a read cancelled half-way would lose the stream's
@@ -448,11 +510,14 @@ impl Supervisor {
                 Box<dyn std::future::Future<Output = anyhow::Result<Successor>> + Send + '_>,
             >,
         > = None;
-        let kill = |child: &mut Child, why: String| {
+        let kill = |child: &mut WorkerProcess, why: String| {
             tracing::error!(worker = %self.slot.id(), pid = incarnation.pid, "{why}; killing it");
-            let _ = child.start_kill();
+            child.start_kill();
             why
         };
+        // Set once the worker has said it is leaving: it gets no new requests, and is
+        // let go when it has answered the ones it holds.
+        let mut leaving: Option<Instant> = None;
         macro_rules! end {
             ($end:expr) => {
                 return ($end, writer)
@@ -484,9 +549,14 @@ impl Supervisor {
                                 );
                                 tracing::info!(worker = %self.slot.id(), pid = incarnation.pid, "{why}; starting a successor");
                                 successor = Some(Box::pin(self.prepare_successor(
-                                    listener, socket_path, generation + 1, models.clone(), why,
+                                    source, generation + 1, models.clone(), why,
                                 )));
                             }
+                        }
+                        wm::Message::Leaving(_) => {
+                            tracing::info!(worker = %self.slot.id(), pid = incarnation.pid, "worker asked to stop; draining it");
+                            self.servables.worker_lost(self.slot.id());
+                            leaving.get_or_insert_with(Instant::now);
                         }
                         other => {
                             if let Some((model, version)) = unloading(&other) {
@@ -507,7 +577,7 @@ impl Supervisor {
                         }
                     }
                 }
-                _ = child.wait() => end!(End::Restart("the process ended".into())),
+                status = child.exited() => end!(End::Restart(format!("the process ended ({status})"))),
                 _ = incarnation.dead() => end!(End::Restart("its response ring failed".into())),
                 Some((model_name, version)) = unrouted.recv() => {
                     let msg = gm::Message::Unrouted(gm::Unrouted { model_name, version });
@@ -529,6 +599,12 @@ impl Supervisor {
                 }
                 _ = watchdog.tick() => {
                     let now = Instant::now();
+                    if let Some(since) = leaving {
+                        if incarnation.outstanding() == 0 || now - since > LEAVE_WAIT {
+                            let _ = write_message(&mut writer, gm::Message::Shutdown(gm::Shutdown {})).await;
+                            end!(End::Left);
+                        }
+                    }
                     // Checked at every tick, not only at pings: a request sent to a
                     // stopped worker waits at most the heartbeat timeout.
                     let silent = now - last_pong;
@@ -556,7 +632,7 @@ impl Supervisor {
                 }
                 _ = stopped(&mut stop) => {
                     let _ = write_message(&mut writer, gm::Message::Shutdown(gm::Shutdown {})).await;
-                    let _ = tokio::time::timeout(SHUTDOWN_WAIT, child.wait()).await;
+                    child.reap_within(SHUTDOWN_WAIT).await;
                     end!(End::Stopped);
                 }
             }

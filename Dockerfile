@@ -1,0 +1,15 @@
+# tfgate: the gateway and the worker in one slim image. The binaries and TensorFlow's
+# two shared libraries are built on the host and staged in target/docker by
+# scripts/docker-image.sh; nothing is compiled or downloaded here, so the image builds
+# on machines that reach no registry (BASE_IMAGE=tfgate-base:bookworm, from
+# scripts/docker-base.sh). The host build must target the base's glibc (Debian 12).
+ARG BASE_IMAGE=debian:bookworm-slim
+FROM ${BASE_IMAGE}
+
+COPY target/docker/lib/ /usr/local/lib/
+COPY target/docker/bin/ /usr/local/bin/
+RUN ldconfig && mkdir -p /run/tfgate /models
+
+# gRPC and REST, as tensorflow_model_server.
+EXPOSE 8500 8501
+CMD ["tfgate", "--port=8500", "--rest_api_port=8501", "--model_name=half_plus_two", "--model_base_path=/models/half_plus_two"]

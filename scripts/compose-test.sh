@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# The deployment test: docker-compose.yml brought up for real (a gateway container and
+# worker containers attached over a shared socket volume), then
+#   1. REST and gRPC predictions answer correctly;
+#   2. under load, a worker's process is killed with SIGKILL from the host: every request
+#      still succeeds, Docker restarts the container and the gateway takes it back in;
+#   3. under load, scaled to 2 workers and back to 1: every request succeeds, the worker
+#      scaled away leaves without a failed request;
+#   4. the gateway restarted: the workers attach to the new one;
+#   5. `down -v` leaves no container, volume, socket or shared-memory segment.
+# Skipped, with the reason printed, when no Docker engine or docker-compose is reachable.
+# Needs the release binaries (cargo build --release --bins) and scripts/setup.sh's venv
+# and models. Run by scripts/test.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { echo "[compose-test] $(date +%T) $*" >&2; }
+
+if ! command -v docker >/dev/null || ! docker info >/dev/null 2>&1; then
+  log "SKIPPED: no Docker engine is reachable"; exit 0
+fi
+if command -v docker-compose >/dev/null; then COMPOSE=(docker-compose)
+elif docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose)
+else log "SKIPPED: neither docker-compose nor docker compose is installed"; exit 0; fi
+
+PROJECT=tfgate-compose-test
+export TFGATE_GRPC_PORT=${TFGATE_GRPC_PORT:-18600} TFGATE_REST_PORT=${TFGATE_REST_PORT:-18601}
+export TFGATE_IMAGE=tfgate:compose-test
+REST=http://127.0.0.1:$TFGATE_REST_PORT
+GRPC=127.0.0.1:$TFGATE_GRPC_PORT
+PY=.venv/bin/python
+export TF_CPP_MIN_LOG_LEVEL=2   # the Python client's TensorFlow: no startup chatter
+dc() { "${COMPOSE[@]}" -p "$PROJECT" "$@"; }
+cleanup() {
+  local rc=$?
+  if [ $rc -ne 0 ]; then
+    log "FAILED; the gateway's and workers' last logs:"
+    dc logs --tail=40 >&2 || true
+  fi
+  dc down -v --remove-orphans >/dev/null 2>&1 || true
+  exit $rc
+}
+trap cleanup EXIT
+
+# Image: host binaries on a local Debian base (no registry is needed).
+docker image inspect debian:bookworm-slim >/dev/null 2>&1 && BASE=debian:bookworm-slim || BASE=tfgate-base:bookworm
+t0=$SECONDS
+BASE_IMAGE=$BASE IMAGE=$TFGATE_IMAGE bash scripts/docker-image.sh
+log "image $TFGATE_IMAGE built on $BASE in $((SECONDS - t0)) s"
+
+dc down -v --remove-orphans >/dev/null 2>&1 || true
+rm -f /tmp/$PROJECT-*
+segments() { { find /proc/[0-9]*/fd -lname '/memfd:tfgate-shm*' 2>/dev/null || true; } | wc -l; }
+shm_before=$(segments)
+t0=$SECONDS
+dc up -d --scale worker=1 >/dev/null 2>&1
+workers_json() { curl -sf "$REST/tfgate/workers"; }
+serving() { workers_json | $PY -c 'import json,sys; print(sum(w["state"] == "serving" for w in json.load(sys.stdin)["workers"]))' 2>/dev/null || echo 0; }
+wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
+  local limit=$1 what=$2; shift 2
+  local until=$((SECONDS + limit))
+  until "$@"; do
+    [ $SECONDS -lt $until ] || { log "timed out after ${limit} s waiting for $what"; return 1; }
+    sleep 0.5
+  done
+}
+ready() { curl -sf -o /dev/null "$REST/readyz"; }
+wait_for 120 "the gateway to be ready" ready
+wait_for 60 "docker's healthcheck to say healthy" \
+  sh -c "[ \"\$(docker inspect -f '{{.State.Health.Status}}' ${PROJECT}_gateway_1 2>/dev/null || docker inspect -f '{{.State.Health.Status}}' ${PROJECT}-gateway-1)\" = healthy ]"
+log "up and ready in $((SECONDS - t0)) s: $(docker ps --filter label=com.docker.compose.project=$PROJECT --format '{{.Names}} ({{.Status}})' | sort | tr '\n' ' ')"
+
+# 1. One prediction each way.
+out=$(curl -sf -X POST "$REST/v1/models/half_plus_two:predict" -d '{"instances": [1.0, 2.0, 5.0]}' | tr -d ' \n')
+[ "$out" = '{"predictions":[3.5,4.0,5.5]}' ] || { log "REST predict answered $out"; exit 1; }
+$PY - "$GRPC" 2>/tmp/$PROJECT-grpc.err <<'PYEOF' || { cat /tmp/$PROJECT-grpc.err >&2; exit 1; }
+import sys, grpc, tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(sys.argv[1]))
+req = predict_pb2.PredictRequest()
+req.model_spec.name = "half_plus_two"
+req.inputs["x"].CopyFrom(tf.make_tensor_proto([1.0, 2.0, 5.0], dtype=tf.float32))
+got = list(stub.Predict(req, 30.0).outputs["y"].float_val)
+assert got == [3.5, 4.0, 5.5], got
+PYEOF
+log "REST and gRPC predictions answer [3.5, 4.0, 5.5]"
+
+worker_container() { docker ps -q --filter label=com.docker.compose.project=$PROJECT --filter label=com.docker.compose.service=worker | head -n1; }
+# (TensorFlow's C++ start-up lines go to a file, shown only if the load fails.)
+load() { $PY tests/compose/load.py --grpc "$GRPC" --rest "$REST" --seconds "$1" --threads 8 2>>/tmp/$PROJECT-load.err; }
+
+# 2. SIGKILL a worker under load.
+C=$(worker_container)
+restarts_before=$(docker inspect -f '{{.RestartCount}}' "$C")
+init_pid=$(docker inspect -f '{{.State.Pid}}' "$C")
+worker_pid=$(pgrep -P "$init_pid" | head -n1)
+[ -n "$worker_pid" ] || { log "no worker process under the container's init ($init_pid)"; exit 1; }
+load 14 > /tmp/$PROJECT-kill.json & LOAD=$!
+sleep 4
+kill -9 "$worker_pid"
+log "killed tfgate-worker (host pid $worker_pid) in container ${C:0:12} with SIGKILL, under load"
+wait_for 30 "Docker to restart the worker container" \
+  sh -c "[ \$(docker inspect -f '{{.RestartCount}}' $C) -gt $restarts_before ] && [ \$(docker inspect -f '{{.State.Running}}' $C) = true ]"
+t_restart=$SECONDS
+wait_for 60 "the restarted worker to serve" sh -c "[ \$(curl -sf $REST/tfgate/workers | $PY -c 'import json,sys; print(sum(w[\"state\"] == \"serving\" for w in json.load(sys.stdin)[\"workers\"]))') -ge 1 ]"
+log "worker container restarted by Docker (RestartCount $(docker inspect -f '{{.RestartCount}}' "$C")) and serving again within $((SECONDS - t_restart)) s of its restart"
+wait $LOAD || { log "requests failed across the SIGKILL: $(cat /tmp/$PROJECT-kill.json /tmp/$PROJECT-load.err)"; exit 1; }
+log "load across the SIGKILL: $(cat /tmp/$PROJECT-kill.json)"
+CHECK_RESTARTED=$(cat <<'PYEOF'
+import json, sys
+ws = json.load(sys.stdin)["workers"]
+assert sum(w["restarts"] for w in ws) >= 1, ws
+assert any(w["state"] == "serving" for w in ws), ws
+slots = ["slot %s %s, restarts %s, last exit: %s" % (w["id"], w["state"], w["restarts"], w["last_exit"]) for w in ws]
+print("[compose-test] /tfgate/workers: " + "; ".join(slots), file=sys.stderr)
+PYEOF
+)
+workers_json | $PY -c "$CHECK_RESTARTED"
+recovery=$(curl -sf "$REST/monitoring/prometheus/metrics" | awk '/^:tfgate:worker:recovery_latency_sum/ {s=$2} /^:tfgate:worker:recovery_latency_count/ {c=$2} END {if (c > 0) printf "%.0f ms", s / c / 1000}')
+log "the gateway's :tfgate:worker:recovery_latency (death to serving again): ${recovery:-none}"
+
+# 3. Scale to 2 workers and back to 1, under load.
+load 30 > /tmp/$PROJECT-scale.json & LOAD=$!
+sleep 2
+dc up -d --no-recreate --scale worker=2 >/dev/null 2>&1
+wait_for 60 "two workers serving" sh -c "[ \$(curl -sf $REST/tfgate/workers | $PY -c 'import json,sys; print(sum(w[\"state\"] == \"serving\" for w in json.load(sys.stdin)[\"workers\"]))') -eq 2 ]"
+log "scaled to 2 workers: $(serving) serving"
+sleep 3
+dc up -d --no-recreate --scale worker=1 >/dev/null 2>&1
+wait_for 60 "one worker serving" sh -c "[ \$(curl -sf $REST/tfgate/workers | $PY -c 'import json,sys; print(sum(w[\"state\"] == \"serving\" for w in json.load(sys.stdin)[\"workers\"]))') -eq 1 ]"
+log "scaled back to 1 worker: $(serving) serving, $(docker ps -q --filter label=com.docker.compose.project=$PROJECT --filter label=com.docker.compose.service=worker | wc -l) worker container(s)"
+wait $LOAD || { log "requests failed while scaling: $(cat /tmp/$PROJECT-scale.json /tmp/$PROJECT-load.err)"; exit 1; }
+log "load while scaling up and down: $(cat /tmp/$PROJECT-scale.json)"
+docker logs "$(docker ps -aq --filter label=com.docker.compose.project=$PROJECT --filter label=com.docker.compose.service=gateway)" 2>&1 \
+  | grep -E 'worker asked to stop|worker left' | sed 's/^/[compose-test] gateway: /' >&2 || true
+
+# 4. The gateway restarted: its workers see their socket close, exit, are restarted by
+# Docker and attach to the new gateway (no namespace ties them to the old one).
+G=$(docker ps -q --filter label=com.docker.compose.project=$PROJECT --filter label=com.docker.compose.service=gateway)
+t0=$SECONDS
+docker restart -t 25 "$G" >/dev/null
+wait_for 120 "the restarted gateway to be ready" ready
+out=$(curl -sf -X POST "$REST/v1/models/half_plus_two:predict" -d '{"instances": [4.0]}' | tr -d ' \n')
+[ "$out" = '{"predictions":[5.0]}' ] || { log "REST predict after the gateway restart answered $out"; exit 1; }
+log "gateway restarted; ready again with $(serving) worker serving after $((SECONDS - t0)) s"
+
+# 5. Down: nothing left behind.
+t0=$SECONDS
+dc down -v --remove-orphans >/dev/null 2>&1
+left_c=$(docker ps -aq --filter label=com.docker.compose.project=$PROJECT | wc -l)
+left_v=$(docker volume ls -q --filter label=com.docker.compose.project=$PROJECT | wc -l)
+left_shm=$(( $(segments) - shm_before ))
+log "down -v in $((SECONDS - t0)) s: $left_c containers, $left_v volumes, $left_shm open tfgate segments left"
+[ "$left_c" = 0 ] && [ "$left_v" = 0 ] && [ "$left_shm" = 0 ] || exit 1
+log "PASSED"

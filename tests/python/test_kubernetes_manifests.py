@@ -1,0 +1,457 @@
+"""Kubernetes manifests under deploy/kubernetes, checked without a cluster.
+
+Every Kubernetes object there is validated against the Kubernetes API's schema
+(kubernetes-validate, strict: unknown fields are errors) at a fixed Kubernetes version.
+The kustomize overlays (gpu/, optional/) are rendered here with the subset of kustomize
+they use (directory resources and strategic merge patches, containers matched by name),
+and what they render is validated too. Then the shape a user relies on: a gateway in
+attach mode and its worker containers sharing an in-memory socket volume, probes,
+a termination grace period that covers the drain, a model config TF Serving's own
+parser reads, GPUs for the workers only, and the queue-depth HPA's metric traced back
+to the series the gateway exports."""
+import copy
+import pathlib
+import re
+
+import kubernetes_validate
+import pytest
+import yaml
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy" / "kubernetes"
+# The oldest Kubernetes these manifests are for (the workers' preStop `sleep` action is
+# on by default from 1.30).
+KUBERNETES_VERSION = "1.30"
+SOCKET_DIR = "/run/tfgate"
+SOCKET = f"{SOCKET_DIR}/workers.sock"
+REST_PORT = 8501
+GRPC_PORT = 8500
+METRICS_PATH = "/monitoring/prometheus/metrics"
+ADAPTER_RULES = DEPLOY / "optional" / "prometheus-adapter-rules.yaml"
+
+
+def validate(obj):
+    """Raises kubernetes_validate.ValidationError (or SchemaNotFoundError for an unknown
+    kind) unless `obj` is a valid object of the Kubernetes API at KUBERNETES_VERSION."""
+    version = kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    assert version == KUBERNETES_VERSION, version
+
+
+def load(path):
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def kustomizations():
+    return sorted(DEPLOY.rglob("kustomization.yaml"))
+
+
+def patch_files():
+    """Files the kustomizations use as patches (partial objects, validated once applied)."""
+    patches = set()
+    for k in kustomizations():
+        spec = load(k)[0]
+        for p in spec.get("patches", []):
+            patches.add((k.parent / p["path"]).resolve())
+        for p in spec.get("patchesStrategicMerge", []):
+            patches.add((k.parent / p).resolve())
+    return patches
+
+
+# Patches that are not whole objects (validated once applied, in the rendered overlay).
+PARTIAL_PATCHES = {"gpu/workers-gpu.yaml"}
+
+
+def manifest_files():
+    """Every YAML file that is a Kubernetes object on its own."""
+    files = sorted(p for p in DEPLOY.rglob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+    return [p for p in files if p.name != "kustomization.yaml"
+            and str(p.relative_to(DEPLOY)) not in PARTIAL_PATCHES]
+
+
+def documents():
+    return [pytest.param(doc, id=f"{path.relative_to(DEPLOY)}#{i}")
+            for path in manifest_files() for i, doc in enumerate(load(path))]
+
+
+# Lists that strategic merge patching merges by a key; others are replaced.
+MERGE_KEYS = {"containers": "name", "initContainers": "name", "volumes": "name",
+              "volumeMounts": "mountPath", "env": "name", "ports": "containerPort"}
+
+
+def strategic_merge(base, patch, key=None):
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for k, v in patch.items():
+            out[k] = strategic_merge(base[k], v, k) if k in base else copy.deepcopy(v)
+        return out
+    if isinstance(base, list) and isinstance(patch, list) and key in MERGE_KEYS:
+        field = MERGE_KEYS[key]
+        out = [copy.deepcopy(item) for item in base]
+        for item in patch:
+            matches = [i for i, b in enumerate(out) if b.get(field) == item.get(field)]
+            if matches:
+                out[matches[0]] = strategic_merge(out[matches[0]], item, None)
+            else:
+                out.append(copy.deepcopy(item))
+        return out
+    return copy.deepcopy(patch)
+
+
+def render(directory):
+    """What `kubectl apply -k directory` would apply."""
+    spec = load(directory / "kustomization.yaml")[0]
+    objects = []
+    for resource in spec.get("resources", []):
+        path = (directory / resource).resolve()
+        objects += render(path) if path.is_dir() else load(path)
+    for p in spec.get("patches", []):
+        (patch,) = load(directory / p["path"])
+        targets = [i for i, o in enumerate(objects)
+                   if (o["kind"], o["metadata"]["name"]) ==
+                   (patch["kind"], patch["metadata"]["name"])]
+        assert len(targets) == 1, f"{p['path']} patches {len(targets)} objects"
+        objects[targets[0]] = strategic_merge(objects[targets[0]], patch)
+    names = [(o["kind"], o["metadata"]["name"]) for o in objects]
+    assert len(names) == len(set(names)), f"duplicate objects in {directory}: {names}"
+    return objects
+
+
+def one(objects, kind):
+    found = [o for o in objects if o["kind"] == kind]
+    assert len(found) == 1, f"{len(found)} {kind} objects"
+    return found[0]
+
+
+def flags(container):
+    """`--name=value` arguments as a dict."""
+    out = {}
+    for arg in container.get("args", []):
+        m = re.fullmatch(r"--([a-z0-9_]+)=(.*)", arg)
+        assert m, f"{container['name']}: argument {arg!r} is not --name=value"
+        out[m.group(1)] = m.group(2)
+    return out
+
+
+def split_pod(deployment):
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    gateways = [c for c in containers if c["name"] == "gateway"]
+    assert len(gateways) == 1
+    workers = [c for c in containers if c["name"] != "gateway"]
+    return gateways[0], workers
+
+
+def port_number(container, port):
+    if isinstance(port, int):
+        return port
+    (number,) = [p["containerPort"] for p in container["ports"] if p["name"] == port]
+    return number
+
+
+def monitoring_config_class():
+    """TF Serving's MonitoringConfig message. The tensorflow-serving-api wheel does not ship
+    it; tfgate describes it in proto/tfgate/monitoring_config.proto, which is read here
+    (its plain `type name = number;` fields) into a descriptor."""
+    source = (ROOT / "proto" / "tfgate" / "monitoring_config.proto").read_text()
+    source = re.sub(r"//[^\n]*", "", source)
+    package = re.search(r"^package\s+([\w.]+);", source, re.M).group(1)
+    file = descriptor_pb2.FileDescriptorProto(name="k8s_test_monitoring_config.proto",
+                                              package=package, syntax="proto3")
+    scalars = {"bool": descriptor_pb2.FieldDescriptorProto.TYPE_BOOL,
+               "string": descriptor_pb2.FieldDescriptorProto.TYPE_STRING}
+    for name, body in re.findall(r"message\s+(\w+)\s*\{([^}]*)\}", source):
+        message = file.message_type.add(name=name)
+        for type_, field, number in re.findall(r"(\w+)\s+(\w+)\s*=\s*(\d+)\s*;", body):
+            f = message.field.add(name=field, number=int(number),
+                                  label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
+            if type_ in scalars:
+                f.type = scalars[type_]
+            else:
+                f.type = descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE
+                f.type_name = f".{package}.{type_}"
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName(f"{package}.MonitoringConfig"))
+
+
+def cpu_cores(quantity):
+    q = str(quantity)
+    return float(q[:-1]) / 1000 if q.endswith("m") else float(q)
+
+
+BASE = render(DEPLOY)
+DEPLOYMENT = one(BASE, "Deployment")
+
+
+# Schema validation.
+
+def test_manifests_exist():
+    kinds = sorted(o["kind"] for o in BASE)
+    assert kinds == sorted(["ConfigMap", "PersistentVolumeClaim", "Deployment", "Service",
+                            "PodDisruptionBudget", "HorizontalPodAutoscaler"])
+    assert len(documents()) >= 9
+
+
+def test_only_patches_skip_validation_on_their_own():
+    assert {(DEPLOY / p).resolve() for p in PARTIAL_PATCHES} <= patch_files()
+
+
+def test_base_kustomization_lists_every_base_manifest():
+    listed = set(load(DEPLOY / "kustomization.yaml")[0]["resources"])
+    present = {p.name for p in DEPLOY.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == present
+
+
+@pytest.mark.parametrize("doc", documents())
+def test_manifest_validates(doc):
+    validate(doc)
+
+
+@pytest.mark.parametrize("overlay", ["", "gpu", "optional"])
+def test_rendered_kustomization_validates(overlay):
+    objects = render(DEPLOY / overlay)
+    assert len(objects) == len(BASE)
+    for obj in objects:
+        validate(obj)
+
+
+def broken_replicas(d):
+    d["spec"]["replicas"] = "two"
+
+
+def broken_unknown_container_field(d):
+    d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+
+
+def broken_missing_selector(d):
+    del d["spec"]["selector"]
+
+
+def broken_probe_port(d):
+    d["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["port"] = [8501]
+
+
+@pytest.mark.parametrize("breakage", [broken_replicas, broken_unknown_container_field,
+                                      broken_missing_selector, broken_probe_port])
+def test_validation_rejects_a_broken_manifest(breakage):
+    broken = copy.deepcopy(DEPLOYMENT)
+    validate(broken)
+    breakage(broken)
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(broken)
+
+
+def test_validation_rejects_an_unknown_kind():
+    with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+        validate({"apiVersion": "apps/v1", "kind": "Deploymnet", "metadata": {"name": "x"}})
+
+
+# The pod.
+
+def test_pod_is_a_gateway_in_attach_mode_and_its_workers():
+    gateway, workers = split_pod(DEPLOYMENT)
+    assert len(workers) >= 2
+    assert [w["name"] for w in workers] == [f"worker-{i}" for i in range(len(workers))]
+    images = {c["image"] for c in [gateway] + workers}
+    assert images == {"tfgate:latest"}
+    assert gateway["command"] == ["/usr/local/bin/tfgate"]
+    g = flags(gateway)
+    assert g["worker_socket"] == SOCKET
+    assert int(g["num_workers"]) == len(workers)
+    assert g["port"] == str(GRPC_PORT) and g["rest_api_port"] == str(REST_PORT)
+    for w in workers:
+        assert w["command"] == ["/usr/local/bin/tfgate-worker"]
+        assert flags(w) == {"gateway_socket": SOCKET}
+        assert "ports" not in w and "livenessProbe" not in w and "readinessProbe" not in w
+
+
+def test_all_containers_share_one_in_memory_socket_volume():
+    pod = DEPLOYMENT["spec"]["template"]["spec"]
+    assert not pod.get("shareProcessNamespace", False)
+    assert not pod.get("hostIPC", False)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounted = set()
+    for c in pod["containers"]:
+        (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == SOCKET_DIR]
+        assert not mount.get("readOnly", False)
+        mounted.add(mount["name"])
+    assert len(mounted) == 1
+    assert volumes[mounted.pop()]["emptyDir"]["medium"] == "Memory"
+
+
+def test_workers_read_models_from_the_claim():
+    pod = DEPLOYMENT["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    claim = one(BASE, "PersistentVolumeClaim")["metadata"]["name"]
+    assert claim == "tfgate-models"
+    _, workers = split_pod(DEPLOYMENT)
+    for w in workers:
+        (mount,) = [m for m in w["volumeMounts"] if m["mountPath"] == "/models"]
+        assert mount["readOnly"] is True
+        assert volumes[mount["name"]]["persistentVolumeClaim"]["claimName"] == claim
+
+
+def test_gateway_probes():
+    gateway, _ = split_pod(DEPLOYMENT)
+    for probe, path in [("startupProbe", "/healthz"), ("livenessProbe", "/healthz"),
+                        ("readinessProbe", "/readyz")]:
+        get = gateway[probe]["httpGet"]
+        assert get["path"] == path, probe
+        assert port_number(gateway, get["port"]) == REST_PORT, probe
+    startup = gateway["startupProbe"]
+    # The ports open once the models are loaded: allow minutes for that.
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+
+
+def test_termination_grace_covers_the_drain():
+    gateway, workers = split_pod(DEPLOYMENT)
+    g = flags(gateway)
+    drain_s = (int(g["drain_delay_ms"]) + int(g["drain_timeout_ms"])) / 1000
+    assert drain_s >= 5
+    grace = DEPLOYMENT["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= drain_s
+    # Workers are held back from SIGTERM (which makes them leave) until the gateway has
+    # drained, and still stop within the grace period.
+    for w in workers:
+        hold = w["lifecycle"]["preStop"]["sleep"]["seconds"]
+        assert drain_s <= hold < grace, w["name"]
+    assert "lifecycle" not in gateway
+
+
+def test_every_container_has_resources_for_the_cpu_hpa():
+    gateway, workers = split_pod(DEPLOYMENT)
+    for c in [gateway] + workers:
+        assert cpu_cores(c["resources"]["requests"]["cpu"]) > 0, c["name"]
+        assert c["resources"]["limits"]["memory"], c["name"]
+    g = flags(gateway)
+    for w in workers:
+        cores = cpu_cores(w["resources"]["limits"]["cpu"])
+        assert int(g["tensorflow_intra_op_parallelism"]) == cores
+        assert int(g["tensorflow_inter_op_parallelism"]) == cores
+
+
+def test_prometheus_annotations_match_the_monitoring_config():
+    annotations = DEPLOYMENT["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(REST_PORT)
+    assert annotations["prometheus.io/path"] == METRICS_PATH
+    config = one(BASE, "ConfigMap")
+    monitoring = text_format.Parse(config["data"]["monitoring.config"],
+                                   monitoring_config_class()())
+    assert monitoring.prometheus_config.enable
+    assert monitoring.prometheus_config.path == METRICS_PATH
+
+
+def test_configmap_holds_a_model_server_config_the_gateway_reads():
+    gateway, _ = split_pod(DEPLOYMENT)
+    g = flags(gateway)
+    config = one(BASE, "ConfigMap")
+    pod = DEPLOYMENT["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v.get("configMap", {}).get("name")
+                 == config["metadata"]["name"]]
+    (mount,) = [m for m in gateway["volumeMounts"] if m["name"] == volume["name"]]
+    for flag, key in [("model_config_file", "models.config"),
+                      ("monitoring_config_file", "monitoring.config")]:
+        assert g[flag] == f"{mount['mountPath']}/{key}"
+        assert key in config["data"]
+    parsed = text_format.Parse(config["data"]["models.config"],
+                               model_server_config_pb2.ModelServerConfig())
+    models = parsed.model_config_list.config
+    assert [m.name for m in models] == ["half_plus_two"]
+    for m in models:
+        assert m.base_path.startswith("/models/")
+        assert m.model_platform == "tensorflow"
+
+
+def test_service_pdb_and_hpa_point_at_the_pods():
+    labels = DEPLOYMENT["spec"]["template"]["metadata"]["labels"]
+    assert DEPLOYMENT["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    gateway, _ = split_pod(DEPLOYMENT)
+
+    service = one(BASE, "Service")
+    assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
+    assert service["spec"]["selector"].items() <= labels.items()
+    ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert (ports["grpc"]["port"], ports["grpc"]["appProtocol"]) == (GRPC_PORT, "grpc")
+    assert (ports["http"]["port"], ports["http"]["appProtocol"]) == (REST_PORT, "http")
+    for p in ports.values():
+        assert port_number(gateway, p["targetPort"]) == p["port"]
+
+    pdb = one(BASE, "PodDisruptionBudget")
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+    hpa = one(BASE, "HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": DEPLOYMENT["metadata"]["name"]}
+    # A node drain can evict one pod and leave the PDB's minimum serving.
+    assert hpa["spec"]["minReplicas"] > pdb["spec"]["minAvailable"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
+    # The HPA owns the replica count.
+    assert "replicas" not in DEPLOYMENT["spec"]
+
+
+def test_every_object_is_named_tfgate_and_namespace_less():
+    for obj in BASE:
+        assert "namespace" not in obj["metadata"]
+        assert obj["metadata"]["name"] == ("tfgate-models" if obj["kind"] ==
+                                           "PersistentVolumeClaim" else "tfgate")
+
+
+# Variants.
+
+def test_gpu_variant_gives_each_worker_one_gpu_and_the_gateway_none():
+    objects = render(DEPLOY / "gpu")
+    deployment = one(objects, "Deployment")
+    gateway, workers = split_pod(deployment)
+    assert "nvidia.com/gpu" not in gateway["resources"].get("limits", {})
+    assert "nvidia.com/gpu" not in gateway["resources"].get("requests", {})
+    _, base_workers = split_pod(DEPLOYMENT)
+    assert [w["name"] for w in workers] == [w["name"] for w in base_workers]
+    for w in workers:
+        assert w["resources"]["limits"]["nvidia.com/gpu"] == 1, w["name"]
+        # The patch adds the GPU and keeps the rest.
+        assert w["resources"]["limits"]["cpu"] == base_workers[0]["resources"]["limits"]["cpu"]
+    assert int(flags(gateway)["num_workers"]) == len(workers)
+    # Nothing but the Deployment changes.
+    assert [o for o in objects if o["kind"] != "Deployment"] == \
+        [o for o in BASE if o["kind"] != "Deployment"]
+
+
+def tfgate_series():
+    """The :tfgate: series names the gateway exports."""
+    source = (ROOT / "gateway" / "src" / "monitoring" / "tfgate.rs").read_text()
+    return set(re.findall(r'"(:tfgate:[a-z_:]+)"', source))
+
+
+def test_queue_depth_hpa_scales_on_the_series_the_adapter_derives():
+    objects = render(DEPLOY / "optional")
+    hpa = one(objects, "HorizontalPodAutoscaler")
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "Pods"
+    name = metric["pods"]["metric"]["name"]
+    assert metric["pods"]["target"]["type"] == "AverageValue"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == DEPLOYMENT["metadata"]["name"]
+    # Only the HPA differs from the CPU setup.
+    assert [o for o in objects if o["kind"] != "HorizontalPodAutoscaler"] == \
+        [o for o in BASE if o["kind"] != "HorizontalPodAutoscaler"]
+
+    (adapter,) = load(ADAPTER_RULES)
+    assert adapter["kind"] == "ConfigMap"
+    rules = yaml.safe_load(adapter["data"]["config.yaml"])["rules"]
+    (rule,) = [r for r in rules if r["name"]["as"] == name]
+    series = re.search(r'__name__="([^"]+)"', rule["seriesQuery"]).group(1)
+    assert series == ":tfgate:worker:requests_in_flight"
+    assert series in tfgate_series()
+    assert re.fullmatch(rule["name"]["matches"], series)
+    assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
+    assert rule["resources"]["overrides"]["namespace"] == {"resource": "namespace"}
+    # Summed over a pod's workers.
+    query = rule["metricsQuery"].replace(" ", "")
+    assert query == "sum(<<.Series>>{<<.LabelMatchers>>})by(<<.GroupBy>>)"
