@@ -47,6 +47,8 @@ struct Shared {
     alloc: Mutex<Alloc>,
     /// Number of requests whose block was freed so far.
     freed: AtomicU64,
+    /// Requests whose push had to wake the worker (see `ResponseReceiver::spin_budget`).
+    woke_worker: AtomicU64,
 }
 
 struct SenderInner {
@@ -68,6 +70,8 @@ pub struct ResponseReceiver {
     region: Region,
     shared: Arc<Shared>,
     spin: SpinConfig,
+    /// `Shared::woke_worker` when the last response was received.
+    woke_worker_seen: u64,
 }
 
 pub(crate) fn endpoints(map: Arc<Mapping>, layout: Layout) -> (RequestSender, ResponseReceiver) {
@@ -96,6 +100,7 @@ pub(crate) fn endpoints(map: Arc<Mapping>, layout: Layout) -> (RequestSender, Re
             in_flight: HashMap::new(),
         }),
         freed: AtomicU64::new(0),
+        woke_worker: AtomicU64::new(0),
     });
     let req_region = Region::new(
         map.clone(),
@@ -120,6 +125,7 @@ pub(crate) fn endpoints(map: Arc<Mapping>, layout: Layout) -> (RequestSender, Re
         region: resp_region,
         shared,
         spin: layout.spin,
+        woke_worker_seen: 0,
     };
     (sender, receiver)
 }
@@ -183,7 +189,13 @@ impl RequestSender {
             f.pushed = true;
         }
         match producer.try_push(desc) {
-            Ok(true) => Ok(()),
+            Ok(true) => {
+                if producer.woke_consumer() {
+                    // Relaxed: a hint for the receiver's spin budget, nothing is published.
+                    inner.shared.woke_worker.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }
             Ok(false) => {
                 drop(producer);
                 self.unwind(request_id);
@@ -255,6 +267,8 @@ impl ResponseReceiver {
                     // Release: pairs with the Acquire load in `freed_count`.
                     self.shared.freed.fetch_add(1, Ordering::Release);
                 }
+                drop(a);
+                self.woke_worker_seen = self.shared.woke_worker.load(Ordering::Relaxed);
                 return Ok(Some((desc.id, frame)));
             }
             if self.consumer.is_producer_closed() {
@@ -264,9 +278,27 @@ impl ResponseReceiver {
                 }
                 return Err(RecvError::Closed);
             }
-            if self.consumer.wait_for_data(self.spin, deadline) == Wait::TimedOut {
+            if self.consumer.wait_for_data(self.spin_budget(), deadline) == Wait::TimedOut {
                 return Ok(None);
             }
+        }
+    }
+
+    /// How long to spin for the next response. When a request sent since the last
+    /// response had to wake the worker, its answer is a scheduler wake-up away (tens of
+    /// µs on a VM), not a spin away: spinning meanwhile only keeps a core from the worker
+    /// and from the threads its answer must wake, so park at once. That halves an idle
+    /// round trip and puts it below a Unix socket's (docs/benchmarks.md, shm-bench). A
+    /// worker that was still spinning answers within microseconds, and spinning catches
+    /// it; so does a wait that starts before the next request is sent, since the request
+    /// may find the worker still spinning.
+    fn spin_budget(&self) -> SpinConfig {
+        if self.shared.woke_worker.load(Ordering::Relaxed) != self.woke_worker_seen {
+            SpinConfig {
+                spin: Duration::ZERO,
+            }
+        } else {
+            self.spin
         }
     }
 }

@@ -144,6 +144,8 @@ pub struct Producer {
     head: u64,
     /// Last tail read from shared memory (validated).
     tail: u64,
+    /// Whether the last push had to wake a parked consumer.
+    woke: bool,
 }
 
 /// The consuming side of a ring. One per ring, owned by one thread at a time.
@@ -167,7 +169,12 @@ pub(crate) unsafe fn producer(map: Arc<Mapping>, offset: usize, capacity: u64) -
     let tail = ring.ctrl().tail.0.load(Ordering::Acquire);
     // Relaxed: our own previous incarnation's value; a fresh segment has 0.
     let head = ring.ctrl().head.0.load(Ordering::Relaxed);
-    Producer { ring, head, tail }
+    Producer {
+        ring,
+        head,
+        tail,
+        woke: false,
+    }
 }
 
 /// Creates the consumer of the ring at `offset`.
@@ -237,8 +244,14 @@ impl Producer {
         // Release: publishes the slot write above; pairs with the consumer's Acquire load
         // of `head` in `Consumer::peek` / `has_data`.
         self.ring.ctrl().head.0.store(self.head, Ordering::Release);
-        self.ring.ctrl().data_ready.notify();
+        self.woke = self.ring.ctrl().data_ready.notify();
         Ok(true)
+    }
+
+    /// Whether the last push found the consumer parked and woke it: it is not running,
+    /// so an answer from it is a scheduler wake-up away, not a spin away.
+    pub fn woke_consumer(&self) -> bool {
+        self.woke
     }
 
     /// Waits (spin, then park) until the consumer's tail moves past `seen_tail` or
