@@ -570,3 +570,63 @@ fn attached_workers_are_taken_in_replaced_and_let_go_under_load() {
     assert!(c.exit_code(Duration::from_secs(10)).is_some());
     assert!(!socket.exists(), "the socket is removed at exit");
 }
+
+/// An attached worker that stops answering (SIGSTOP: from outside, what a wedged process
+/// looks like) is dropped after the heartbeat timeout without a client seeing an error;
+/// the gateway cannot kill a process it did not start, but the worker exits as soon as it
+/// runs again, since its socket was closed, and a fresh worker takes its place.
+#[test]
+fn a_stopped_attached_worker_is_dropped_and_exits_when_it_resumes() {
+    let dir = TempDir::new("attach-stop");
+    let socket = dir.0.join("workers.sock");
+    let mut a = OwnWorker::start(&socket);
+    let b = OwnWorker::start(&socket);
+    let flag = format!("--worker_socket={}", socket.display());
+    let server = Server::start_with(
+        "half_plus_two",
+        &model_path("half_plus_two"),
+        &[
+            &flag,
+            "--num_workers=2",
+            "--worker_heartbeat_timeout_ms=1000",
+        ],
+    );
+    let port = server.rest_port;
+    wait_for("both attached workers", Duration::from_secs(60), || {
+        all_serving(port, 2)
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = rest_load(port, 3, &stop);
+    std::thread::sleep(Duration::from_millis(300));
+    signal("-STOP", a.pid());
+    wait_for(
+        "the stopped worker to be dropped",
+        Duration::from_secs(30),
+        || serving_pids(port) == vec![b.pid()],
+    );
+    let dropped = workers(port);
+    assert!(
+        dropped.iter().any(|w| w["last_exit"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no heartbeat")),
+        "{dropped:?}"
+    );
+    let c = OwnWorker::start(&socket);
+    wait_for("its replacement", Duration::from_secs(60), || {
+        serving_pids(port).contains(&c.pid())
+    });
+    signal("-CONT", a.pid());
+    assert!(
+        a.exit_code(Duration::from_secs(10)).is_some(),
+        "a dropped worker leaves once it runs again"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let (n, longest) = join(load);
+    println!("{n} requests; longest client wait across the SIGSTOP: {longest:?}");
+    assert!(n > 0);
+    assert!(
+        longest < Duration::from_millis(2500),
+        "a client waited {longest:?}"
+    );
+}
