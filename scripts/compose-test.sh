@@ -42,10 +42,9 @@ cleanup() {
 trap cleanup EXIT
 
 # Image: host binaries on a local Debian base (no registry is needed).
-docker image inspect debian:bookworm-slim >/dev/null 2>&1 && BASE=debian:bookworm-slim || BASE=tfgate-base:bookworm
 t0=$SECONDS
-BASE_IMAGE=$BASE IMAGE=$TFGATE_IMAGE bash scripts/docker-image.sh
-log "image $TFGATE_IMAGE built on $BASE in $((SECONDS - t0)) s"
+IMAGE=$TFGATE_IMAGE bash scripts/docker-image.sh
+log "image $TFGATE_IMAGE built in $((SECONDS - t0)) s"
 
 dc down -v --remove-orphans >/dev/null 2>&1 || true
 rm -f /tmp/$PROJECT-*

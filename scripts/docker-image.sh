@@ -1,19 +1,31 @@
 #!/usr/bin/env bash
-# Builds the tfgate image: the two binaries built on this machine and the wheel's
-# libtensorflow, copied onto BASE_IMAGE (default debian:bookworm-slim; where no registry
-# is reachable, set BASE_IMAGE=tfgate-base:bookworm and it is built by docker-base.sh).
+# Builds the tfgate image: the two binaries built on this machine (set up and built here
+# first) and the wheel's libtensorflow, copied onto BASE_IMAGE (default
+# debian:bookworm-slim; where that cannot be pulled, tfgate-base:bookworm, which
+# scripts/docker-base.sh builds with debootstrap).
 # Usage: [BASE_IMAGE=...] [IMAGE=tfgate:latest] bash scripts/docker-image.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BASE_IMAGE=${BASE_IMAGE:-debian:bookworm-slim}
 IMAGE=${IMAGE:-tfgate:latest}
 log() { echo "[docker-image] $*" >&2; }
 
-[ -x target/release/tfgate ] && [ -x target/release/tfgate-worker ] || {
-  log "build first: cargo build --release --bins (scripts/setup.sh sets up the build)"; exit 1; }
+if [ -z "${BASE_IMAGE:-}" ]; then
+  if docker image inspect debian:bookworm-slim >/dev/null 2>&1 \
+     || timeout 60 docker pull -q debian:bookworm-slim >/dev/null 2>&1; then
+    BASE_IMAGE=debian:bookworm-slim
+  else
+    log "debian:bookworm-slim cannot be pulled; using a local debootstrap base"
+    BASE_IMAGE=tfgate-base:bookworm
+  fi
+fi
 if [ "$BASE_IMAGE" = tfgate-base:bookworm ]; then
   bash scripts/docker-base.sh "$BASE_IMAGE"
 fi
+
+# The host build: set up (idempotent) and bring the release binaries up to date.
+bash scripts/setup.sh
+cargo build --release -p tfgate -p tfgate-worker --bins
+
 # The build context holds only what the image gets (see .dockerignore).
 CONTEXT=target/docker
 rm -rf "$CONTEXT"
