@@ -246,7 +246,8 @@ pub struct Flags {
     pub enable_grpc_healthcheck_service: bool,
 
     /// tfgate: number of CPU worker processes; the cores are split evenly between them
-    /// and each is pinned to its share. Ignored with --worker_gpus.
+    /// and each is pinned to its share. Ignored with --worker_gpus. With --worker_socket:
+    /// the slots shown waiting for workers at start.
     #[arg(long = "num_workers", default_value_t = 1)]
     pub num_workers: usize,
 
