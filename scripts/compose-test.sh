@@ -37,6 +37,8 @@ cleanup() {
     dc logs --tail=40 >&2 || true
   fi
   dc down -v --remove-orphans >/dev/null 2>&1 || true
+  # The image is rebuilt on every run; leave no untagged copies behind.
+  docker rmi -f "$TFGATE_IMAGE" >/dev/null 2>&1 || true
   exit $rc
 }
 trap cleanup EXIT

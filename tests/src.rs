@@ -62,6 +62,9 @@ pub struct Server {
     pub child: Child,
     pub grpc_port: u16,
     pub rest_port: u16,
+    /// tfgate's stderr (warnings and errors, its workers' included), shown if it never
+    /// becomes ready.
+    log: PathBuf,
 }
 
 impl Server {
@@ -86,19 +89,25 @@ impl Server {
         for _ in 0..3 {
             let grpc_port = free_port();
             let rest_port = free_port();
+            let log = std::env::temp_dir().join(format!(
+                "tfgate-e2e-{}-{grpc_port}-{rest_port}.log",
+                std::process::id()
+            ));
+            let stderr = std::fs::File::create(&log).expect("tfgate's log file");
             let child = Command::new(bin_dir().join("tfgate"))
                 .arg(format!("--port={grpc_port}"))
                 .arg(format!("--rest_api_port={rest_port}"))
                 .args(flags)
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(stderr)
                 .spawn()
                 .expect("start tfgate (run `cargo build --release` first)");
             let mut server = Server {
                 child,
                 grpc_port,
                 rest_port,
+                log,
             };
             if server.wait_ready(ready_model) {
                 return server;
@@ -122,7 +131,13 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("tfgate did not become ready within 90 s");
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "tfgate did not become ready within 90 s; the end of its log:\n{}",
+            tail.join("\n")
+        );
     }
 
     pub fn pid(&self) -> u32 {
@@ -143,12 +158,13 @@ impl Drop for Server {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -176,6 +192,14 @@ pub fn http_full(
 ) -> std::io::Result<(u16, String, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    // Polling a port nobody listens on yet can pick that very port as the source and
+    // connect to itself (TCP simultaneous open): that is a refusal, not a server.
+    if s.local_addr()?.port() == port {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connected to itself",
+        ));
+    }
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
     for (k, v) in headers {
