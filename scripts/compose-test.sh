@@ -111,13 +111,20 @@ import json, sys
 ws = json.load(sys.stdin)["workers"]
 assert sum(w["restarts"] for w in ws) >= 1, ws
 assert any(w["state"] == "serving" for w in ws), ws
-slots = ["slot %s %s, restarts %s, last exit: %s" % (w["id"], w["state"], w["restarts"], w["last_exit"]) for w in ws]
+slots = ["slot %s %s (host %s), restarts %s, last exit: %s" % (w["id"], w["state"], w["host"], w["restarts"], w["last_exit"]) for w in ws]
 print("[compose-test] /tfgate/workers: " + "; ".join(slots), file=sys.stderr)
 PYEOF
 )
 workers_json | $PY -c "$CHECK_RESTARTED"
 recovery=$(curl -sf "$REST/monitoring/prometheus/metrics" | awk '/^:tfgate:worker:recovery_latency_sum/ {s=$2} /^:tfgate:worker:recovery_latency_count/ {c=$2} END {if (c > 0) printf "%.0f ms", s / c / 1000}')
 log "the gateway's :tfgate:worker:recovery_latency (death to serving again): ${recovery:-none}"
+# The slot names its worker's container, and the worker's own resident set (a TensorFlow
+# process: well over 100 MB; the gateway cannot read /proc of another container's pid).
+host=$(workers_json | $PY -c 'import json,sys; print([w["host"] for w in json.load(sys.stdin)["workers"] if w["state"] == "serving"][0])')
+[ "$host" = "${C:0:12}" ] || { log "slot host $host is not the worker container ${C:0:12}"; exit 1; }
+rss=$(curl -sf "$REST/monitoring/prometheus/metrics" | awk '/^:tfgate:worker:resident_bytes\{worker="0"\}/ {printf "%d", $2 / 1e6}')
+[ "${rss:-0}" -gt 100 ] || { log "worker resident set ${rss:-?} MB"; exit 1; }
+log "slot 0 holds container $host; worker resident set $rss MB (reported by the worker)"
 
 # 3. Scale to 2 workers and back to 1, under load.
 load 30 > /tmp/$PROJECT-scale.json & LOAD=$!

@@ -101,6 +101,7 @@ impl Health {
                 json!({
                     "id": w.id.0,
                     "pid": w.pid,
+                    "host": w.host,
                     "generation": w.generation,
                     "device": w.plan.device.to_string(),
                     "cpus": w.plan.cpu_list(),
@@ -127,7 +128,7 @@ impl Health {
                 replacements: w.replacements,
                 in_flight: w.outstanding,
                 answered: w.answered,
-                resident_bytes: w.pid.map_or(0, crate::monitoring::tfgate::resident_bytes),
+                resident_bytes: w.resident_bytes,
                 arena_in_use: w.arena_in_use,
                 arena_capacity: w.arena_capacity,
             });

@@ -511,6 +511,11 @@ fn attached_workers_are_taken_in_replaced_and_let_go_under_load() {
     expected.sort();
     assert_eq!(pids, expected, "each slot holds one of the workers started");
     assert!(workers(port).iter().all(|w| w["device"] == "attached"));
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert!(
+        workers(port).iter().all(|w| w["host"] == hostname.trim()),
+        "each slot names its worker's host"
+    );
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "only the gateway's user may attach");

@@ -227,7 +227,10 @@ fn run(flags: Flags) -> anyhow::Result<()> {
         .spawn(move || loop {
             match receive(&mut reader) {
                 Ok(Some(gm::Message::Ping(gm::Ping { seq }))) => {
-                    pong(wm::Message::Pong(wm::Pong { seq }))
+                    pong(wm::Message::Pong(wm::Pong {
+                        seq,
+                        rss_bytes: manager::rss_bytes(),
+                    }))
                 }
                 Ok(Some(gm::Message::ServeModels(gm::ServeModels { models, .. }))) => {
                     *new_models.lock().unwrap_or_else(|e| e.into_inner()) = models;

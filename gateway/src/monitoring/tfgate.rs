@@ -86,13 +86,3 @@ pub fn phase(model_name: &str, version: i64, signature: &str, phase: &'static st
 pub fn request_log_dropped(model_name: &str) {
     metrics::counter!(REQUEST_LOG_DROPPED, "model_name" => model_name.to_string()).increment(1);
 }
-
-/// A process's resident set, from `/proc/PID/statm` (0 if it cannot be read).
-pub fn resident_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/statm"))
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| {
-            pages.saturating_mul(rustix::param::page_size() as u64)
-        })
-}

@@ -54,7 +54,10 @@ pub struct Oldest {
 /// A live worker incarnation.
 pub struct Incarnation {
     pub generation: u64,
+    /// In the worker's own pid namespace.
     pub pid: u32,
+    /// The worker's hostname (an attached worker's container).
+    pub host: String,
     sender: RequestSender,
     outstanding: Mutex<HashMap<u64, Outstanding>>,
     /// Signalled whenever responses free request-arena space or ring slots.
@@ -64,6 +67,8 @@ pub struct Incarnation {
     died: Notify,
     next_id: AtomicU64,
     answered: AtomicU64,
+    /// The process's resident set, as its last heartbeat answer said.
+    resident: AtomicU64,
 }
 
 /// How often the completion thread re-checks that its worker is alive while idle.
@@ -73,13 +78,14 @@ impl Incarnation {
     /// Wraps a fresh segment's gateway ends and starts the completion thread.
     pub fn start(
         generation: u64,
-        pid: u32,
+        (pid, host): (u32, String),
         sender: RequestSender,
         receiver: ResponseReceiver,
     ) -> std::io::Result<Arc<Incarnation>> {
         let inc = Arc::new(Incarnation {
             generation,
             pid,
+            host,
             sender,
             outstanding: Mutex::new(HashMap::new()),
             space: Notify::new(),
@@ -87,6 +93,7 @@ impl Incarnation {
             died: Notify::new(),
             next_id: AtomicU64::new(1),
             answered: AtomicU64::new(0),
+            resident: AtomicU64::new(0),
         });
         let thread_inc = inc.clone();
         std::thread::Builder::new()
@@ -143,6 +150,15 @@ impl Incarnation {
 
     pub fn answered(&self) -> u64 {
         self.answered.load(Ordering::Relaxed)
+    }
+
+    pub fn set_resident_bytes(&self, bytes: u64) {
+        self.resident.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The resident set the worker last reported (0 before its first heartbeat answer).
+    pub fn resident_bytes(&self) -> u64 {
+        self.resident.load(Ordering::Relaxed)
     }
 
     /// The request the worker has held longest.

@@ -65,6 +65,7 @@ pub struct SlotReport {
     pub id: WorkerId,
     pub plan: WorkerPlan,
     pub pid: Option<u32>,
+    pub host: Option<String>,
     pub generation: Option<u64>,
     pub state: SlotState,
     pub restarts: u64,
@@ -76,6 +77,8 @@ pub struct SlotReport {
     /// Bytes requests hold in the live incarnation's request arena, and its size.
     pub arena_in_use: u64,
     pub arena_capacity: u64,
+    /// The live worker's resident set, as it reported it.
+    pub resident_bytes: u64,
 }
 
 impl Slot {
@@ -156,6 +159,7 @@ impl Slot {
             id: self.id(),
             plan: self.plan.clone(),
             pid: current.as_ref().map(|i| i.pid),
+            host: current.as_ref().map(|i| i.host.clone()),
             generation: current.as_ref().map(|i| i.generation),
             state: info.state,
             restarts: info.restarts,
@@ -165,6 +169,7 @@ impl Slot {
             answered: info.answered_before + current.as_ref().map_or(0, |i| i.answered()),
             arena_in_use: current.as_ref().map_or(0, |i| i.request_arena().0),
             arena_capacity: current.as_ref().map_or(0, |i| i.request_arena().1),
+            resident_bytes: current.as_ref().map_or(0, |i| i.resident_bytes()),
         }
     }
 }

@@ -330,7 +330,7 @@ impl Supervisor {
             other => bail!("expected Attached({generation}), got {other:?}"),
         }
         let (sender, receiver) = segment.into_gateway();
-        let incarnation = Incarnation::start(generation, pid, sender, receiver)?;
+        let incarnation = Incarnation::start(generation, (pid, hello.host), sender, receiver)?;
         let serve = encode(self.serve_models(models))?;
         stream.write_all(&serve).await?;
         Ok((stream, incarnation))
@@ -527,7 +527,10 @@ impl Supervisor {
             tokio::select! {
                 msg = reports.recv() => match msg {
                     Some(Ok(msg)) => match msg {
-                        wm::Message::Pong(_) => last_pong = Instant::now(),
+                        wm::Message::Pong(wm::Pong { rss_bytes, .. }) => {
+                            last_pong = Instant::now();
+                            incarnation.set_resident_bytes(rss_bytes);
+                        }
                         wm::Message::InitialLoadDone(_) => {
                             self.servables.initial_load_done(self.slot.id());
                             self.slot.set_state(SlotState::Serving);
