@@ -239,6 +239,16 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// Sends `sig` (as `kill` takes it: `-KILL`, `-9`, `-STOP`...) to `pid`; it must arrive.
+pub fn signal(sig: &str, pid: impl std::fmt::Display) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
 /// Pids of the direct children of `pid`.
 pub fn children(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();

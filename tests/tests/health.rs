@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use tfgate_e2e::{count_to, http, model_path, Server};
+use tfgate_e2e::{count_to, http, model_path, signal, Server};
 use tfgate_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -79,10 +79,7 @@ async fn health_follows_a_workers_death_and_restart() {
     let pid = before["pid"].as_u64().unwrap();
     assert_eq!(before["state"], "serving");
     assert_eq!(before["restarts"], 0);
-    std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
+    signal("-9", pid);
 
     // Not ready until the replacement has the model again; alive throughout.
     let started = Instant::now();
@@ -211,10 +208,7 @@ async fn sigterm_drains_requests_in_flight() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    std::process::Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
-        .status()
-        .unwrap();
+    signal("-TERM", server.pid());
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (status, body) = get(port, "/readyz");
     assert_eq!(status, 503, "{body}");

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tfgate_e2e::{
-    float_tensor, http, http_full, model_path, predict_request, worker_of, Server, TempDir,
+    float_tensor, http, http_full, model_path, predict_request, signal, worker_of, Server, TempDir,
 };
 use tfgate_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 
@@ -218,11 +218,7 @@ fn warmup_and_a_worker_restart_show_up() {
     assert!(page.get(":tfgate:worker:resident_bytes{worker=\"0\"}") > 1e6);
 
     let victim = worker_of(server.pid());
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &victim.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    signal("-KILL", victim);
     let deadline = Instant::now() + Duration::from_secs(60);
     let page = loop {
         let page = scrape(port, DEFAULT_PATH);
@@ -286,11 +282,7 @@ fn json_logs_are_one_object_per_line_and_tell_what_happened() {
     };
     wait_serving("tfgate did not start");
     let worker = worker_of(child.id());
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &worker.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    signal("-KILL", worker);
     std::thread::sleep(Duration::from_millis(200));
     wait_serving("the worker did not come back");
     let _ = Command::new("kill")

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tfgate_e2e::{
-    copy_dir, count_to, dev_shm, float_tensor, http, model_path, predict_request, Server, TempDir,
+    copy_dir, count_to, dev_shm, float_tensor, http, model_path, predict_request, signal, Server,
+    TempDir,
 };
 use tfgate_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 
@@ -39,15 +40,6 @@ fn all_serving(port: u16, n: usize) -> bool {
     w.len() == n
         && w.iter()
             .all(|w| w["state"] == "serving" && w["pid"].is_u64())
-}
-
-fn signal(sig: &str, pid: u64) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig} {pid}");
 }
 
 /// A REST predict of half_plus_two (version 2: 0.5x + 3) whose answer is checked.
@@ -93,6 +85,23 @@ fn join(load: Vec<std::thread::JoinHandle<(u32, Duration)>>) -> (u32, Duration) 
     load.into_iter()
         .map(|h| h.join().expect("a client saw a wrong answer or an error"))
         .fold((0, Duration::ZERO), |(n, l), (m, k)| (n + m, l.max(k)))
+}
+
+/// Stops the clients of a test that SIGSTOPped a worker under
+/// `--worker_heartbeat_timeout_ms=1000`: they were all answered, and none waited longer
+/// than that timeout plus scheduling slack on a busy 2-core machine.
+fn stop_clients_and_check_waits(
+    stop: &AtomicBool,
+    load: Vec<std::thread::JoinHandle<(u32, Duration)>>,
+) {
+    stop.store(true, Ordering::Relaxed);
+    let (n, longest) = join(load);
+    println!("{n} requests; longest client wait across the SIGSTOP: {longest:?}");
+    assert!(n > 0);
+    assert!(
+        longest < Duration::from_millis(2500),
+        "a client waited {longest:?}"
+    );
 }
 
 fn allowed_cpus_of(pid: u64) -> String {
@@ -366,15 +375,7 @@ fn a_stopped_worker_is_replaced_while_clients_keep_their_answers() {
         || all_serving(port, 2) && !pids(port).contains(&stopped),
     );
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let (n, longest) = join(load);
-    println!("{n} requests; longest client wait across the SIGSTOP: {longest:?}");
-    assert!(n > 0);
-    // The heartbeat timeout plus scheduling slack on a busy 2-core machine.
-    assert!(
-        longest < Duration::from_millis(2500),
-        "a client waited {longest:?}"
-    );
+    stop_clients_and_check_waits(&stop, load);
     let w0 = &workers(port)[0];
     assert_eq!(w0["restarts"], 1);
     assert!(
@@ -626,12 +627,5 @@ fn a_stopped_attached_worker_is_dropped_and_exits_when_it_resumes() {
         a.exit_code(Duration::from_secs(10)).is_some(),
         "a dropped worker leaves once it runs again"
     );
-    stop.store(true, Ordering::Relaxed);
-    let (n, longest) = join(load);
-    println!("{n} requests; longest client wait across the SIGSTOP: {longest:?}");
-    assert!(n > 0);
-    assert!(
-        longest < Duration::from_millis(2500),
-        "a client waited {longest:?}"
-    );
+    stop_clients_and_check_waits(&stop, load);
 }

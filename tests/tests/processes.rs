@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use tfgate_e2e::{dev_shm, http, maps_library, worker_of, Server};
+use tfgate_e2e::{dev_shm, http, maps_library, signal, worker_of, Server};
 
 fn predict(server: &Server) -> (u16, String) {
     http(
@@ -35,10 +35,7 @@ fn gateway_survives_a_worker_crash() {
     let server = Server::start("half_plus_two");
     let first = worker_of(server.pid());
     assert_eq!(predict(&server).0, 200);
-    std::process::Command::new("kill")
-        .args(["-9", &first.to_string()])
-        .status()
-        .unwrap();
+    signal("-9", first);
 
     // The gateway keeps its sockets open; requests during the restart wait for the new
     // worker instead of failing.
@@ -60,9 +57,9 @@ fn gateway_survives_a_worker_crash() {
     assert!(server.child.id() > 0);
 }
 
-/// Stops the gateway with `signal` and checks that its worker goes too and that nothing
+/// Stops the gateway with `sig` and checks that its worker goes too and that nothing
 /// is left in /dev/shm. Returns the gateway's exit status.
-fn stop_gateway_with(signal: &str) -> std::process::ExitStatus {
+fn stop_gateway_with(sig: &str) -> std::process::ExitStatus {
     let shm_before = dev_shm();
     let mut server = Server::start("half_plus_two");
     assert_eq!(
@@ -72,16 +69,13 @@ fn stop_gateway_with(signal: &str) -> std::process::ExitStatus {
     );
     let worker = worker_of(server.pid());
     assert_eq!(predict(&server).0, 200);
-    std::process::Command::new("kill")
-        .args([signal, &server.pid().to_string()])
-        .status()
-        .unwrap();
+    signal(sig, server.pid());
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(s) = server.child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "gateway ignored {signal}");
+        assert!(Instant::now() < deadline, "gateway ignored {sig}");
         std::thread::sleep(Duration::from_millis(20));
     };
     while std::path::Path::new(&format!("/proc/{worker}")).exists() {
@@ -92,7 +86,7 @@ fn stop_gateway_with(signal: &str) -> std::process::ExitStatus {
         }
         assert!(
             Instant::now() < deadline,
-            "worker outlived its gateway ({signal})"
+            "worker outlived its gateway ({sig})"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -173,10 +167,7 @@ fn no_request_is_lost_when_the_worker_dies_under_load() {
         .collect();
     std::thread::sleep(Duration::from_millis(500));
     let first = worker_of(server.pid());
-    std::process::Command::new("kill")
-        .args(["-9", &first.to_string()])
-        .status()
-        .unwrap();
+    signal("-9", first);
     std::thread::sleep(Duration::from_millis(1500));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let total: i32 = clients.into_iter().map(|c| c.join().unwrap()).sum();
