@@ -55,7 +55,8 @@ struct SupervisorParts {
     config: Arc<SupervisorConfig>,
     startup_failed: Arc<watch::Sender<Option<String>>>,
     models: watch::Receiver<crate::server_core::Models>,
-    lobby: parking_lot::Mutex<Option<Arc<attach::Lobby>>>,
+    /// Attach mode's lobby, set once at start.
+    lobby: std::sync::OnceLock<Arc<attach::Lobby>>,
 }
 
 impl WorkerPool {
@@ -82,7 +83,7 @@ impl WorkerPool {
                 config: Arc::new(config),
                 startup_failed: Arc::new(failed_tx),
                 models,
-                lobby: parking_lot::Mutex::new(None),
+                lobby: std::sync::OnceLock::new(),
             }),
         };
         if let Some(path) = worker_socket {
@@ -93,7 +94,7 @@ impl WorkerPool {
                     let lobby = attach::start(listener, pool.stop.subscribe(), move || {
                         growing.open_slot(None)
                     });
-                    *pool.parts.lobby.lock() = Some(lobby);
+                    let _ = pool.parts.lobby.set(lobby);
                 }
                 Err(e) => {
                     pool.parts
@@ -134,7 +135,7 @@ impl WorkerPool {
             startup_failed: parts.startup_failed.clone(),
             stop: self.stop.subscribe(),
             models: parts.models.clone(),
-            lobby: parts.lobby.lock().clone(),
+            lobby: parts.lobby.get().cloned(),
         };
         self.supervisors.lock().push(tokio::spawn(supervisor.run()));
     }

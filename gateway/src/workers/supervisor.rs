@@ -193,11 +193,12 @@ impl Supervisor {
             };
             // Out of routing first, so that re-dispatched requests look elsewhere.
             self.servables.worker_lost(self.slot.id());
-            if attached_mode {
-                tracing::warn!(worker = %self.slot.id(), generation, "worker exited ({why}); waiting for a worker to attach");
+            let next = if attached_mode {
+                "waiting for a worker to attach"
             } else {
-                tracing::warn!(worker = %self.slot.id(), generation, "worker exited ({why}); restarting");
-            }
+                "restarting"
+            };
+            tracing::warn!(worker = %self.slot.id(), generation, "worker exited ({why}); {next}");
             self.slot.ended(why.clone(), true);
             ever_served |= served;
             failures_in_a_row = if served { 0 } else { failures_in_a_row + 1 };
