@@ -4,8 +4,8 @@
 //! `validation::examples`.
 
 use crate::error::ServingError;
-use shm_protocol::tensor::{Tensor, TensorData};
 use tfgate_proto::tensorflow::serving as pb;
+use tfgate_tensor::tensor::{Tensor, TensorData};
 
 /// One class of one example: label (empty without a `classes` output) and score.
 pub type Class = (Vec<u8>, f32);

@@ -4,7 +4,7 @@
 //! `{"error": ...}`, `grpc`'s `From<ServingError> for tonic::Status` — and the code's
 //! name is the label metrics use.
 
-pub use shm_protocol::code::Code;
+pub use tfgate_tensor::code::Code;
 
 /// A failed request: its code and TF Serving's message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,8 +48,8 @@ impl ServingError {
     }
 }
 
-impl From<shm_protocol::code::Status> for ServingError {
-    fn from(s: shm_protocol::code::Status) -> ServingError {
+impl From<tfgate_tensor::code::Status> for ServingError {
+    fn from(s: tfgate_tensor::code::Status) -> ServingError {
         ServingError::new(s.code, s.message)
     }
 }

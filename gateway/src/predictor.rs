@@ -14,8 +14,8 @@ use crate::status::model_status;
 use crate::validation;
 use crate::validation::examples::{self, ExamplesMethod, MethodNameCheck};
 use crate::workers::{RunOutput, WorkerPool};
-use shm_protocol::tensor::Tensor;
 use tfgate_proto::tensorflow::serving::GetModelStatusResponse;
+use tfgate_tensor::tensor::Tensor;
 
 /// A successful call: the version that served it, the signature that ran, the result.
 #[derive(Debug)]

@@ -4,8 +4,8 @@
 
 use crate::error::ServingError;
 use crate::servables::ServableRequest;
-use shm_protocol::tensor::Tensor;
 use tfgate_proto::tensorflow::SignatureDef;
+use tfgate_tensor::tensor::Tensor;
 use tokio::time::Instant;
 
 /// Which front end a request came through. TF Serving words a few errors differently
@@ -49,7 +49,7 @@ pub struct ExamplesRequest {
     /// As requested; empty means `serving_default`.
     pub signature_name: String,
     /// Serialized `tf.Example`s, context already merged in
-    /// (`shm_protocol::proto::with_context`).
+    /// (`tfgate_tensor::proto::with_context`).
     pub examples: Vec<Vec<u8>>,
     pub deadline: Instant,
 }

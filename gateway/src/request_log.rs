@@ -11,7 +11,6 @@
 use crate::servables::ServableId;
 use crate::server_core::Models;
 use prost::Message;
-use shm_protocol::tensor::Tensor;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -23,6 +22,7 @@ use tfgate_proto::tensorflow::serving::{
     RegressionResponse, RegressionResult, SamplingConfig,
 };
 use tfgate_proto::tensorflow::Example;
+use tfgate_tensor::tensor::Tensor;
 use tokio::sync::watch;
 
 /// Records waiting for the writer at most.
@@ -119,7 +119,7 @@ impl RequestLog {
         let spec = servable.model_spec(signature_name);
         let tensors = |ts: &[(String, Tensor)]| {
             ts.iter()
-                .map(|(k, t)| (k.clone(), shm_protocol::proto::to_proto(t, false)))
+                .map(|(k, t)| (k.clone(), tfgate_tensor::proto::to_proto(t, false)))
                 .collect()
         };
         let log = LogType::PredictLog(PredictLog {

@@ -12,12 +12,12 @@
 
 use crate::error::ServingError;
 use parking_lot::RwLock;
-use shm_protocol::code::Status;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tfgate_proto::tensorflow::serving::model_version_status::State;
 use tfgate_proto::tensorflow::serving::SignatureDefMap;
 use tfgate_proto::tensorflow::SignatureDef;
+use tfgate_tensor::code::Status;
 use tokio::sync::watch;
 
 /// A worker slot (stable across the worker's restarts).

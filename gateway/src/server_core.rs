@@ -368,7 +368,7 @@ mod tests {
                 version: 1,
             },
             State::End,
-            Some(shm_protocol::code::Status::new(
+            Some(tfgate_tensor::code::Status::new(
                 crate::error::Code::NotFound,
                 "gone",
             )),

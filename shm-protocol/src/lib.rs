@@ -94,18 +94,15 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod arena;
-pub mod code;
 pub mod control;
 pub mod fd_passing;
 pub mod frame;
 pub mod gateway;
 mod layout;
 mod mapping;
-pub mod proto;
 mod region;
 pub mod ring;
 pub mod segment;
-pub mod tensor;
 pub mod wake;
 pub mod worker;
 

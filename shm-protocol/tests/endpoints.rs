@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use shm_protocol::tensor::{DataType, Tensor, TensorData};
 use shm_protocol::{
     RecvError, RequestFrame, RequestKind, ResponseFrame, Segment, SegmentConfig, SendError,
     SpinConfig,
 };
+use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
 
 fn config(ring: u32, arena: u64) -> SegmentConfig {
     SegmentConfig {
@@ -151,7 +151,7 @@ fn too_large_says_what_and_an_error_frame_still_fits() {
     let msg = e.to_string();
     assert!(msg.ends_with("response arena holds 65536 bytes"), "{msg}");
     let err = ResponseFrame::Err {
-        code: shm_protocol::code::Code::ResourceExhausted,
+        code: tfgate_tensor::code::Code::ResourceExhausted,
         message: msg,
     };
     wtx.send(r.id(), &err, T).unwrap();

@@ -9,12 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shm_protocol::fd_passing::{recv_fd, send_fd};
-use shm_protocol::tensor::{DataType, Tensor, TensorData};
 use shm_protocol::{
     IncomingRequest, RecvError, RequestFrame, RequestKind, RequestSender, ResponseFrame,
     ResponseReceiver, ResponseRef, ResponseSender, Segment, SegmentConfig, SpinConfig,
     TensorDataRef, TensorRef,
 };
+use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
 
 const CHILD_ENV: &str = "SHM_TEST_CHILD";
 const SOCK_ENV: &str = "SHM_TEST_SOCK";

@@ -7,9 +7,9 @@
 use crate::loader::Servable;
 use crate::signature::run_signature;
 use crate::tf::Feed;
-use shm_protocol::tensor::Tensor;
 use std::time::{Duration, Instant};
 use tfgate_proto::tfgate::control::SessionConfig;
+use tfgate_tensor::tensor::Tensor;
 
 /// What to measure.
 pub struct Ceiling {

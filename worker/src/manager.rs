@@ -20,7 +20,6 @@ use crate::source::{fingerprint, list_versions, Fingerprint, VersionDir};
 use crate::tf::TfError;
 use crate::version_policy::{aspired_versions, next_action, specific, Action, Managed, Snapshot};
 use crate::warmup::warm_up;
-use shm_protocol::code::Status;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::mpsc::Receiver;
@@ -30,6 +29,7 @@ use tfgate_proto::tensorflow::serving::model_version_status::State as ServableSt
 use tfgate_proto::tensorflow::serving::{ModelConfig, StatusProto};
 use tfgate_proto::tfgate::control::worker_message::{self as wm, ServableState as StateReport};
 use tfgate_proto::tfgate::control::{LoadConfig, SessionConfig};
+use tfgate_tensor::code::Status;
 
 /// Where state changes are reported (the gateway's control socket).
 pub type Report<'a> = dyn FnMut(wm::Message) + 'a;

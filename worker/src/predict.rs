@@ -4,7 +4,7 @@
 use crate::manager::Manager;
 use crate::signature::{run_signature, Ran};
 use crate::tf::{Feed, TfError};
-use shm_protocol::code::Code;
+use tfgate_tensor::code::Code;
 
 /// A predict request as the worker sees it.
 pub struct PredictCall<'a> {

@@ -8,13 +8,13 @@ use crate::manager::Manager;
 use crate::predict::{predict, PredictCall};
 use crate::signature::Ran;
 use crate::tf::Feed;
-use shm_protocol::code::Code;
 use shm_protocol::frame::{
     FrameError, RequestKind, RequestView, ResponseFrame, ResponseRef, TensorView, WorkerTiming,
 };
-use shm_protocol::tensor::DataType;
 use shm_protocol::{RequestReceiver, ResponseSender};
 use std::time::Duration;
+use tfgate_tensor::code::Code;
+use tfgate_tensor::tensor::DataType;
 
 /// How long one wait on the request ring lasts before re-checking for shutdown.
 const RECV_POLL: Duration = Duration::from_millis(100);

@@ -3,7 +3,7 @@
 
 use crate::loader::Servable;
 use crate::tf::{Feed, RunOutputs, TfError};
-use shm_protocol::code::Code;
+use tfgate_tensor::code::Code;
 
 /// A signature's run: the output aliases, in the order of the outputs.
 pub struct Ran {

@@ -8,11 +8,11 @@ use crate::loader::Servable;
 use crate::signature::run_signature;
 use crate::tf::{Feed, TfError};
 use prost::Message;
-use shm_protocol::code::Code;
-use shm_protocol::proto::{from_proto, serialized_examples};
-use shm_protocol::tensor::{DataType, Tensor, TensorData};
 use std::path::Path;
 use tfgate_proto::tensorflow::serving::{prediction_log::LogType, Input, PredictionLog};
+use tfgate_tensor::code::Code;
+use tfgate_tensor::proto::{from_proto, serialized_examples};
+use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
 
 /// Where the warmup records live, under a version directory.
 pub const WARMUP_FILE: &str = "assets.extra/tf_serving_warmup_requests";

@@ -4,7 +4,7 @@
 //! messages (`batching/batching_session.cc`).
 
 use crate::error::ServingError;
-use shm_protocol::tensor::{DataType, Tensor, TensorData};
+use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
 
 /// Rows of a request: the 0th dimension its inputs share (`ComputeTensorBatchSize`).
 pub fn task_rows(inputs: &[(String, Tensor)]) -> Result<usize, ServingError> {

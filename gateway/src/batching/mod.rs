@@ -16,10 +16,10 @@ use crate::validation::ValidRun;
 use crate::workers::{RunOutput, WorkerPool};
 use parking_lot::Mutex;
 use queue::{Command, Queue, Task};
-use shm_protocol::tensor::Tensor;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use tfgate_tensor::tensor::Tensor;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 

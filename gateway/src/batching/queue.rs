@@ -15,9 +15,9 @@ use crate::monitoring::series;
 use crate::servables::{Routes, ServableId, Servables};
 use crate::validation::ValidRun;
 use crate::workers::{RunOutput, WorkerPool};
-use shm_protocol::tensor::{DataType, Tensor};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use tfgate_tensor::tensor::{DataType, Tensor};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 

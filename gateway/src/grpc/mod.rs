@@ -16,10 +16,10 @@ use crate::request::{
 };
 use crate::servables::{ServableId, ServableRequest};
 use prost::Message;
-use shm_protocol::proto::serialized_examples;
 use std::time::Duration;
 use tfgate_proto::tensorflow::serving as pb;
 use tfgate_proto::tensorflow::serving::model_spec::VersionChoice;
+use tfgate_tensor::proto::serialized_examples;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -192,7 +192,7 @@ impl GrpcServices {
                 .map(|(k, t)| {
                     (
                         k.clone(),
-                        shm_protocol::proto::to_proto(t, self.tensor_content),
+                        tfgate_tensor::proto::to_proto(t, self.tensor_content),
                     )
                 })
                 .collect(),

@@ -1,13 +1,13 @@
-//! A PredictRequest's `TensorProto` inputs, converted (`shm_protocol::proto`) once the
+//! A PredictRequest's `TensorProto` inputs, converted (`tfgate_tensor::proto`) once the
 //! servable and signature are known, so an unknown model is NOT_FOUND even when a tensor
 //! is malformed, as in TF Serving.
 
 use crate::error::ServingError;
 use crate::request::DecodeInputs;
-use shm_protocol::proto::{from_proto, ParseError};
-use shm_protocol::tensor::Tensor;
 use std::collections::BTreeMap;
 use tfgate_proto::tensorflow::{SignatureDef, TensorProto};
+use tfgate_tensor::proto::{from_proto, ParseError};
+use tfgate_tensor::tensor::Tensor;
 
 /// The inputs of a gRPC PredictRequest.
 pub struct ProtoInputs(pub BTreeMap<String, TensorProto>);

@@ -41,7 +41,7 @@ pub use predict::{decode_predict, encode_predict, predict_signature_name};
 
 use crate::error::ServingError;
 use parser::JsonValue;
-use shm_protocol::tensor::Tensor;
+use tfgate_tensor::tensor::Tensor;
 
 /// Which request shape the body used; the response uses the matching one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

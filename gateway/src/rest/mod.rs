@@ -19,10 +19,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use route::{Route, Verb};
-use shm_protocol::proto::with_context;
-use shm_protocol::tensor::{DataType, Tensor};
 use std::time::Duration;
 use tfgate_proto::tensorflow::SignatureDef;
+use tfgate_tensor::proto::with_context;
+use tfgate_tensor::tensor::{DataType, Tensor};
 use tokio::time::Instant;
 
 /// REST settings from the flags.

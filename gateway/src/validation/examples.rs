@@ -8,9 +8,9 @@ use crate::error::ServingError;
 use crate::request::{ExamplesRequest, MultiInferenceRequest};
 use crate::servables::Servable;
 use crate::text_format::debug_string;
-use shm_protocol::tensor::{DataType, Tensor, TensorData};
 use std::collections::BTreeSet;
 use tfgate_proto::tensorflow::SignatureDef;
+use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
 use tokio::time::Instant;
 
 /// Whether a signature's `method_name` must be the classify/regress one

@@ -9,8 +9,8 @@ pub mod examples;
 use crate::error::ServingError;
 use crate::request::{DecodeInputs, Entrypoint, PredictRequest};
 use crate::servables::{Servable, ServableId};
-use shm_protocol::tensor::Tensor;
 use std::collections::BTreeSet;
+use tfgate_tensor::tensor::Tensor;
 use tokio::time::Instant;
 
 /// TF Serving's default signature key.

@@ -5,7 +5,7 @@ use crate::error::ServingError;
 use crate::servables::ServableId;
 use crate::validation::ValidRun;
 use shm_protocol::frame::{RequestFrame, RequestKind, ResponseFrame, WorkerTiming};
-use shm_protocol::tensor::Tensor;
+use tfgate_tensor::tensor::Tensor;
 use tokio::time::Instant;
 
 /// What a worker answered for a run.

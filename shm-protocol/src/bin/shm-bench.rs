@@ -12,11 +12,11 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use shm_protocol::fd_passing::{recv_fd, send_fd};
-use shm_protocol::tensor::{DataType, Tensor, TensorData};
 use shm_protocol::{
     RecvError, RequestFrame, RequestKind, RequestSender, ResponseReceiver, ResponseRef, Segment,
     SegmentConfig, SpinConfig, TensorRef,
 };
+use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
 
 const UDS_MSG: usize = 64;
 /// Small message: one 16-byte float tensor.

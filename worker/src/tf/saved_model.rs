@@ -3,12 +3,12 @@
 use super::status::{Status, TfError};
 use super::tensor::{InputTensor, OutputTensor, OutputView};
 use prost::Message;
-use shm_protocol::tensor::{DataType, Tensor};
 use shm_protocol::InPlacePayload;
 use std::ffi::CString;
 use std::os::raw::c_int;
 use tensorflow_sys as sys;
 use tfgate_proto::tensorflow::MetaGraphDef;
+use tfgate_tensor::tensor::{DataType, Tensor};
 
 /// A graph tensor, resolved from a TensorInfo name such as `"x:0"`.
 #[derive(Clone, Copy, Debug)]

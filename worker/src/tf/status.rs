@@ -1,8 +1,8 @@
 //! `TF_Status` as a Rust error.
 
-use shm_protocol::code::Code;
 use std::ffi::CStr;
 use tensorflow_sys as sys;
+use tfgate_tensor::code::Code;
 
 /// An error reported by TensorFlow (its `TF_Code`, named once in [`Status::check`]) or
 /// by the worker around it.

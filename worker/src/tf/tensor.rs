@@ -1,11 +1,11 @@
-//! Owned `TF_Tensor`s, built from and copied into [`shm_protocol::tensor::Tensor`].
+//! Owned `TF_Tensor`s, built from and copied into [`tfgate_tensor::tensor::Tensor`].
 
 use super::status::TfError;
-use shm_protocol::tensor::{num_elements, DataType, Tensor, TensorData};
 use shm_protocol::InPlacePayload;
 use std::mem::size_of;
 use std::ops::Range;
 use tensorflow_sys as sys;
+use tfgate_tensor::tensor::{num_elements, DataType, Tensor, TensorData};
 
 /// Converts tfgate's dtype to the C API's.
 pub(crate) fn to_tf_dtype(dtype: DataType) -> sys::TF_DataType {
@@ -249,7 +249,7 @@ impl OutputTensor {
             .collect();
         // SAFETY: reads the live tensor's byte size and data pointer.
         let (len, data) = unsafe { (sys::TF_TensorByteSize(self.0), sys::TF_TensorData(self.0)) };
-        let elements = shm_protocol::tensor::num_elements(&shape)
+        let elements = tfgate_tensor::tensor::num_elements(&shape)
             .map_err(|e| TfError::internal(format!("bad output shape: {e}")))?;
         let data = match dtype.element_size() {
             Some(size) => {

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine as _;
-use shm_protocol::tensor::{num_elements, DataType, Tensor, TensorData};
+use tfgate_tensor::tensor::{num_elements, DataType, Tensor, TensorData};
 
 use super::b64::{decode_b64_object, is_b64_object};
 use super::float::{decimal_f32, decimal_f64};

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::error::Code;
-use shm_protocol::tensor::{DataType, Tensor, TensorData};
+use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
 
 fn doc(s: &str) -> JsonDoc {
     match parse(s.as_bytes()) {

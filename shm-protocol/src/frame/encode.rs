@@ -1,0 +1,210 @@
+//! Encoding: checks each tensor against its shape, places the payloads 64-byte aligned
+//! after the header, and writes header, payloads and metadata straight into an arena block.
+
+use super::wire::{meta_err, WireRequestOut, WireResponseOut, WireTensorOut};
+use super::{
+    FrameError, RequestFrame, ResponseRef, TensorDataRef, TensorRef, FRAME_MAGIC, HEADER_LEN,
+    KIND_REQUEST, KIND_RESPONSE, MAX_META_BYTES, MAX_RANK, PAYLOAD_START,
+};
+use crate::region::{OutOfBounds, Region};
+use tfgate_tensor::tensor::{num_elements, TensorError};
+
+/// A frame laid out and ready to be written into an arena block of [`Encoded::len`] bytes.
+pub(crate) struct Encoded<'a> {
+    kind: u32,
+    meta: Vec<u8>,
+    meta_offset: u64,
+    total: u64,
+    payloads: Vec<(u64, TensorRef<'a>)>,
+}
+
+fn check_tensor(name: &str, t: &TensorRef<'_>) -> Result<u64, FrameError> {
+    let terr = |source| FrameError::Tensor {
+        name: name.to_owned(),
+        source,
+    };
+    if t.shape.len() > MAX_RANK {
+        return Err(FrameError::RankTooLarge {
+            name: name.to_owned(),
+            rank: t.shape.len(),
+        });
+    }
+    let elements = num_elements(t.shape).map_err(terr)?;
+    match (t.data, t.dtype.element_size()) {
+        (TensorDataRef::Bytes(b), Some(size)) => {
+            let expected = elements
+                .checked_mul(size)
+                .ok_or(TensorError::Overflow)
+                .map_err(terr)?;
+            if b.len() != expected {
+                return Err(terr(TensorError::ByteLength {
+                    dtype: t.dtype,
+                    elements,
+                    expected,
+                    actual: b.len(),
+                }));
+            }
+            Ok(b.len() as u64)
+        }
+        (TensorDataRef::Strings(s), None) => {
+            if s.len() != elements {
+                return Err(terr(TensorError::StringCount {
+                    elements,
+                    actual: s.len(),
+                }));
+            }
+            let table = (s.len() as u64 + 1) * 8;
+            Ok(s.iter().fold(table, |acc, v| acc + v.len() as u64))
+        }
+        _ => Err(terr(TensorError::Storage(t.dtype))),
+    }
+}
+
+/// Places the payloads from `PAYLOAD_START`, 64-byte aligned; returns the end.
+fn place<'a>(
+    tensors: impl Iterator<Item = (&'a str, TensorRef<'a>)>,
+    wire: &mut Vec<WireTensorOut<'a>>,
+    payloads: &mut Vec<(u64, TensorRef<'a>)>,
+) -> Result<u64, FrameError> {
+    let mut cursor = PAYLOAD_START;
+    for (name, t) in tensors {
+        let len = check_tensor(name, &t)?;
+        let offset = cursor;
+        cursor = crate::arena::round_up(offset + len).ok_or(FrameError::TooLong(u64::MAX))?;
+        wire.push(WireTensorOut {
+            name,
+            dtype: t.dtype as i32,
+            shape: t.shape,
+            offset,
+            len,
+        });
+        payloads.push((offset, t));
+    }
+    Ok(cursor)
+}
+
+fn finish<'a>(
+    kind: u32,
+    payload_end: u64,
+    meta: Vec<u8>,
+    payloads: Vec<(u64, TensorRef<'a>)>,
+) -> Result<Encoded<'a>, FrameError> {
+    if meta.len() as u64 > MAX_META_BYTES {
+        return Err(FrameError::MetaTooLarge(meta.len() as u64));
+    }
+    let total = payload_end + meta.len() as u64;
+    Ok(Encoded {
+        kind,
+        meta_offset: payload_end,
+        total,
+        meta,
+        payloads,
+    })
+}
+
+impl RequestFrame {
+    pub(crate) fn encode(&self) -> Result<Encoded<'_>, FrameError> {
+        let mut wire = Vec::with_capacity(self.inputs.len());
+        let mut payloads = Vec::with_capacity(self.inputs.len());
+        let end = place(
+            self.inputs
+                .iter()
+                .map(|(n, t)| (n.as_str(), TensorRef::from(t))),
+            &mut wire,
+            &mut payloads,
+        )?;
+        let meta = postcard::to_allocvec(&WireRequestOut {
+            kind: self.kind.code(),
+            model_name: &self.model_name,
+            version: self.version,
+            signature_name: &self.signature_name,
+            output_filter: &self.output_filter,
+            inputs: wire,
+            deadline_ns: self.deadline_ns,
+        })
+        .map_err(meta_err)?;
+        finish(KIND_REQUEST, end, meta, payloads)
+    }
+}
+
+impl<'a> ResponseRef<'a> {
+    pub(crate) fn encode(self) -> Result<Encoded<'a>, FrameError> {
+        let mut wire = Vec::new();
+        let mut payloads = Vec::new();
+        let (end, meta) = match self {
+            ResponseRef::Ok {
+                model_version,
+                outputs,
+                timing,
+            } => {
+                let end = place(
+                    outputs.iter().map(|(n, t)| (*n, *t)),
+                    &mut wire,
+                    &mut payloads,
+                )?;
+                let meta = postcard::to_allocvec(&WireResponseOut::Ok {
+                    model_version,
+                    outputs: wire,
+                    timing,
+                });
+                (end, meta)
+            }
+            ResponseRef::Err { code, message } => (
+                PAYLOAD_START,
+                postcard::to_allocvec(&WireResponseOut::Err { code, message }),
+            ),
+        };
+        finish(KIND_RESPONSE, end, meta.map_err(meta_err)?, payloads)
+    }
+}
+
+impl Encoded<'_> {
+    /// Bytes the frame needs in the arena.
+    pub(crate) fn len(&self) -> u64 {
+        self.total
+    }
+
+    /// Writes the frame into `region` at `offset` (a block of at least `len()` bytes).
+    pub(crate) fn write(&self, region: &Region, offset: u64) -> Result<(), OutOfBounds> {
+        let mut header = [0u8; HEADER_LEN];
+        header[0..4].copy_from_slice(&FRAME_MAGIC.to_le_bytes());
+        header[4..8].copy_from_slice(&self.kind.to_le_bytes());
+        header[8..16].copy_from_slice(&self.meta_offset.to_le_bytes());
+        header[16..24].copy_from_slice(&(self.meta.len() as u64).to_le_bytes());
+        header[24..32].copy_from_slice(&self.total.to_le_bytes());
+        region.write_from(offset, &header)?;
+        for (off, t) in &self.payloads {
+            let at = offset + off;
+            match t.data {
+                TensorDataRef::Bytes(b) => region.write_from(at, b)?,
+                TensorDataRef::Strings(strings) => {
+                    // Offsets table in chunks (no Vec of the whole table), then the bytes.
+                    let mut chunk = [0u8; 4096];
+                    let mut filled = 0;
+                    let mut table_at = at;
+                    let mut running = 0u64;
+                    let ends = std::iter::once(0).chain(strings.iter().map(|s| {
+                        running += s.len() as u64;
+                        running
+                    }));
+                    for end in ends {
+                        chunk[filled..filled + 8].copy_from_slice(&end.to_le_bytes());
+                        filled += 8;
+                        if filled == chunk.len() {
+                            region.write_from(table_at, &chunk)?;
+                            table_at += filled as u64;
+                            filled = 0;
+                        }
+                    }
+                    region.write_from(table_at, &chunk[..filled])?;
+                    let mut data_at = at + (strings.len() as u64 + 1) * 8;
+                    for s in strings {
+                        region.write_from(data_at, s)?;
+                        data_at += s.len() as u64;
+                    }
+                }
+            }
+        }
+        region.write_from(offset + self.meta_offset, &self.meta)
+    }
+}
