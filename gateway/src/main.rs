@@ -299,8 +299,9 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    let batcher =
-        batching.map(|config| batching::Batcher::new(config, pool.clone(), servables.clone()));
+    let batcher = batching
+        .map(|config| batching::Batcher::new(config, pool.clone(), servables.clone()))
+        .transpose()?;
     let request_log = match flags.request_log_dir.as_str() {
         "" => None,
         dir => Some(request_log::RequestLog::start(dir.into(), models.clone())?),
@@ -437,6 +438,12 @@ fn init_logging(format: &str) {
             .init();
     }
 }
+
+/// mimalloc: the request path allocates and frees small buffers on every tokio thread;
+/// glibc's allocator spent a quarter of the gateway's CPU on them under load, much of it
+/// contending for its arena locks (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let flags = config::parse_command_line(std::env::args().collect());

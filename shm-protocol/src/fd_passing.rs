@@ -1,4 +1,4 @@
-//! Passing the segment's memfd over the gateway↔worker Unix socket (`SCM_RIGHTS`).
+//! Passing the segment's memfd (and its doorbell) over the gateway↔worker Unix socket (`SCM_RIGHTS`).
 //!
 //! Works on any connected `AF_UNIX` stream or seqpacket socket, e.g.
 //! `std::os::unix::net::UnixStream` (and tokio's, through `AsFd`). The fd travels with
@@ -15,18 +15,25 @@ use rustix::net::{
     SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
 };
 
+/// Most fds one message carries.
+const MAX_FDS: usize = 4;
+
 /// Sends `fd` plus `payload` (at least one byte) over `socket`.
 pub fn send_fd(socket: impl AsFd, fd: BorrowedFd<'_>, payload: &[u8]) -> io::Result<()> {
-    if payload.is_empty() {
+    send_fds(socket, &[fd], payload)
+}
+
+/// Sends up to four `fds` plus `payload` (at least one byte) over `socket`, in order.
+pub fn send_fds(socket: impl AsFd, fds: &[BorrowedFd<'_>], payload: &[u8]) -> io::Result<()> {
+    if payload.is_empty() || fds.is_empty() || fds.len() > MAX_FDS {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "send_fd needs a non-empty payload",
+            "send_fds needs a non-empty payload and one to four fds",
         ));
     }
-    let fds = [fd];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+    if !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(io::Error::other("control buffer too small"));
     }
     let mut sent = loop {
@@ -57,8 +64,16 @@ pub fn send_fd(socket: impl AsFd, fd: BorrowedFd<'_>, payload: &[u8]) -> io::Res
 /// Returns the byte count (0 at EOF) and the fd, if one arrived. Extra fds are closed.
 /// Truncated control data is an error (the fd would be lost).
 pub fn recv_fd(socket: impl AsFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
-    // Room for a few fds, so that a peer sending more cannot make us truncate silently.
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let (n, fds) = recv_fds(socket, buf)?;
+    Ok((n, fds.into_iter().next()))
+}
+
+/// Receives up to `buf.len()` payload bytes and the fds sent with them (close-on-exec),
+/// in the order they were sent. Truncated control data is an error (fds would be lost).
+pub fn recv_fds(socket: impl AsFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    // Room for more fds than a sender may send, so that a peer sending more cannot make
+    // us truncate silently.
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS + 4))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let msg = loop {
         match recvmsg(
@@ -72,14 +87,10 @@ pub fn recv_fd(socket: impl AsFd, buf: &mut [u8]) -> io::Result<(usize, Option<O
             Err(e) => return Err(e.into()),
         }
     };
-    let mut fd = None;
+    let mut fds = Vec::new();
     for m in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(fds) = m {
-            for f in fds {
-                if fd.is_none() {
-                    fd = Some(f);
-                } // Further fds are dropped, i.e. closed.
-            }
+        if let RecvAncillaryMessage::ScmRights(received) = m {
+            fds.extend(received);
         }
     }
     if msg.flags.contains(ReturnFlags::CTRUNC) {
@@ -88,7 +99,7 @@ pub fn recv_fd(socket: impl AsFd, buf: &mut [u8]) -> io::Result<(usize, Option<O
             "control message truncated",
         ));
     }
-    Ok((msg.bytes, fd))
+    Ok((msg.bytes, fds))
 }
 
 #[cfg(test)]
@@ -113,6 +124,15 @@ mod tests {
         g.read_to_string(&mut s).unwrap();
         assert_eq!(s, "shared!");
         assert!(send_fd(&a, f.as_fd(), b"").is_err());
+        // Two at once arrive in order.
+        let (ringer, chime) = crate::doorbell().unwrap();
+        send_fds(&a, &[f.as_fd(), ringer.as_fd()], b"two").unwrap();
+        let mut buf3 = [0u8; 3];
+        let (n, fds) = recv_fds(&b, &mut buf3).unwrap();
+        assert_eq!((n, fds.len()), (3, 2));
+        let received = crate::Ringer::from_fd(fds.into_iter().nth(1).unwrap());
+        received.ring();
+        assert!(chime.clear(), "the ringer sent rings the chime kept");
         drop(a);
         let (n, fd) = recv_fd(&b, &mut buf).unwrap();
         assert_eq!((n, fd.is_none()), (0, true));

@@ -1,5 +1,7 @@
 //! The gateway's endpoints: [`RequestSender`] (many tokio tasks) and [`ResponseReceiver`]
-//! (one dedicated OS thread).
+//! (one consumer: a task that drains it with [`ResponseReceiver::try_recv`] and parks on the
+//! segment's doorbell in the event loop, or a thread that blocks in
+//! [`ResponseReceiver::recv`]).
 //!
 //! # Waiting for space
 //!
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::arena::{AllocError, ArenaSide, Block, RequestArena};
+use crate::doorbell::Chime;
 use crate::frame::{decode_response, FrameError, RequestFrame, ResponseFrame};
 use crate::layout::Layout;
 use crate::mapping::Mapping;
@@ -72,9 +75,15 @@ pub struct ResponseReceiver {
     spin: SpinConfig,
     /// `Shared::woke_worker` when the last response was received.
     woke_worker_seen: u64,
+    /// What the worker rings when it pushes a response while we park, if it has one.
+    doorbell: Option<Arc<Chime>>,
 }
 
-pub(crate) fn endpoints(map: Arc<Mapping>, layout: Layout) -> (RequestSender, ResponseReceiver) {
+pub(crate) fn endpoints(
+    map: Arc<Mapping>,
+    layout: Layout,
+    doorbell: Option<Arc<Chime>>,
+) -> (RequestSender, ResponseReceiver) {
     // SAFETY: the layout was validated against the mapping (offsets 64-aligned, in bounds,
     // capacity a power of two), and `Segment::into_gateway` consumed the segment, so this
     // process creates exactly one producer of the request ring and one consumer of the
@@ -87,13 +96,16 @@ pub(crate) fn endpoints(map: Arc<Mapping>, layout: Layout) -> (RequestSender, Re
         )
     };
     // SAFETY: as above.
-    let consumer = unsafe {
+    let mut consumer = unsafe {
         ring::consumer(
             map.clone(),
             layout.response_ring_offset as usize,
             layout.ring_capacity,
         )
     };
+    if let Some(d) = &doorbell {
+        consumer.set_doorbell(d.clone());
+    }
     let shared = Arc::new(Shared {
         alloc: Mutex::new(Alloc {
             arena: RequestArena::new(layout.request_arena_size),
@@ -126,6 +138,7 @@ pub(crate) fn endpoints(map: Arc<Mapping>, layout: Layout) -> (RequestSender, Re
         shared,
         spin: layout.spin,
         woke_worker_seen: 0,
+        doorbell,
     };
     (sender, receiver)
 }
@@ -254,6 +267,22 @@ impl ResponseReceiver {
     ) -> Result<Option<(u64, Result<ResponseFrame, FrameError>)>, RecvError> {
         let deadline = Instant::now() + timeout;
         loop {
+            if let Some(response) = self.try_recv()? {
+                return Ok(Some(response));
+            }
+            if self.consumer.wait_for_data(self.spin_budget(), deadline) == Wait::TimedOut {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The next response if one is there, without waiting: `Ok(None)` when the ring is
+    /// empty. Otherwise as [`ResponseReceiver::recv`].
+    #[allow(clippy::type_complexity)]
+    pub fn try_recv(
+        &mut self,
+    ) -> Result<Option<(u64, Result<ResponseFrame, FrameError>)>, RecvError> {
+        loop {
             if let Some(desc) = self.consumer.peek()? {
                 // Copy the frame out before releasing the slot: advancing the tail lets
                 // the worker reuse the response arena block.
@@ -278,10 +307,27 @@ impl ResponseReceiver {
                 }
                 return Err(RecvError::Closed);
             }
-            if self.consumer.wait_for_data(self.spin_budget(), deadline) == Wait::TimedOut {
-                return Ok(None);
-            }
+            return Ok(None);
         }
+    }
+
+    /// The doorbell the worker rings for a parked receiver (see
+    /// [`ResponseReceiver::begin_wait`]), when the segment has one.
+    pub fn doorbell(&self) -> Option<&Arc<Chime>> {
+        self.doorbell.as_ref()
+    }
+
+    /// For a receiver in an event loop, after [`ResponseReceiver::try_recv`] found nothing:
+    /// announces that it parks on the doorbell, unless a response arrived meanwhile (then
+    /// false: receive it, do not park). After the doorbell rang (or a timeout), call
+    /// [`ResponseReceiver::end_wait`].
+    pub fn begin_wait(&self) -> bool {
+        self.consumer.begin_wait()
+    }
+
+    /// Ends a wait [`ResponseReceiver::begin_wait`] began.
+    pub fn end_wait(&self) {
+        self.consumer.end_wait();
     }
 
     /// How long to spin for the next response. When a request sent since the last

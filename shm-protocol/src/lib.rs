@@ -95,6 +95,7 @@
 
 pub mod arena;
 pub mod control;
+pub mod doorbell;
 pub mod fd_passing;
 pub mod frame;
 pub mod gateway;
@@ -107,6 +108,7 @@ pub mod wake;
 pub mod worker;
 
 pub use arena::ArenaSide;
+pub use doorbell::{doorbell, Chime, Ringer};
 pub use frame::{
     FrameError, InPlacePayload, RequestFrame, RequestKind, RequestView, ResponseFrame, ResponseRef,
     TensorDataRef, TensorRef, TensorView,

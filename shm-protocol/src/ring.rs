@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::doorbell::{Chime, Ringer};
 use crate::mapping::Mapping;
 use crate::wake::{SpinConfig, Wait, WakeWord};
 
@@ -146,6 +147,8 @@ pub struct Producer {
     tail: u64,
     /// Whether the last push had to wake a parked consumer.
     woke: bool,
+    /// Where the consumer parks, when it waits in an event loop rather than on the futex.
+    doorbell: Option<Arc<Ringer>>,
 }
 
 /// The consuming side of a ring. One per ring, owned by one thread at a time.
@@ -155,6 +158,8 @@ pub struct Consumer {
     tail: u64,
     /// Last head read from shared memory (validated).
     head: u64,
+    /// Where we park (instead of the futex), when the producer rings it.
+    doorbell: Option<Arc<Chime>>,
 }
 
 /// Creates the producer of the ring at `offset`.
@@ -174,6 +179,7 @@ pub(crate) unsafe fn producer(map: Arc<Mapping>, offset: usize, capacity: u64) -
         head,
         tail,
         woke: false,
+        doorbell: None,
     }
 }
 
@@ -190,6 +196,7 @@ pub(crate) unsafe fn consumer(map: Arc<Mapping>, offset: usize, capacity: u64) -
         ring,
         tail,
         head: tail,
+        doorbell: None,
     }
 }
 
@@ -244,8 +251,23 @@ impl Producer {
         // Release: publishes the slot write above; pairs with the consumer's Acquire load
         // of `head` in `Consumer::peek` / `has_data`.
         self.ring.ctrl().head.0.store(self.head, Ordering::Release);
-        self.woke = self.ring.ctrl().data_ready.notify();
+        self.woke = self.notify_consumer();
         Ok(true)
+    }
+
+    /// Wakes a parked consumer, on its doorbell if it has one.
+    fn notify_consumer(&self) -> bool {
+        let word = &self.ring.ctrl().data_ready;
+        match &self.doorbell {
+            Some(d) => word.notify_doorbell(d),
+            None => word.notify(),
+        }
+    }
+
+    /// From now on a parked consumer is woken by ringing `doorbell` (it waits in an event
+    /// loop) instead of on the futex.
+    pub fn set_doorbell(&mut self, doorbell: Arc<Ringer>) {
+        self.doorbell = Some(doorbell);
     }
 
     /// Whether the last push found the consumer parked and woke it: it is not running,
@@ -280,7 +302,7 @@ impl Drop for Producer {
         // Release: pairs with the consumer's Acquire in `is_producer_closed`, so all
         // descriptors pushed before are visible once it sees the flag.
         self.ring.ctrl().closed.0[0].store(1, Ordering::Release);
-        self.ring.ctrl().data_ready.notify();
+        self.notify_consumer();
     }
 }
 
@@ -337,12 +359,39 @@ impl Consumer {
     /// `deadline` passes.
     pub fn wait_for_data(&self, spin: SpinConfig, deadline: Instant) -> Wait {
         let ctrl = self.ring.ctrl();
-        let tail = self.tail;
-        ctrl.data_ready.wait_until(spin, deadline, || {
-            // Acquire: pairs with the producer's Release store of `head`.
-            ctrl.head.0.load(Ordering::Acquire) != tail
-                || ctrl.closed.0[0].load(Ordering::Relaxed) != 0
-        })
+        let ready = || self.has_data_or_closed();
+        match &self.doorbell {
+            Some(d) => ctrl.data_ready.wait_with_doorbell(spin, deadline, d, ready),
+            None => ctrl.data_ready.wait_until(spin, deadline, ready),
+        }
+    }
+
+    fn has_data_or_closed(&self) -> bool {
+        let ctrl = self.ring.ctrl();
+        // Acquire: pairs with the producer's Release store of `head`.
+        ctrl.head.0.load(Ordering::Acquire) != self.tail
+            || ctrl.closed.0[0].load(Ordering::Relaxed) != 0
+    }
+
+    /// Parks on `doorbell`, which the producer then rings, instead of the futex.
+    pub fn set_doorbell(&mut self, doorbell: Arc<Chime>) {
+        self.doorbell = Some(doorbell);
+    }
+
+    /// For a consumer in an event loop: announces that it is about to wait on its
+    /// doorbell, unless a descriptor arrived (or the producer closed) meanwhile: then
+    /// false, do not wait. After waiting, call [`Consumer::end_wait`].
+    pub fn begin_wait(&self) -> bool {
+        self.ring
+            .ctrl()
+            .data_ready
+            .announce(|| self.has_data_or_closed())
+            .is_err()
+    }
+
+    /// Ends a wait that [`Consumer::begin_wait`] began.
+    pub fn end_wait(&self) {
+        self.ring.ctrl().data_ready.retract();
     }
 
     /// True once the producer dropped its handle.

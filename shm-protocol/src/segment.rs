@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use memfd::{FileSeal, MemfdOptions};
 
+use crate::doorbell::{Chime, Ringer};
 use crate::gateway::{self, RequestSender, ResponseReceiver};
 pub use crate::layout::Layout;
 use crate::mapping::Mapping;
@@ -129,6 +130,10 @@ pub enum SegmentError {
 pub struct Segment {
     map: Arc<Mapping>,
     layout: Layout,
+    /// The gateway's side of the responses' doorbell, when set ([`Segment::with_chime`]).
+    chime: Option<Arc<Chime>>,
+    /// The worker's side of it ([`Segment::with_ringer`]).
+    ringer: Option<Arc<Ringer>>,
 }
 
 /// A region size as a mapping length.
@@ -211,6 +216,8 @@ impl Segment {
         Ok(Segment {
             map: Arc::new(map),
             layout,
+            chime: None,
+            ringer: None,
         })
     }
 
@@ -240,6 +247,8 @@ impl Segment {
         Ok(Segment {
             map: Arc::new(map),
             layout,
+            chime: None,
+            ringer: None,
         })
     }
 
@@ -263,14 +272,29 @@ impl Segment {
         self
     }
 
+    /// Gateway side: the worker announces responses by ringing a doorbell (`doorbell.rs`)
+    /// whose chime this is, instead of the response ring's futex, so that the gateway can
+    /// wait for them in its event loop. Send the ringer with the segment's fd.
+    pub fn with_chime(mut self, chime: Chime) -> Segment {
+        self.chime = Some(Arc::new(chime));
+        self
+    }
+
+    /// Worker side: ring `ringer` for a parked gateway instead of waking the futex (the
+    /// gateway sent it with the segment).
+    pub fn with_ringer(mut self, ringer: Ringer) -> Segment {
+        self.ringer = Some(Arc::new(ringer));
+        self
+    }
+
     /// The gateway's endpoints: produce requests, consume responses.
     pub fn into_gateway(self) -> (RequestSender, ResponseReceiver) {
-        gateway::endpoints(self.map, self.layout)
+        gateway::endpoints(self.map, self.layout, self.chime)
     }
 
     /// The worker's endpoints: consume requests, produce responses.
     pub fn into_worker(self) -> (RequestReceiver, ResponseSender) {
-        worker::endpoints(self.map, self.layout)
+        worker::endpoints(self.map, self.layout, self.ringer)
     }
 }
 

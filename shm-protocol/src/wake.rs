@@ -39,6 +39,11 @@
 //! if condition() { return }               }
 //! futex_wait(seq, s, timeout)
 //! ```
+//! A waiter in an event loop runs the same handshake with a doorbell (`doorbell.rs`) instead of the
+//! futex: `announce` (the left column up to the check), then await the doorbell, then
+//! `retract`; the waker's `notify_doorbell` rings the doorbell where `notify` would
+//! `futex_wake`.
+//!
 //! F1 and F2 order "announce, then check" against "publish, then check": either the waker
 //! sees the waiter flag (and bumps `seq`, so `futex_wait` either returns `EAGAIN` or is
 //! woken), or the waiter's `condition()` sees the published index. A peer that scribbles
@@ -48,6 +53,8 @@ use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rustix::thread::futex;
+
+use crate::doorbell::{Chime, Ringer};
 
 /// How long a waiter spins before parking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,25 +102,129 @@ impl WakeWord {
     /// parked, or about to be). Call after publishing the change the waiter waits for
     /// (with Release or stronger).
     pub fn notify(&self) -> bool {
-        // F2: orders our preceding publish (e.g. `head.store(Release)`) before the load
-        // of `waiters`; pairs with F1 in `wait_until`.
-        fence(Ordering::SeqCst);
-        // Relaxed: the fences (F2 here, F1 in `wait_until`) provide the ordering. The
-        // plain load keeps the common case (nobody parked) free of an RMW; the swap makes
-        // only the first notify after a park pay for the syscall, while the waiter is
-        // still waking up, later notifies see 0.
-        if self.waiters.load(Ordering::Relaxed) != 0 && self.waiters.swap(0, Ordering::Relaxed) != 0
-        {
-            // Release: pairs with the waiter's Acquire load of `seq`; the kernel compares
-            // the value atomically in FUTEX_WAIT, so a bump before the wait makes it
-            // return EAGAIN instead of sleeping.
-            self.seq.fetch_add(1, Ordering::Release);
-            // Shared futex (no PRIVATE flag): the waiter is another process. Errors are
-            // ignored: the waiter's timeout covers a failed wake.
-            let _ = futex::wake(&self.seq, futex::Flags::empty(), u32::MAX >> 1);
-            return true;
+        if !self.claim_waiter() {
+            return false;
         }
-        false
+        // Shared futex (no PRIVATE flag): the waiter is another process. Errors are
+        // ignored: the waiter's timeout covers a failed wake.
+        let _ = futex::wake(&self.seq, futex::Flags::empty(), u32::MAX >> 1);
+        true
+    }
+
+    /// Like [`WakeWord::notify`], for a waiter that parks in an event loop on `doorbell`
+    /// instead of on the futex.
+    pub fn notify_doorbell(&self, doorbell: &Ringer) -> bool {
+        if !self.claim_waiter() {
+            return false;
+        }
+        doorbell.ring();
+        true
+    }
+
+    /// True when a waiter announced that it parks; takes its announcement and bumps the
+    /// futex word, so exactly one notify pays for waking it.
+    fn claim_waiter(&self) -> bool {
+        // F2: orders our preceding publish (e.g. `head.store(Release)`) before the load
+        // of `waiters`; pairs with F1 in `announce`.
+        fence(Ordering::SeqCst);
+        // Relaxed: the fences (F2 here, F1 in `announce`) provide the ordering. The
+        // plain load keeps the common case (nobody parked) free of an RMW; the swap makes
+        // only the first notify after a park pay for the wake-up, while the waiter is
+        // still waking up, later notifies see 0.
+        if self.waiters.load(Ordering::Relaxed) == 0 || self.waiters.swap(0, Ordering::Relaxed) == 0
+        {
+            return false;
+        }
+        // Release: pairs with the waiter's Acquire load of `seq`; the kernel compares
+        // the value atomically in FUTEX_WAIT, so a bump before the wait makes it
+        // return EAGAIN instead of sleeping.
+        self.seq.fetch_add(1, Ordering::Release);
+        true
+    }
+
+    /// Announces that the caller is about to park, then checks `ready()` once more: true
+    /// means it is ready after all (the announcement is withdrawn; do not park). Otherwise
+    /// the caller parks (on the futex word's value returned through `seq`, or its
+    /// doorbell) and calls [`WakeWord::retract`] when it wakes. This is the half of the
+    /// handshake an event loop's task runs itself.
+    pub fn announce(&self, mut ready: impl FnMut() -> bool) -> Result<(), u32> {
+        // Acquire: pairs with the waker's Release `fetch_add`.
+        let seq = self.seq.load(Ordering::Acquire);
+        // Relaxed store, ordered by F1 below.
+        self.waiters.store(1, Ordering::Relaxed);
+        // F1: orders the announcement before re-checking the condition; pairs with F2
+        // in `claim_waiter`.
+        fence(Ordering::SeqCst);
+        if ready() {
+            self.retract();
+            return Ok(());
+        }
+        Err(seq)
+    }
+
+    /// Withdraws an announcement (after waking, or when the caller did not park).
+    pub fn retract(&self) {
+        // Relaxed: only a hint for the waker; a stale 1 costs one spurious wake.
+        self.waiters.store(0, Ordering::Relaxed);
+    }
+
+    /// Spins for `spin.spin` (yielding after the first few µs) or until `deadline`; true
+    /// as soon as `ready()` is.
+    fn spin(spin: SpinConfig, deadline: Instant, ready: &mut impl FnMut() -> bool) -> bool {
+        if spin.spin.is_zero() {
+            return false;
+        }
+        let start = Instant::now();
+        let spin_end = start + spin.spin;
+        let pure_end = start + spin.spin.min(PURE_SPIN);
+        loop {
+            for _ in 0..32 {
+                std::hint::spin_loop();
+                if ready() {
+                    return true;
+                }
+            }
+            let now = Instant::now();
+            if now >= spin_end || now >= deadline {
+                return false;
+            }
+            if now >= pure_end {
+                // The peer we are waiting for may have been woken onto *our* CPU (the
+                // scheduler packs tasks onto busy vCPUs); yielding lets it run now
+                // instead of after our spin budget. Returns at once if nobody waits.
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Waits until `ready()` is true or `deadline` passes: spin for `spin.spin`, then park
+    /// on `doorbell` (a waker that rings it, [`WakeWord::notify_doorbell`]).
+    pub fn wait_with_doorbell(
+        &self,
+        spin: SpinConfig,
+        deadline: Instant,
+        doorbell: &Chime,
+        mut ready: impl FnMut() -> bool,
+    ) -> Wait {
+        if ready() || Self::spin(spin, deadline, &mut ready) {
+            return Wait::Ready;
+        }
+        loop {
+            if self.announce(&mut ready).is_ok() {
+                return Wait::Ready;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                self.retract();
+                return Wait::TimedOut;
+            }
+            doorbell.wait((deadline - now).min(MAX_PARK));
+            doorbell.clear();
+            self.retract();
+            if ready() {
+                return Wait::Ready;
+            }
+        }
     }
 
     /// Waits until `ready()` is true or `deadline` passes: spin for `spin.spin`, then park.
@@ -123,48 +234,17 @@ impl WakeWord {
         deadline: Instant,
         mut ready: impl FnMut() -> bool,
     ) -> Wait {
-        if ready() {
+        if ready() || Self::spin(spin, deadline, &mut ready) {
             return Wait::Ready;
         }
-        if !spin.spin.is_zero() {
-            let start = Instant::now();
-            let spin_end = start + spin.spin;
-            let pure_end = start + spin.spin.min(PURE_SPIN);
-            loop {
-                for _ in 0..32 {
-                    std::hint::spin_loop();
-                    if ready() {
-                        return Wait::Ready;
-                    }
-                }
-                let now = Instant::now();
-                if now >= spin_end || now >= deadline {
-                    break;
-                }
-                if now >= pure_end {
-                    // The peer we are waiting for may have been woken onto *our* CPU (the
-                    // scheduler packs tasks onto busy vCPUs); yielding lets it run now
-                    // instead of after our spin budget. Returns at once if nobody waits.
-                    std::thread::yield_now();
-                }
-            }
-        }
         loop {
-            // Acquire: pairs with the waker's Release `fetch_add`.
-            let seq = self.seq.load(Ordering::Acquire);
-            // Relaxed store, ordered by F1 below.
-            self.waiters.store(1, Ordering::Relaxed);
-            // F1: orders the announcement before re-checking the condition; pairs with F2
-            // in `notify`.
-            fence(Ordering::SeqCst);
-            if ready() {
-                // Relaxed: only a hint for the waker; a stale 1 costs one spurious wake.
-                self.waiters.store(0, Ordering::Relaxed);
-                return Wait::Ready;
-            }
+            let seq = match self.announce(&mut ready) {
+                Ok(()) => return Wait::Ready,
+                Err(seq) => seq,
+            };
             let now = Instant::now();
             if now >= deadline {
-                self.waiters.store(0, Ordering::Relaxed);
+                self.retract();
                 return Wait::TimedOut;
             }
             let park = (deadline - now).min(MAX_PARK);
@@ -175,7 +255,7 @@ impl WakeWord {
             // Shared futex (flags empty = no FUTEX_PRIVATE_FLAG); relative timeout.
             // EAGAIN (seq changed), EINTR and ETIMEDOUT all just mean "look again".
             let _ = futex::wait(&self.seq, futex::Flags::empty(), seq, Some(&ts));
-            self.waiters.store(0, Ordering::Relaxed);
+            self.retract();
             if ready() {
                 return Wait::Ready;
             }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::arena::{AllocError, ArenaSide, ResponseArena};
+use crate::doorbell::Ringer;
 use crate::frame::{
     decode_request, FrameError, RequestView, ResponseFrame, ResponseRef, TensorRef,
 };
@@ -41,7 +42,11 @@ pub struct ResponseSender {
     spin: SpinConfig,
 }
 
-pub(crate) fn endpoints(map: Arc<Mapping>, layout: Layout) -> (RequestReceiver, ResponseSender) {
+pub(crate) fn endpoints(
+    map: Arc<Mapping>,
+    layout: Layout,
+    doorbell: Option<Arc<Ringer>>,
+) -> (RequestReceiver, ResponseSender) {
     // SAFETY: the layout was validated against the mapping, and `Segment::into_worker`
     // consumed the segment, so this process creates exactly one consumer of the request
     // ring and one producer of the response ring; the gateway holds the opposite ends.
@@ -53,13 +58,17 @@ pub(crate) fn endpoints(map: Arc<Mapping>, layout: Layout) -> (RequestReceiver, 
         )
     };
     // SAFETY: as above.
-    let producer = unsafe {
+    let mut producer = unsafe {
         ring::producer(
             map.clone(),
             layout.response_ring_offset as usize,
             layout.ring_capacity,
         )
     };
+    if let Some(d) = doorbell {
+        // The gateway waits for responses in its event loop: ring, do not futex-wake.
+        producer.set_doorbell(d);
+    }
     let req_region = Region::new(
         map.clone(),
         layout.request_arena_offset as usize,

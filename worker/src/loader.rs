@@ -1,6 +1,7 @@
 //! The Loader: turns a version directory into a servable — a loaded SavedModel with its
 //! signatures resolved to graph tensors.
 
+use crate::run_mode::RunModes;
 use crate::tf::{SavedModel, TensorRef, TfError};
 use prost::Message;
 use std::collections::BTreeMap;
@@ -27,6 +28,8 @@ pub struct Servable {
     pub signatures: BTreeMap<String, Signature>,
     /// Serialized `SignatureDefMap`, reported to the gateway.
     pub signature_defs: Vec<u8>,
+    /// Whether runs go inline or to the inter-op pool, learned per signature and size.
+    pub run_modes: RunModes,
 }
 
 impl Servable {
@@ -73,11 +76,16 @@ impl Servable {
             signature_def: defs,
         }
         .encode_to_vec();
+        // A session configured to run every op on the caller has no pool to choose.
+        let session_inline =
+            tfgate_proto::tensorflow::ConfigProto::decode(session.config_proto.as_slice())
+                .is_ok_and(|c| c.inter_op_parallelism_threads < 0);
         Ok(Servable {
             version,
             model,
             signatures,
             signature_defs,
+            run_modes: RunModes::new(session_inline),
         })
     }
 }

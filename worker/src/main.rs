@@ -9,6 +9,7 @@ mod cpus;
 mod loader;
 mod manager;
 mod predict;
+mod run_mode;
 mod serve;
 mod signature;
 mod source;
@@ -96,11 +97,16 @@ fn connect(path: &PathBuf) -> anyhow::Result<UnixStream> {
     }
 }
 
-/// Receives the Attach message with the segment's memfd.
+/// Receives the Attach message with the segment's memfd (and the doorbell to ring for
+/// responses, when the gateway sends one).
 fn receive_segment(stream: &UnixStream) -> anyhow::Result<Segment> {
     let mut buf = vec![0u8; 4096];
-    let (n, fd) = shm_protocol::fd_passing::recv_fd(stream, &mut buf)?;
-    let fd = fd.context("the Attach message carried no file descriptor")?;
+    let (n, fds) = shm_protocol::fd_passing::recv_fds(stream, &mut buf)?;
+    let mut fds = fds.into_iter();
+    let fd = fds
+        .next()
+        .context("the Attach message carried no file descriptor")?;
+    let ringer = fds.next().map(shm_protocol::Ringer::from_fd);
     if n < 4 {
         bail!("short Attach message");
     }
@@ -113,7 +119,11 @@ fn receive_segment(stream: &UnixStream) -> anyhow::Result<Segment> {
     }
     match control::decode::<GatewayMessage>(&body[..len])?.message {
         Some(gm::Message::Attach(gm::Attach { generation })) => {
-            Ok(Segment::attach(fd, generation)?)
+            let segment = Segment::attach(fd, generation)?;
+            Ok(match ringer {
+                Some(r) => segment.with_ringer(r),
+                None => segment,
+            })
         }
         other => bail!("expected Attach, got {other:?}"),
     }

@@ -2,6 +2,7 @@
 //! warmup and the model ceiling all run signatures this way.
 
 use crate::loader::Servable;
+use crate::run_mode::RunMode;
 use crate::tf::{Feed, RunOutputs, TfError};
 use tfgate_tensor::code::Code;
 
@@ -12,13 +13,39 @@ pub struct Ran {
 }
 
 /// Runs one signature of a loaded servable: feeds the inputs by alias and fetches the
-/// outputs in `output_filter` (all of the signature's when empty).
+/// outputs in `output_filter` (all of the signature's when empty), inline or on the
+/// inter-op pool, whichever the servable has found faster for runs this size.
 pub fn run_signature(
     servable: &Servable,
     signature_name: &str,
     inputs: Vec<(String, Feed)>,
     output_filter: &[String],
     timeout_ms: u64,
+) -> Result<Ran, TfError> {
+    let rows = inputs.first().map_or(1, |(_, f)| f.rows());
+    let mode = servable.run_modes.choose(signature_name, rows);
+    let started = std::time::Instant::now();
+    let ran = run_signature_in(
+        servable,
+        signature_name,
+        inputs,
+        output_filter,
+        timeout_ms,
+        mode,
+    )?;
+    let ns = started.elapsed().as_nanos() as u64;
+    servable.run_modes.record(signature_name, rows, mode, ns);
+    Ok(ran)
+}
+
+/// [`run_signature`] in the given mode (the model ceiling measures both).
+pub fn run_signature_in(
+    servable: &Servable,
+    signature_name: &str,
+    inputs: Vec<(String, Feed)>,
+    output_filter: &[String],
+    timeout_ms: u64,
+    mode: RunMode,
 ) -> Result<Ran, TfError> {
     let signature_name = if signature_name.is_empty() {
         "serving_default"
@@ -54,7 +81,9 @@ pub fn run_signature(
         })?;
         fetches.push(output.tensor);
     }
-    let outputs = servable.model.run(feeds, &fetches, timeout_ms)?;
+    let outputs = servable
+        .model
+        .run(feeds, &fetches, timeout_ms, mode == RunMode::Inline)?;
     Ok(Ran {
         aliases: aliases.into_iter().cloned().collect(),
         outputs,

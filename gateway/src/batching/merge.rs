@@ -1,10 +1,13 @@
 //! Batch tensors: requests' inputs concatenated along dimension 0 (padded up to an
-//! allowed batch size with copies of the last request's first row, as TF Serving pads),
-//! and a batch's outputs split back into each request's rows — with TF Serving's
-//! messages (`batching/batching_session.cc`).
+//! allowed batch size with copies of the last request's first row, as TF Serving pads;
+//! with `pad_variable_length_inputs`, each request's inputs first padded to the batch's
+//! largest non-batch dimensions with their own first element, as TF Serving's
+//! `batching_util.cc` pads), and a batch's outputs split back into each request's rows —
+//! with TF Serving's messages (`batching/batching_session.cc`).
 
 use crate::error::ServingError;
-use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
+use crate::validation::ValidRun;
+use tfgate_tensor::tensor::{Tensor, TensorData};
 
 /// Rows of a request: the 0th dimension its inputs share (`ComputeTensorBatchSize`).
 pub fn task_rows(inputs: &[(String, Tensor)]) -> Result<usize, ServingError> {
@@ -155,25 +158,125 @@ pub fn split(t: &Tensor, sizes: &[usize], batch: usize) -> Result<Vec<Tensor>, S
     Ok(out)
 }
 
-/// What may share a batch with what: the same dtype and non-batch dimensions for every
-/// input. TF Serving merges requests of different shapes and then fails the whole batch;
-/// tfgate runs them in separate batches instead.
-pub fn shape_key(inputs: &[(String, Tensor)]) -> Vec<(String, DataType, Vec<i64>)> {
-    inputs
-        .iter()
-        .map(|(alias, t)| {
-            (
-                alias.clone(),
-                t.dtype,
-                t.shape.iter().skip(1).copied().collect(),
-            )
-        })
-        .collect()
+/// Whether two validated runs of one servable may share a batch: the same signature,
+/// output filter, inputs and dtypes, and the same non-batch dimensions — or, when
+/// `pad` (`pad_variable_length_inputs`), the same ranks, since padding evens the rest out.
+/// TF Serving merges requests of different shapes without padding and then fails the whole
+/// batch; tfgate runs them in separate batches instead.
+pub fn same_group(a: &ValidRun, b: &ValidRun, pad: bool) -> bool {
+    a.signature_key() == b.signature_key()
+        && a.output_filter() == b.output_filter()
+        && a.inputs().len() == b.inputs().len()
+        && a.inputs()
+            .iter()
+            .zip(b.inputs())
+            .all(|((na, ta), (nb, tb))| {
+                na == nb
+                    && ta.dtype == tb.dtype
+                    && if pad {
+                        ta.shape.len() == tb.shape.len()
+                    } else {
+                        ta.shape.get(1..) == tb.shape.get(1..)
+                    }
+            })
+}
+
+/// Per input (in the order of `first`'s inputs), the largest size of each dimension over
+/// the requests of a batch (`CalculateMaxDimSizes`).
+pub fn max_dims<'a>(runs: impl Iterator<Item = &'a ValidRun> + Clone) -> Vec<Vec<i64>> {
+    let mut out: Vec<Vec<i64>> = Vec::new();
+    for run in runs {
+        for (i, (_, t)) in run.inputs().iter().enumerate() {
+            match out.get_mut(i) {
+                None => out.push(t.shape.clone()),
+                Some(m) => {
+                    for (d, &size) in m.iter_mut().zip(&t.shape) {
+                        *d = (*d).max(size);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `t` padded at the end of each non-batch dimension up to `dims`, with its own first
+/// element (TF Serving's `AddPadding`, ranks 1 to 6).
+pub fn pad_to(t: &Tensor, dims: &[i64]) -> Result<Tensor, ServingError> {
+    if t.shape.is_empty() || t.shape.len() > 6 {
+        return Err(ServingError::invalid_argument(
+            "Only tensors with rank from 1 to 6 can be padded.",
+        ));
+    }
+    if t.shape.as_slice() == dims {
+        return Ok(t.clone());
+    }
+    let mut shape = dims.to_vec();
+    shape[0] = t.shape[0];
+    let to_usize =
+        |v: &[i64]| -> Vec<usize> { v.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect() };
+    let (from, to) = (to_usize(&t.shape), to_usize(&shape));
+    if to.iter().product::<usize>() == t.num_elements() {
+        // Nothing to pad (a request of no rows): the same elements in the batch's shape.
+        return Tensor::new(t.dtype, shape, t.data.clone()).map_err(|e| internal(&e.to_string()));
+    }
+    if t.num_elements() == 0 {
+        return Err(ServingError::invalid_argument(
+            "Got empty tensor in batch of non-empty tensors.",
+        ));
+    }
+    let data = match &t.data {
+        TensorData::Bytes(b) => {
+            let size = t.dtype.element_size().ok_or_else(|| internal("dtype"))?;
+            let mut out = Vec::with_capacity(to.iter().product::<usize>() * size);
+            copy_padded(&mut out, b, size, &from, &to, &b[..size]);
+            TensorData::Bytes(out)
+        }
+        TensorData::Strings(s) => {
+            let mut out = Vec::with_capacity(to.iter().product());
+            copy_padded(&mut out, s, 1, &from, &to, &s[..1]);
+            TensorData::Strings(out)
+        }
+    };
+    Tensor::new(t.dtype, shape, data).map_err(|e| internal(&e.to_string()))
+}
+
+/// Appends `input` (of dimensions `from`, elements of `unit` items) laid out in
+/// dimensions `to` (each at least as large), the gaps filled with `pad`.
+fn copy_padded<T: Clone>(
+    out: &mut Vec<T>,
+    input: &[T],
+    unit: usize,
+    from: &[usize],
+    to: &[usize],
+    pad: &[T],
+) {
+    let (Some(&n_from), Some(&n_to)) = (from.first(), to.first()) else {
+        out.extend_from_slice(&input[..unit.min(input.len())]);
+        return;
+    };
+    let inner_from: usize = from[1..].iter().product::<usize>() * unit;
+    let inner_to: usize = to[1..].iter().product();
+    for i in 0..n_to {
+        if i < n_from {
+            let row = &input[i * inner_from..(i + 1) * inner_from];
+            if from.len() == 1 {
+                out.extend_from_slice(row);
+            } else {
+                copy_padded(out, row, unit, &from[1..], &to[1..], pad);
+            }
+        } else {
+            for _ in 0..inner_to {
+                out.extend_from_slice(pad);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tfgate_tensor::tensor::DataType;
 
     fn f32s(shape: &[i64], v: &[f32]) -> Tensor {
         Tensor::from_f32(shape.to_vec(), v).unwrap()
@@ -217,6 +320,48 @@ mod tests {
         assert_eq!(
             split(&s, &[2, 1], 4).unwrap()[1].data,
             TensorData::Strings(vec![b"z".to_vec()])
+        );
+    }
+
+    #[test]
+    fn pads_variable_length_inputs_with_each_requests_first_element() {
+        // [[1, 2]] padded to [1, 3]; [[3], [4]] (2 rows, width 1) padded to [2, 3].
+        let a = f32s(&[1, 2], &[1.0, 2.0]);
+        let b = f32s(&[2, 1], &[3.0, 4.0]);
+        assert_eq!(
+            pad_to(&a, &[1, 3]).unwrap().to_f32().unwrap(),
+            vec![1.0, 2.0, 1.0]
+        );
+        let pb = pad_to(&b, &[9, 3]).unwrap();
+        assert_eq!(pb.shape, vec![2, 3], "the batch dimension stays");
+        assert_eq!(pb.to_f32().unwrap(), vec![3.0, 3.0, 3.0, 4.0, 3.0, 3.0]);
+        // Rank 3: inner rows padded, then whole missing rows.
+        let c = f32s(&[1, 1, 2], &[5.0, 6.0]);
+        assert_eq!(
+            pad_to(&c, &[1, 2, 3]).unwrap().to_f32().unwrap(),
+            vec![5.0, 6.0, 5.0, 5.0, 5.0, 5.0]
+        );
+        let s = pad_to(&strings(&["x"]), &[1]).unwrap();
+        assert_eq!(s.data, TensorData::Strings(vec![b"x".to_vec()]));
+        let s2 = Tensor::new(
+            DataType::String,
+            vec![1, 1],
+            TensorData::Strings(vec![b"q".to_vec()]),
+        )
+        .unwrap();
+        assert_eq!(
+            pad_to(&s2, &[1, 3]).unwrap().data,
+            TensorData::Strings(vec![b"q".to_vec(), b"q".to_vec(), b"q".to_vec()])
+        );
+        let rank7 = f32s(&[1, 1, 1, 1, 1, 1, 1], &[1.0]);
+        assert_eq!(
+            pad_to(&rank7, &[1, 1, 1, 1, 1, 1, 1]).unwrap_err().message,
+            "Only tensors with rank from 1 to 6 can be padded."
+        );
+        let empty = f32s(&[1, 0], &[]);
+        assert_eq!(
+            pad_to(&empty, &[1, 2]).unwrap_err().message,
+            "Got empty tensor in batch of non-empty tensors."
         );
     }
 

@@ -1,33 +1,44 @@
 //! Server-side batching (`--enable_batching`): requests for the same servable and
 //! signature are gathered in the gateway and run as one TensorFlow run — TF Serving's
 //! BatchingSession, placed before the workers so that a batch can go to any worker that
-//! holds the version. `params.rs` holds the settings, `queue.rs` the per-servable actor,
-//! `merge.rs` the tensor work.
+//! holds the version. `params.rs` holds the settings, `policy.rs` the scheduling rules as
+//! pure functions, `queue.rs` a servable's queue, `batch.rs` one batch's run, `merge.rs`
+//! the tensor work, `threads.rs` the batch slots shared by every queue
+//! (`num_batch_threads`), `timer.rs` the precise timer for `batch_timeout_micros`, and
+//! `runner.rs` what batches run on.
 
+mod batch;
 mod merge;
 mod params;
+mod policy;
 mod queue;
+mod runner;
+#[cfg(test)]
+mod tests;
+mod threads;
+mod timer;
 
 pub use params::{Parameters, PER_MODEL_FILE};
+pub use runner::Runner;
 
 use crate::error::ServingError;
 use crate::servables::{ServableId, Servables};
 use crate::validation::ValidRun;
 use crate::workers::{RunOutput, WorkerPool};
 use parking_lot::Mutex;
-use queue::{Command, Queue, Task};
+use queue::{Answer, Queue, Submitted};
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tfgate_tensor::tensor::Tensor;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// A request's answer, or DEADLINE_EXCEEDED once its deadline passes.
-async fn wait(
-    answer: oneshot::Receiver<Result<RunOutput, ServingError>>,
-    deadline: Instant,
-) -> Result<RunOutput, ServingError> {
+async fn wait(answer: oneshot::Receiver<Answer>, deadline: Instant) -> Answer {
     match tokio::time::timeout_at(deadline, answer).await {
         Ok(Ok(result)) => result,
         Ok(Err(_)) => Err(ServingError::unavailable("the batch queue has stopped")),
@@ -35,14 +46,11 @@ async fn wait(
     }
 }
 
-/// Commands a queue may hold before senders are refused (its requests are bounded by
-/// `max_enqueued_batches`; this bounds the channel in front of it).
-const COMMAND_QUEUE: usize = 65_536;
-
 /// Which servables batch, and how.
 #[derive(Clone, Debug)]
 pub struct BatchingConfig {
-    /// `--batching_parameters_file` (or TF Serving's defaults).
+    /// `--batching_parameters_file` (or TF Serving's defaults). Its `num_batch_threads`
+    /// bounds every queue's batches together, also with per-model parameters.
     pub global: Parameters,
     /// `--enable_per_model_batching_parameters`: each version's `batching_params.pbtxt`
     /// decides; a version without one does not batch.
@@ -73,25 +81,60 @@ impl Stats {
     }
 }
 
+/// What every queue shares: the batch slots, the timer and the counters.
+pub struct Shared {
+    threads: Arc<threads::BatchThreads>,
+    timer: timer::Timer,
+    stats: Arc<Stats>,
+}
+
+/// A version's queue, or `None` when it does not batch (per-model parameters without a
+/// file).
+type Queues<R> = HashMap<ServableId, Option<Arc<Queue<R>>>, foldhash::fast::RandomState>;
+
+/// How often queues of versions that left the servable table are looked for, besides
+/// every change of the table.
+const RETIRE_EVERY: Duration = Duration::from_secs(1);
+
 /// Handle to every servable's queue.
 #[derive(Clone)]
-pub struct Batcher {
+pub struct Batcher<R: Runner = WorkerPool> {
     config: Arc<BatchingConfig>,
-    pool: WorkerPool,
+    runner: R,
     servables: Servables,
-    queues: Arc<Mutex<HashMap<ServableId, mpsc::Sender<Command>>>>,
+    queues: Arc<Mutex<Queues<R>>>,
+    shared: Arc<Shared>,
     pub stats: Arc<Stats>,
 }
 
-impl Batcher {
-    pub fn new(config: BatchingConfig, pool: WorkerPool, servables: Servables) -> Batcher {
-        Batcher {
+impl<R: Runner> Batcher<R> {
+    /// Call within the runtime: it starts the timer thread and the task that retires the
+    /// queues of versions that left the servable table.
+    pub fn new(
+        config: BatchingConfig,
+        runner: R,
+        servables: Servables,
+    ) -> std::io::Result<Batcher<R>> {
+        let stats = Arc::new(Stats::default());
+        let shared = Arc::new(Shared {
+            threads: threads::BatchThreads::new(config.global.num_batch_threads),
+            timer: timer::Timer::start(tokio::runtime::Handle::current())?,
+            stats: stats.clone(),
+        });
+        let batcher = Batcher {
             config: Arc::new(config),
-            pool,
+            runner,
             servables,
             queues: Arc::default(),
-            stats: Arc::default(),
-        }
+            shared,
+            stats,
+        };
+        tokio::spawn(retire(
+            Arc::downgrade(&batcher.queues),
+            batcher.servables.clone(),
+            batcher.runner.clone(),
+        ));
+        Ok(batcher)
     }
 
     /// The parameters a servable batches with; `None`: it does not batch.
@@ -105,11 +148,39 @@ impl Batcher {
         }
     }
 
+    /// The servable's queue, made on first use.
+    fn queue(&self, servable: &ServableId) -> Result<Option<Arc<Queue<R>>>, ServingError> {
+        if let Some(q) = self.queues.lock().get(servable) {
+            return Ok(q.clone());
+        }
+        let queue = self.params(servable)?.map(|p| {
+            Queue::new(
+                servable.clone(),
+                p,
+                self.runner.clone(),
+                self.shared.clone(),
+            )
+        });
+        Ok(self
+            .queues
+            .lock()
+            .entry(servable.clone())
+            .or_insert(queue)
+            .clone())
+    }
+
+    /// Queues that exist now.
+    #[cfg(test)]
+    pub fn queue_count(&self) -> usize {
+        self.queues.lock().values().filter(|q| q.is_some()).count()
+    }
+
     /// Runs `run` as part of a batch (or alone, when its servable does not batch).
     pub async fn run(&self, run: ValidRun) -> Result<RunOutput, ServingError> {
-        let Some(params) = self.params(run.servable())? else {
-            return self.pool.run(run).await;
+        let Some(queue) = self.queue(run.servable())? else {
+            return self.runner.run(run).await;
         };
+        let params = &queue.params;
         let rows = merge::task_rows(run.inputs())?;
         if rows > params.max_batch_size {
             return Err(ServingError::invalid_argument(format!(
@@ -118,129 +189,101 @@ impl Batcher {
             )));
         }
         if params.split && rows > params.max_execution_batch_size {
-            return self.run_split(run, rows, &params).await;
+            return run_split(&queue, run, rows).await;
         }
-        self.submit(run, rows, &params).await
-    }
-
-    /// A request larger than the largest batch runs in pieces (queued together), whose
-    /// outputs are joined in order.
-    async fn run_split(
-        &self,
-        run: ValidRun,
-        rows: usize,
-        params: &Parameters,
-    ) -> Result<RunOutput, ServingError> {
-        let chunk = params.max_execution_batch_size.max(1);
         let deadline = run.deadline();
-        let mut answers = Vec::new();
-        let mut start = 0;
-        while start < rows {
-            let n = chunk.min(rows - start);
-            let inputs = run
-                .inputs()
-                .iter()
-                .map(|(alias, t)| {
-                    let mut parts = merge::split(t, &[start, n], rows)?;
-                    Ok((alias.clone(), parts.remove(1)))
-                })
-                .collect::<Result<Vec<_>, ServingError>>()?;
-            answers.push(self.enqueue(ValidRun::batched(&run, inputs, deadline), n, params)?);
-            start += n;
+        match queue.submit(run, rows)? {
+            Submitted::Alone(batch) => batch::execute_alone(batch).await,
+            Submitted::Queued(answer) => wait(answer, deadline).await,
         }
-        let mut servable = None;
-        let mut timing = Default::default();
-        let mut joined: Vec<(String, Vec<Tensor>)> = Vec::new();
-        for answer in answers {
-            let out = wait(answer, deadline).await?;
-            // The request waits for its last piece: that piece's split is its own.
-            timing = out.timing;
-            if joined.is_empty() {
-                joined = out
-                    .outputs
-                    .iter()
-                    .map(|(a, _)| (a.clone(), Vec::new()))
-                    .collect();
-            }
-            for ((_, parts), (_, t)) in joined.iter_mut().zip(out.outputs) {
-                parts.push(t);
-            }
-            servable.get_or_insert(out.servable);
-        }
-        let servable = servable.ok_or_else(|| ServingError::internal("no rows to run"))?;
-        let outputs = joined
-            .into_iter()
-            .map(|(alias, parts)| {
-                let refs: Vec<&Tensor> = parts.iter().collect();
-                Ok((alias, merge::concat(&refs, 0)?))
+    }
+}
+
+/// A piece's answer however it was queued: run now, or awaited.
+fn answer<R: Runner>(
+    submitted: Submitted<R>,
+    deadline: Instant,
+) -> Pin<Box<dyn Future<Output = Answer> + Send>> {
+    match submitted {
+        Submitted::Alone(batch) => Box::pin(batch::execute_alone(batch)),
+        Submitted::Queued(rx) => Box::pin(wait(rx, deadline)),
+    }
+}
+
+/// A request larger than the largest batch runs in pieces (queued together), whose
+/// outputs are joined in order.
+async fn run_split<R: Runner>(
+    queue: &Queue<R>,
+    run: ValidRun,
+    rows: usize,
+) -> Result<RunOutput, ServingError> {
+    let chunk = queue.params.max_execution_batch_size.max(1);
+    let deadline = run.deadline();
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    while start < rows {
+        let n = chunk.min(rows - start);
+        let inputs = run
+            .inputs()
+            .iter()
+            .map(|(alias, t)| {
+                let mut parts = merge::split(t, &[start, n], rows)?;
+                Ok((alias.clone(), parts.remove(1)))
             })
-            .collect::<Result<_, ServingError>>()?;
-        Ok(RunOutput {
-            servable,
-            outputs,
-            timing,
+            .collect::<Result<Vec<_>, ServingError>>()?;
+        let piece = ValidRun::batched(&run, inputs, deadline);
+        pieces.push(answer(queue.submit(piece, n)?, deadline));
+        start += n;
+    }
+    let mut servable = None;
+    let mut timing = Default::default();
+    let mut joined: Vec<(String, Vec<Tensor>)> = Vec::new();
+    for out in futures_util::future::join_all(pieces).await {
+        let out = out?;
+        // The request waits for its last piece: that piece's split is its own.
+        timing = out.timing;
+        if joined.is_empty() {
+            joined = out
+                .outputs
+                .iter()
+                .map(|(a, _)| (a.clone(), Vec::new()))
+                .collect();
+        }
+        for ((_, parts), (_, t)) in joined.iter_mut().zip(out.outputs) {
+            parts.push(t);
+        }
+        servable.get_or_insert(out.servable);
+    }
+    let servable = servable.ok_or_else(|| ServingError::internal("no rows to run"))?;
+    let outputs = joined
+        .into_iter()
+        .map(|(alias, parts)| {
+            let refs: Vec<&Tensor> = parts.iter().collect();
+            Ok((alias, merge::concat(&refs, 0)?))
         })
-    }
+        .collect::<Result<_, ServingError>>()?;
+    Ok(RunOutput {
+        servable,
+        outputs,
+        timing,
+    })
+}
 
-    /// Queues one request and waits for its share of a batch, until its deadline.
-    async fn submit(
-        &self,
-        run: ValidRun,
-        rows: usize,
-        params: &Parameters,
-    ) -> Result<RunOutput, ServingError> {
-        let deadline = run.deadline();
-        wait(self.enqueue(run, rows, params)?, deadline).await
-    }
-
-    /// Hands a request to its queue; the receiver gets its answer.
-    fn enqueue(
-        &self,
-        run: ValidRun,
-        rows: usize,
-        params: &Parameters,
-    ) -> Result<oneshot::Receiver<Result<RunOutput, ServingError>>, ServingError> {
-        let (reply, answer) = oneshot::channel();
-        let task = Task {
-            run,
-            rows,
-            reply,
-            enqueued: Instant::now(),
-            queue_us: 0,
+/// Drops the queues of versions that left the servable table once they are idle, at
+/// every change of the table and every `RETIRE_EVERY`; ends with the batcher.
+async fn retire<R: Runner>(
+    queues: std::sync::Weak<Mutex<Queues<R>>>,
+    servables: Servables,
+    runner: R,
+) {
+    let mut changes = servables.subscribe();
+    loop {
+        let _ = tokio::time::timeout(RETIRE_EVERY, changes.changed()).await;
+        let Some(queues) = queues.upgrade() else {
+            return;
         };
-        let queue = self.queue(task.run.servable(), params);
-        if let Err(e) = queue.try_send(Command::Submit(task)) {
-            let refused = match e {
-                mpsc::error::TrySendError::Full(_) => {
-                    "The batch scheduling queue to which this task was submitted is full"
-                }
-                mpsc::error::TrySendError::Closed(_) => "the batch queue has stopped",
-            };
-            return Err(ServingError::unavailable(refused));
-        }
-        Ok(answer)
-    }
-
-    /// The servable's queue, started on first use.
-    fn queue(&self, servable: &ServableId, params: &Parameters) -> mpsc::Sender<Command> {
-        let mut queues = self.queues.lock();
-        if let Some(q) = queues.get(servable).filter(|q| !q.is_closed()) {
-            return q.clone();
-        }
-        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        tokio::spawn(
-            Queue {
-                servable: servable.clone(),
-                params: params.clone(),
-                pool: self.pool.clone(),
-                servables: self.servables.clone(),
-                stats: self.stats.clone(),
-                commands: rx,
-                done: tx.clone(),
-            }
-            .run(),
-        );
-        queues.insert(servable.clone(), tx.clone());
-        tx
+        queues
+            .lock()
+            .retain(|id, q| !runner.is_gone(id) || q.as_ref().is_some_and(|q| !q.is_idle()));
     }
 }

@@ -25,9 +25,14 @@ pub struct Parameters {
     pub split: bool,
     /// The largest batch run (`max_batch_size` unless splitting).
     pub max_execution_batch_size: usize,
-    /// Accepted; tfgate never merges requests of different shapes (they run in separate
-    /// batches), so nothing needs padding.
+    /// Requests whose inputs differ in non-batch dimensions share a batch, each padded to
+    /// the batch's largest with its own first element (without it they run in separate
+    /// batches).
     pub pad_variable_length_inputs: bool,
+    /// Batches that may run at once over every queue (`num_batch_threads`; default: the
+    /// cores the gateway may use, TF Serving's `port::MaxParallelism()`). Only the global
+    /// file's counts, as in TF Serving, whose batch threads are one shared pool.
+    pub num_batch_threads: usize,
     /// The `thread_pool_name` label of the queuing-latency series (default
     /// `batch_threads`).
     pub thread_pool_name: String,
@@ -35,6 +40,11 @@ pub struct Parameters {
 
 /// TF Serving's default `thread_pool_name`.
 const DEFAULT_THREAD_POOL_NAME: &str = "batch_threads";
+
+/// TF Serving's default `num_batch_threads`: the cores this process may run on.
+fn max_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 fn positive(v: i64) -> usize {
     usize::try_from(v).unwrap_or(0)
@@ -44,13 +54,15 @@ impl Parameters {
     /// Defaults applied and checked as TF Serving checks them when it loads a model.
     pub fn from_proto(p: &BatchingParameters) -> Result<Parameters, ServingError> {
         let max_batch_size = p.max_batch_size.unwrap_or(1000);
-        if let Some(threads) = p.num_batch_threads {
-            if threads < 1 {
+        let num_batch_threads = match p.num_batch_threads {
+            Some(threads) if threads < 1 => {
                 return Err(ServingError::invalid_argument(format!(
                     "num_batch_threads must be positive; was {threads}"
                 )));
             }
-        }
+            Some(threads) => positive(threads),
+            None => max_parallelism(),
+        };
         if max_batch_size <= 0 {
             return Err(ServingError::invalid_argument(format!(
                 "input_batch_size_limit must be positive; was {max_batch_size}"
@@ -96,6 +108,7 @@ impl Parameters {
             split,
             max_execution_batch_size: positive(max_execution_batch_size),
             pad_variable_length_inputs: p.pad_variable_length_inputs,
+            num_batch_threads,
             thread_pool_name: p
                 .thread_pool_name
                 .clone()
@@ -134,6 +147,7 @@ impl Default for Parameters {
             split: false,
             max_execution_batch_size: 1000,
             pad_variable_length_inputs: false,
+            num_batch_threads: max_parallelism(),
             thread_pool_name: DEFAULT_THREAD_POOL_NAME.to_string(),
         }
     }
@@ -159,6 +173,8 @@ mod tests {
         assert_eq!(p.batch_timeout, Duration::from_micros(500));
         assert_eq!(p.allowed_batch_sizes, vec![2, 4, 8]);
         assert_eq!(p.max_execution_batch_size, 8);
+        assert_eq!(p.num_batch_threads, 4);
+        assert_eq!(parse("").unwrap().num_batch_threads, max_parallelism());
         assert_eq!(
             parse("max_batch_size { value: 8 } allowed_batch_sizes: 4").unwrap_err().message,
             "Last entry in allowed_batch_sizes must match max_batch_size; last entry was 4; expected 8"

@@ -1,278 +1,322 @@
-//! One servable's batch queue, an actor: a task owns the queued requests; requests come
-//! in as commands with a oneshot for the answer; batches go to the pool as one run each.
-//!
-//! Scheduling needs no tuning: while fewer batches are in flight than there are workers
-//! holding the version, what is queued runs at once (a lone request is a batch of one);
-//! while every such worker is busy, requests gather, and the next batch takes all of them,
-//! up to the largest batch. With `batch_timeout_micros` set, an under-full batch also
-//! waits until its oldest request is that old, as TF Serving's scheduler does.
+//! One servable's batch queue. Requests wait here, in groups of requests that may share a
+//! batch (`merge::same_group`), and leave as batches when `policy::next` says so. The
+//! state sits behind a mutex that whoever changes it takes — the request that arrives, the
+//! batch that finishes, the timer that fires — and no task of the queue's own stands in
+//! between: a lone request on an idle queue forms its batch of one and runs it in its own
+//! task, as if there were no queue.
 
-use super::merge::{concat, padded_size, shape_key, split};
+use super::merge::same_group;
 use super::params::Parameters;
-use super::Stats;
+use super::policy::{self, GroupView, Next, Packing};
+use super::runner::Runner;
+use super::threads::Waiter;
+use super::timer::Due;
+use super::{Shared, Stats};
 use crate::error::ServingError;
 use crate::monitoring::series;
-use crate::servables::{Routes, ServableId, Servables};
+use crate::servables::ServableId;
 use crate::validation::ValidRun;
-use crate::workers::{RunOutput, WorkerPool};
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
-use tfgate_tensor::tensor::{DataType, Tensor};
-use tokio::sync::{mpsc, oneshot};
+use crate::workers::RunOutput;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::{Arc, Weak};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
+
+/// A request's answer.
+pub type Answer = Result<RunOutput, ServingError>;
 
 /// A request waiting for its batch.
 pub struct Task {
     pub run: ValidRun,
     pub rows: usize,
-    pub reply: oneshot::Sender<Result<RunOutput, ServingError>>,
+    pub reply: oneshot::Sender<Answer>,
     pub enqueued: Instant,
     /// How long it waited in the queue, µs (set when its batch takes it).
     pub queue_us: u64,
+    id: u64,
 }
-
-pub enum Command {
-    Submit(Task),
-    /// A batch finished.
-    Done,
-}
-
-/// Requests that may share a batch: same signature, output filter, and input dtypes and
-/// non-batch dimensions.
-type GroupKey = (String, Vec<String>, Vec<(String, DataType, Vec<i64>)>);
 
 struct Group {
     tasks: VecDeque<Task>,
     rows: usize,
+    packing: Packing,
 }
 
-/// The actor's state.
-pub struct Queue {
+#[derive(Default)]
+struct State {
+    groups: Vec<Group>,
+    /// Batches formed and not yet answered.
+    in_flight: usize,
+    /// Batches the queued requests fill, over every group (`max_enqueued_batches`).
+    enqueued: usize,
+    next_id: u64,
+    /// When the timer was last asked to wake the queue (none pending: `None`).
+    armed: Option<Instant>,
+}
+
+/// A batch, holding its slots (the queue's and a shared batch thread's) until it is
+/// dropped, when the queue forms its next.
+pub struct Batch<R: Runner> {
+    pub tasks: Vec<Task>,
+    pub queue: Arc<Queue<R>>,
+}
+
+impl<R: Runner> Drop for Batch<R> {
+    fn drop(&mut self) {
+        self.queue.finish();
+    }
+}
+
+/// How a request left `Queue::submit`.
+pub enum Submitted<R: Runner> {
+    /// It is a batch of its own, to run now in the caller's task.
+    Alone(Batch<R>),
+    /// It waits for a batch; the answer comes here.
+    Queued(oneshot::Receiver<Answer>),
+}
+
+/// One servable's queue.
+pub struct Queue<R: Runner> {
     pub servable: ServableId,
     pub params: Parameters,
-    pub pool: WorkerPool,
-    pub servables: Servables,
-    pub stats: Arc<Stats>,
-    pub commands: mpsc::Receiver<Command>,
-    pub done: mpsc::Sender<Command>,
+    pub runner: R,
+    shared: Arc<Shared>,
+    state: Mutex<State>,
+    me: Weak<Queue<R>>,
 }
 
-impl Queue {
-    pub async fn run(mut self) {
-        let mut groups: BTreeMap<GroupKey, Group> = BTreeMap::new();
-        let mut in_flight = 0usize;
-        let mut next_timer: Option<Instant> = None;
-        loop {
-            let command = match next_timer {
-                Some(at) => tokio::select! {
-                    c = self.commands.recv() => Some(c),
-                    _ = tokio::time::sleep_until(at) => None,
-                },
-                None => Some(self.commands.recv().await),
-            };
-            match command {
-                Some(Some(Command::Submit(task))) => self.enqueue(&mut groups, task),
-                Some(Some(Command::Done)) => in_flight = in_flight.saturating_sub(1),
-                Some(None) => return, // the batcher is gone
-                None => {}            // a batch's timeout is up
-            }
-            next_timer = self.dispatch(&mut groups, &mut in_flight);
-        }
+impl<R: Runner> Queue<R> {
+    pub fn new(
+        servable: ServableId,
+        params: Parameters,
+        runner: R,
+        shared: Arc<Shared>,
+    ) -> Arc<Queue<R>> {
+        Arc::new_cyclic(|me| Queue {
+            servable,
+            params,
+            runner,
+            shared,
+            state: Mutex::default(),
+            me: me.clone(),
+        })
     }
 
-    /// Queues a task, or refuses it at once when its group's queue is full.
-    fn enqueue(&self, groups: &mut BTreeMap<GroupKey, Group>, task: Task) {
-        let key = (
-            task.run.signature_key().to_string(),
-            task.run.output_filter().to_vec(),
-            shape_key(task.run.inputs()),
-        );
-        let group = groups.entry(key).or_insert_with(|| Group {
-            tasks: VecDeque::new(),
-            rows: 0,
-        });
-        // TensorFlow's rule: a request that fits the open batch is taken; one that needs
-        // a new batch is refused when max_enqueued_batches are queued already.
-        let per_batch = self.params.max_execution_batch_size.max(1);
-        let batches = group.rows.div_ceil(per_batch).max(1);
-        let needed = (group.rows + task.rows).div_ceil(per_batch);
-        if needed > self.params.max_enqueued_batches {
-            let _ = task.reply.send(Err(ServingError::unavailable(format!(
-                "The batch scheduling queue to which this task was submitted is full; currently {batches} batches enqueued and max_enqueued_batches is {}",
-                self.params.max_enqueued_batches
-            ))));
-            return;
-        }
-        group.rows += task.rows;
-        group.tasks.push_back(task);
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
     }
 
-    /// How many batches may run at once: one per worker holding the version.
-    fn capacity(&self) -> usize {
-        match self.servables.routes(&self.servable) {
-            Routes::To(workers) => workers.len().max(1),
-            _ => 1,
-        }
+    /// Rows per batch.
+    fn batch_rows(&self) -> usize {
+        self.params.max_execution_batch_size.max(1)
     }
 
-    /// Starts every batch that may run now; returns when to look again for a batch that
-    /// is waiting out `batch_timeout_micros`.
-    fn dispatch(
-        &self,
-        groups: &mut BTreeMap<GroupKey, Group>,
-        in_flight: &mut usize,
-    ) -> Option<Instant> {
+    /// Queues a request of `rows` rows (checked against `max_batch_size` already), or
+    /// refuses it when it needs a new batch and the queue holds `max_enqueued_batches`.
+    pub fn submit(&self, run: ValidRun, rows: usize) -> Result<Submitted<R>, ServingError> {
+        let (reply, answer) = oneshot::channel();
         let now = Instant::now();
-        let mut wake = None;
-        let capacity = self.capacity();
-        let limit = self.params.max_execution_batch_size.max(1);
-        // Longest-waiting group first.
-        let mut order: Vec<(Instant, GroupKey)> = groups
-            .iter()
-            .filter_map(|(k, g)| g.tasks.front().map(|t| (t.enqueued, k.clone())))
-            .collect();
-        order.sort_by_key(|(t, _)| *t);
-        for (oldest, key) in order {
-            let Some(group) = groups.get_mut(&key) else {
-                continue;
-            };
-            while *in_flight < capacity && !group.tasks.is_empty() {
-                let due = oldest + self.params.batch_timeout;
-                if group.rows < limit && now < due {
-                    wake = Some(wake.map_or(due, |w: Instant| w.min(due)));
-                    break;
+        let batch_rows = self.batch_rows();
+        let (batches, id) = {
+            let mut s = self.state.lock();
+            let pad = self.params.pad_variable_length_inputs;
+            let g = match s.groups.iter().position(|g| {
+                g.tasks
+                    .front()
+                    .is_some_and(|t| same_group(&t.run, &run, pad))
+            }) {
+                Some(g) => g,
+                None => {
+                    s.groups.push(Group {
+                        tasks: VecDeque::new(),
+                        rows: 0,
+                        packing: Packing::default(),
+                    });
+                    s.groups.len() - 1
                 }
-                let mut batch = Vec::new();
-                let mut rows = 0;
-                while let Some(t) = group.tasks.front() {
-                    if !batch.is_empty() && rows + t.rows > limit {
+            };
+            let before = s.groups[g].packing;
+            let packing = match policy::admit(
+                before,
+                s.enqueued,
+                rows,
+                batch_rows,
+                self.params.max_enqueued_batches,
+            ) {
+                Ok(p) => p,
+                Err(enqueued) => {
+                    if s.groups[g].tasks.is_empty() {
+                        s.groups.remove(g);
+                    }
+                    return Err(ServingError::unavailable(format!(
+                        "The batch scheduling queue to which this task was submitted is full; currently {enqueued} batches enqueued and max_enqueued_batches is {}",
+                        self.params.max_enqueued_batches
+                    )));
+                }
+            };
+            s.enqueued += packing.batches - before.batches;
+            s.next_id += 1;
+            let id = s.next_id;
+            let group = &mut s.groups[g];
+            group.packing = packing;
+            group.rows += rows;
+            group.tasks.push_back(Task {
+                run,
+                rows,
+                reply,
+                enqueued: now,
+                queue_us: 0,
+                id,
+            });
+            (self.form(&mut s, now), id)
+        };
+        let mut alone = None;
+        for b in batches {
+            if b.tasks.len() == 1 && b.tasks[0].id == id && !self.pads(&b) {
+                alone = Some(b);
+            } else {
+                b.start();
+            }
+        }
+        Ok(match alone {
+            Some(b) => Submitted::Alone(b),
+            None => Submitted::Queued(answer),
+        })
+    }
+
+    /// Whether a batch must be padded up to an allowed size (then it cannot run as is).
+    fn pads(&self, b: &Batch<R>) -> bool {
+        let rows: usize = b.tasks.iter().map(|t| t.rows).sum();
+        super::merge::padded_size(rows, &self.params.allowed_batch_sizes) != rows
+    }
+
+    /// Forms every batch that may run now; asks the timer to come back for one that waits
+    /// out its timeout, and the shared threads for one that waits for a slot.
+    fn form(&self, s: &mut State, now: Instant) -> Vec<Batch<R>> {
+        let Some(me) = self.me.upgrade() else {
+            return Vec::new();
+        };
+        let capacity = self.runner.capacity(&self.servable).max(1);
+        let batch_rows = self.batch_rows();
+        let mut out = Vec::new();
+        let mut spare_thread = false;
+        loop {
+            let views: Vec<GroupView> = s
+                .groups
+                .iter()
+                .map(|g| GroupView {
+                    oldest: g.tasks.front().map_or(now, |t| t.enqueued),
+                    rows: g.rows,
+                })
+                .collect();
+            let free = capacity.saturating_sub(s.in_flight);
+            match policy::next(&views, now, free, self.params.batch_timeout, batch_rows) {
+                Next::Run(g) => {
+                    let waiter: Weak<dyn Waiter> = self.me.clone();
+                    if !spare_thread && !self.shared.threads.try_acquire(&waiter) {
                         break;
                     }
-                    let Some(mut t) = group.tasks.pop_front() else {
-                        break;
-                    };
-                    group.rows -= t.rows;
-                    if t.run.deadline() <= now || t.reply.is_closed() {
-                        // Its caller has stopped waiting: not run.
-                        let _ = t.reply.send(Err(ServingError::deadline_exceeded()));
+                    spare_thread = false;
+                    let tasks = self.take(s, g, now);
+                    if tasks.is_empty() {
+                        spare_thread = true; // every one of them had expired
                         continue;
                     }
-                    rows += t.rows;
-                    t.queue_us = now.saturating_duration_since(t.enqueued).as_micros() as u64;
-                    series::queuing(&self.params.thread_pool_name, t.queue_us);
-                    batch.push(t);
+                    s.in_flight += 1;
+                    out.push(Batch {
+                        tasks,
+                        queue: me.clone(),
+                    });
                 }
-                if batch.is_empty() {
-                    continue;
+                Next::WaitUntil(at) => {
+                    if s.armed.is_none_or(|armed| at < armed) {
+                        s.armed = Some(at);
+                        let due: Weak<dyn Due> = self.me.clone();
+                        self.shared.timer.at(at.into_std(), due);
+                    }
+                    break;
                 }
-                *in_flight += 1;
-                tokio::spawn(execute(
-                    batch,
-                    self.params.allowed_batch_sizes.clone(),
-                    self.pool.clone(),
-                    self.stats.clone(),
-                    self.done.clone(),
-                ));
-            }
-            if *in_flight >= capacity {
-                break;
+                Next::Idle => break,
             }
         }
-        groups.retain(|_, g| !g.tasks.is_empty());
-        wake
+        s.groups.retain(|g| !g.tasks.is_empty());
+        if spare_thread {
+            // Not under our lock: the release may make another queue form its batch.
+            let threads = self.shared.threads.clone();
+            tokio::spawn(async move { threads.release() });
+        }
+        out
+    }
+
+    /// Takes the next batch's requests from group `g`; answers and drops those whose
+    /// caller has stopped waiting.
+    fn take(&self, s: &mut State, g: usize, now: Instant) -> Vec<Task> {
+        let batch_rows = self.batch_rows();
+        let group = &mut s.groups[g];
+        let n = policy::take(group.tasks.iter().map(|t| t.rows), batch_rows);
+        let mut tasks = Vec::with_capacity(n);
+        for mut t in group.tasks.drain(..n) {
+            group.rows -= t.rows;
+            if t.run.deadline() <= now || t.reply.is_closed() {
+                let _ = t.reply.send(Err(ServingError::deadline_exceeded()));
+                continue;
+            }
+            t.queue_us = now.saturating_duration_since(t.enqueued).as_micros() as u64;
+            series::queuing(&self.params.thread_pool_name, t.queue_us);
+            tasks.push(t);
+        }
+        let before = group.packing;
+        group.packing = Packing::of(group.tasks.iter().map(|t| t.rows), batch_rows);
+        s.enqueued -= before.batches - group.packing.batches;
+        tasks
+    }
+
+    /// Forms and starts what may run now.
+    pub fn dispatch(&self) {
+        self.dispatch_with(|_| {});
+    }
+
+    fn dispatch_with(&self, before: impl FnOnce(&mut State)) {
+        let batches = {
+            let mut s = self.state.lock();
+            before(&mut s);
+            self.form(&mut s, Instant::now())
+        };
+        for b in batches {
+            b.start();
+        }
+    }
+
+    /// A batch was answered: its slots free up, and the next may form.
+    fn finish(&self) {
+        self.state.lock().in_flight -= 1;
+        self.shared.threads.release();
+        self.dispatch();
+    }
+
+    /// Nothing queued and nothing running.
+    pub fn is_idle(&self) -> bool {
+        let s = self.state.lock();
+        s.in_flight == 0 && s.groups.is_empty()
     }
 }
 
-/// Runs one batch and answers each of its requests with its own rows.
-async fn execute(
-    batch: Vec<Task>,
-    allowed: Vec<usize>,
-    pool: WorkerPool,
-    stats: Arc<Stats>,
-    done: mpsc::Sender<Command>,
-) {
-    let formed = Instant::now();
-    let sizes: Vec<usize> = batch.iter().map(|t| t.rows).collect();
-    let rows: usize = sizes.iter().sum();
-    let padded = padded_size(rows, &allowed);
-    stats.record(batch.len(), rows, padded);
-    series::batch(rows, padded);
-    if batch.len() == 1 && padded == rows {
-        // A batch of one runs as it is: no copy.
-        for t in batch {
-            let out = pool.run(t.run).await.map(|mut out| {
-                out.timing.queue_us = t.queue_us;
-                out
-            });
-            let _ = t.reply.send(out);
-        }
-        let _ = done.send(Command::Done).await;
-        return;
+impl<R: Runner> Waiter for Queue<R> {
+    fn slot_free(&self) {
+        self.dispatch();
     }
-    let batch_run = merged(&batch, padded - rows);
-    let merge_us = formed.elapsed().as_micros() as u64;
-    let outcome = match batch_run {
-        Ok(run) => pool.run(run).await,
-        Err(e) => Err(e),
-    };
-    match outcome.and_then(|out| {
-        let mut per_task: Vec<Vec<(String, Tensor)>> = vec![Vec::new(); batch.len()];
-        for (alias, t) in &out.outputs {
-            for (i, part) in split(t, &sizes, padded)?.into_iter().enumerate() {
-                per_task[i].push((alias.clone(), part));
-            }
-        }
-        Ok((out.servable, out.timing, per_task))
-    }) {
-        Ok((servable, timing, per_task)) => {
-            // Each request's own queue wait; forming the batch (merging its inputs, then
-            // the frame) is shared.
-            for (task, outputs) in batch.into_iter().zip(per_task) {
-                let mut timing = timing;
-                timing.queue_us = task.queue_us;
-                timing.formation_us += merge_us;
-                let _ = task.reply.send(Ok(RunOutput {
-                    servable: servable.clone(),
-                    outputs,
-                    timing,
-                }));
-            }
-        }
-        Err(e) => {
-            for task in batch {
-                let _ = task.reply.send(Err(e.clone()));
-            }
-        }
-    }
-    let _ = done.send(Command::Done).await;
 }
 
-/// One run holding every task's inputs, concatenated by alias, padded with `pad` rows.
-fn merged(batch: &[Task], pad: usize) -> Result<ValidRun, ServingError> {
-    let like = &batch[0].run;
-    let mut inputs = Vec::with_capacity(like.inputs().len());
-    for (alias, _) in like.inputs() {
-        let parts: Vec<&Tensor> = batch
-            .iter()
-            .map(|t| {
-                t.run
-                    .inputs()
-                    .iter()
-                    .find(|(a, _)| a == alias)
-                    .map(|(_, t)| t)
-                    .ok_or_else(|| {
-                        ServingError::internal(
-                            "One or more tasks does not conform to batch signature",
-                        )
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        inputs.push((alias.clone(), concat(&parts, pad)?));
+impl<R: Runner> Due for Queue<R> {
+    fn due(&self) {
+        self.dispatch_with(|s| s.armed = None);
     }
-    let deadline = batch
-        .iter()
-        .map(|t| t.run.deadline())
-        .max()
-        .unwrap_or_else(Instant::now);
-    Ok(ValidRun::batched(like, inputs, deadline))
+}
+
+impl<R: Runner> Batch<R> {
+    /// Runs the batch in a task of its own, answering each request.
+    fn start(self) {
+        tokio::spawn(super::batch::execute(self));
+    }
 }

@@ -59,6 +59,23 @@ impl ValidRun {
         }
     }
 
+    /// A run as validation would make it, for the batching tests.
+    #[cfg(test)]
+    pub fn for_tests(
+        servable: ServableId,
+        signature_key: &str,
+        inputs: Vec<(String, Tensor)>,
+        deadline: Instant,
+    ) -> ValidRun {
+        ValidRun {
+            servable,
+            signature_key: signature_key.to_string(),
+            inputs,
+            output_filter: Vec::new(),
+            deadline,
+        }
+    }
+
     /// Signature key, inputs and output filter, moved out (into a request frame).
     pub fn into_parts(self) -> (String, Vec<(String, Tensor)>, Vec<String>) {
         (self.signature_key, self.inputs, self.output_filter)

@@ -1,7 +1,9 @@
 //! One running worker process and the shared-memory segment made for it: requests go
-//! out through its request ring; a dedicated thread drains its response ring and
-//! completes the waiting requests. When the process dies, every waiting request learns
-//! it at once (and the pool sends it elsewhere).
+//! out through its request ring; a task drains its response ring and completes the
+//! waiting requests, parking on the segment's doorbell in tokio's reactor when the ring is
+//! empty (the worker rings it only then), so a response wakes the event loop directly, with
+//! no thread of ours in between. When the process dies, every waiting request learns it at
+//! once (and the pool sends it elsewhere).
 //!
 //! Every request sent and not yet answered is *outstanding*, also after its caller gave
 //! up: the worker still holds it. The count is what routing balances on, and the oldest
@@ -71,17 +73,40 @@ pub struct Incarnation {
     resident: AtomicU64,
 }
 
-/// How often the completion thread re-checks that its worker is alive while idle.
-const RECV_POLL: Duration = Duration::from_millis(20);
+/// How long the completion task parks before looking at the ring again on its own: a
+/// peer that scribbled over the wake word could otherwise leave it parked.
+const RECV_POLL: Duration = Duration::from_millis(100);
+
+/// The responses' doorbell as tokio's reactor watches it: a pipe the worker writes a byte
+/// into while we park.
+type Chime = tokio::net::unix::pipe::Receiver;
+
+/// Reads every ring out of the chime (it stays readable until empty); false once the
+/// worker's end is closed, i.e. the worker is gone.
+fn silence(chime: &Chime) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match chime.try_read(&mut buf) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(_) => return true,
+        }
+    }
+}
 
 impl Incarnation {
-    /// Wraps a fresh segment's gateway ends and starts the completion thread.
+    /// Wraps a fresh segment's gateway ends and starts the completion task (the segment
+    /// must have a doorbell). Call within the runtime.
     pub fn start(
         generation: u64,
         (pid, host): (u32, String),
         sender: RequestSender,
         receiver: ResponseReceiver,
     ) -> std::io::Result<Arc<Incarnation>> {
+        let chime = receiver
+            .doorbell()
+            .ok_or_else(|| std::io::Error::other("the segment has no doorbell for responses"))?;
+        let chime = Chime::from_owned_fd(chime.try_clone_fd()?)?;
         let inc = Arc::new(Incarnation {
             generation,
             pid,
@@ -95,10 +120,7 @@ impl Incarnation {
             answered: AtomicU64::new(0),
             resident: AtomicU64::new(0),
         });
-        let thread_inc = inc.clone();
-        std::thread::Builder::new()
-            .name(format!("tfgate-completions-{generation}"))
-            .spawn(move || thread_inc.complete_loop(receiver))?;
+        tokio::spawn(inc.clone().complete_loop(receiver, chime));
         Ok(inc)
     }
 
@@ -173,28 +195,52 @@ impl Incarnation {
             })
     }
 
-    fn complete_loop(&self, mut receiver: ResponseReceiver) {
-        while self.is_alive() {
-            match receiver.recv(RECV_POLL) {
-                Ok(Some((id, result))) => {
-                    self.answered.fetch_add(1, Ordering::Relaxed);
-                    let waiting = self.outstanding.lock().remove(&id);
-                    self.space.notify_waiters();
-                    if let Some(tx) = waiting.and_then(|o| o.reply) {
-                        let _ = tx.send(result);
+    /// Drains the response ring, completing each caller; parks on the doorbell when it is
+    /// empty, until the worker rings, the incarnation dies, or `RECV_POLL` passes.
+    async fn complete_loop(self: Arc<Self>, mut receiver: ResponseReceiver, chime: Chime) {
+        'serving: while self.is_alive() {
+            loop {
+                match receiver.try_recv() {
+                    Ok(Some((id, result))) => self.complete(id, result),
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(
+                            generation = self.generation,
+                            "response ring failed: {e}; dropping this worker"
+                        );
+                        break 'serving;
                     }
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(
-                        generation = self.generation,
-                        "response ring failed: {e}; dropping this worker"
-                    );
-                    break;
+            }
+            if !receiver.begin_wait() {
+                continue; // a response arrived meanwhile
+            }
+            let open = tokio::select! {
+                _ = chime.readable() => silence(&chime),
+                _ = self.dead() => true,
+                _ = tokio::time::sleep(RECV_POLL) => true,
+            };
+            receiver.end_wait();
+            if !open {
+                // The worker closed its end of the doorbell: it exited. What it answered
+                // before is in the ring; hand that out, then let its callers go elsewhere.
+                while let Ok(Some((id, result))) = receiver.try_recv() {
+                    self.complete(id, result);
                 }
+                break;
             }
         }
         self.mark_dead();
+    }
+
+    /// Hands one response to its caller, if it still waits.
+    fn complete(&self, id: u64, result: Completion) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        let waiting = self.outstanding.lock().remove(&id);
+        self.space.notify_waiters();
+        if let Some(tx) = waiting.and_then(|o| o.reply) {
+            let _ = tx.send(result);
+        }
     }
 
     /// Sends one request and waits for its response until `deadline`; with the response,

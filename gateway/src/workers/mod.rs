@@ -229,6 +229,11 @@ impl WorkerPool {
         }
     }
 
+    /// The servable table the pool routes by.
+    pub fn servables(&self) -> &Servables {
+        &self.servables
+    }
+
     /// Every slot, as `/tfgate/workers` shows it.
     pub fn report(&self) -> Vec<SlotReport> {
         self.slots.read().iter().map(|s| s.report()).collect()

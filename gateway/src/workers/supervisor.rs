@@ -324,8 +324,11 @@ impl Supervisor {
         let attach::Arrival { stream, hello } = arrival;
         let pid = hello.pid;
         tracing::info!(worker = %self.slot.id(), worker_id = hello.worker_id, pid, host = %hello.host, generation, "worker connected");
-        let segment = Segment::create(&self.config.segment, generation)?;
-        let mut stream = attach(stream, &segment, generation)?;
+        // Responses ring a doorbell in the event loop rather than wake a thread.
+        let (ringer, chime) = shm_protocol::doorbell()?;
+        let segment = Segment::create(&self.config.segment, generation)?.with_chime(chime);
+        let mut stream = attach(stream, &segment, &ringer, generation)?;
+        drop(ringer);
         match read_message(&mut stream).await? {
             wm::Message::Attached(wm::Attached { generation: g }) if g == generation => {}
             other => bail!("expected Attached({generation}), got {other:?}"),
@@ -675,12 +678,18 @@ async fn when_unrouted(
     let _ = done.send((model, version)).await;
 }
 
-/// Hands the segment's memfd to the worker; blocking, on the std socket.
-fn attach(stream: UnixStream, segment: &Segment, generation: u64) -> anyhow::Result<UnixStream> {
+/// Hands the segment's memfd and its doorbell to the worker; blocking, on the std socket.
+fn attach(
+    stream: UnixStream,
+    segment: &Segment,
+    ringer: &shm_protocol::Ringer,
+    generation: u64,
+) -> anyhow::Result<UnixStream> {
     let std_stream = stream.into_std()?;
     std_stream.set_nonblocking(false)?;
     let payload = encode(gm::Message::Attach(gm::Attach { generation }))?;
-    shm_protocol::fd_passing::send_fd(&std_stream, segment.fd(), &payload)?;
+    use std::os::fd::AsFd;
+    shm_protocol::fd_passing::send_fds(&std_stream, &[segment.fd(), ringer.as_fd()], &payload)?;
     std_stream.set_nonblocking(true)?;
     Ok(UnixStream::from_std(std_stream)?)
 }

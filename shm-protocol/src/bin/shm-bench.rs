@@ -1,6 +1,7 @@
 //! Two-process benchmark of the shared-memory transport against a Unix socket and memcpy.
 //!
-//! `cargo run --release -p shm-protocol --bin shm-bench`. The binary re-executes itself
+//! `cargo run --release -p shm-protocol --bin shm-bench [-- --payload=BYTES]` (one
+//! payload size's throughput as a JSON line). The binary re-executes itself
 //! as the peer (`--peer shm|uds SOCKET_PATH`). Prints the machine, a table, and as its
 //! last line one JSON object.
 
@@ -31,6 +32,25 @@ fn main() {
             "uds" => uds_peer(path),
             other => panic!("unknown peer {other}"),
         }
+        return;
+    }
+    if let Some(size) = args.iter().find_map(|a| a.strip_prefix("--payload=")) {
+        // One payload size's one-way throughput, as a JSON line (tfgate-bench quotes it
+        // beside a served request of that size).
+        let Ok(size) = size.parse::<usize>() else {
+            eprintln!("shm-bench: --payload takes a byte count");
+            std::process::exit(2);
+        };
+        let (peer, tx, mut rx) = spawn_shm(SpinConfig::default(), 1);
+        let budget = Duration::from_secs(1);
+        let copy_out = ring_throughput(&tx, &mut rx, size, budget, 0, false);
+        let in_place = ring_throughput(&tx, &mut rx, size, budget, 1 << 40, true);
+        drop((tx, rx));
+        drop(peer);
+        let memcpy = memcpy_gbps(size, budget);
+        println!(
+            "{{\"payload_bytes\":{size},\"ring_gbps\":{copy_out:.3},\"ring_inplace_gbps\":{in_place:.3},\"memcpy_gbps\":{memcpy:.3}}}"
+        );
         return;
     }
     if let Ok(size) = std::env::var("SHM_BENCH_TPUT_ONLY") {

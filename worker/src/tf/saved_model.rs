@@ -34,16 +34,31 @@ pub enum Feed {
     },
 }
 
-/// A serialized `RunOptions` with only `timeout_in_ms` (field 2, int64) set.
-fn run_options(timeout_ms: u64) -> Vec<u8> {
-    let mut out = vec![2 << 3];
-    let mut v = timeout_ms.min(i64::MAX as u64);
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
+impl Feed {
+    /// Its 0th dimension (1 for a scalar): the rows of a batch.
+    pub fn rows(&self) -> usize {
+        let shape = match self {
+            Feed::Copy(t) => &t.shape,
+            Feed::InPlace { shape, .. } => shape,
+        };
+        shape
+            .first()
+            .map_or(1, |&d| usize::try_from(d).unwrap_or(0))
     }
-    out.push(v as u8);
-    out
+}
+
+/// A serialized `RunOptions`: `timeout_in_ms` when non-zero, and `inter_op_thread_pool =
+/// -1` (run every op on the calling thread) when `inline`; `None` when neither is set.
+fn run_options(timeout_ms: u64, inline: bool) -> Option<Vec<u8>> {
+    if timeout_ms == 0 && !inline {
+        return None;
+    }
+    let options = tfgate_proto::tensorflow::RunOptions {
+        timeout_in_ms: timeout_ms.min(i64::MAX as u64) as i64,
+        inter_op_thread_pool: if inline { -1 } else { 0 },
+        ..Default::default()
+    };
+    Some(options.encode_to_vec())
 }
 
 /// An owned `TF_Buffer`.
@@ -175,14 +190,16 @@ impl SavedModel {
 
     /// Feeds `inputs` and fetches `outputs`, which stay in TensorFlow's buffers (see
     /// [`RunOutputs`]). A non-zero `timeout_ms` becomes `RunOptions.timeout_in_ms`:
-    /// TensorFlow cancels the run with DEADLINE_EXCEEDED when it passes.
+    /// TensorFlow cancels the run with DEADLINE_EXCEEDED when it passes. `inline` runs
+    /// every op on this thread instead of the inter-op pool (`crate::run_mode`).
     pub fn run(
         &self,
         inputs: Vec<(TensorRef, Feed)>,
         outputs: &[TensorRef],
         timeout_ms: u64,
+        inline: bool,
     ) -> Result<RunOutputs, TfError> {
-        let run_options = (timeout_ms > 0).then(|| Buffer::from_bytes(&run_options(timeout_ms)));
+        let run_options = run_options(timeout_ms, inline).map(|b| Buffer::from_bytes(&b));
         let mut refs = Vec::with_capacity(inputs.len());
         let mut feeds = Vec::with_capacity(inputs.len());
         for (r, feed) in inputs {
@@ -275,8 +292,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn run_options_carry_the_timeout() {
-        assert_eq!(run_options(1), vec![0x10, 1]);
-        assert_eq!(run_options(30_000), vec![0x10, 0xb0, 0xea, 0x01]);
+    fn run_options_carry_the_timeout_and_the_pool() {
+        // Field 2 (timeout_in_ms) and field 3 (inter_op_thread_pool), as varints.
+        assert_eq!(run_options(0, false), None);
+        assert_eq!(run_options(1, false), Some(vec![0x10, 1]));
+        assert_eq!(
+            run_options(30_000, false),
+            Some(vec![0x10, 0xb0, 0xea, 0x01])
+        );
+        let inline = run_options(0, true).expect("set");
+        assert_eq!(
+            tfgate_proto::tensorflow::RunOptions::decode(inline.as_slice())
+                .expect("decodes")
+                .inter_op_thread_pool,
+            -1
+        );
     }
 }
