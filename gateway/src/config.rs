@@ -234,6 +234,13 @@ pub struct Flags {
     #[arg(long = "shm_spin_us", default_value_t = 50)]
     pub shm_spin_us: u64,
 
+    /// tfgate: threads of the gateway's event loop (REST, gRPC, batching, completions).
+    /// 0: half the cores this process may use, at least one. On a machine whose cores the
+    /// workers share, fewer threads mean fewer hand-offs between them: on 2 cores one
+    /// thread cut the gateway's CPU per request by a quarter (docs/benchmarks.md).
+    #[arg(long = "gateway_threads", default_value_t = 0)]
+    pub gateway_threads: usize,
+
     /// tfgate: largest accepted REST request body, MiB.
     #[arg(long = "max_request_body_mb", default_value_t = 512)]
     pub max_request_body_mb: usize,
@@ -342,6 +349,14 @@ fn classify_arg(arg: &str, ours: &[String]) -> ArgUse {
     } else {
         ArgUse::Unknown
     }
+}
+
+/// The event loop's threads for `--gateway_threads` (0: half the cores, at least one).
+pub fn gateway_threads(flag: usize) -> usize {
+    if flag > 0 {
+        return flag;
+    }
+    (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1)
 }
 
 /// The TensorFlow release the workers link (the wheel `scripts/setup.sh` installs).

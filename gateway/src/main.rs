@@ -460,6 +460,7 @@ fn main() {
         tracing::warn!("{why}");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config::gateway_threads(flags.gateway_threads))
         .enable_all()
         .build()
     {

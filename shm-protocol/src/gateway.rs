@@ -43,7 +43,8 @@ struct InFlight {
 /// Allocator state shared by the senders and the receiver (private memory only).
 struct Alloc {
     arena: RequestArena,
-    in_flight: HashMap<u64, InFlight>,
+    /// By request id (foldhash: the standard SipHash costs more than the lookup needs).
+    in_flight: HashMap<u64, InFlight, foldhash::fast::RandomState>,
 }
 
 struct Shared {
@@ -109,7 +110,7 @@ pub(crate) fn endpoints(
     let shared = Arc::new(Shared {
         alloc: Mutex::new(Alloc {
             arena: RequestArena::new(layout.request_arena_size),
-            in_flight: HashMap::new(),
+            in_flight: HashMap::default(),
         }),
         freed: AtomicU64::new(0),
         woke_worker: AtomicU64::new(0),

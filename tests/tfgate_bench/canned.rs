@@ -16,10 +16,20 @@ use tonic::{Request, Response, Status};
 pub struct CannedShape {
     pub rows: usize,
     pub width: usize,
+    /// `--gateway_threads` of the served runs, so that the stack runs as tfgate's does.
+    pub threads: usize,
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+/// The runtime tfgate serves with: `--gateway_threads` threads, 0 meaning half the cores
+/// (at least one), as in `gateway/src/config.rs`.
+fn runtime(threads: usize) -> tokio::runtime::Runtime {
+    let threads = if threads > 0 {
+        threads
+    } else {
+        (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1)
+    };
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()
         .unwrap_or_else(|e| crate::fail(&format!("cannot start a runtime: {e}")))
@@ -38,7 +48,7 @@ fn rest_body(shape: CannedShape) -> bytes::Bytes {
 pub fn serve_rest(port: u16, shape: CannedShape) {
     use http_body_util::Full;
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    runtime().block_on(async move {
+    runtime(shape.threads).block_on(async move {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .unwrap_or_else(|e| crate::fail(&format!("cannot bind {port}: {e}")));
@@ -138,7 +148,7 @@ pub fn serve_grpc(port: u16, shape: CannedShape) {
         }),
         outputs: [("y".to_string(), tensor)].into_iter().collect(),
     };
-    runtime().block_on(async move {
+    runtime(shape.threads).block_on(async move {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .unwrap_or_else(|e| crate::fail(&format!("cannot bind {port}: {e}")));

@@ -69,6 +69,9 @@ struct Args {
     /// Only load an already running server on this REST port (for profiling it).
     #[arg(long)]
     attach: Option<u16>,
+    /// With --attach: its gRPC port, for --protocols=grpc.
+    #[arg(long = "attach_grpc")]
+    attach_grpc: Option<u16>,
     /// Internal: serve the canned REST answer on this port.
     #[arg(long = "serve-canned-rest", hide = true)]
     serve_canned_rest: Option<u16>,
@@ -188,6 +191,7 @@ fn start_canned(protocol: Protocol, a: &Args) -> (std::process::Child, u16) {
         .arg(format!("{flag}={port}"))
         .arg(format!("--rows={}", a.rows))
         .arg(format!("--output_width={}", a.output_width))
+        .arg(format!("--server_flags={}", a.server_flags))
         .spawn()
         .unwrap_or_else(|e| fail(&format!("cannot start the canned server: {e}")));
     for _ in 0..100 {
@@ -201,9 +205,15 @@ fn start_canned(protocol: Protocol, a: &Args) -> (std::process::Child, u16) {
 
 fn main() {
     let mut a = Args::parse();
+    let server_flags: Vec<String> = a.server_flags.split_whitespace().map(String::from).collect();
     let shape = canned::CannedShape {
         rows: a.rows,
         width: a.output_width,
+        threads: server_flags
+            .iter()
+            .find_map(|f| f.strip_prefix("--gateway_threads="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
     };
     if let Some(port) = a.serve_canned_rest {
         return canned::serve_rest(port, shape);
@@ -237,20 +247,26 @@ fn main() {
         .enable_all()
         .build()
         .unwrap_or_else(|e| fail(&format!("cannot start a runtime: {e}")));
-    if let Some(port) = a.attach {
-        for &c in &a.concurrency {
-            let target = Target {
-                protocol: Protocol::Rest,
-                port,
+    if let Some(rest_port) = a.attach {
+        for &protocol in &protocols {
+            let port = match protocol {
+                Protocol::Rest => rest_port,
+                Protocol::Grpc => a
+                    .attach_grpc
+                    .unwrap_or_else(|| fail("--protocols=grpc with --attach needs --attach_grpc")),
             };
-            let m = rt.block_on(load::run(&target, &payload, c, warmup, seconds));
-            println!(
-                "REST conns {c}: {:.0} req/s, p50 {} µs, p99 {} µs, {} failed",
-                m.rps,
-                m.hist.value_at_quantile(0.5),
-                m.hist.value_at_quantile(0.99),
-                m.failed
-            );
+            for &c in &a.concurrency {
+                let target = Target { protocol, port };
+                let m = rt.block_on(load::run(&target, &payload, c, warmup, seconds));
+                println!(
+                    "{} conns {c}: {:.0} req/s, p50 {} µs, p99 {} µs, {} failed",
+                    protocol.name(),
+                    m.rps,
+                    m.hist.value_at_quantile(0.5),
+                    m.hist.value_at_quantile(0.99),
+                    m.failed
+                );
+            }
         }
         return;
     }

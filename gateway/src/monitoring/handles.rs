@@ -6,7 +6,7 @@
 use metrics::{Counter, Histogram, Label};
 use parking_lot::RwLock;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::LazyLock;
 
 /// Label names and values, borrowed.
@@ -30,16 +30,20 @@ impl<T> Entry<T> {
     }
 }
 
+/// The hash of the keys and of the table: foldhash, several times faster than the
+/// standard SipHash on these short strings (a lookup per series per request).
+type Hashing = foldhash::fast::FixedState;
+
 /// Handles of one kind, by the hash of their name and labels (a short list per hash).
-struct Cache<T>(LazyLock<RwLock<HashMap<u64, Vec<Entry<T>>>>>);
+struct Cache<T>(LazyLock<RwLock<HashMap<u64, Vec<Entry<T>>, Hashing>>>);
 
 impl<T: Clone> Cache<T> {
     const fn new() -> Self {
-        Cache(LazyLock::new(RwLock::default))
+        Cache(LazyLock::new(|| RwLock::new(HashMap::with_hasher(Hashing::default()))))
     }
 
     fn get(&self, name: &'static str, labels: Labels<'_>, make: impl FnOnce(Vec<Label>) -> T) -> T {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut h = Hashing::default().build_hasher();
         name.hash(&mut h);
         labels.hash(&mut h);
         let key = h.finish();

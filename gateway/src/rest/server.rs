@@ -7,6 +7,7 @@ use crate::lifecycle::Phase;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
@@ -22,6 +23,9 @@ pub async fn serve(
     mut phase: watch::Receiver<Phase>,
 ) {
     let graceful = GracefulShutdown::new();
+    // Shared by every connection and request: one reference count, not a copy of every
+    // handle the API holds, per request.
+    let api = Arc::new(api);
     loop {
         let stream = tokio::select! {
             r = listener.accept() => match r {
@@ -58,7 +62,7 @@ pub async fn serve(
 }
 
 /// One connection, HTTP/1.1 or HTTP/2, watched for the graceful shutdown.
-fn connection<S>(stream: S, api: RestApi, watcher: Watcher) -> impl Future<Output = ()> + Send
+fn connection<S>(stream: S, api: Arc<RestApi>, watcher: Watcher) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -61,7 +61,7 @@ pub struct Incarnation {
     /// The worker's hostname (an attached worker's container).
     pub host: String,
     sender: RequestSender,
-    outstanding: Mutex<HashMap<u64, Outstanding>>,
+    outstanding: Mutex<HashMap<u64, Outstanding, foldhash::fast::RandomState>>,
     /// Signalled whenever responses free request-arena space or ring slots.
     space: Notify,
     alive: AtomicBool,
@@ -112,7 +112,7 @@ impl Incarnation {
             pid,
             host,
             sender,
-            outstanding: Mutex::new(HashMap::new()),
+            outstanding: Mutex::new(HashMap::default()),
             space: Notify::new(),
             alive: AtomicBool::new(true),
             died: Notify::new(),

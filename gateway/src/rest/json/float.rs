@@ -2,69 +2,173 @@
 //! `%g` (6 significant digits, what `absl::StrCat` prints) when that reads back as the
 //! same value, else `%.9g` (float) or `%.17g` (double); `.0` appended when the text has
 //! neither `.` nor `e`; `NaN`, `Infinity`, `-Infinity` for non-finite values.
+//!
+//! Every value is formatted on the stack ([`Text`]): a response of many floats makes no
+//! allocation per number.
+
+use std::fmt::Write;
+
+/// A number's text, at most 40 bytes, on the stack.
+#[derive(Clone, Copy)]
+pub struct Text {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl Text {
+    fn new() -> Text {
+        Text {
+            buf: [0; 40],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, b: u8) {
+        if self.len < self.buf.len() {
+            self.buf[self.len] = b;
+            self.len += 1;
+        }
+    }
+
+    fn push_bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.push(b);
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // Only ASCII is ever pushed (digits, signs, '.', 'e', letters).
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+}
+
+impl Write for Text {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if self.len + s.len() > self.buf.len() {
+            return Err(std::fmt::Error);
+        }
+        self.push_bytes(s.as_bytes());
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        **self == **other
+    }
+}
+
+/// `{:e}`-style text of a finite, non-negative value into a stack buffer: the shortest
+/// round-trip digits, or `precision` digits after the point.
+fn scientific(v: f64, precision: Option<usize>) -> Text {
+    let mut t = Text::new();
+    let _ = match precision {
+        Some(p) => write!(t, "{:.*e}", p, v),
+        None => write!(t, "{v:e}"),
+    };
+    t
+}
+
+/// The digits (no point) and decimal exponent of Rust's `{:e}` output (`1.2345e-7`).
+fn split_sci(sci: &Text) -> (Text, i64) {
+    let bytes = sci.as_bytes();
+    let e = bytes.iter().position(|&b| b == b'e').unwrap_or(bytes.len());
+    let mut digits = Text::new();
+    for &b in &bytes[..e] {
+        if b != b'.' {
+            digits.push(b);
+        }
+    }
+    let exp = std::str::from_utf8(bytes.get(e + 1..).unwrap_or(&[]))
+        .ok()
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0);
+    (digits, exp)
+}
 
 /// C's `printf("%.*g", precision, v)` for a finite or non-finite double, with
 /// round-half-to-even on exact ties as glibc does.
-pub fn format_g(v: f64, precision: usize) -> String {
+pub fn format_g(v: f64, precision: usize) -> Text {
+    let mut out = Text::new();
     if v.is_nan() {
-        return if v.is_sign_negative() { "-nan" } else { "nan" }.to_string();
+        out.push_bytes(if v.is_sign_negative() { b"-nan" } else { b"nan" });
+        return out;
     }
     if v.is_infinite() {
-        return if v < 0.0 { "-inf" } else { "inf" }.to_string();
+        out.push_bytes(if v < 0.0 { b"-inf" } else { b"inf" });
+        return out;
     }
     let p = precision.max(1);
     // Rust's `{:.N e}` is exact and rounds ties to even.
-    let (digits, x) = split_sci(&format!("{:.*e}", p - 1, v.abs()));
+    let (digits, x) = split_sci(&scientific(v.abs(), Some(p - 1)));
     layout_g(v.is_sign_negative(), &digits, x, p)
-}
-
-/// Digits and decimal exponent of Rust's `{:e}` output (`1.2345e-7`).
-fn split_sci(sci: &str) -> (String, i64) {
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci, "0"));
-    let digits = mantissa.chars().filter(|c| *c != '.').collect();
-    (digits, exp.parse().unwrap_or(0))
 }
 
 /// `%g` layout of `0.d1d2d3... x 10^(x+1)` with precision `p` (at least as many as
 /// there are digits): fixed notation when `-4 <= x < p`, else `d.ddde+XX`; trailing
 /// zeros dropped.
-fn layout_g(negative: bool, digits: &str, x: i64, p: usize) -> String {
-    let mut digits = digits.to_string();
-    while digits.len() < p {
-        digits.push('0');
-    }
-    let mut out = String::new();
+fn layout_g(negative: bool, digits: &Text, x: i64, p: usize) -> Text {
+    let digits = digits.as_bytes();
+    // The significant digits, zero-padded to p, then trailing zeros of the fraction
+    // dropped: what is left after the point is all that prints.
+    let mut out = Text::new();
     if negative {
-        out.push('-');
+        out.push(b'-');
     }
+    let digit = |i: usize| digits.get(i).copied().unwrap_or(b'0');
     if -4 <= x && x < p as i64 {
-        let mut s = String::new();
         if x >= 0 {
-            let int_len = ((x + 1) as usize).min(digits.len());
-            s.push_str(&digits[..int_len]);
-            s.push('.');
-            s.push_str(&digits[int_len..]);
-        } else {
-            s.push_str("0.");
-            for _ in 0..(-x - 1) {
-                s.push('0');
+            let int_len = (x + 1) as usize;
+            for i in 0..int_len {
+                out.push(digit(i));
             }
-            s.push_str(&digits);
+            let frac_end = (int_len..p).rev().find(|&i| digit(i) != b'0').map_or(int_len, |i| i + 1);
+            if frac_end > int_len {
+                out.push(b'.');
+                for i in int_len..frac_end {
+                    out.push(digit(i));
+                }
+            }
+        } else {
+            let frac_end = (0..p).rev().find(|&i| digit(i) != b'0').map_or(0, |i| i + 1);
+            out.push_bytes(b"0.");
+            for _ in 0..(-x - 1) {
+                out.push(b'0');
+            }
+            for i in 0..frac_end {
+                out.push(digit(i));
+            }
         }
-        out.push_str(strip_fraction_zeros(&s));
     } else {
-        let (a, b) = digits.split_at(1.min(digits.len()));
-        let mut m = String::from(a);
-        m.push('.');
-        m.push_str(b);
-        out.push_str(strip_fraction_zeros(&m));
-        out.push('e');
-        out.push(if x < 0 { '-' } else { '+' });
+        out.push(digit(0));
+        let frac_end = (1..p).rev().find(|&i| digit(i) != b'0').map_or(1, |i| i + 1);
+        if frac_end > 1 {
+            out.push(b'.');
+            for i in 1..frac_end {
+                out.push(digit(i));
+            }
+        }
+        out.push(b'e');
+        out.push(if x < 0 { b'-' } else { b'+' });
         let ax = x.unsigned_abs();
         if ax < 10 {
-            out.push('0');
+            out.push(b'0');
         }
-        out.push_str(&ax.to_string());
+        let mut n = itoa::Buffer::new();
+        out.push_bytes(n.format(ax).as_bytes());
     }
     out
 }
@@ -74,42 +178,39 @@ fn layout_g(negative: bool, digits: &str, x: i64, p: usize) -> String {
 /// float or double, a 6-digit decimal reads back exactly when the shortest form has
 /// at most 6 digits, and then it is that form (the rounding interval is far narrower
 /// than the 6-digit spacing). Subnormals do not have that property.
-fn short_g(negative: bool, sci: &str) -> Option<String> {
+fn short_g(negative: bool, sci: &Text) -> Option<Text> {
     let (digits, x) = split_sci(sci);
-    (digits.len() <= 6).then(|| layout_g(negative, &digits, x, 6))
+    (digits.len <= 6).then(|| layout_g(negative, &digits, x, 6))
 }
 
-fn strip_fraction_zeros(s: &str) -> &str {
-    if !s.contains('.') {
-        return s;
+fn finish(mut t: Text) -> Text {
+    if !t.as_bytes().iter().any(|&b| b == b'.' || b == b'e') {
+        t.push_bytes(b".0");
     }
-    s.trim_end_matches('0').trim_end_matches('.')
+    t
 }
 
-fn finish(mut s: String) -> String {
-    if !s.contains('.') && !s.contains('e') {
-        s.push_str(".0");
-    }
-    s
-}
-
-fn non_finite(v: f64) -> &'static str {
-    if v.is_nan() {
-        "NaN"
+fn non_finite(v: f64) -> Text {
+    let mut t = Text::new();
+    t.push_bytes(if v.is_nan() {
+        b"NaN"
     } else if v < 0.0 {
-        "-Infinity"
+        b"-Infinity"
     } else {
-        "Infinity"
-    }
+        b"Infinity"
+    });
+    t
 }
 
 /// `WriteDecimal<float>`.
-pub fn decimal_f32(v: f32) -> String {
+pub fn decimal_f32(v: f32) -> Text {
     if !v.is_finite() {
-        return non_finite(f64::from(v)).to_string();
+        return non_finite(f64::from(v));
     }
     let short = if v.is_normal() {
-        short_g(v < 0.0, &format!("{:e}", v.abs()))
+        let mut sci = Text::new();
+        let _ = write!(sci, "{:e}", v.abs());
+        short_g(v < 0.0, &sci)
     } else {
         // Zero and subnormals: the literal algorithm.
         Some(format_g(f64::from(v), 6)).filter(|s| s.parse::<f32>().ok() == Some(v))
@@ -118,12 +219,12 @@ pub fn decimal_f32(v: f32) -> String {
 }
 
 /// `WriteDecimal<double>`.
-pub fn decimal_f64(v: f64) -> String {
+pub fn decimal_f64(v: f64) -> Text {
     if !v.is_finite() {
-        return non_finite(v).to_string();
+        return non_finite(v);
     }
     let short = if v.is_normal() {
-        short_g(v < 0.0, &format!("{:e}", v.abs()))
+        short_g(v < 0.0, &scientific(v.abs(), None))
     } else {
         Some(format_g(v, 6)).filter(|s| s.parse::<f64>().ok() == Some(v))
     };
@@ -205,20 +306,22 @@ mod tests {
     /// `WriteDecimal` spelled out literally: `%g`, read back, else full precision.
     fn reference_f32(v: f32) -> String {
         let short = format_g(f64::from(v), 6);
-        finish(if short.parse::<f32>().ok() == Some(v) {
+        let t = if short.parse::<f32>().ok() == Some(v) {
             short
         } else {
             format_g(f64::from(v), 9)
-        })
+        };
+        finish(t).to_string()
     }
 
     fn reference_f64(v: f64) -> String {
         let short = format_g(v, 6);
-        finish(if short.parse::<f64>().ok() == Some(v) {
+        let t = if short.parse::<f64>().ok() == Some(v) {
             short
         } else {
             format_g(v, 17)
-        })
+        };
+        finish(t).to_string()
     }
 
     #[test]
@@ -239,7 +342,7 @@ mod tests {
                 _ => ((r % 100_000) as f32) * 10f32.powi((r >> 50) as i32 % 30 - 15),
             };
             if f.is_finite() {
-                assert_eq!(decimal_f32(f), reference_f32(f), "{f:e}");
+                assert_eq!(decimal_f32(f), reference_f32(f).as_str(), "{f:e}");
             }
             let d = match i % 3 {
                 0 => f64::from_bits(r),
@@ -247,7 +350,7 @@ mod tests {
                 _ => f64::from(f),
             };
             if d.is_finite() {
-                assert_eq!(decimal_f64(d), reference_f64(d), "{d:e}");
+                assert_eq!(decimal_f64(d), reference_f64(d).as_str(), "{d:e}");
             }
         }
     }
