@@ -45,6 +45,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // Sorted maps: signature inputs/outputs and response outputs iterate in a stable order.
         .btree_map(".")
+        // A received tensor_content is a slice of the received message, not a copy: it is
+        // copied once, into shared memory.
+        .bytes(".tensorflow.TensorProto.tensor_content")
         .compile_fds(fds)?;
     Ok(())
 }

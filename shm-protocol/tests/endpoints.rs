@@ -34,7 +34,7 @@ fn request(bytes: usize) -> RequestFrame {
             Tensor::new(
                 DataType::Uint8,
                 vec![bytes as i64],
-                TensorData::Bytes(vec![7; bytes]),
+                TensorData::Bytes(vec![7; bytes].into()),
             )
             .unwrap(),
         )],
@@ -49,7 +49,7 @@ fn ok(bytes: usize) -> ResponseFrame {
             Tensor::new(
                 DataType::Uint8,
                 vec![bytes as i64],
-                TensorData::Bytes(vec![9; bytes]),
+                TensorData::Bytes(vec![9; bytes].into()),
             )
             .unwrap(),
         )],

@@ -67,7 +67,7 @@ fn scalar_u64(v: u64) -> Tensor {
     Tensor::new(
         DataType::Uint64,
         vec![],
-        TensorData::Bytes(v.to_le_bytes().to_vec()),
+        TensorData::Bytes(v.to_le_bytes().to_vec().into()),
     )
     .unwrap()
 }
@@ -270,12 +270,11 @@ fn start(generation: u64, tag: &str) -> Parent {
 }
 
 fn request_for(id: u64, frame: &mut RequestFrame) {
-    let TensorData::Bytes(data) = &mut frame.inputs[0].1.data else {
-        unreachable!()
-    };
-    payload(id, data);
-    let sum = checksum(data);
+    let mut data = Vec::new();
+    payload(id, &mut data);
+    let sum = checksum(&data);
     frame.inputs[0].1.shape = vec![data.len() as i64];
+    frame.inputs[0].1.data = TensorData::Bytes(data.into());
     frame.inputs[1].1 = scalar_u64(sum);
 }
 
@@ -290,7 +289,7 @@ fn new_frame() -> RequestFrame {
         inputs: vec![
             (
                 "data".into(),
-                Tensor::new(DataType::Uint8, vec![0], TensorData::Bytes(vec![])).unwrap(),
+                Tensor::new(DataType::Uint8, vec![0], TensorData::Bytes(vec![].into())).unwrap(),
             ),
             ("sum".into(), scalar_u64(0)),
         ],

@@ -79,12 +79,12 @@ fn fill<T: Copy + Default>(values: &[T], n: usize) -> Result<Vec<T>, ParseError>
     Ok(out)
 }
 
-fn pack<T: Copy, const N: usize>(values: Vec<T>, to_le: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+fn pack<T: Copy, const N: usize>(values: Vec<T>, to_le: impl Fn(T) -> [u8; N]) -> bytes::Bytes {
     let mut out = Vec::with_capacity(values.len() * N);
     for v in values {
         out.extend_from_slice(&to_le(v));
     }
-    out
+    out.into()
 }
 
 /// Converts an input TensorProto.
@@ -263,7 +263,7 @@ mod tests {
         let bad_content = TensorProto {
             dtype: 1,
             tensor_shape: shape(&[2]),
-            tensor_content: vec![0u8; 7],
+            tensor_content: vec![0u8; 7].into(),
             ..Default::default()
         };
         assert_eq!(from_proto(&bad_content), Err(ParseError));

@@ -2,6 +2,7 @@
 //! either packed little-endian elements or a list of byte strings (DT_STRING is bytes,
 //! never UTF-8 text).
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// TensorFlow's `DataType` numbering (`tensorflow/core/framework/types.proto`).
@@ -90,16 +91,18 @@ impl DataType {
 }
 
 /// Element storage of a [`Tensor`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum TensorData {
-    /// Fixed-size elements, packed, little-endian, row-major.
-    Bytes(Vec<u8>),
+    /// Fixed-size elements, packed, little-endian, row-major. Shared bytes: a gRPC
+    /// `tensor_content` stays where it was received until it is copied into shared
+    /// memory, its one copy on the way to TensorFlow.
+    Bytes(Bytes),
     /// One byte string per element (DT_STRING), row-major.
     Strings(Vec<Vec<u8>>),
 }
 
 /// A dense tensor owned by this process.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
     pub dtype: DataType,
     pub shape: Vec<i64>,
@@ -181,8 +184,12 @@ impl Tensor {
 
     /// A float32 tensor, for tests and tools.
     pub fn from_f32(shape: Vec<i64>, values: &[f32]) -> Result<Tensor, TensorError> {
-        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        Tensor::new(DataType::Float, shape, TensorData::Bytes(bytes))
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Tensor::new(
+            DataType::Float,
+            shape,
+            TensorData::Bytes(Bytes::from(bytes)),
+        )
     }
 
     /// The elements as f32 if this is a float tensor.
@@ -205,7 +212,12 @@ mod tests {
     #[test]
     fn checks_byte_length_against_shape() {
         assert!(Tensor::from_f32(vec![2, 2], &[1.0, 2.0, 3.0, 4.0]).is_ok());
-        let err = Tensor::new(DataType::Float, vec![3], TensorData::Bytes(vec![0; 8])).unwrap_err();
+        let err = Tensor::new(
+            DataType::Float,
+            vec![3],
+            TensorData::Bytes(vec![0; 8].into()),
+        )
+        .unwrap_err();
         assert!(matches!(
             err,
             TensorError::ByteLength {
@@ -230,6 +242,6 @@ mod tests {
             TensorData::Strings(vec![vec![0xff, 0], b"ok".to_vec()]),
         );
         assert!(t.is_ok());
-        assert!(Tensor::new(DataType::String, vec![2], TensorData::Bytes(vec![])).is_err());
+        assert!(Tensor::new(DataType::String, vec![2], TensorData::Bytes(Bytes::new())).is_err());
     }
 }

@@ -43,7 +43,8 @@ async fn grpc_predict_values_and_errors() {
     content.tensor_content = [2.0f32, 4.0]
         .iter()
         .flat_map(|v| v.to_le_bytes())
-        .collect::<Vec<u8>>();
+        .collect::<Vec<u8>>()
+        .into();
     let resp = client
         .predict(request("half_plus_two", "x", content))
         .await
@@ -132,7 +133,7 @@ async fn oversized_tensors_name_the_arena_flags() {
         .unwrap();
     let big = |n: usize| {
         let mut t = floats(&[n as i64, 1], &[]);
-        t.tensor_content = vec![0u8; n * 4];
+        t.tensor_content = vec![0u8; n * 4].into();
         request("half_plus_two", "x", t)
     };
 

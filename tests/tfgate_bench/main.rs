@@ -205,7 +205,11 @@ fn start_canned(protocol: Protocol, a: &Args) -> (std::process::Child, u16) {
 
 fn main() {
     let mut a = Args::parse();
-    let server_flags: Vec<String> = a.server_flags.split_whitespace().map(String::from).collect();
+    let server_flags: Vec<String> = a
+        .server_flags
+        .split_whitespace()
+        .map(String::from)
+        .collect();
     let shape = canned::CannedShape {
         rows: a.rows,
         width: a.output_width,
@@ -319,28 +323,37 @@ fn main() {
         let _ = child.wait();
     }
 
-    // tfgate: batching off, on, and on with a timeout (concurrency 1 only).
-    let timeout_file = std::env::temp_dir().join(format!(
-        "tfgate-bench-{}-batching.pbtxt",
-        std::process::id()
-    ));
+    // tfgate: batching off, on, and on with a timeout (concurrency 1 only). Requests of
+    // more rows than TF Serving's default max_batch_size (1000) get a larger one.
+    let params_file = |name: &str, timeout: u64| {
+        let path =
+            std::env::temp_dir().join(format!("tfgate-bench-{}-{name}.pbtxt", std::process::id()));
+        let mut text = format!("batch_timeout_micros {{ value: {timeout} }}\n");
+        if a.rows > 1000 {
+            text.push_str(&format!("max_batch_size {{ value: {} }}\n", a.rows));
+        }
+        if let Err(e) = std::fs::write(&path, text) {
+            fail(&format!("cannot write {}: {e}", path.display()));
+        }
+        path
+    };
+    let on_file = params_file("on", 0);
+    let timeout_file = params_file("timeout", a.batch_timeout_micros);
     let mut idle: Option<(f64, f64)> = None;
     let mut setups: Vec<(String, Vec<String>, Vec<usize>)> = vec![
         ("off".into(), vec![], a.concurrency.clone()),
         (
             "on".into(),
-            vec!["--enable_batching".into()],
+            std::iter::once("--enable_batching".to_string())
+                .chain(
+                    (a.rows > 1000)
+                        .then(|| format!("--batching_parameters_file={}", on_file.display())),
+                )
+                .collect(),
             a.concurrency.clone(),
         ),
     ];
     if a.batch_timeout_micros > 0 {
-        let text = format!(
-            "batch_timeout_micros {{ value: {} }}\n",
-            a.batch_timeout_micros
-        );
-        if let Err(e) = std::fs::write(&timeout_file, text) {
-            fail(&format!("cannot write {}: {e}", timeout_file.display()));
-        }
         setups.push((
             format!("on, timeout {} µs", a.batch_timeout_micros),
             vec![
@@ -395,7 +408,7 @@ fn main() {
                     conns: c,
                     gateway_us: Some(g / n * 1e6),
                     worker_us: Some(w / n * 1e6),
-                    mean_batch: on.then(|| (r1 - r0) as f64 / (b1 - b0).max(1) as f64),
+                    mean_batch: (on && b1 > b0).then(|| (r1 - r0) as f64 / (b1 - b0) as f64),
                     m,
                 };
                 print_row(&row, payload.input_bytes());
@@ -404,6 +417,7 @@ fn main() {
         }
     }
     let _ = std::fs::remove_file(&timeout_file);
+    let _ = std::fs::remove_file(&on_file);
 
     // The model ceiling at the sizes that ran: a request's rows, and each mean batch.
     let mut batch_sizes = vec![a.rows];

@@ -95,7 +95,7 @@ pub fn concat(parts: &[&Tensor], pad: usize) -> Result<Tensor, ServingError> {
                     out.extend_from_slice(row);
                 }
             }
-            TensorData::Bytes(out)
+            TensorData::Bytes(out.into())
         }
         TensorData::Strings(_) => {
             let mut out = Vec::with_capacity((rows + pad) * per_row);
@@ -142,7 +142,7 @@ pub fn split(t: &Tensor, sizes: &[usize], batch: usize) -> Result<Vec<Tensor>, S
         let data = match &t.data {
             TensorData::Bytes(b) => {
                 let size = t.dtype.element_size().unwrap_or(0) * per_row;
-                TensorData::Bytes(b[row * size..(row + n) * size].to_vec())
+                TensorData::Bytes(b.slice(row * size..(row + n) * size))
             }
             TensorData::Strings(s) => {
                 TensorData::Strings(s[row * per_row..(row + n) * per_row].to_vec())
@@ -230,7 +230,7 @@ pub fn pad_to(t: &Tensor, dims: &[i64]) -> Result<Tensor, ServingError> {
             let size = t.dtype.element_size().ok_or_else(|| internal("dtype"))?;
             let mut out = Vec::with_capacity(to.iter().product::<usize>() * size);
             copy_padded(&mut out, b, size, &from, &to, &b[..size]);
-            TensorData::Bytes(out)
+            TensorData::Bytes(out.into())
         }
         TensorData::Strings(s) => {
             let mut out = Vec::with_capacity(to.iter().product());

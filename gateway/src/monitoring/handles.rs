@@ -34,12 +34,17 @@ impl<T> Entry<T> {
 /// standard SipHash on these short strings (a lookup per series per request).
 type Hashing = foldhash::fast::FixedState;
 
-/// Handles of one kind, by the hash of their name and labels (a short list per hash).
-struct Cache<T>(LazyLock<RwLock<HashMap<u64, Vec<Entry<T>>, Hashing>>>);
+/// Entries by the hash of their name and labels (a short list per hash).
+type Table<T> = HashMap<u64, Vec<Entry<T>>, Hashing>;
+
+/// Handles of one kind.
+struct Cache<T>(LazyLock<RwLock<Table<T>>>);
 
 impl<T: Clone> Cache<T> {
     const fn new() -> Self {
-        Cache(LazyLock::new(|| RwLock::new(HashMap::with_hasher(Hashing::default()))))
+        Cache(LazyLock::new(|| {
+            RwLock::new(HashMap::with_hasher(Hashing::default()))
+        }))
     }
 
     fn get(&self, name: &'static str, labels: Labels<'_>, make: impl FnOnce(Vec<Label>) -> T) -> T {

@@ -247,7 +247,7 @@ fn frame_with(bytes: Vec<u8>, dtype: DataType, shape: Vec<i64>) -> RequestFrame 
         output_filter: vec![],
         inputs: vec![(
             "x".into(),
-            Tensor::new(dtype, shape, TensorData::Bytes(bytes)).expect("tensor"),
+            Tensor::new(dtype, shape, TensorData::Bytes(bytes.into())).expect("tensor"),
         )],
     }
 }

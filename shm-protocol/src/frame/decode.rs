@@ -182,7 +182,7 @@ impl<'a> TensorView<'a> {
                         .collect(),
                 )
             }
-            None => TensorData::Bytes(copy_out(self.region, self.at, self.len as usize)?),
+            None => TensorData::Bytes(copy_out(self.region, self.at, self.len as usize)?.into()),
         };
         Ok(Tensor {
             dtype: self.dtype,

@@ -33,11 +33,21 @@ pub(crate) fn sample_request() -> RequestFrame {
             ),
             (
                 "scalar".into(),
-                Tensor::new(DataType::Int64, vec![], TensorData::Bytes(vec![9; 8])).unwrap(),
+                Tensor::new(
+                    DataType::Int64,
+                    vec![],
+                    TensorData::Bytes(vec![9; 8].into()),
+                )
+                .unwrap(),
             ),
             (
                 "empty".into(),
-                Tensor::new(DataType::Int32, vec![0, 5], TensorData::Bytes(vec![])).unwrap(),
+                Tensor::new(
+                    DataType::Int32,
+                    vec![0, 5],
+                    TensorData::Bytes(vec![].into()),
+                )
+                .unwrap(),
             ),
         ],
     }

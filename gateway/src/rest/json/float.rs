@@ -104,7 +104,11 @@ fn split_sci(sci: &Text) -> (Text, i64) {
 pub fn format_g(v: f64, precision: usize) -> Text {
     let mut out = Text::new();
     if v.is_nan() {
-        out.push_bytes(if v.is_sign_negative() { b"-nan" } else { b"nan" });
+        out.push_bytes(if v.is_sign_negative() {
+            b"-nan"
+        } else {
+            b"nan"
+        });
         return out;
     }
     if v.is_infinite() {
@@ -135,7 +139,10 @@ fn layout_g(negative: bool, digits: &Text, x: i64, p: usize) -> Text {
             for i in 0..int_len {
                 out.push(digit(i));
             }
-            let frac_end = (int_len..p).rev().find(|&i| digit(i) != b'0').map_or(int_len, |i| i + 1);
+            let frac_end = (int_len..p)
+                .rev()
+                .find(|&i| digit(i) != b'0')
+                .map_or(int_len, |i| i + 1);
             if frac_end > int_len {
                 out.push(b'.');
                 for i in int_len..frac_end {
@@ -143,7 +150,10 @@ fn layout_g(negative: bool, digits: &Text, x: i64, p: usize) -> Text {
                 }
             }
         } else {
-            let frac_end = (0..p).rev().find(|&i| digit(i) != b'0').map_or(0, |i| i + 1);
+            let frac_end = (0..p)
+                .rev()
+                .find(|&i| digit(i) != b'0')
+                .map_or(0, |i| i + 1);
             out.push_bytes(b"0.");
             for _ in 0..(-x - 1) {
                 out.push(b'0');
@@ -154,7 +164,10 @@ fn layout_g(negative: bool, digits: &Text, x: i64, p: usize) -> Text {
         }
     } else {
         out.push(digit(0));
-        let frac_end = (1..p).rev().find(|&i| digit(i) != b'0').map_or(1, |i| i + 1);
+        let frac_end = (1..p)
+            .rev()
+            .find(|&i| digit(i) != b'0')
+            .map_or(1, |i| i + 1);
         if frac_end > 1 {
             out.push(b'.');
             for i in 1..frac_end {

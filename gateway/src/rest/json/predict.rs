@@ -353,11 +353,15 @@ fn fit<T: Clone + Default>(mut v: Vec<T>, n: usize) -> Vec<T> {
     v
 }
 
-fn le_bytes<T, const N: usize>(v: Vec<T>, n: usize, f: impl Fn(T) -> [u8; N]) -> Vec<u8>
+fn le_bytes<T, const N: usize>(v: Vec<T>, n: usize, f: impl Fn(T) -> [u8; N]) -> bytes::Bytes
 where
     T: Clone + Default,
 {
-    fit(v, n).into_iter().flat_map(f).collect()
+    fit(v, n)
+        .into_iter()
+        .flat_map(f)
+        .collect::<Vec<u8>>()
+        .into()
 }
 
 /// The `TensorProto` as TF would turn it into a tensor; `None` where TF's `FromProto`
@@ -386,7 +390,7 @@ fn to_tensor(dtype: DataType, shape: Vec<i64>, vals: Vals) -> Option<Tensor> {
         Vals::Unsupported => {
             // Only reachable with zero elements (any value fails to convert).
             let size = dtype.element_size()?;
-            TensorData::Bytes(vec![0; n.checked_mul(size)?])
+            TensorData::Bytes(vec![0; n.checked_mul(size)?].into())
         }
     };
     Tensor::new(dtype, shape, data).ok()

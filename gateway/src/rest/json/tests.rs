@@ -39,7 +39,7 @@ fn bytes_tensor(dtype: DataType, shape: &[i64], b: Vec<u8>) -> Tensor {
     Tensor {
         dtype,
         shape: shape.to_vec(),
-        data: TensorData::Bytes(b),
+        data: TensorData::Bytes(b.into()),
     }
 }
 
