@@ -2,7 +2,9 @@
 //! every served number against ceilings measured in the same invocation (`ceilings.rs`):
 //! the model run in-process, the HTTP stacks answering canned responses, and their
 //! composition. Prints a table naming the machine, a summary of the ratios, then one JSON
-//! line.
+//! line. `gw µs/req` is the CPU time of the gateway process (of the canned server, in the
+//! ceiling rows) per request sent, `wk µs/req` the workers'; both from `/proc`, warm-up
+//! included.
 //!
 //! `cargo build --release && target/release/tfgate-bench --help`
 
@@ -305,14 +307,17 @@ fn main() {
         let (mut child, port) = start_canned(protocol, &a);
         for &c in &a.concurrency {
             let target = Target { protocol, port };
+            let cpu0 = procstat::cpu_seconds(child.id());
             let m = rt.block_on(load::run(&target, &payload, c, warmup, seconds));
+            let cpu = procstat::cpu_seconds(child.id()) - cpu0;
             let row = Row {
                 case: format!("{} HTTP ceiling (canned)", protocol.name()),
                 protocol,
                 batching: "ceiling".into(),
                 conns: c,
+                // The canned server's own CPU: what the HTTP stack alone costs.
+                gateway_us: Some(cpu / m.total.max(1) as f64 * 1e6),
                 m,
-                gateway_us: None,
                 worker_us: None,
                 mean_batch: None,
             };

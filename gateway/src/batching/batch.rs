@@ -20,6 +20,7 @@ fn record<R: Runner>(batch: &Batch<R>, tasks: usize, rows: usize, padded: usize)
 
 /// Runs a request that is a batch of its own, in its caller's task.
 pub async fn execute_alone<R: Runner>(mut batch: Batch<R>) -> Answer {
+    batch.started();
     let Some(task) = batch.tasks.pop() else {
         return Err(ServingError::internal("an empty batch"));
     };
@@ -32,6 +33,7 @@ pub async fn execute_alone<R: Runner>(mut batch: Batch<R>) -> Answer {
 
 /// Runs a batch in its own task, answering each of its requests.
 pub async fn execute<R: Runner>(mut batch: Batch<R>) {
+    batch.started();
     let formed = Instant::now();
     let tasks = std::mem::take(&mut batch.tasks);
     let sizes: Vec<usize> = tasks.iter().map(|t| t.rows).collect();

@@ -60,6 +60,17 @@ struct State {
 pub struct Batch<R: Runner> {
     pub tasks: Vec<Task>,
     pub queue: Arc<Queue<R>>,
+    /// When an under-full batch formed because its timeout came was due to start.
+    pub due: Option<Instant>,
+}
+
+impl<R: Runner> Batch<R> {
+    /// The batch starts now: a timed one tells the timer how late (or early) it is.
+    pub fn started(&self) {
+        if let Some(due) = self.due {
+            self.queue.shared.timer.started(due.into_std());
+        }
+    }
 }
 
 impl<R: Runner> Drop for Batch<R> {
@@ -211,8 +222,20 @@ impl<R: Runner> Queue<R> {
                 })
                 .collect();
             let free = capacity.saturating_sub(s.in_flight);
-            match policy::next(&views, now, free, self.params.batch_timeout, batch_rows) {
+            // A timed batch is formed this much before its due time, so that it starts
+            // on time after the hand-off to the event loop (`Timer::lead`).
+            let lead = self.shared.timer.lead();
+            match policy::next(
+                &views,
+                now + lead,
+                free,
+                self.params.batch_timeout,
+                batch_rows,
+            ) {
                 Next::Run(g) => {
+                    let timed = (views[g].rows < batch_rows
+                        && !self.params.batch_timeout.is_zero())
+                    .then(|| views[g].oldest + self.params.batch_timeout);
                     let waiter: Weak<dyn Waiter> = self.me.clone();
                     if !spare_thread && !self.shared.threads.try_acquire(&waiter) {
                         break;
@@ -227,9 +250,12 @@ impl<R: Runner> Queue<R> {
                     out.push(Batch {
                         tasks,
                         queue: me.clone(),
+                        due: timed,
                     });
                 }
                 Next::WaitUntil(at) => {
+                    // `at` is already `lead` early (the policy saw `now + lead`).
+                    let at = at - lead;
                     if s.armed.is_none_or(|armed| at < armed) {
                         s.armed = Some(at);
                         let due: Weak<dyn Due> = self.me.clone();

@@ -242,8 +242,12 @@ async fn a_200us_batch_timeout_fires_within_50us_of_its_due_time() {
     late.sort_unstable();
     eprintln!("µs after the due time (sorted): {late:?}");
     let median = late[late.len() / 2];
-    assert!(late[0] >= 0, "never before its time: {late:?}");
-    assert!(median <= 50, "µs late (sorted): {late:?}");
+    // Formed a little early to make up for the hand-off to the event loop, at most 40 µs.
+    assert!(late[0] >= -50, "never much before its time: {late:?}");
+    assert!(
+        median.abs() <= 50,
+        "µs after the due time (sorted): {late:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
