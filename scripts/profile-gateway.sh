@@ -1,33 +1,56 @@
 #!/usr/bin/env bash
-# Where the gateway's CPU goes under load: starts tfgate on the MLP, loads it with
-# tfgate-bench, samples the gateway with `perf record` and prints its CPU by category and
-# its top functions. Needs Linux perf (Debian: apt-get install linux-perf).
+# Where the gateway's time goes under load: starts tfgate on the MLP, loads it with
+# tfgate-bench, and prints (1) each request's latency split into its phases (tfgate's own
+# :tfgate:request:phase_latency series: queue, batch_formation, transfer — both
+# shared-memory hops with their wake-ups —, worker, session_run, response_encoding) and
+# (2) the gateway's CPU by category and its top functions, from `perf record`. Needs
+# Linux perf for (2) (Debian: apt-get install linux-perf).
 #
 #   bash scripts/profile-gateway.sh [rest|grpc] [CONNECTIONS] [tfgate flags...]
 #   bash scripts/profile-gateway.sh rest 32 --enable_batching
+#   TFGATE_BIN_DIR=/other/target/release bash scripts/profile-gateway.sh rest 1   # another build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 proto=${1:-rest}; conns=${2:-32}; shift 2 || true
-command -v perf >/dev/null || { echo "perf not found (apt-get install linux-perf)" >&2; exit 2; }
-[ -x target/release/tfgate ] && [ -x target/release/tfgate-bench ] \
+bin=${TFGATE_BIN_DIR:-target/release}
+[ -x "$bin/tfgate" ] && [ -x target/release/tfgate-bench ] \
   || { echo "build first: cargo build --release" >&2; exit 2; }
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 grpc=$(port); rest=$(port); data=$(mktemp /tmp/tfgate-perf-XXXXXX.data)
-target/release/tfgate --port="$grpc" --rest_api_port="$rest" --model_name=mlp \
-  --model_base_path="$PWD/models/mlp" "$@" 2>/dev/null &
+monitoring=$(mktemp /tmp/tfgate-monitoring-XXXXXX.config)
+echo 'prometheus_config { enable: true, path: "/metrics" }' > "$monitoring"
+"$bin/tfgate" --port="$grpc" --rest_api_port="$rest" --model_name=mlp \
+  --model_base_path="$PWD/models/mlp" --monitoring_config_file="$monitoring" "$@" 2>/dev/null &
 gw=$!
-trap 'kill -9 $gw 2>/dev/null || true; rm -f "$data"' EXIT
+trap 'kill -9 $gw 2>/dev/null || true; wait $gw 2>/dev/null || true; rm -f "$data" "$monitoring"' EXIT
 for _ in $(seq 100); do
   curl -sf "localhost:$rest/v1/models/mlp" | grep -q AVAILABLE && break; sleep 0.2
 done
+phases() {
+  curl -s "localhost:$rest/metrics" | grep '^:tfgate:request:phase_latency_\(sum\|count\)' \
+    | sed 's/^:tfgate:request:phase_latency_\([a-z]*\){.*phase="\([a-z_]*\)"} \(.*\)/\2 \1 \3/' \
+    || true  # none yet before the first request
+}
+before=$(phases)
 target/release/tfgate-bench --attach="$rest" --attach_grpc="$grpc" --protocols="$proto" \
   --concurrency="$conns" --seconds=6 --warmup=0.5 &
 load=$!
-sleep 1.5
-perf record -q -F 4999 -g -p "$gw" -o "$data" -- sleep 3 >/dev/null 2>&1
+if command -v perf >/dev/null; then
+  sleep 1.5
+  perf record -q -F 4999 -g -p "$gw" -o "$data" -- sleep 3 >/dev/null 2>&1
+else
+  echo "(perf not found: apt-get install linux-perf for the CPU profile)"
+fi
 wait "$load"
+after=$(phases)
 echo "machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), kernel $(uname -r)"
-echo "gateway CPU by category ($proto, $conns connections, flags: ${*:-(defaults)}):"
+echo "latency split, mean µs per request ($proto, $conns connections, flags: ${*:-(defaults)}):"
+{ echo "$before" | sed 's/^/b /'; echo "$after" | sed 's/^/a /'; } | awk '
+  { key = $2 " " $3; if ($1 == "b") b[key] = $4; else a[key] = $4; phases[$2] = 1 }
+  END { for (p in phases) { n = a[p " count"] - b[p " count"];
+          if (n > 0) printf "  %-18s %8.1f\n", p, (a[p " sum"] - b[p " sum"]) / n } }' | sort
+[ -s "$data" ] || exit 0
+echo "gateway CPU by category:"
 perf report -i "$data" --no-children --sort symbol --stdio -g none 2>/dev/null \
   | awk '/%/ && !/^#/ {
       p = $1; sub("%", "", p); s = $0;
@@ -45,4 +68,4 @@ perf report -i "$data" --no-children --sort symbol --stdio -g none 2>/dev/null \
       sum[c] += p } END { for (c in sum) printf "  %5.1f %%  %s\n", sum[c], c }' | sort -rn
 echo "top functions:"
 perf report -i "$data" --no-children --sort symbol --stdio -g none 2>/dev/null \
-  | awk '/%/ && !/^#/ { $2=""; print }' | head -25 | cut -c1-110
+  | awk '/%/ && !/^#/ { $2=""; print }' | head -15 | cut -c1-110

@@ -8,7 +8,6 @@ use tfgate_proto::tensorflow::serving::prediction_service_server::{
     PredictionService, PredictionServiceServer,
 };
 use tfgate_proto::tensorflow::serving::{self as pb, ModelSpec};
-use tfgate_proto::tensorflow::{tensor_shape_proto::Dim, TensorProto, TensorShapeProto};
 use tonic::{Request, Response, Status};
 
 /// What the canned answers hold: `rows` rows of `width` floats, like the MLP's output.
@@ -125,21 +124,10 @@ impl PredictionService for Canned {
 
 /// tonic, with Nagle off as tfgate's listener has it, answering the canned response.
 pub fn serve_grpc(port: u16, shape: CannedShape) {
-    let tensor = TensorProto {
-        dtype: 1,
-        tensor_shape: Some(TensorShapeProto {
-            dim: [shape.rows, shape.width]
-                .iter()
-                .map(|&size| Dim {
-                    size: size as i64,
-                    name: String::new(),
-                })
-                .collect(),
-            unknown_rank: false,
-        }),
-        float_val: vec![0.0123456; shape.rows * shape.width],
-        ..Default::default()
-    };
+    let tensor = tfgate_e2e::float_tensor(
+        &[shape.rows as i64, shape.width as i64],
+        &vec![0.0123456; shape.rows * shape.width],
+    );
     let response = pb::PredictResponse {
         model_spec: Some(ModelSpec {
             name: "canned".into(),

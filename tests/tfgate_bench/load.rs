@@ -5,10 +5,9 @@
 
 use hdrhistogram::Histogram;
 use std::time::{Duration, Instant};
-use tfgate_e2e::predict_request;
+use tfgate_e2e::{float_tensor, predict_request};
 use tfgate_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use tfgate_proto::tensorflow::serving::PredictRequest;
-use tfgate_proto::tensorflow::{tensor_shape_proto::Dim, TensorProto, TensorShapeProto};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -61,21 +60,8 @@ impl Payload {
     }
 
     fn grpc_request(&self) -> PredictRequest {
-        let tensor = TensorProto {
-            dtype: 1,
-            tensor_shape: Some(TensorShapeProto {
-                dim: [self.rows, self.width]
-                    .iter()
-                    .map(|&size| Dim {
-                        size: size as i64,
-                        name: String::new(),
-                    })
-                    .collect(),
-                unknown_rank: false,
-            }),
-            tensor_content: self.values().iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ..Default::default()
-        };
+        let mut tensor = float_tensor(&[self.rows as i64, self.width as i64], &[]);
+        tensor.tensor_content = self.values().iter().flat_map(|v| v.to_le_bytes()).collect();
         predict_request(&self.model, &self.input, tensor)
     }
 }
@@ -122,6 +108,16 @@ impl RestConn {
         })
     }
 
+    /// Reads what the server sent next onto `buf`; an error at EOF.
+    async fn read_more(&mut self, chunk: &mut [u8]) -> Result<(), String> {
+        let n = self.stream.read(chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed".into());
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
     /// One request; an error names what went wrong.
     async fn call(&mut self) -> Result<(), String> {
         self.stream
@@ -131,15 +127,7 @@ impl RestConn {
         self.buf.clear();
         let mut chunk = vec![0u8; 1 << 16];
         let header_end = loop {
-            let n = self
-                .stream
-                .read(&mut chunk)
-                .await
-                .map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("connection closed".into());
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
+            self.read_more(&mut chunk).await?;
             if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
             }
@@ -151,15 +139,7 @@ impl RestConn {
             .and_then(|v| v.trim().parse().ok())
             .ok_or("no content-length")?;
         while self.buf.len() < header_end + len {
-            let n = self
-                .stream
-                .read(&mut chunk)
-                .await
-                .map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("connection closed".into());
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
+            self.read_more(&mut chunk).await?;
         }
         if !head.starts_with("http/1.1 200") {
             let body = String::from_utf8_lossy(&self.buf[header_end..]);
