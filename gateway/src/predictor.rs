@@ -33,7 +33,13 @@ impl<T> Served<T> {
         let started = std::time::Instant::now();
         let out = encode(self);
         let micros = started.elapsed().as_micros() as u64;
-        tfgate::phase(&name, version, &signature, "response_encoding", micros);
+        tfgate::phase(
+            &name,
+            version,
+            &signature,
+            tfgate::Phase::ResponseEncoding,
+            micros,
+        );
         out
     }
 
@@ -278,24 +284,22 @@ impl Predictor {
             Some(batcher) => batcher.run(run).await?,
             None => self.pool.run(run).await?,
         };
+        use tfgate::Phase;
         let phases = [
-            ("queue", timing.queue_us),
-            ("batch_formation", timing.formation_us),
-            ("transfer", timing.transfer_us),
-            ("worker", timing.worker_us),
-            ("session_run", timing.run_us),
+            (Phase::Queue, timing.queue_us),
+            (Phase::BatchFormation, timing.formation_us),
+            (Phase::Transfer, timing.transfer_us),
+            (Phase::Worker, timing.worker_us),
+            (Phase::SessionRun, timing.run_us),
         ];
-        for (phase, micros) in phases {
-            if phase != "queue" || self.batcher.is_some() {
-                tfgate::phase(
-                    &servable.name,
-                    servable.version,
-                    &signature_name,
-                    phase,
-                    micros,
-                );
-            }
-        }
+        // The queue phase exists only with batching.
+        let from = usize::from(self.batcher.is_none());
+        tfgate::phases(
+            &servable.name,
+            servable.version,
+            &signature_name,
+            &phases[from..],
+        );
         if let Some(api) = api {
             let micros = started.elapsed().as_micros() as u64;
             crate::monitoring::series::runtime(&servable.name, api, micros);

@@ -339,3 +339,48 @@ fn per_model_parameters_and_the_startup_rule() {
         "{err}"
     );
 }
+
+/// `pad_variable_length_inputs`: requests whose rows differ in width share one batch, the
+/// narrower one padded with its own first element, and its answer keeps the batch's width,
+/// as in TF Serving. Without it they run apart and each gets its own width back.
+#[test]
+fn variable_length_inputs_are_padded_only_when_asked() {
+    for pad in [true, false] {
+        let dir = TempDir::new("pad");
+        // Two rows fill a batch; a lone request waits up to 300 ms for a second.
+        let flags = params_file(
+            &dir,
+            &format!(
+                "max_batch_size {{ value: 2 }} batch_timeout_micros {{ value: 300000 }} pad_variable_length_inputs: {pad}"
+            ),
+        );
+        let server = Server::start_with(
+            "half_plus_two",
+            &model_path("half_plus_two"),
+            &["--enable_batching", &flags],
+        );
+        let port = server.rest_port;
+        let ask = move |body: &'static str| {
+            std::thread::spawn(move || {
+                let (status, text) =
+                    http(port, "POST", "/v1/models/half_plus_two:predict", body).unwrap();
+                assert_eq!(status, 200, "{text}");
+                serde_json::from_str::<Value>(&text).unwrap()["predictions"].clone()
+            })
+        };
+        let wide = ask(r#"{"instances": [[1.0, 2.0]]}"#);
+        std::thread::sleep(Duration::from_millis(50));
+        let narrow = ask(r#"{"instances": [[3.0]]}"#);
+        let (wide, narrow) = (wide.join().unwrap(), narrow.join().unwrap());
+        assert_eq!(wide, serde_json::json!([[3.5, 4.0]]));
+        let batches = stats(port)["batches"].as_u64().unwrap();
+        if pad {
+            // [[3]] ran as [[3, 3]]: padded with its first element, answered at width 2.
+            assert_eq!(narrow, serde_json::json!([[4.5, 4.5]]));
+            assert_eq!(batches, 1, "one padded batch");
+        } else {
+            assert_eq!(narrow, serde_json::json!([[4.5]]));
+            assert_eq!(batches, 2, "different widths run apart");
+        }
+    }
+}

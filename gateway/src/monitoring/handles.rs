@@ -82,6 +82,30 @@ impl<T: Clone> Cache<T> {
 
 static COUNTERS: Cache<Counter> = Cache::new();
 static HISTOGRAMS: Cache<Histogram> = Cache::new();
+static HISTOGRAM_SETS: Cache<HistogramSet> = Cache::new();
+
+/// Histograms of one name and label set that differ in one more label, made and found
+/// together: one lookup for a request's several phases instead of one each.
+pub type HistogramSet = std::sync::Arc<[Histogram]>;
+
+/// The histograms `name` with `labels` plus `label` set to each of `values`, in order.
+pub fn histogram_set(
+    name: &'static str,
+    labels: Labels<'_>,
+    label: &'static str,
+    values: &[&'static str],
+) -> HistogramSet {
+    HISTOGRAM_SETS.get(name, labels, |common| {
+        values
+            .iter()
+            .map(|v| {
+                let mut l = common.clone();
+                l.push(Label::new(label, *v));
+                metrics::histogram!(name, l)
+            })
+            .collect()
+    })
+}
 
 /// The counter `name` with these labels.
 pub fn counter(name: &'static str, labels: Labels<'_>) -> Counter {

@@ -105,8 +105,9 @@ pub fn batch(input_rows: usize, padded_rows: usize) {
     counter(WRAPPED_RUN_COUNT, &[]).increment(1);
     histogram(INPUT_BATCH_SIZE, &[]).record(input_rows as f64);
     histogram(PROCESSED_BATCH_SIZE, &[]).record(padded_rows as f64);
-    let size = padded_rows.to_string();
-    histogram(PADDING_SIZE, &[("execution_batch_size", &size)])
+    let mut buf = itoa::Buffer::new();
+    let size = buf.format(padded_rows);
+    histogram(PADDING_SIZE, &[("execution_batch_size", size)])
         .record(padded_rows.saturating_sub(input_rows) as f64);
 }
 

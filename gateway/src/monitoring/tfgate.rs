@@ -2,7 +2,7 @@
 //! word for. Gauges are sampled when the page is rendered; the recovery histogram is
 //! recorded when a restarted worker serves again.
 
-use super::handles::histogram;
+use super::handles::histogram_set;
 use super::series::exponential;
 
 const WORKER_STATE: &str = ":tfgate:worker:state";
@@ -70,16 +70,44 @@ pub fn recovered(worker: String, micros: u64) {
 /// and its frame, up to the push into the request ring), `transfer` (shared memory,
 /// both ways, wake-ups included), `worker` (the worker's frame handling around the
 /// run), `session_run`, and `response_encoding` (at the REST or gRPC edge).
-pub fn phase(model_name: &str, version: i64, signature: &str, phase: &'static str, micros: u64) {
+pub fn phase(model_name: &str, version: i64, signature: &str, phase: Phase, micros: u64) {
+    phases(model_name, version, signature, &[(phase, micros)]);
+}
+
+/// The phases of a request's latency split, in the order `PHASES` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Queue,
+    BatchFormation,
+    Transfer,
+    Worker,
+    SessionRun,
+    ResponseEncoding,
+}
+
+/// The `phase` label of each [`Phase`].
+const PHASES: [&str; 6] = [
+    "queue",
+    "batch_formation",
+    "transfer",
+    "worker",
+    "session_run",
+    "response_encoding",
+];
+
+/// Several phases of one request, with one lookup of the version's histograms.
+pub fn phases(model_name: &str, version: i64, signature: &str, values: &[(Phase, u64)]) {
     let mut buf = itoa::Buffer::new();
     let version = buf.format(version);
     let labels = [
         ("model_name", model_name),
         ("version", version),
         ("signature", signature),
-        ("phase", phase),
     ];
-    histogram(REQUEST_PHASE, &labels).record(micros as f64);
+    let set = histogram_set(REQUEST_PHASE, &labels, "phase", &PHASES);
+    for &(phase, micros) in values {
+        set[phase as usize].record(micros as f64);
+    }
 }
 
 /// A sampled request not logged because the log writer was behind.

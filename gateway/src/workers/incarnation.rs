@@ -84,7 +84,7 @@ type Chime = tokio::net::unix::pipe::Receiver;
 /// Reads every ring out of the chime (it stays readable until empty); false once the
 /// worker's end is closed, i.e. the worker is gone.
 fn silence(chime: &Chime) -> bool {
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; 1024];
     loop {
         match chime.try_read(&mut buf) {
             Ok(0) => return false,

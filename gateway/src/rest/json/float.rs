@@ -71,14 +71,11 @@ impl PartialEq<&str> for Text {
     }
 }
 
-/// `{:e}`-style text of a finite, non-negative value into a stack buffer: the shortest
-/// round-trip digits, or `precision` digits after the point.
-fn scientific(v: f64, precision: Option<usize>) -> Text {
+/// `{:.Ne}` text of a finite, non-negative value into a stack buffer: `precision` digits
+/// after the point, exactly rounded.
+fn scientific(v: f64, precision: usize) -> Text {
     let mut t = Text::new();
-    let _ = match precision {
-        Some(p) => write!(t, "{:.*e}", p, v),
-        None => write!(t, "{v:e}"),
-    };
+    let _ = write!(t, "{:.*e}", precision, v);
     t
 }
 
@@ -117,7 +114,7 @@ pub fn format_g(v: f64, precision: usize) -> Text {
     }
     let p = precision.max(1);
     // Rust's `{:.N e}` is exact and rounds ties to even.
-    let (digits, x) = split_sci(&scientific(v.abs(), Some(p - 1)));
+    let (digits, x) = split_sci(&scientific(v.abs(), p - 1));
     layout_g(v.is_sign_negative(), &digits, x, p)
 }
 
@@ -187,13 +184,38 @@ fn layout_g(negative: bool, digits: &Text, x: i64, p: usize) -> Text {
 }
 
 /// The `%g` (6 digits) text of a normal, non-zero value if it reads back as the same
-/// value, from the shortest round-trip digits `sci` (Rust's `{:e}`): for a normal
-/// float or double, a 6-digit decimal reads back exactly when the shortest form has
-/// at most 6 digits, and then it is that form (the rounding interval is far narrower
-/// than the 6-digit spacing). Subnormals do not have that property.
-fn short_g(negative: bool, sci: &Text) -> Option<Text> {
-    let (digits, x) = split_sci(sci);
+/// value, from its shortest round-trip digits and exponent: for a normal float or
+/// double, a 6-digit decimal reads back exactly when the shortest form has at most 6
+/// digits, and then it is that form (the rounding interval is far narrower than the
+/// 6-digit spacing). Subnormals do not have that property.
+fn short_g(negative: bool, (digits, x): (Text, i64)) -> Option<Text> {
     (digits.len <= 6).then(|| layout_g(negative, &digits, x, 6))
+}
+
+/// The significant digits and decimal exponent (`d.ddd × 10^x`) of ryu's shortest
+/// round-trip text of a finite, non-zero, non-negative value (`0.00012`, `1.5e-7`,
+/// `123456790.0`, `1e20`): ryu finds them several times faster than `{:e}`.
+fn shortest(text: &str) -> (Text, i64) {
+    let (mantissa, e) = match text.split_once('e') {
+        Some((m, e)) => (m, e.parse::<i64>().unwrap_or(0)),
+        None => (text, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let int = int.trim_start_matches('0');
+    let mut digits = Text::new();
+    let x = if int.is_empty() {
+        let significant = frac.trim_start_matches('0');
+        digits.push_bytes(significant.as_bytes());
+        e - (frac.len() - significant.len()) as i64 - 1
+    } else {
+        digits.push_bytes(int.as_bytes());
+        digits.push_bytes(frac.as_bytes());
+        e + int.len() as i64 - 1
+    };
+    while digits.len > 1 && digits.buf[digits.len - 1] == b'0' {
+        digits.len -= 1;
+    }
+    (digits, x)
 }
 
 fn finish(mut t: Text) -> Text {
@@ -221,9 +243,8 @@ pub fn decimal_f32(v: f32) -> Text {
         return non_finite(f64::from(v));
     }
     let short = if v.is_normal() {
-        let mut sci = Text::new();
-        let _ = write!(sci, "{:e}", v.abs());
-        short_g(v < 0.0, &sci)
+        let mut buf = ryu::Buffer::new();
+        short_g(v < 0.0, shortest(buf.format_finite(v.abs())))
     } else {
         // Zero and subnormals: the literal algorithm.
         Some(format_g(f64::from(v), 6)).filter(|s| s.parse::<f32>().ok() == Some(v))
@@ -237,7 +258,8 @@ pub fn decimal_f64(v: f64) -> Text {
         return non_finite(v);
     }
     let short = if v.is_normal() {
-        short_g(v < 0.0, &scientific(v.abs(), None))
+        let mut buf = ryu::Buffer::new();
+        short_g(v < 0.0, shortest(buf.format_finite(v.abs())))
     } else {
         Some(format_g(v, 6)).filter(|s| s.parse::<f64>().ok() == Some(v))
     };
@@ -302,6 +324,21 @@ mod tests {
         assert_eq!(decimal_f32(f32::NAN), "NaN");
         assert_eq!(decimal_f32(f32::INFINITY), "Infinity");
         assert_eq!(decimal_f32(f32::NEG_INFINITY), "-Infinity");
+    }
+
+    #[test]
+    fn shortest_digits_from_ryu_text() {
+        let d = |t: &str| {
+            let (digits, x) = shortest(t);
+            (digits.to_string(), x)
+        };
+        assert_eq!(d("1.0"), ("1".into(), 0));
+        assert_eq!(d("0.00012"), ("12".into(), -4));
+        assert_eq!(d("1.5e-7"), ("15".into(), -7));
+        assert_eq!(d("123456790.0"), ("12345679".into(), 8));
+        assert_eq!(d("1e20"), ("1".into(), 20));
+        assert_eq!(d("100.0"), ("1".into(), 2));
+        assert_eq!(d("0.5"), ("5".into(), -1));
     }
 
     #[test]
