@@ -147,15 +147,23 @@ fn send(
     }
 }
 
-/// Serves requests until the gateway goes away.
+/// Serves requests until the gateway closes the request ring, which it does when it lets
+/// this worker go (after `Shutdown`) or when it exits: either way an orderly end, not a
+/// failure, so that a worker asked to stop exits with 0 whichever thread sees it first.
 pub fn serve(
     manager: &Manager,
     mut requests: RequestReceiver,
     mut responses: ResponseSender,
 ) -> anyhow::Result<()> {
     loop {
-        let Some(request) = requests.recv(RECV_POLL)? else {
-            continue;
+        let request = match requests.recv(RECV_POLL) {
+            Ok(Some(request)) => request,
+            Ok(None) => continue,
+            Err(shm_protocol::RecvError::Closed) => {
+                tracing::info!("the gateway closed the request ring; exiting");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
         };
         let id = request.id();
         let received_ns = shm_protocol::monotonic_ns();

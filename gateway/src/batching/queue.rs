@@ -294,7 +294,10 @@ impl<R: Runner> Queue<R> {
         }
         let before = group.packing;
         group.packing = Packing::of(group.tasks.iter().map(|t| t.rows), batch_rows);
-        s.enqueued -= before.batches - group.packing.batches;
+        // The rest packs as it did minus the batch just taken; saturating all the same.
+        s.enqueued = s
+            .enqueued
+            .saturating_sub(before.batches.saturating_sub(group.packing.batches));
         tasks
     }
 
