@@ -1,5 +1,5 @@
 //! Compiles the FileDescriptorSet that `scripts/setup.sh` writes from the official
-//! `tensorflow-serving-api` and `tensorflow-cpu` wheels, plus tfgate's own `.proto`
+//! `tensorflow-serving-api`, `tensorflow-cpu` and `tritonclient` (KServe V2) wheels, plus tfgate's own `.proto`
 //! files under `tfgate/` (messages TF Serving reads that the wheels do not ship),
 //! compiled with `protox`. The merged set is written to OUT_DIR for reflection.
 
@@ -43,11 +43,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // V2 defines calls tfgate does not serve: they answer UNIMPLEMENTED.
+        .generate_default_stubs(true)
         // Sorted maps: signature inputs/outputs and response outputs iterate in a stable order.
         .btree_map(".")
         // A received tensor_content is a slice of the received message, not a copy: it is
         // copied once, into shared memory.
         .bytes(".tensorflow.TensorProto.tensor_content")
+        // Likewise V2's raw tensors, in and out.
+        .bytes(".inference.ModelInferRequest.raw_input_contents")
+        .bytes(".inference.ModelInferResponse.raw_output_contents")
         .compile_fds(fds)?;
     Ok(())
 }

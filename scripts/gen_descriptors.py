@@ -1,10 +1,17 @@
-"""Write a FileDescriptorSet of the TF Serving and TensorFlow protos that tfgate compiles.
+"""Write a FileDescriptorSet of the TF Serving, TensorFlow and KServe V2 protos that
+tfgate compiles.
 
 The descriptors come from the official PyPI packages (tensorflow-serving-api and
-tensorflow-cpu) installed in the project's venv, so no .proto file is vendored.
+tensorflow-cpu, and tritonclient for V2) installed in the project's venv, so no .proto
+file is vendored. tritonclient's generated modules are read, not imported: each passes
+its file's serialized FileDescriptorProto to AddSerializedFile, and that bytes literal is
+taken out with ast.literal_eval.
 Usage: python gen_descriptors.py OUT_FILE
 """
+import ast
 import importlib
+import importlib.util
+import os
 import sys
 
 from google.protobuf import descriptor_pb2
@@ -20,6 +27,29 @@ MODULES = [
     "tensorflow.core.protobuf.meta_graph_pb2",
     "tensorflow.core.example.example_pb2",
 ]
+
+
+V2_MODULES = ["model_config_pb2.py", "service_pb2.py"]
+
+
+def v2_descriptors():
+    """The FileDescriptorProtos serialized inside tritonclient's grpc/*_pb2.py."""
+    spec = importlib.util.find_spec("tritonclient")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("tritonclient is not installed: run scripts/setup.sh")
+    grpc_dir = os.path.join(list(spec.submodule_search_locations)[0], "grpc")
+    for module in V2_MODULES:
+        with open(os.path.join(grpc_dir, module), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        found = [
+            node.args[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and getattr(node.func, "attr", "") == "AddSerializedFile"
+        ]
+        if len(found) != 1:
+            sys.exit(f"{module}: expected one AddSerializedFile call, found {len(found)}")
+        yield descriptor_pb2.FileDescriptorProto.FromString(ast.literal_eval(found[0]))
 
 
 def main() -> None:
@@ -39,6 +69,11 @@ def main() -> None:
 
     for name in MODULES:
         add(importlib.import_module(name).DESCRIPTOR)
+    # KServe V2 (package `inference`), dependencies first.
+    for proto in v2_descriptors():
+        if proto.name not in seen:
+            seen.add(proto.name)
+            fds.file.append(proto)
     with open(out, "wb") as f:
         f.write(fds.SerializeToString())
     print(f"wrote {len(fds.file)} proto files to {out}")

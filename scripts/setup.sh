@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Idempotent setup for a fresh Debian machine with Rust and Python 3:
 #  1. a project-local venv with tensorflow-cpu (its libtensorflow is the worker's C API),
-#     the official tensorflow-serving-api client and pytest;
+#     the official tensorflow-serving-api client, Triton's V2 client and pytest;
 #  2. .libtensorflow/{lib,pkgconfig}: link-time names, SONAMEs and a tensorflow.pc, which
 #     .cargo/config.toml hands to tensorflow-sys (its own download cannot work offline);
-#  3. proto/descriptors.binpb: TF Serving's protos as a FileDescriptorSet taken from the wheels;
+#  3. proto/descriptors.binpb: TF Serving's and KServe V2's protos as a FileDescriptorSet
+#     taken from the wheels;
 #  4. models/: the demo and test SavedModels, written by scripts/make_models.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,14 @@ if ! .venv/bin/python -c "import tensorflow_serving, pytest, grpc, yaml, kuberne
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check \
     "tensorflow-cpu==$TF_VERSION" "tensorflow-serving-api==$TF_VERSION" pytest PyYAML "kubernetes-validate==1.37.0"
+fi
+# Triton's client (KServe V2 tests; its wheel also holds the V2 gRPC descriptors). Not
+# `tritonclient[all]`: that extra pins protobuf < 5, which TensorFlow refuses; the base
+# package with the HTTP/gRPC extras' other dependencies works with TensorFlow's protobuf.
+if ! .venv/bin/python -c "import tritonclient.grpc, tritonclient.http" >/dev/null 2>&1; then
+  log "installing tritonclient==2.45.0 (KServe V2 client)"
+  .venv/bin/pip install -q --disable-pip-version-check "tritonclient==2.45.0" \
+    "geventhttpclient>=1.4.4,<=2.0.2" "aiohttp>=3.8.1,<4" "python-rapidjson>=0.9.1" packaging
 fi
 
 SITE=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

@@ -23,6 +23,7 @@ mod session_config;
 mod status;
 mod text_format;
 mod tls;
+mod v2;
 mod validation;
 mod workers;
 
@@ -334,6 +335,11 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         core,
         tensor_content: flags.enable_serialization_as_tensor_content,
         max_send_message_length: channel_args.max_send_message_length,
+        v2: v2::grpc::InferenceService {
+            predictor: predictor.clone(),
+            health: health.clone(),
+            max_send_message_length: channel_args.max_send_message_length,
+        },
     };
     let address = flags
         .bind_address()

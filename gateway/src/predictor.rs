@@ -14,6 +14,7 @@ use crate::status::model_status;
 use crate::validation;
 use crate::validation::examples::{self, ExamplesMethod, MethodNameCheck};
 use crate::workers::{RunOutput, WorkerPool};
+use tfgate_proto::tensorflow::serving::model_version_status::State;
 use tfgate_proto::tensorflow::serving::GetModelStatusResponse;
 use tfgate_tensor::tensor::Tensor;
 
@@ -255,6 +256,34 @@ impl Predictor {
     /// The servable GetModelMetadata describes.
     pub fn metadata(&self, request: &ServableRequest) -> Result<Servable, ServingError> {
         self.servables.resolve(request)
+    }
+
+    /// The versions of `name` AVAILABLE now, ascending (V2's model metadata).
+    pub fn available_versions(&self, name: &str) -> Vec<i64> {
+        self.servables
+            .versions(name)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, s)| s.state == State::Available)
+            .map(|(v, _)| v)
+            .collect()
+    }
+
+    /// Whether `request` names a version AVAILABLE now (V2's model readiness).
+    pub fn is_ready(&self, request: &ServableRequest) -> bool {
+        self.servables.resolve(request).is_ok_and(|s| {
+            self.servables
+                .versions(&s.id.name)
+                .and_then(|vs| vs.get(&s.id.version).map(|v| v.state == State::Available))
+                .unwrap_or(false)
+        })
+    }
+
+    /// The batching parameters `servable` runs with; `None` when it does not batch.
+    pub fn batching(&self, servable: &ServableId) -> Option<crate::batching::Parameters> {
+        self.batcher
+            .as_ref()
+            .and_then(|b| b.params(servable).ok().flatten())
     }
 
     /// GetModelStatus for every version of `name`, or one.

@@ -138,7 +138,7 @@ impl<R: Runner> Batcher<R> {
     }
 
     /// The parameters a servable batches with; `None`: it does not batch.
-    fn params(&self, servable: &ServableId) -> Result<Option<Parameters>, ServingError> {
+    pub fn params(&self, servable: &ServableId) -> Result<Option<Parameters>, ServingError> {
         if !self.config.per_model {
             return Ok(Some(self.config.global.clone()));
         }

@@ -54,6 +54,8 @@ pub struct GrpcServices {
     pub tensor_content: bool,
     /// `grpc.max_send_message_length` (`--grpc_channel_arguments`).
     pub max_send_message_length: usize,
+    /// KServe V2's service, served beside TF Serving's.
+    pub v2: crate::v2::grpc::InferenceService,
 }
 
 impl GrpcServices {
@@ -97,7 +99,7 @@ fn response_spec(servable: &ServableId, signature_name: &str) -> pb::ModelSpec {
 /// tonic's server also enforces the header, answering CANCELLED "Timeout expired"; ending
 /// our own wait a little earlier (5 %, at most 10 ms) makes the answer TF Serving's
 /// DEADLINE_EXCEEDED instead.
-fn deadline_of<T>(request: &Request<T>) -> Instant {
+pub(crate) fn deadline_of<T>(request: &Request<T>) -> Instant {
     let timeout = match request
         .metadata()
         .get("grpc-timeout")

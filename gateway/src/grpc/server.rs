@@ -8,6 +8,7 @@ use super::GrpcServices;
 use crate::tls::Tls;
 use anyhow::Context;
 use std::net::{IpAddr, SocketAddr};
+use tfgate_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use tfgate_proto::tensorflow::serving::{
     model_service_server::ModelServiceServer, prediction_service_server::PredictionServiceServer,
 };
@@ -95,6 +96,11 @@ pub fn serve(
             )
             .add_service(
                 ModelServiceServer::new(services.clone())
+                    .max_decoding_message_size(args.max_receive_message_length)
+                    .max_encoding_message_size(usize::MAX),
+            )
+            .add_service(
+                GrpcInferenceServiceServer::new(services.v2.clone())
                     .max_decoding_message_size(args.max_receive_message_length)
                     .max_encoding_message_size(usize::MAX),
             ))

@@ -2,7 +2,7 @@
 //! predict path and answered with TF Serving's JSON, errors as `{"error": "..."}`.
 
 mod admin;
-mod body;
+pub(crate) mod body;
 mod cors;
 pub mod json;
 mod model_json;
@@ -45,7 +45,7 @@ pub struct RestApi {
     pub config: RestConfig,
 }
 
-fn json_response(status: u16, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+pub(crate) fn json_response(status: u16, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut().insert(
@@ -75,7 +75,7 @@ pub fn http_status(code: Code) -> u16 {
 }
 
 /// The REST edge's one conversion of an error: its HTTP status and `{"error": ...}`.
-fn error_response(e: &ServingError) -> Response<Full<Bytes>> {
+pub(crate) fn error_response(e: &ServingError) -> Response<Full<Bytes>> {
     json_response(http_status(e.code), json::error_body(&e.message))
 }
 
@@ -133,6 +133,9 @@ impl RestApi {
         let method = req.method().clone();
         if self.config.metrics_path.as_deref() == Some(path.as_str()) {
             return self.metrics_page();
+        }
+        if path == "/v2" || path.starts_with("/v2/") {
+            return crate::v2::rest::handle(self, req).await;
         }
         if let Some((status, body)) = admin::handle(&self.health, &method, &path) {
             let text = serde_json::to_string_pretty(&body).unwrap_or_default();

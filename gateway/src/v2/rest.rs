@@ -1,0 +1,618 @@
+//! V2 over HTTP (`/v2/...` on the REST port): health, server and model metadata, model
+//! configuration and `infer` with JSON tensors and the binary tensor data extension.
+//! A binary input is a slice of the received body until it is copied into shared
+//! memory, its one copy on the way to TensorFlow.
+
+use crate::error::{Code, ServingError};
+use crate::monitoring::series;
+use crate::request::Entrypoint;
+use crate::rest::{error_response, json_response, RestApi};
+use crate::servables::ServableRequest;
+use crate::v2::infer::{self, element_count, Call, Input, InputData};
+use crate::v2::{datatype, model, servable_request, EXTENSIONS, SERVER_NAME, SIGNATURE_PARAMETER};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use serde_json::{json, Map, Value};
+use std::time::Duration;
+use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
+use tokio::time::Instant;
+
+/// The binary extension's header: the length of the JSON part of a body.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// What a model route asks for.
+#[derive(Debug, PartialEq)]
+enum ModelRoute {
+    Metadata,
+    Ready,
+    Config,
+    Infer,
+}
+
+/// A matched `/v2` route.
+#[derive(Debug, PartialEq)]
+enum Route {
+    Live,
+    Ready,
+    Server,
+    Model {
+        request: ServableRequest,
+        what: ModelRoute,
+    },
+}
+
+fn unescape(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn parse(method: &Method, path: &str) -> Result<Route, ServingError> {
+    let not_found = || ServingError::not_found(format!("no V2 endpoint {method} {path}"));
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let get = method == Method::GET;
+    match segments.as_slice() {
+        ["v2"] if get => Ok(Route::Server),
+        ["v2", "health", "live"] if get => Ok(Route::Live),
+        ["v2", "health", "ready"] if get => Ok(Route::Ready),
+        ["v2", "models", name, rest @ ..] if !name.is_empty() => {
+            let (version, rest) = match rest {
+                ["versions", v, rest @ ..] if !v.is_empty() => (unescape(v), rest),
+                _ => (String::new(), rest),
+            };
+            let what = match (rest, get) {
+                ([], true) => ModelRoute::Metadata,
+                (["ready"], true) => ModelRoute::Ready,
+                (["config"], true) => ModelRoute::Config,
+                (["infer"], false) if method == Method::POST => ModelRoute::Infer,
+                _ => return Err(not_found()),
+            };
+            Ok(Route::Model {
+                request: servable_request(&unescape(name), &version),
+                what,
+            })
+        }
+        _ => Err(not_found()),
+    }
+}
+
+fn ok_json(value: &Value) -> Response<Full<Bytes>> {
+    json_response(200, serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// Answers a request under `/v2`.
+pub async fn handle(api: &RestApi, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let route = match parse(req.method(), req.uri().path()) {
+        Ok(r) => r,
+        Err(e) => return error_response(&e),
+    };
+    let predictor = &api.predictor;
+    match route {
+        Route::Live => json_response(200, Bytes::new()),
+        Route::Ready => {
+            let readiness = api.health.readiness();
+            if readiness.is_ready() {
+                json_response(200, Bytes::new())
+            } else {
+                let why = readiness.waiting_for.join("; ");
+                json_response(400, crate::rest::json::error_body(&why))
+            }
+        }
+        Route::Server => ok_json(&json!({
+            "name": SERVER_NAME,
+            "version": env!("CARGO_PKG_VERSION"),
+            "extensions": EXTENSIONS,
+        })),
+        Route::Model { request, what } => match what {
+            ModelRoute::Metadata => match predictor.metadata(&request) {
+                Ok(servable) => {
+                    let m = model::metadata(
+                        &servable,
+                        &predictor.available_versions(&servable.id.name),
+                    );
+                    let tensors = |ts: &[model::TensorMeta]| -> Vec<Value> {
+                        ts.iter()
+                            .map(|t| json!({"name": t.name, "datatype": t.datatype, "shape": t.shape}))
+                            .collect()
+                    };
+                    ok_json(&json!({
+                        "name": m.name,
+                        "versions": m.versions,
+                        "platform": m.platform,
+                        "inputs": tensors(&m.inputs),
+                        "outputs": tensors(&m.outputs),
+                    }))
+                }
+                Err(e) => error_response(&e),
+            },
+            ModelRoute::Ready => {
+                if predictor.is_ready(&request) {
+                    json_response(200, Bytes::new())
+                } else {
+                    let e = predictor.metadata(&request).err().unwrap_or_else(|| {
+                        ServingError::unavailable(format!(
+                            "model '{}' is not ready",
+                            request.name()
+                        ))
+                    });
+                    json_response(400, crate::rest::json::error_body(&e.message))
+                }
+            }
+            ModelRoute::Config => match predictor.metadata(&request) {
+                Ok(servable) => {
+                    let batching = predictor.batching(&servable.id);
+                    ok_json(&model::config_json(&model::config(
+                        &servable,
+                        batching.as_ref(),
+                    )))
+                }
+                Err(e) => error_response(&e),
+            },
+            ModelRoute::Infer => {
+                let name = request.name().to_string();
+                let result = infer(api, request, req).await;
+                let code = result.as_ref().map_or_else(|e| e.code, |_| Code::Ok);
+                let micros = started.elapsed().as_micros() as u64;
+                series::request(&name, "infer", Entrypoint::Rest, code, micros);
+                result.unwrap_or_else(|e| error_response(&e))
+            }
+        },
+    }
+}
+
+/// The JSON part of a body and the binary part after it.
+fn split_body(req_header: Option<&str>, body: Bytes) -> Result<(Bytes, Bytes), ServingError> {
+    let Some(text) = req_header else {
+        return Ok((body, Bytes::new()));
+    };
+    let n: usize = text.trim().parse().map_err(|_| {
+        ServingError::invalid_argument(format!(
+            "Inference-Header-Content-Length is not a number: '{text}'"
+        ))
+    })?;
+    if n > body.len() {
+        return Err(ServingError::invalid_argument(format!(
+            "Inference-Header-Content-Length is {n}, the body has only {} bytes",
+            body.len()
+        )));
+    }
+    Ok((body.slice(..n), body.slice(n..)))
+}
+
+/// A `parameters` object's boolean, `false` when absent.
+fn flag(parameters: Option<&Value>, name: &str) -> Result<bool, ServingError> {
+    match parameters.and_then(|p| p.get(name)) {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(ServingError::invalid_argument(format!(
+            "parameter '{name}' must be a boolean, got {other}"
+        ))),
+    }
+}
+
+/// One output asked for, and whether it is answered as binary data.
+struct Wanted {
+    name: String,
+    binary: bool,
+}
+
+async fn infer(
+    api: &RestApi,
+    servable: ServableRequest,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ServingError> {
+    /// What "no timeout" waits at most: a year.
+    const NO_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+    let deadline = Instant::now() + api.config.timeout.unwrap_or(NO_TIMEOUT);
+    let header = req
+        .headers()
+        .get(HEADER_LENGTH)
+        .map(|v| v.to_str().unwrap_or("").to_string());
+    let body = crate::rest::body::read(req, api.config.max_body_bytes).await?;
+    let (head, mut binary) = split_body(header.as_deref(), body)?;
+    let doc: Value = serde_json::from_slice(&head).map_err(|e| {
+        ServingError::invalid_argument(format!("failed to parse the request JSON: {e}"))
+    })?;
+    let doc = doc
+        .as_object()
+        .ok_or_else(|| ServingError::invalid_argument("the request JSON must be an object"))?;
+    let id = match doc.get("id") {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            return Err(ServingError::invalid_argument(format!(
+                "'id' must be a string, got {other}"
+            )))
+        }
+    };
+    let parameters = doc.get("parameters");
+    let signature_name = match parameters.and_then(|p| p.get(SIGNATURE_PARAMETER)) {
+        None => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(ServingError::invalid_argument(format!(
+                "parameter '{SIGNATURE_PARAMETER}' must be a string, got {other}"
+            )))
+        }
+    };
+    let all_binary = flag(parameters, "binary_data_output")?;
+    let inputs = match doc.get("inputs") {
+        Some(Value::Array(a)) => a,
+        _ => {
+            return Err(ServingError::invalid_argument(
+                "the request has no 'inputs' array",
+            ))
+        }
+    };
+    let inputs = inputs
+        .iter()
+        .map(|i| input(i, &mut binary))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !binary.is_empty() {
+        return Err(ServingError::invalid_argument(format!(
+            "{} bytes of binary data follow the JSON that no input claims",
+            binary.len()
+        )));
+    }
+    let wanted = match doc.get("outputs") {
+        None => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|o| {
+                let name = o
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| ServingError::invalid_argument("an output has no 'name'"))?;
+                Ok(Wanted {
+                    name: name.to_string(),
+                    binary: all_binary || flag(o.get("parameters"), "binary_data")?,
+                })
+            })
+            .collect::<Result<Vec<_>, ServingError>>()?,
+        Some(_) => return Err(ServingError::invalid_argument("'outputs' must be an array")),
+    };
+    let served = infer::run(
+        &api.predictor,
+        Call {
+            servable,
+            signature_name,
+            inputs,
+            outputs: wanted.iter().map(|w| w.name.clone()).collect(),
+            deadline,
+            entrypoint: Entrypoint::Rest,
+        },
+    )
+    .await?;
+    served.encode(|s| {
+        let binary = |name: &str| {
+            wanted
+                .iter()
+                .find(|w| w.name == name)
+                .map_or(all_binary, |w| w.binary)
+        };
+        encode(
+            &s.servable.name,
+            s.servable.version,
+            id.as_deref(),
+            &s.value,
+            binary,
+        )
+    })
+}
+
+/// One input of the JSON: its data inline, or the next `binary_data_size` bytes of
+/// `binary`.
+fn input(v: &Value, binary: &mut Bytes) -> Result<Input, ServingError> {
+    let name = v
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ServingError::invalid_argument("an input has no 'name'"))?
+        .to_string();
+    let datatype = v
+        .get("datatype")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ServingError::invalid_argument(format!("input '{name}' has no 'datatype'")))?
+        .to_string();
+    let shape = v
+        .get("shape")
+        .and_then(Value::as_array)
+        .and_then(|dims| dims.iter().map(Value::as_i64).collect::<Option<Vec<_>>>())
+        .ok_or_else(|| {
+            ServingError::invalid_argument(format!(
+                "input '{name}' has no 'shape' array of integers"
+            ))
+        })?;
+    let size = v.get("parameters").and_then(|p| p.get("binary_data_size"));
+    let data = match (v.get("data"), size) {
+        (Some(_), Some(_)) => {
+            return Err(ServingError::invalid_argument(format!(
+                "input '{name}' has both 'data' and binary_data_size"
+            )))
+        }
+        (None, None) => {
+            return Err(ServingError::invalid_argument(format!(
+                "input '{name}' has no 'data' and no binary_data_size"
+            )))
+        }
+        (None, Some(size)) => {
+            let size = size
+                .as_u64()
+                .and_then(|s| usize::try_from(s).ok())
+                .ok_or_else(|| {
+                    ServingError::invalid_argument(format!(
+                        "input '{name}': binary_data_size must be a non-negative integer"
+                    ))
+                })?;
+            if size > binary.len() {
+                return Err(ServingError::invalid_argument(format!(
+                    "input '{name}' claims {size} bytes of binary data, only {} remain",
+                    binary.len()
+                )));
+            }
+            InputData::Raw(binary.split_to(size))
+        }
+        (Some(data), None) => {
+            let dtype = datatype::parse(&datatype).ok_or_else(|| {
+                ServingError::invalid_argument(format!(
+                    "input '{name}' has unknown datatype '{datatype}'"
+                ))
+            })?;
+            InputData::Packed(json_data(&name, dtype, &shape, data)?)
+        }
+    };
+    Ok(Input {
+        name,
+        datatype,
+        shape,
+        data,
+    })
+}
+
+fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
+        other => out.push(other),
+    }
+}
+
+/// JSON `data` (flat or nested, row-major) packed for `dtype`.
+fn json_data(
+    name: &str,
+    dtype: DataType,
+    shape: &[i64],
+    data: &Value,
+) -> Result<TensorData, ServingError> {
+    let mut values = Vec::new();
+    flatten(data, &mut values);
+    let elements = element_count(name, shape)?;
+    if values.len() != elements {
+        return Err(ServingError::invalid_argument(format!(
+            "input '{name}' has {} values, its shape needs {elements}",
+            values.len()
+        )));
+    }
+    let wrong = |v: &Value, what: &str| {
+        ServingError::invalid_argument(format!("input '{name}': expected {what}, got {v}"))
+    };
+    match dtype {
+        DataType::String => values
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(|s| s.as_bytes().to_vec())
+                    .ok_or_else(|| wrong(v, "a string"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(TensorData::Strings),
+        DataType::Bool => {
+            let bits = values
+                .iter()
+                .map(|v| {
+                    v.as_bool()
+                        .map(i128::from)
+                        .ok_or_else(|| wrong(v, "true or false"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            infer::pack_ints(name, dtype, bits.into_iter())
+        }
+        DataType::Float | DataType::Double | DataType::Half | DataType::Bfloat16 => {
+            let floats = values
+                .iter()
+                .map(|v| v.as_f64().ok_or_else(|| wrong(v, "a number")))
+                .collect::<Result<Vec<_>, _>>()?;
+            infer::pack_floats(name, dtype, floats.into_iter())
+        }
+        _ => {
+            let ints = values
+                .iter()
+                .map(|v| {
+                    v.as_i64()
+                        .map(i128::from)
+                        .or_else(|| v.as_u64().map(i128::from))
+                        .ok_or_else(|| wrong(v, "an integer"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            infer::pack_ints(name, dtype, ints.into_iter())
+        }
+    }
+}
+
+/// The response: JSON alone, or JSON then each binary output's bytes in order, with
+/// `Inference-Header-Content-Length` set.
+fn encode(
+    model_name: &str,
+    version: i64,
+    id: Option<&str>,
+    outputs: &[(String, Tensor)],
+    binary: impl Fn(&str) -> bool,
+) -> Result<Response<Full<Bytes>>, ServingError> {
+    let mut blobs = Vec::new();
+    let mut json_outputs = Vec::with_capacity(outputs.len());
+    for (name, tensor) in outputs {
+        let datatype = datatype::name(tensor.dtype).ok_or_else(|| {
+            ServingError::unimplemented(format!(
+                "output '{name}' is {}, which V2 cannot carry",
+                tensor.dtype.name()
+            ))
+        })?;
+        let mut out = Map::new();
+        out.insert("name".into(), json!(name));
+        out.insert("datatype".into(), json!(datatype));
+        out.insert("shape".into(), json!(tensor.shape));
+        if binary(name) {
+            let raw = infer::raw(tensor);
+            out.insert("parameters".into(), json!({"binary_data_size": raw.len()}));
+            blobs.push(raw);
+        } else {
+            out.insert("data".into(), json_values(tensor));
+        }
+        json_outputs.push(Value::Object(out));
+    }
+    let mut doc = Map::new();
+    doc.insert("model_name".into(), json!(model_name));
+    doc.insert("model_version".into(), json!(version.to_string()));
+    if let Some(id) = id {
+        doc.insert("id".into(), json!(id));
+    }
+    doc.insert("outputs".into(), Value::Array(json_outputs));
+    let head = serde_json::to_vec(&Value::Object(doc)).unwrap_or_default();
+    if blobs.is_empty() {
+        return Ok(json_response(200, head));
+    }
+    let head_len = head.len();
+    let mut body = head;
+    for b in &blobs {
+        body.extend_from_slice(b);
+    }
+    let mut resp = json_response(200, body);
+    let headers = resp.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(HEADER_LENGTH, hyper::header::HeaderValue::from(head_len));
+    Ok(resp)
+}
+
+/// A tensor's elements as a flat JSON array (FP16/BF16 as their float values; BYTES as
+/// strings, invalid UTF-8 replaced; non-finite floats as null, which JSON lacks).
+fn json_values(t: &Tensor) -> Value {
+    let bytes = match &t.data {
+        TensorData::Strings(items) => {
+            return Value::Array(
+                items
+                    .iter()
+                    .map(|s| Value::String(String::from_utf8_lossy(s).into_owned()))
+                    .collect(),
+            )
+        }
+        TensorData::Bytes(b) => b,
+    };
+    fn each<const N: usize, T: Into<Value>>(b: &[u8], f: impl Fn([u8; N]) -> T) -> Value {
+        Value::Array(
+            b.chunks_exact(N)
+                .map(|c| f(c.try_into().unwrap_or([0; N])).into())
+                .collect(),
+        )
+    }
+    let float = |v: f64| serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number);
+    match t.dtype {
+        DataType::Bool => each::<1, _>(bytes, |b| b[0] != 0),
+        DataType::Uint8 => each::<1, _>(bytes, u8::from_le_bytes),
+        DataType::Int8 => each::<1, _>(bytes, i8::from_le_bytes),
+        DataType::Uint16 => each::<2, _>(bytes, u16::from_le_bytes),
+        DataType::Int16 => each::<2, _>(bytes, i16::from_le_bytes),
+        DataType::Uint32 => each::<4, _>(bytes, u32::from_le_bytes),
+        DataType::Int32 => each::<4, _>(bytes, i32::from_le_bytes),
+        DataType::Uint64 => each::<8, _>(bytes, u64::from_le_bytes),
+        DataType::Int64 => each::<8, _>(bytes, i64::from_le_bytes),
+        DataType::Float => each::<4, _>(bytes, |b| float(f64::from(f32::from_le_bytes(b)))),
+        DataType::Double => each::<8, _>(bytes, |b| float(f64::from_le_bytes(b))),
+        DataType::Half => each::<2, _>(bytes, |b| {
+            float(f64::from(infer::f16_to_f32(u16::from_le_bytes(b))))
+        }),
+        DataType::Bfloat16 => each::<2, _>(bytes, |b| {
+            float(f64::from(f32::from_bits(
+                u32::from(u16::from_le_bytes(b)) << 16,
+            )))
+        }),
+        DataType::String | DataType::Complex64 | DataType::Complex128 => Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let get = |p: &str| parse(&Method::GET, p);
+        assert_eq!(get("/v2").unwrap(), Route::Server);
+        assert_eq!(get("/v2/health/live").unwrap(), Route::Live);
+        assert_eq!(get("/v2/health/ready").unwrap(), Route::Ready);
+        assert_eq!(
+            get("/v2/models/m").unwrap(),
+            Route::Model {
+                request: ServableRequest::Latest("m".into()),
+                what: ModelRoute::Metadata
+            }
+        );
+        assert_eq!(
+            get("/v2/models/m%20x/versions/3/config").unwrap(),
+            Route::Model {
+                request: ServableRequest::Specific("m x".into(), 3),
+                what: ModelRoute::Config
+            }
+        );
+        assert_eq!(
+            get("/v2/models/m/versions/stable/ready").unwrap(),
+            Route::Model {
+                request: ServableRequest::Label("m".into(), "stable".into()),
+                what: ModelRoute::Ready
+            }
+        );
+        assert_eq!(
+            parse(&Method::POST, "/v2/models/m/infer").unwrap(),
+            Route::Model {
+                request: ServableRequest::Latest("m".into()),
+                what: ModelRoute::Infer
+            }
+        );
+        let e = get("/v2/models/m/infer").unwrap_err();
+        assert_eq!(e.code, Code::NotFound);
+        assert_eq!(e.message, "no V2 endpoint GET /v2/models/m/infer");
+        assert!(get("/v2/models//ready").is_err());
+        assert!(get("/v2/nothing").is_err());
+    }
+
+    #[test]
+    fn the_binary_part_follows_the_json() {
+        let body = Bytes::from_static(b"{\"a\":1}\x01\x02");
+        let (head, rest) = split_body(Some("7"), body.clone()).unwrap();
+        assert_eq!(&head[..], b"{\"a\":1}");
+        assert_eq!(&rest[..], b"\x01\x02");
+        assert_eq!(rest.as_ptr(), body[7..].as_ptr(), "a slice, not a copy");
+        assert!(split_body(Some("10"), body.clone()).is_err());
+        assert!(split_body(Some("x"), body).is_err());
+    }
+
+    #[test]
+    fn json_data_is_flattened_and_checked() {
+        let v: Value = serde_json::from_str("[[1, 2], [3, 4]]").unwrap();
+        let d = json_data("x", DataType::Int32, &[2, 2], &v).unwrap();
+        let t = Tensor::new(DataType::Int32, vec![2, 2], d).unwrap();
+        assert_eq!(json_values(&t), json!([1, 2, 3, 4]));
+        let e = json_data("x", DataType::Int32, &[3], &v).unwrap_err();
+        assert_eq!(e.message, "input 'x' has 4 values, its shape needs 3");
+        let e = json_data("x", DataType::Int32, &[4], &json!([1, 2.5, 3, 4])).unwrap_err();
+        assert_eq!(e.message, "input 'x': expected an integer, got 2.5");
+        let d = json_data("s", DataType::String, &[1], &json!(["hé"])).unwrap();
+        assert_eq!(d, TensorData::Strings(vec!["hé".as_bytes().to_vec()]));
+        let d = json_data("b", DataType::Bool, &[2], &json!([true, false])).unwrap();
+        let t = Tensor::new(DataType::Bool, vec![2], d).unwrap();
+        assert_eq!(json_values(&t), json!([true, false]));
+    }
+}

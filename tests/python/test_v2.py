@@ -1,0 +1,326 @@
+"""KServe V2 (the Open Inference Protocol) end to end, with Triton's own client
+(`tritonclient.http` and `tritonclient.grpc`) against a real tfgate serving the same models
+through TF Serving's API at the same time.
+
+Expected answers come from the models' definitions (half_plus_two: y = x/2 + 2 for version
+1, + 3 for version 2; dtypes: identities), from TF Serving's own metadata endpoint on the
+same server, and from the V2 protocol's rules; never from tfgate's V2 code."""
+import json
+import math
+import struct
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import tritonclient.grpc as tg
+import tritonclient.http as th
+from tritonclient.utils import InferenceServerException
+
+from test_api_suite import VALUES, config_text, start, stop
+
+# The dtypes model's signature names (numpy-style) and V2's datatype for each.
+V2_TYPE = {"float32": "FP32", "float64": "FP64", "int8": "INT8", "int16": "INT16",
+           "int32": "INT32", "int64": "INT64", "uint8": "UINT8", "uint16": "UINT16",
+           "uint32": "UINT32", "uint64": "UINT64", "bool": "BOOL", "string": "BYTES",
+           "half": "FP16", "bfloat16": "BF16"}
+NUMPY = {"half": np.float16, "bfloat16": np.float32, "string": np.object_}
+# Travel only as binary over HTTP (V2's binary tensor extension).
+BINARY_ONLY = {"half", "bfloat16"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """half_plus_two (versions 1 and 2, label stable -> 1), dtypes and mixed_types."""
+    config = config_text(
+        ("half_plus_two", "model_version_policy { all {} } "
+                          'version_labels { key: "stable" value: 1 }'),
+        ("dtypes", ""), ("mixed_types", ""))
+    proc, grpc_port, rest_port = start(str(tmp_path_factory.mktemp("v2")), config,
+                                       ["half_plus_two", "dtypes", "mixed_types"],
+                                       "--allow_version_labels_for_unavailable_models")
+    yield grpc_port, rest_port
+    stop(proc)
+
+
+def clients(server):
+    grpc_port, rest_port = server
+    return [th.InferenceServerClient(f"127.0.0.1:{rest_port}"),
+            tg.InferenceServerClient(f"127.0.0.1:{grpc_port}")]
+
+
+def http(port, method, path, body=None, headers=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, data=body,
+                                 headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def as_json(c, method, *args):
+    """A metadata or config answer as JSON from either client."""
+    if isinstance(c, tg.InferenceServerClient):
+        return getattr(c, method)(*args, as_json=True)
+    return getattr(c, method)(*args)
+
+
+def infer_input(mod, name, array, datatype, binary=True):
+    i = mod.InferInput(name, list(array.shape), datatype)
+    if mod is th:
+        i.set_data_from_numpy(array, binary_data=binary)
+    else:
+        i.set_data_from_numpy(array)
+    return i
+
+
+def requested(mod, name, binary=True):
+    if mod is th:
+        return mod.InferRequestedOutput(name, binary_data=binary)
+    return mod.InferRequestedOutput(name)
+
+
+def test_health_and_server_metadata(server):
+    for c in clients(server):
+        assert c.is_server_live()
+        assert c.is_server_ready()
+        assert c.is_model_ready("half_plus_two")
+        assert c.is_model_ready("half_plus_two", "2")
+        assert c.is_model_ready("half_plus_two", "stable")
+        assert not c.is_model_ready("half_plus_two", "3")
+        assert not c.is_model_ready("no_such_model")
+        meta = c.get_server_metadata()
+        if c.__class__ is tg.InferenceServerClient:
+            meta = {"name": meta.name, "extensions": list(meta.extensions)}
+        assert meta["name"] == "tfgate"
+        assert "binary_tensor_data" in meta["extensions"]
+        assert "model_configuration" in meta["extensions"]
+        # Only what is served: no CUDA shared memory.
+        assert "cuda_shared_memory" not in meta["extensions"]
+
+
+def test_model_metadata_matches_the_signature(server):
+    _, rest_port = server
+    status, _, body = http(rest_port, "GET", "/v1/models/half_plus_two/metadata")
+    assert status == 200
+    sig = json.loads(body)["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    shape = sig["inputs"]["x"]["tensor_shape"]
+    # V2 cannot say "unknown rank": it says one dimension of unknown size.
+    dims = [-1] if shape.get("unknown_rank") else [int(d["size"]) for d in shape["dim"]]
+    for c in clients(server):
+        meta = as_json(c, "get_model_metadata", "half_plus_two")
+        assert meta["name"] == "half_plus_two"
+        assert meta["versions"] == ["1", "2"]
+        assert meta["platform"] == "tensorflow_savedmodel"
+        (x,) = meta["inputs"]
+        assert x["name"] == "x" and x["datatype"] == "FP32"
+        assert [int(d) for d in x["shape"]] == dims
+        assert [o["name"] for o in meta["outputs"]] == sorted(sig["outputs"])
+
+
+def test_infer_over_json_binary_and_grpc(server):
+    x = np.array([[1.0], [2.0], [5.0]], dtype=np.float32)
+    for c in clients(server):
+        mod = th if isinstance(c, th.InferenceServerClient) else tg
+        for binary in ([True, False] if mod is th else [True]):
+            for version, offset in [("", 3.0), ("1", 2.0), ("2", 3.0), ("stable", 2.0)]:
+                r = c.infer("half_plus_two", [infer_input(mod, "x", x, "FP32", binary)],
+                            model_version=version, outputs=[requested(mod, "y", binary)],
+                            request_id="req-7")
+                np.testing.assert_array_equal(r.as_numpy("y"), x / 2 + offset)
+                resp = r.get_response(as_json=True) if mod is tg else r.get_response()
+                assert resp["id"] == "req-7"
+                assert resp["model_version"] == (version if version.isdigit() else
+                                                 "2" if version == "" else "1")
+
+
+def test_v2_and_tf_serving_apis_agree(server):
+    """The same server answers both protocols with the same numbers."""
+    _, rest_port = server
+    x = [[0.25], [7.0]]
+    status, _, body = http(rest_port, "POST", "/v1/models/half_plus_two/versions/1:predict",
+                           json.dumps({"instances": x}).encode())
+    assert status == 200
+    v1 = np.array(json.loads(body)["predictions"], dtype=np.float32)
+    c = clients(server)[0]
+    r = c.infer("half_plus_two", [infer_input(th, "x", np.array(x, np.float32), "FP32")],
+                model_version="1")
+    np.testing.assert_array_equal(r.as_numpy("y"), v1)
+
+
+def dtype_array(sig):
+    values = VALUES[sig]
+    if sig == "string":
+        return np.array([v.encode() for v in values], dtype=np.object_).reshape(2, -1)
+    return np.array(values, dtype=NUMPY.get(sig, sig)).reshape(2, -1)
+
+
+@pytest.mark.parametrize("sig", sorted(V2_TYPE))
+def test_every_datatype_round_trips(server, sig):
+    """V2's datatype table: each dtype's identity signature (named by the request parameter
+    signature_name) gives back what it was sent, as binary, JSON and gRPC."""
+    array = dtype_array(sig)
+    datatype = V2_TYPE[sig]
+    for c in clients(server):
+        mod = th if isinstance(c, th.InferenceServerClient) else tg
+        modes = [True] if mod is tg or sig in BINARY_ONLY else [True, False]
+        for binary in modes:
+            sent = array
+            if not binary and sig in ("float32", "float64"):
+                # JSON has no NaN or infinity.
+                sent = np.array([v for v in array.ravel() if math.isfinite(v)][:4],
+                                dtype=array.dtype).reshape(2, -1)
+            r = c.infer("dtypes", [infer_input(mod, "x", sent, datatype, binary)],
+                        outputs=[requested(mod, "y", binary)], parameters={"signature_name": sig})
+            out = r.get_output("y")
+            got_type = out["datatype"] if mod is th else out.datatype
+            assert got_type == datatype
+            got = r.as_numpy("y")
+            assert got.shape == sent.shape
+            if sig == "bfloat16":
+                # bfloat16 keeps the top 16 bits of a float32.
+                expect = (sent.view(np.uint32) & 0xFFFF0000).view(np.float32)
+                np.testing.assert_array_equal(got, expect)
+            elif sig == "string" and mod is th and not binary:
+                assert [g.encode() if isinstance(g, str) else g for g in got.ravel()] == \
+                    list(sent.ravel())
+            else:
+                np.testing.assert_array_equal(got, sent)
+
+
+def test_outputs_are_filtered_and_ordered(server):
+    a = np.array([1, 2], dtype=np.int64)
+    b = np.array([0.5, 0.25], dtype=np.float32)
+    s = np.array([b"ab", b"xyz"], dtype=np.object_)
+    for c in clients(server):
+        mod = th if isinstance(c, th.InferenceServerClient) else tg
+        inputs = [infer_input(mod, "a", a, "INT64"), infer_input(mod, "b", b, "FP32"),
+                  infer_input(mod, "s", s, "BYTES")]
+        r = c.infer("mixed_types", inputs,
+                    outputs=[requested(mod, "s_length"), requested(mod, "sum")])
+        resp = r.get_response(as_json=True) if mod is tg else r.get_response()
+        assert [o["name"] for o in resp["outputs"]] == ["s_length", "sum"]
+        np.testing.assert_array_equal(r.as_numpy("s_length"), np.array([2, 3], np.int32))
+        np.testing.assert_array_equal(r.as_numpy("sum"), a.astype(np.float32) + b)
+
+
+def v2_error(call):
+    with pytest.raises(InferenceServerException) as e:
+        call()
+    return e.value.status(), e.value.message()
+
+
+def test_errors_name_what_is_wrong(server):
+    http_c, grpc_c = clients(server)
+    x = np.array([[1.0]], dtype=np.float32)
+    message = "Servable not found for request: Latest(no_such_model)"
+    st, msg = v2_error(lambda: http_c.infer("no_such_model", [infer_input(th, "x", x, "FP32")]))
+    assert (st, msg) == ("404", message)
+    st, msg = v2_error(lambda: grpc_c.infer("no_such_model", [infer_input(tg, "x", x, "FP32")]))
+    assert (st, msg) == ("StatusCode.NOT_FOUND", message)
+
+    wrong = [
+        ("half_plus_two", "x", x.astype(np.float64), "FP64",
+         "input 'x' has datatype FP64, the model expects FP32"),
+        ("mixed_types", "a", np.zeros((1, 1), np.int64), "INT64",
+         "input 'a' has shape [1,1], the model expects [-1]"),
+        ("half_plus_two", "nope", x, "FP32",
+         "Signature input alias: x(feed name: x:0) not found in request"),
+    ]
+    for model, name, array, datatype, message in wrong:
+        for c, mod, code in [(http_c, th, "400"), (grpc_c, tg, "StatusCode.INVALID_ARGUMENT")]:
+            i = infer_input(mod, name, array, datatype)
+            st, msg = v2_error(lambda: c.infer(model, [i]))
+            assert st == code and message in msg, (st, msg)
+
+    # Malformed bodies, over plain HTTP.
+    _, rest_port = server
+    bad = [
+        (b'{"inputs": [{"name": "x", "datatype": "FP16", "shape": [1, 1], "data": [1.0]}]}',
+         {}, "input 'x' is FP16, which travels only as binary data"),
+        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [1.0],'
+         b' "parameters": {"binary_data_size": 4}}]}\x00\x00\x80\x3f',
+         {"Inference-Header-Content-Length": "95"},
+         "input 'x' has both 'data' and binary_data_size"),
+        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1],'
+         b' "parameters": {"binary_data_size": 8}}]}\x00\x00\x80\x3f',
+         {"Inference-Header-Content-Length": "87"},
+         "input 'x' claims 8 bytes of binary data, only 4 remain"),
+        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 1], "data": [1.0]}]}',
+         {}, "input 'x' has 1 values, its shape needs 2"),
+        (b'{"inputs": 5}', {}, "the request has no 'inputs' array"),
+        (b'not json', {}, "failed to parse the request JSON"),
+    ]
+    for body, headers, message in bad:
+        if "Inference-Header-Content-Length" in headers:
+            headers = {"Inference-Header-Content-Length": str(body.index(b"}]}") + 3)}
+        st, _, resp = http(rest_port, "POST", "/v2/models/half_plus_two/infer", body, headers)
+        assert st == 400, (st, resp)
+        assert message in json.loads(resp)["error"], resp
+    st, _, resp = http(rest_port, "GET", "/v2/models/half_plus_two/infer")
+    assert st == 404 and "error" in json.loads(resp)
+
+
+def test_binary_response_layout(server):
+    """The binary extension's response: JSON, then the raw output, with the JSON's length
+    in Inference-Header-Content-Length (checked without the client library)."""
+    _, rest_port = server
+    header = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 1],
+                                     "parameters": {"binary_data_size": 8}}],
+                         "outputs": [{"name": "y", "parameters": {"binary_data": True}}]})
+    body = header.encode() + struct.pack("<2f", 4.0, -1.0)
+    st, headers, resp = http(rest_port, "POST", "/v2/models/half_plus_two/versions/1/infer",
+                             body, {"Inference-Header-Content-Length": str(len(header))})
+    assert st == 200
+    n = int(headers["Inference-Header-Content-Length"])
+    doc = json.loads(resp[:n])
+    (y,) = doc["outputs"]
+    assert y["parameters"]["binary_data_size"] == 8 and "data" not in y
+    assert struct.unpack("<2f", resp[n:]) == (4.0, 1.5)
+
+
+def test_cuda_shared_memory_is_refused_clearly(server):
+    grpc_c = clients(server)[1]
+    st, msg = v2_error(lambda: grpc_c.get_cuda_shared_memory_status())
+    assert st == "StatusCode.UNIMPLEMENTED"
+    assert "CUDA shared memory is not supported" in msg
+
+
+@pytest.fixture(scope="module")
+def batching_server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("v2batch")
+    params = tmp / "batching.config"
+    params.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 300 }\n"
+                      "allowed_batch_sizes: 4\nallowed_batch_sizes: 8\n")
+    proc, grpc_port, rest_port = start(str(tmp), config_text(("mlp", "")), ["mlp"],
+                                       "--enable_batching", f"--batching_parameters_file={params}")
+    yield grpc_port, rest_port
+    stop(proc)
+
+
+def test_model_config_follows_batching(server, batching_server):
+    for c in clients(server):
+        cfg = as_json(c, "get_model_config", "half_plus_two")
+        cfg = cfg.get("config", cfg)
+        assert cfg["name"] == "half_plus_two"
+        assert cfg["platform"] == "tensorflow_savedmodel"
+        assert int(cfg.get("max_batch_size", 0)) == 0
+        assert "dynamic_batching" not in cfg
+    for c in clients(batching_server):
+        cfg = as_json(c, "get_model_config", "mlp")
+        cfg = cfg.get("config", cfg)
+        assert int(cfg["max_batch_size"]) == 8
+        (x,) = cfg["input"]
+        assert x["name"] == "x" and x["data_type"] == "TYPE_FP32"
+        assert [int(d) for d in x["dims"]] == [64], "the batch dimension is left out"
+        (y,) = cfg["output"]
+        assert [int(d) for d in y["dims"]] == [16]
+        batching = cfg["dynamic_batching"]
+        assert int(batching["max_queue_delay_microseconds"]) == 300
+        assert [int(s) for s in batching["preferred_batch_size"]] == [4, 8]
+        # And requests still batch through V2: rows of any count up to the maximum.
+        mod = th if isinstance(c, th.InferenceServerClient) else tg
+        x3 = np.ones((3, 64), np.float32)
+        r = c.infer("mlp", [infer_input(mod, "x", x3, "FP32")])
+        assert r.as_numpy("y").shape == (3, 16)
