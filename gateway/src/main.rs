@@ -330,6 +330,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         ));
     }
 
+    let shared_memory = v2::shared_memory::Registry::default();
     let grpc = grpc::GrpcServices {
         predictor: predictor.clone(),
         core,
@@ -337,6 +338,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         max_send_message_length: channel_args.max_send_message_length,
         v2: v2::grpc::InferenceService {
             predictor: predictor.clone(),
+            shared_memory: shared_memory.clone(),
             health: health.clone(),
             max_send_message_length: channel_args.max_send_message_length,
         },
@@ -374,6 +376,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         let api = rest::RestApi {
             predictor,
             health,
+            shared_memory,
             config: rest::RestConfig {
                 // TF Serving sets no run timeout for a value of 0 or less.
                 timeout: u64::try_from(flags.rest_api_timeout_in_ms)

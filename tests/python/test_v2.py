@@ -7,7 +7,10 @@ Expected answers come from the models' definitions (half_plus_two: y = x/2 + 2 f
 same server, and from the V2 protocol's rules; never from tfgate's V2 code."""
 import json
 import math
+import os
 import struct
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -15,6 +18,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tg
 import tritonclient.http as th
+import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException
 
 from test_api_suite import VALUES, config_text, start, stop
@@ -35,9 +39,9 @@ def server(tmp_path_factory):
     config = config_text(
         ("half_plus_two", "model_version_policy { all {} } "
                           'version_labels { key: "stable" value: 1 }'),
-        ("dtypes", ""), ("mixed_types", ""))
+        ("dtypes", ""), ("mixed_types", ""), ("slow", ""))
     proc, grpc_port, rest_port = start(str(tmp_path_factory.mktemp("v2")), config,
-                                       ["half_plus_two", "dtypes", "mixed_types"],
+                                       ["half_plus_two", "dtypes", "mixed_types", "slow"],
                                        "--allow_version_labels_for_unavailable_models")
     yield grpc_port, rest_port
     stop(proc)
@@ -324,3 +328,129 @@ def test_model_config_follows_batching(server, batching_server):
         x3 = np.ones((3, 64), np.float32)
         r = c.infer("mlp", [infer_input(mod, "x", x3, "FP32")])
         assert r.as_numpy("y").shape == (3, 16)
+
+
+@pytest.fixture
+def regions():
+    """System shared-memory objects made with Triton's helper, destroyed after the test."""
+    made = []
+
+    def make(name, size):
+        key = f"/tfgate-test-{os.getpid()}-{name}"
+        handle = shm.create_shared_memory_region(name, key, size)
+        made.append(handle)
+        return key, handle
+
+    yield make
+    for h in made:
+        shm.destroy_shared_memory_region(h)
+
+
+def test_system_shared_memory_carries_inputs_and_outputs(server, regions):
+    x = np.array([[1.0], [2.0], [5.0]], dtype=np.float32)
+    in_key, in_handle = regions("in", x.nbytes)
+    out_key, out_handle = regions("out", 64)
+    shm.set_shared_memory_region(in_handle, [x])
+    for c in clients(server):
+        mod = th if isinstance(c, th.InferenceServerClient) else tg
+        c.unregister_system_shared_memory()
+        c.register_system_shared_memory("in", in_key, x.nbytes)
+        c.register_system_shared_memory("out", out_key, 64)
+        status = c.get_system_shared_memory_status()
+        if mod is tg:
+            status = [{"name": r.name, "key": r.key, "byte_size": r.byte_size}
+                      for r in status.regions.values()]
+        assert sorted((r["name"], r["key"], int(r["byte_size"])) for r in status) == \
+            [("in", in_key, x.nbytes), ("out", out_key, 64)]
+
+        i = mod.InferInput("x", list(x.shape), "FP32")
+        i.set_shared_memory("in", x.nbytes)
+        o = mod.InferRequestedOutput("y")
+        o.set_shared_memory("out", 60, offset=4)
+        r = c.infer("half_plus_two", [i], outputs=[o], model_version="1")
+        out = r.get_output("y")
+        params = out["parameters"] if mod is th else \
+            {k: (v.string_param or v.int64_param) for k, v in out.parameters.items()}
+        assert params["shared_memory_region"] == "out"
+        assert int(params["shared_memory_byte_size"]) == x.nbytes
+        if mod is th:
+            assert "data" not in out
+        y = shm.get_contents_as_numpy(out_handle, np.float32, [3, 1], offset=4)
+        np.testing.assert_array_equal(y, x / 2 + 2)
+        shm.set_shared_memory_region(out_handle, [np.zeros(16, np.float32)])
+
+        c.unregister_system_shared_memory("in")
+        st, msg = v2_error(lambda: c.infer("half_plus_two", [i], outputs=[o]))
+        assert st in ("400", "StatusCode.INVALID_ARGUMENT")
+        assert msg == "shared memory region 'in' is not registered"
+        c.unregister_system_shared_memory()
+        status = c.get_system_shared_memory_status()
+        assert len(status if mod is th else status.regions) == 0
+
+
+def test_shared_memory_mistakes_are_refused(server, regions):
+    key, _ = regions("small", 16)
+    for c in clients(server):
+        mod = th if isinstance(c, th.InferenceServerClient) else tg
+        invalid = "400" if mod is th else "StatusCode.INVALID_ARGUMENT"
+        c.unregister_system_shared_memory()
+        st, msg = v2_error(lambda: c.register_system_shared_memory("r", "/tfgate-no-such", 16))
+        assert st == invalid and "unable to open shared memory object '/tfgate-no-such'" in msg
+        st, msg = v2_error(lambda: c.register_system_shared_memory("r", "/../etc/passwd", 16))
+        assert st == invalid and "is not a shared memory key" in msg
+        st, msg = v2_error(lambda: c.register_system_shared_memory("r", key, 16, offset=8))
+        assert st == invalid and "offset 8 + byte size 16 is past the end" in msg
+        c.register_system_shared_memory("r", key, 16)
+        st, msg = v2_error(lambda: c.register_system_shared_memory("r", key, 16))
+        assert st == invalid and msg == "shared memory region 'r' is already registered"
+        i = mod.InferInput("x", [1, 1], "FP32")
+        i.set_shared_memory("r", 4, offset=14)
+        st, msg = v2_error(lambda: c.infer("half_plus_two", [i]))
+        assert st == invalid
+        assert msg == "shared memory region 'r': offset 14 + byte size 4 is past its end (16 bytes)"
+        c.unregister_system_shared_memory()
+    # Data beside a region reference (the client library cannot send this).
+    _, rest_port = server
+    http(rest_port, "POST", "/v2/systemsharedmemory/region/r/register",
+         json.dumps({"key": key, "offset": 0, "byte_size": 16}).encode())
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1],
+                                   "data": [1.0], "parameters": {
+                                       "shared_memory_region": "r",
+                                       "shared_memory_byte_size": 4}}]}).encode()
+    st, _, resp = http(rest_port, "POST", "/v2/models/half_plus_two/infer", body)
+    assert st == 400
+    assert json.loads(resp)["error"] == \
+        "input 'x' names a shared memory region and carries data as well"
+    st, _, resp = http(rest_port, "GET", "/v2/cudasharedmemory/status")
+    assert st == 501 and "CUDA shared memory is not supported" in json.loads(resp)["error"]
+    http(rest_port, "POST", "/v2/systemsharedmemory/unregister")
+
+
+def test_a_region_unregistered_mid_request_serves_that_request(server, regions):
+    """slow counts to its input n: the request is still running when its regions are
+    unregistered, and it is answered in full from and into them."""
+    n = np.array([600_000], dtype=np.int64)
+    in_key, in_handle = regions("n", 8)
+    out_key, out_handle = regions("count", 8)
+    shm.set_shared_memory_region(in_handle, [n])
+    c = clients(server)[0]
+    c.unregister_system_shared_memory()
+    c.register_system_shared_memory("n", in_key, 8)
+    c.register_system_shared_memory("count", out_key, 8)
+    i = th.InferInput("n", [1], "INT64")
+    i.set_shared_memory("n", 8)
+    o = th.InferRequestedOutput("count")
+    o.set_shared_memory("count", 8)
+    answers = []
+    # tritonclient.http runs on gevent: one client per thread.
+    url = f"127.0.0.1:{server[1]}"
+    t = threading.Thread(target=lambda: answers.append(
+        th.InferenceServerClient(url).infer("slow", [i], outputs=[o])))
+    started = time.time()
+    t.start()
+    time.sleep(0.2)
+    c.unregister_system_shared_memory()
+    t.join(60)
+    assert answers, "the request was answered"
+    assert time.time() - started > 0.25, "it was still running when the regions went"
+    np.testing.assert_array_equal(shm.get_contents_as_numpy(out_handle, np.int64, [1]), n)

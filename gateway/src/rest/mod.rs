@@ -42,6 +42,8 @@ pub struct RestConfig {
 pub struct RestApi {
     pub predictor: Predictor,
     pub health: crate::health::Health,
+    /// V2's registered system shared-memory regions (shared with gRPC).
+    pub shared_memory: crate::v2::shared_memory::Registry,
     pub config: RestConfig,
 }
 

@@ -11,6 +11,7 @@ use crate::monitoring::series;
 use crate::predictor::Predictor;
 use crate::request::Entrypoint;
 use crate::v2::infer::{self, Call, Input, InputData};
+use crate::v2::shared_memory::{self, Held, Reference, Registry};
 use crate::v2::{datatype, model, servable_request, EXTENSIONS, SERVER_NAME, SIGNATURE_PARAMETER};
 use std::collections::BTreeMap;
 use tfgate_proto::inference as pb;
@@ -24,6 +25,8 @@ use tonic::{Request, Response, Status};
 pub struct InferenceService {
     pub predictor: Predictor,
     pub health: Health,
+    /// V2's registered system shared-memory regions (shared with REST).
+    pub shared_memory: Registry,
     /// `grpc.max_send_message_length`.
     pub max_send_message_length: usize,
 }
@@ -50,6 +53,47 @@ fn string_param(
             "parameter '{name}' must be a string"
         ))),
     }
+}
+
+/// A non-negative integer parameter (`int64_param` or `uint64_param`), `None` when absent.
+fn size_param(
+    parameters: &BTreeMap<String, pb::InferParameter>,
+    what: &str,
+    name: &str,
+) -> Result<Option<u64>, ServingError> {
+    match parameters
+        .get(name)
+        .and_then(|p| p.parameter_choice.as_ref())
+    {
+        None => Ok(None),
+        Some(ParameterChoice::Int64Param(v)) if *v >= 0 => Ok(Some(*v as u64)),
+        Some(ParameterChoice::Uint64Param(v)) => Ok(Some(*v)),
+        Some(_) => Err(ServingError::invalid_argument(format!(
+            "{what}: {name} must be a non-negative integer"
+        ))),
+    }
+}
+
+/// The region a tensor's parameters name, if any.
+fn region_reference(
+    what: &str,
+    parameters: &BTreeMap<String, pb::InferParameter>,
+    regions: &Registry,
+) -> Result<Option<Held>, ServingError> {
+    let Some(region) = string_param(parameters, shared_memory::REGION)? else {
+        return Ok(None);
+    };
+    let byte_size = size_param(parameters, what, shared_memory::BYTE_SIZE)?.ok_or_else(|| {
+        ServingError::invalid_argument(format!(
+            "{what} names shared memory region '{region}' without shared_memory_byte_size"
+        ))
+    })?;
+    let at = Reference {
+        region,
+        offset: size_param(parameters, what, shared_memory::OFFSET)?.unwrap_or(0),
+        byte_size,
+    };
+    Held::resolve(regions, at).map(Some)
 }
 
 /// Typed `contents` packed for the input's datatype; each datatype reads only its own
@@ -82,20 +126,47 @@ fn typed(
     }
 }
 
-/// The request's inputs: all typed, or all raw (V2 forbids mixing).
-fn inputs(request: &mut pb::ModelInferRequest) -> Result<Vec<Input>, ServingError> {
+/// The request's inputs: all typed, or all raw (V2 forbids mixing), or in shared memory.
+/// Raw contents are given in order to the inputs that name no region.
+fn inputs(
+    request: &mut pb::ModelInferRequest,
+    regions: &Registry,
+) -> Result<Vec<Input>, ServingError> {
     let raw = std::mem::take(&mut request.raw_input_contents);
-    if !raw.is_empty() && raw.len() != request.inputs.len() {
+    let mut held = Vec::with_capacity(request.inputs.len());
+    for i in &request.inputs {
+        held.push(region_reference(
+            &format!("input '{}'", i.name),
+            &i.parameters,
+            regions,
+        )?);
+    }
+    let carried = held.iter().filter(|h| h.is_none()).count();
+    if !raw.is_empty() && raw.len() != carried {
         return Err(ServingError::invalid_argument(format!(
-            "{} raw_input_contents for {} inputs: give one per input, or none",
+            "{} raw_input_contents for {carried} inputs: give one per input, or none",
             raw.len(),
-            request.inputs.len()
         )));
     }
     let mut raw = raw.into_iter();
     std::mem::take(&mut request.inputs)
         .into_iter()
-        .map(|i| {
+        .zip(held)
+        .map(|(i, held)| {
+            if let Some(held) = held {
+                if i.contents.is_some() {
+                    return Err(ServingError::invalid_argument(format!(
+                        "input '{}' names a shared memory region and carries data as well",
+                        i.name
+                    )));
+                }
+                return Ok(Input {
+                    name: i.name,
+                    datatype: i.datatype,
+                    shape: i.shape,
+                    data: InputData::Raw(held.read()?),
+                });
+            }
             let data = match (raw.next(), i.contents) {
                 (Some(_), Some(_)) => {
                     return Err(ServingError::invalid_argument(format!(
@@ -135,7 +206,15 @@ impl InferenceService {
             return Err(ServingError::invalid_argument("the request names no model"));
         }
         let signature_name = string_param(&r.parameters, SIGNATURE_PARAMETER)?.unwrap_or_default();
-        let inputs = inputs(&mut r)?;
+        let inputs = inputs(&mut r, &self.shared_memory)?;
+        let mut wanted = Vec::with_capacity(r.outputs.len());
+        for o in &r.outputs {
+            let what = format!("output '{}'", o.name);
+            wanted.push((
+                o.name.clone(),
+                region_reference(&what, &o.parameters, &self.shared_memory)?,
+            ));
+        }
         let served = infer::run(
             &self.predictor,
             Call {
@@ -158,13 +237,41 @@ impl InferenceService {
                         tensor.dtype.name()
                     ))
                 })?;
+                let region = wanted
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .and_then(|(_, h)| h.as_ref());
+                let mut parameters = BTreeMap::new();
+                let bytes = infer::raw(tensor);
+                if let Some(held) = region {
+                    let written = held.write(name, &bytes)?;
+                    let param = |c| pb::InferParameter {
+                        parameter_choice: Some(c),
+                    };
+                    parameters.insert(
+                        shared_memory::REGION.to_string(),
+                        param(ParameterChoice::StringParam(held.at.region.clone())),
+                    );
+                    parameters.insert(
+                        shared_memory::BYTE_SIZE.to_string(),
+                        param(ParameterChoice::Int64Param(written as i64)),
+                    );
+                    parameters.insert(
+                        shared_memory::OFFSET.to_string(),
+                        param(ParameterChoice::Int64Param(held.at.offset as i64)),
+                    );
+                    // An empty entry keeps the indices of raw_output_contents aligned.
+                    raw.push(bytes::Bytes::new());
+                } else {
+                    raw.push(bytes);
+                }
                 outputs.push(pb::model_infer_response::InferOutputTensor {
                     name: name.clone(),
                     datatype: datatype.into(),
                     shape: tensor.shape.clone(),
+                    parameters,
                     ..Default::default()
                 });
-                raw.push(infer::raw(tensor));
             }
             Ok(pb::ModelInferResponse {
                 model_name: s.servable.name.clone(),
@@ -284,6 +391,53 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(result?))
     }
 
+    async fn system_shared_memory_status(
+        &self,
+        request: Request<pb::SystemSharedMemoryStatusRequest>,
+    ) -> Result<Response<pb::SystemSharedMemoryStatusResponse>, Status> {
+        let name = request.into_inner().name;
+        let list = self
+            .shared_memory
+            .status((!name.is_empty()).then_some(name.as_str()))?;
+        let regions = list
+            .iter()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    pb::system_shared_memory_status_response::RegionStatus {
+                        name: r.name.clone(),
+                        key: r.key.clone(),
+                        offset: r.offset,
+                        byte_size: r.byte_size,
+                    },
+                )
+            })
+            .collect();
+        Ok(Response::new(pb::SystemSharedMemoryStatusResponse {
+            regions,
+        }))
+    }
+
+    async fn system_shared_memory_register(
+        &self,
+        request: Request<pb::SystemSharedMemoryRegisterRequest>,
+    ) -> Result<Response<pb::SystemSharedMemoryRegisterResponse>, Status> {
+        let r = request.into_inner();
+        self.shared_memory
+            .register(&r.name, &r.key, r.offset, r.byte_size)?;
+        Ok(Response::new(pb::SystemSharedMemoryRegisterResponse {}))
+    }
+
+    async fn system_shared_memory_unregister(
+        &self,
+        request: Request<pb::SystemSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<pb::SystemSharedMemoryUnregisterResponse>, Status> {
+        let name = request.into_inner().name;
+        self.shared_memory
+            .unregister((!name.is_empty()).then_some(name.as_str()))?;
+        Ok(Response::new(pb::SystemSharedMemoryUnregisterResponse {}))
+    }
+
     async fn cuda_shared_memory_status(
         &self,
         _: Request<pb::CudaSharedMemoryStatusRequest>,
@@ -307,10 +461,11 @@ impl GrpcInferenceService for InferenceService {
 }
 
 /// CUDA shared memory: the gateway holds no GPU memory to map it into.
-pub fn cuda_not_supported() -> Status {
-    Status::unimplemented(
-        "CUDA shared memory is not supported by tfgate: use system shared memory or send the data",
-    )
+pub const CUDA_NOT_SUPPORTED: &str =
+    "CUDA shared memory is not supported by tfgate: use system shared memory or send the data";
+
+fn cuda_not_supported() -> Status {
+    Status::unimplemented(CUDA_NOT_SUPPORTED)
 }
 
 #[cfg(test)]
@@ -341,7 +496,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let got = inputs(&mut r).unwrap();
+        let got = inputs(&mut r, &Registry::default()).unwrap();
         assert!(matches!(&got[0].data, InputData::Raw(b) if b.as_ref() == [0, 0, 128, 63]));
 
         let mut t = tensor("c", "INT16", &[2]);
@@ -353,7 +508,7 @@ mod tests {
             inputs: vec![t],
             ..Default::default()
         };
-        let got = inputs(&mut r).unwrap();
+        let got = inputs(&mut r, &Registry::default()).unwrap();
         assert!(
             matches!(&got[0].data, InputData::Packed(TensorData::Bytes(b)) if b.as_ref() == [255, 255, 2, 0])
         );
@@ -364,7 +519,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            inputs(&mut r).unwrap_err().message,
+            inputs(&mut r, &Registry::default()).unwrap_err().message,
             "1 raw_input_contents for 2 inputs: give one per input, or none"
         );
         let mut t = tensor("h", "FP16", &[1]);
@@ -374,7 +529,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            inputs(&mut r).unwrap_err().message,
+            inputs(&mut r, &Registry::default()).unwrap_err().message,
             "input 'h' is FP16: send it in raw_input_contents"
         );
     }

@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod infer;
 pub mod model;
 pub mod rest;
+pub mod shared_memory;
 
 use crate::servables::ServableRequest;
 
@@ -17,7 +18,12 @@ use crate::servables::ServableRequest;
 pub const SERVER_NAME: &str = "tfgate";
 
 /// The protocol extensions served (server metadata lists only these).
-pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration", "parameters"];
+pub const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "model_configuration",
+    "parameters",
+    "system_shared_memory",
+];
 
 /// The request parameter that names a signature other than `serving_default`.
 pub const SIGNATURE_PARAMETER: &str = "signature_name";

@@ -9,6 +9,7 @@ use crate::request::Entrypoint;
 use crate::rest::{error_response, json_response, RestApi};
 use crate::servables::ServableRequest;
 use crate::v2::infer::{self, element_count, Call, Input, InputData};
+use crate::v2::shared_memory::{self, Held, Reference, Registry};
 use crate::v2::{datatype, model, servable_request, EXTENSIONS, SERVER_NAME, SIGNATURE_PARAMETER};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -37,6 +38,12 @@ enum Route {
     Live,
     Ready,
     Server,
+    /// `None`: every region.
+    RegionStatus(Option<String>),
+    RegionRegister(String),
+    RegionUnregister(Option<String>),
+    /// `/v2/cudasharedmemory/...`: not supported.
+    Cuda,
     Model {
         request: ServableRequest,
         what: ModelRoute,
@@ -57,6 +64,20 @@ fn parse(method: &Method, path: &str) -> Result<Route, ServingError> {
         ["v2"] if get => Ok(Route::Server),
         ["v2", "health", "live"] if get => Ok(Route::Live),
         ["v2", "health", "ready"] if get => Ok(Route::Ready),
+        ["v2", "systemsharedmemory", rest @ ..] => {
+            let post = method == Method::POST;
+            match rest {
+                ["status"] if get => Ok(Route::RegionStatus(None)),
+                ["region", n, "status"] if get => Ok(Route::RegionStatus(Some(unescape(n)))),
+                ["region", n, "register"] if post => Ok(Route::RegionRegister(unescape(n))),
+                ["unregister"] if post => Ok(Route::RegionUnregister(None)),
+                ["region", n, "unregister"] if post => {
+                    Ok(Route::RegionUnregister(Some(unescape(n))))
+                }
+                _ => Err(not_found()),
+            }
+        }
+        ["v2", "cudasharedmemory", ..] => Ok(Route::Cuda),
         ["v2", "models", name, rest @ ..] if !name.is_empty() => {
             let (version, rest) = match rest {
                 ["versions", v, rest @ ..] if !v.is_empty() => (unescape(v), rest),
@@ -90,7 +111,35 @@ pub async fn handle(api: &RestApi, req: Request<Incoming>) -> Response<Full<Byte
         Err(e) => return error_response(&e),
     };
     let predictor = &api.predictor;
+    let regions = &api.shared_memory;
     match route {
+        Route::RegionStatus(name) => match regions.status(name.as_deref()) {
+            Ok(list) => ok_json(&Value::Array(
+                list.iter()
+                    .map(|r| {
+                        json!({"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size})
+                    })
+                    .collect(),
+            )),
+            Err(e) => error_response(&e),
+        },
+        Route::RegionRegister(name) => {
+            let result = match crate::rest::body::read(req, api.config.max_body_bytes).await {
+                Ok(body) => register(regions, &name, &body),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => json_response(200, Bytes::new()),
+                Err(e) => error_response(&e),
+            }
+        }
+        Route::RegionUnregister(name) => match regions.unregister(name.as_deref()) {
+            Ok(()) => json_response(200, Bytes::new()),
+            Err(e) => error_response(&e),
+        },
+        Route::Cuda => error_response(&ServingError::unimplemented(
+            crate::v2::grpc::CUDA_NOT_SUPPORTED,
+        )),
         Route::Live => json_response(200, Bytes::new()),
         Route::Ready => {
             let readiness = api.health.readiness();
@@ -163,6 +212,68 @@ pub async fn handle(api: &RestApi, req: Request<Incoming>) -> Response<Full<Byte
     }
 }
 
+/// `POST .../region/{name}/register` with `{"key", "offset", "byte_size"}`.
+fn register(regions: &Registry, name: &str, body: &[u8]) -> Result<(), ServingError> {
+    let doc: Value = serde_json::from_slice(body).map_err(|e| {
+        ServingError::invalid_argument(format!("failed to parse the request JSON: {e}"))
+    })?;
+    let key = doc.get("key").and_then(Value::as_str).ok_or_else(|| {
+        ServingError::invalid_argument("a shared memory registration needs a string 'key'")
+    })?;
+    let number = |field: &str, default: Option<u64>| {
+        match doc.get(field) {
+            None => default,
+            Some(v) => v.as_u64(),
+        }
+        .ok_or_else(|| {
+            ServingError::invalid_argument(format!(
+                "a shared memory registration needs '{field}' as a non-negative integer"
+            ))
+        })
+    };
+    regions.register(
+        name,
+        key,
+        number("offset", Some(0))?,
+        number("byte_size", None)?,
+    )
+}
+
+/// The region a tensor's `parameters` name, if any.
+fn region_reference(
+    what: &str,
+    parameters: Option<&Value>,
+    regions: &Registry,
+) -> Result<Option<Held>, ServingError> {
+    let Some(region) = parameters.and_then(|p| p.get(shared_memory::REGION)) else {
+        return Ok(None);
+    };
+    let region = region.as_str().ok_or_else(|| {
+        ServingError::invalid_argument(format!("{what}: shared_memory_region must be a string"))
+    })?;
+    let number = |field: &str| -> Result<Option<u64>, ServingError> {
+        match parameters.and_then(|p| p.get(field)) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                ServingError::invalid_argument(format!(
+                    "{what}: {field} must be a non-negative integer"
+                ))
+            }),
+        }
+    };
+    let byte_size = number(shared_memory::BYTE_SIZE)?.ok_or_else(|| {
+        ServingError::invalid_argument(format!(
+            "{what} names shared memory region '{region}' without shared_memory_byte_size"
+        ))
+    })?;
+    let at = Reference {
+        region: region.to_string(),
+        offset: number(shared_memory::OFFSET)?.unwrap_or(0),
+        byte_size,
+    };
+    Held::resolve(regions, at).map(Some)
+}
+
 /// The JSON part of a body and the binary part after it.
 fn split_body(req_header: Option<&str>, body: Bytes) -> Result<(Bytes, Bytes), ServingError> {
     let Some(text) = req_header else {
@@ -193,10 +304,11 @@ fn flag(parameters: Option<&Value>, name: &str) -> Result<bool, ServingError> {
     }
 }
 
-/// One output asked for, and whether it is answered as binary data.
+/// One output asked for: as binary data, or written into a shared-memory region.
 struct Wanted {
     name: String,
     binary: bool,
+    region: Option<Held>,
 }
 
 async fn infer(
@@ -249,7 +361,7 @@ async fn infer(
     };
     let inputs = inputs
         .iter()
-        .map(|i| input(i, &mut binary))
+        .map(|i| input(i, &mut binary, &api.shared_memory))
         .collect::<Result<Vec<_>, _>>()?;
     if !binary.is_empty() {
         return Err(ServingError::invalid_argument(format!(
@@ -266,9 +378,11 @@ async fn infer(
                     .get("name")
                     .and_then(Value::as_str)
                     .ok_or_else(|| ServingError::invalid_argument("an output has no 'name'"))?;
+                let what = format!("output '{name}'");
                 Ok(Wanted {
                     name: name.to_string(),
                     binary: all_binary || flag(o.get("parameters"), "binary_data")?,
+                    region: region_reference(&what, o.get("parameters"), &api.shared_memory)?,
                 })
             })
             .collect::<Result<Vec<_>, ServingError>>()?,
@@ -287,25 +401,27 @@ async fn infer(
     )
     .await?;
     served.encode(|s| {
-        let binary = |name: &str| {
-            wanted
-                .iter()
-                .find(|w| w.name == name)
-                .map_or(all_binary, |w| w.binary)
+        let how = |name: &str| match wanted.iter().find(|w| w.name == name) {
+            Some(Wanted {
+                region: Some(held), ..
+            }) => Answer::Region(held),
+            Some(w) if w.binary => Answer::Binary,
+            None if all_binary => Answer::Binary,
+            _ => Answer::Json,
         };
         encode(
             &s.servable.name,
             s.servable.version,
             id.as_deref(),
             &s.value,
-            binary,
+            how,
         )
     })
 }
 
 /// One input of the JSON: its data inline, or the next `binary_data_size` bytes of
 /// `binary`.
-fn input(v: &Value, binary: &mut Bytes) -> Result<Input, ServingError> {
+fn input(v: &Value, binary: &mut Bytes, regions: &Registry) -> Result<Input, ServingError> {
     let name = v
         .get("name")
         .and_then(Value::as_str)
@@ -325,7 +441,21 @@ fn input(v: &Value, binary: &mut Bytes) -> Result<Input, ServingError> {
                 "input '{name}' has no 'shape' array of integers"
             ))
         })?;
+    let what = format!("input '{name}'");
     let size = v.get("parameters").and_then(|p| p.get("binary_data_size"));
+    if let Some(held) = region_reference(&what, v.get("parameters"), regions)? {
+        if v.get("data").is_some() || size.is_some() {
+            return Err(ServingError::invalid_argument(format!(
+                "input '{name}' names a shared memory region and carries data as well"
+            )));
+        }
+        return Ok(Input {
+            name,
+            datatype,
+            shape,
+            data: InputData::Raw(held.read()?),
+        });
+    }
     let data = match (v.get("data"), size) {
         (Some(_), Some(_)) => {
             return Err(ServingError::invalid_argument(format!(
@@ -440,14 +570,22 @@ fn json_data(
     }
 }
 
+/// How one output is answered.
+enum Answer<'a> {
+    Json,
+    Binary,
+    Region(&'a Held),
+}
+
 /// The response: JSON alone, or JSON then each binary output's bytes in order, with
-/// `Inference-Header-Content-Length` set.
-fn encode(
+/// `Inference-Header-Content-Length` set. Outputs for a shared-memory region are written
+/// there and carry no data.
+fn encode<'a>(
     model_name: &str,
     version: i64,
     id: Option<&str>,
     outputs: &[(String, Tensor)],
-    binary: impl Fn(&str) -> bool,
+    how: impl Fn(&str) -> Answer<'a>,
 ) -> Result<Response<Full<Bytes>>, ServingError> {
     let mut blobs = Vec::new();
     let mut json_outputs = Vec::with_capacity(outputs.len());
@@ -462,12 +600,26 @@ fn encode(
         out.insert("name".into(), json!(name));
         out.insert("datatype".into(), json!(datatype));
         out.insert("shape".into(), json!(tensor.shape));
-        if binary(name) {
-            let raw = infer::raw(tensor);
-            out.insert("parameters".into(), json!({"binary_data_size": raw.len()}));
-            blobs.push(raw);
-        } else {
-            out.insert("data".into(), json_values(tensor));
+        match how(name) {
+            Answer::Region(held) => {
+                let written = held.write(name, &infer::raw(tensor))?;
+                out.insert(
+                    "parameters".into(),
+                    json!({
+                        shared_memory::REGION: held.at.region,
+                        shared_memory::BYTE_SIZE: written,
+                        shared_memory::OFFSET: held.at.offset,
+                    }),
+                );
+            }
+            Answer::Binary => {
+                let raw = infer::raw(tensor);
+                out.insert("parameters".into(), json!({"binary_data_size": raw.len()}));
+                blobs.push(raw);
+            }
+            Answer::Json => {
+                out.insert("data".into(), json_values(tensor));
+            }
         }
         json_outputs.push(Value::Object(out));
     }
