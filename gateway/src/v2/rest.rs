@@ -602,15 +602,9 @@ fn encode<'a>(
         out.insert("shape".into(), json!(tensor.shape));
         match how(name) {
             Answer::Region(held) => {
-                let written = held.write(name, &infer::raw(tensor))?;
-                out.insert(
-                    "parameters".into(),
-                    json!({
-                        shared_memory::REGION: held.at.region,
-                        shared_memory::BYTE_SIZE: written,
-                        shared_memory::OFFSET: held.at.offset,
-                    }),
-                );
+                // No `parameters`: Triton's HTTP clients read `binary_data_size` from any
+                // output that has them. The client knows where it asked for the output.
+                held.write(name, &infer::raw(tensor))?;
             }
             Answer::Binary => {
                 let raw = infer::raw(tensor);
