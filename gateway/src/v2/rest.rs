@@ -746,6 +746,40 @@ mod tests {
     }
 
     #[test]
+    fn a_binary_input_is_a_slice_of_the_body() {
+        use crate::request::DecodeInputs;
+        // 1 MiB of FP32 after the JSON, as tritonclient sends it.
+        let head = br#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,262144],"parameters":{"binary_data_size":1048576}}]}"#;
+        let mut body = head.to_vec();
+        body.extend((0..262_144u32).flat_map(|i| (i as f32).to_le_bytes()));
+        let body = Bytes::from(body);
+        let (json_part, mut binary) =
+            split_body(Some(&head.len().to_string()), body.clone()).unwrap();
+        let doc: Value = serde_json::from_slice(&json_part).unwrap();
+        let input = input(&doc["inputs"][0], &mut binary, &Registry::default()).unwrap();
+        let mut signature = tfgate_proto::tensorflow::SignatureDef::default();
+        signature.inputs.insert(
+            "x".into(),
+            tfgate_proto::tensorflow::TensorInfo {
+                dtype: DataType::Float as i32,
+                ..Default::default()
+            },
+        );
+        let tensors = infer::Inputs(vec![input]).decode(&signature).unwrap();
+        match &tensors[0].1.data {
+            TensorData::Bytes(b) => {
+                assert_eq!(b.len(), 1 << 20);
+                assert_eq!(
+                    b.as_ptr(),
+                    body[head.len()..].as_ptr(),
+                    "no copy before the arena"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn json_data_is_flattened_and_checked() {
         let v: Value = serde_json::from_str("[[1, 2], [3, 4]]").unwrap();
         let d = json_data("x", DataType::Int32, &[2, 2], &v).unwrap();
