@@ -339,6 +339,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         v2: v2::grpc::InferenceService {
             predictor: predictor.clone(),
             shared_memory: shared_memory.clone(),
+            max_receive_message_length: channel_args.max_receive_message_length,
             health: health.clone(),
             max_send_message_length: channel_args.max_send_message_length,
         },

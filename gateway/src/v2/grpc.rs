@@ -27,6 +27,8 @@ pub struct InferenceService {
     pub health: Health,
     /// V2's registered system shared-memory regions (shared with REST).
     pub shared_memory: Registry,
+    /// `grpc.max_receive_message_length`: also bounds an input read from shared memory.
+    pub max_receive_message_length: usize,
     /// `grpc.max_send_message_length`.
     pub max_send_message_length: usize,
 }
@@ -131,6 +133,7 @@ fn typed(
 fn inputs(
     request: &mut pb::ModelInferRequest,
     regions: &Registry,
+    limit: usize,
 ) -> Result<Vec<Input>, ServingError> {
     let raw = std::mem::take(&mut request.raw_input_contents);
     let mut held = Vec::with_capacity(request.inputs.len());
@@ -164,7 +167,7 @@ fn inputs(
                     name: i.name,
                     datatype: i.datatype,
                     shape: i.shape,
-                    data: InputData::Raw(held.read()?),
+                    data: InputData::Raw(held.read(limit)?),
                 });
             }
             let data = match (raw.next(), i.contents) {
@@ -206,7 +209,7 @@ impl InferenceService {
             return Err(ServingError::invalid_argument("the request names no model"));
         }
         let signature_name = string_param(&r.parameters, SIGNATURE_PARAMETER)?.unwrap_or_default();
-        let inputs = inputs(&mut r, &self.shared_memory)?;
+        let inputs = inputs(&mut r, &self.shared_memory, self.max_receive_message_length)?;
         let mut wanted = Vec::with_capacity(r.outputs.len());
         for o in &r.outputs {
             let what = format!("output '{}'", o.name);
@@ -496,7 +499,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let got = inputs(&mut r, &Registry::default()).unwrap();
+        let got = inputs(&mut r, &Registry::default(), 1 << 20).unwrap();
         assert!(matches!(&got[0].data, InputData::Raw(b) if b.as_ref() == [0, 0, 128, 63]));
 
         let mut t = tensor("c", "INT16", &[2]);
@@ -508,7 +511,7 @@ mod tests {
             inputs: vec![t],
             ..Default::default()
         };
-        let got = inputs(&mut r, &Registry::default()).unwrap();
+        let got = inputs(&mut r, &Registry::default(), 1 << 20).unwrap();
         assert!(
             matches!(&got[0].data, InputData::Packed(TensorData::Bytes(b)) if b.as_ref() == [255, 255, 2, 0])
         );
@@ -519,7 +522,9 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            inputs(&mut r, &Registry::default()).unwrap_err().message,
+            inputs(&mut r, &Registry::default(), 1 << 20)
+                .unwrap_err()
+                .message,
             "1 raw_input_contents for 2 inputs: give one per input, or none"
         );
         let mut t = tensor("h", "FP16", &[1]);
@@ -529,7 +534,9 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            inputs(&mut r, &Registry::default()).unwrap_err().message,
+            inputs(&mut r, &Registry::default(), 1 << 20)
+                .unwrap_err()
+                .message,
             "input 'h' is FP16: send it in raw_input_contents"
         );
     }

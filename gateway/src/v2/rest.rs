@@ -361,7 +361,14 @@ async fn infer(
     };
     let inputs = inputs
         .iter()
-        .map(|i| input(i, &mut binary, &api.shared_memory))
+        .map(|i| {
+            input(
+                i,
+                &mut binary,
+                &api.shared_memory,
+                api.config.max_body_bytes,
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     if !binary.is_empty() {
         return Err(ServingError::invalid_argument(format!(
@@ -421,7 +428,12 @@ async fn infer(
 
 /// One input of the JSON: its data inline, or the next `binary_data_size` bytes of
 /// `binary`.
-fn input(v: &Value, binary: &mut Bytes, regions: &Registry) -> Result<Input, ServingError> {
+fn input(
+    v: &Value,
+    binary: &mut Bytes,
+    regions: &Registry,
+    limit: usize,
+) -> Result<Input, ServingError> {
     let name = v
         .get("name")
         .and_then(Value::as_str)
@@ -453,7 +465,7 @@ fn input(v: &Value, binary: &mut Bytes, regions: &Registry) -> Result<Input, Ser
             name,
             datatype,
             shape,
-            data: InputData::Raw(held.read()?),
+            data: InputData::Raw(held.read(limit)?),
         });
     }
     let data = match (v.get("data"), size) {
@@ -756,7 +768,13 @@ mod tests {
         let (json_part, mut binary) =
             split_body(Some(&head.len().to_string()), body.clone()).unwrap();
         let doc: Value = serde_json::from_slice(&json_part).unwrap();
-        let input = input(&doc["inputs"][0], &mut binary, &Registry::default()).unwrap();
+        let input = input(
+            &doc["inputs"][0],
+            &mut binary,
+            &Registry::default(),
+            1 << 21,
+        )
+        .unwrap();
         let mut signature = tfgate_proto::tensorflow::SignatureDef::default();
         signature.inputs.insert(
             "x".into(),

@@ -255,8 +255,15 @@ impl Held {
         Ok(Held { region, at })
     }
 
-    /// An input's bytes.
-    pub fn read(&self) -> Result<Bytes, ServingError> {
+    /// An input's bytes; at most `limit` of them, the bound a request carrying its data
+    /// would have (`--max_request_body_mb`, gRPC's receive limit).
+    pub fn read(&self, limit: usize) -> Result<Bytes, ServingError> {
+        if self.at.byte_size > limit as u64 {
+            return Err(ServingError::resource_exhausted(format!(
+                "shared memory input of {} bytes exceeds the request limit of {limit} bytes",
+                self.at.byte_size
+            )));
+        }
         self.region.read(&self.at)
     }
 
@@ -319,6 +326,12 @@ mod tests {
         assert_eq!(
             e.message,
             "output 'y' needs 2 bytes, shared memory region 'r' was given 1"
+        );
+        let held = Held::resolve(&reg, reference("r", 0, 4)).unwrap();
+        assert_eq!(held.read(4).unwrap().len(), 4);
+        assert_eq!(
+            held.read(3).unwrap_err().message,
+            "shared memory input of 4 bytes exceeds the request limit of 3 bytes"
         );
         // Truncated by its owner: an error for that request, never a crash.
         std::fs::File::options()
