@@ -20,6 +20,7 @@ mod rest;
 mod servables;
 mod server_core;
 mod session_config;
+mod stale_socket;
 mod status;
 mod text_format;
 mod tls;

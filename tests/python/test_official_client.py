@@ -218,7 +218,9 @@ def test_grpc_on_a_unix_socket_only(tmp_path):
     tfgate accepts (TF Serving does) on every request of a connection; a client that
     names "localhost", as grpc-go does, works too."""
     sock = tmp_path / "tfgate.sock"
-    sock.write_text("stale")
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(sock))  # left behind when closed, as by a server that died
+    stale.close()
     rest_port = free_port()
     proc = subprocess.Popen([BIN, "--port=0", f"--grpc_socket_path={sock}", f"--rest_api_port={rest_port}",
                              "--model_name=half_plus_two", f"--model_base_path={ROOT}/models/half_plus_two"],

@@ -88,3 +88,39 @@ fn plaintext_rest_beside_tls_only_on_purpose() {
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body, serde_json::json!({"predictions": [3.5]}));
 }
+
+/// `--grpc_socket_path` replaces a socket left by a server that died, but never deletes
+/// anything else: with a regular file there, tfgate refuses to start and says so, and the
+/// file survives.
+#[test]
+fn grpc_socket_path_replaces_only_a_stale_socket() {
+    let dir = TempDir::new("grpc-socket");
+    let path = dir.0.join("tfgate.sock");
+    std::fs::write(&path, b"someone's data").unwrap();
+    let mut cmd = Command::new(bin_dir().join("tfgate"));
+    cmd.arg("--port=0")
+        .arg(format!("--grpc_socket_path={}", path.display()))
+        .args(half_plus_two());
+    let (code, err) = exit_of(cmd, Duration::from_secs(60));
+    assert_eq!(code, Some(255), "{err}");
+    assert!(
+        err.contains(&format!(
+            "Failed to start server. Error: FAILED_PRECONDITION: --grpc_socket_path={}: a \
+             regular file is there, not a socket; not replacing it",
+            path.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"someone's data");
+
+    // A stale socket (its server gone) is replaced, and gRPC is served there.
+    std::fs::remove_file(&path).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let socket = format!("--grpc_socket_path={}", path.display());
+    let [name, base] = half_plus_two();
+    let _server = Server::start_with_flags("half_plus_two", &[&name, &base, &socket]);
+    assert!(
+        std::os::unix::net::UnixStream::connect(&path).is_ok(),
+        "tfgate listens on the replaced socket"
+    );
+}
