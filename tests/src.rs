@@ -190,7 +190,7 @@ pub fn http_full(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<(u16, String, String)> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     // Polling a port nobody listens on yet can pick that very port as the source and
     // connect to itself (TCP simultaneous open): that is a refusal, not a server.
@@ -208,6 +208,12 @@ pub fn http_full(
     head.push_str("\r\n");
     s.write_all(head.as_bytes())?;
     s.write_all(body)?;
+    read_response(s)
+}
+
+/// Reads an HTTP/1.1 response to its end: status, head (lower-cased), body.
+pub fn read_response(mut s: std::net::TcpStream) -> std::io::Result<(u16, String, String)> {
+    use std::io::Read;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();

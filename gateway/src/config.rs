@@ -305,8 +305,9 @@ pub struct Flags {
     #[arg(long = "replace_worker_after_unload_excess_mb", default_value_t = 512)]
     pub replace_worker_after_unload_excess_mb: u64,
 
-    /// tfgate: on SIGTERM/SIGINT, how long to keep accepting requests after turning
-    /// not-ready (so load balancers notice first), milliseconds.
+    /// tfgate: on SIGTERM/SIGINT, how long to keep accepting connections after turning
+    /// not-ready (so load balancers notice first), milliseconds; then the listeners
+    /// close, and requests already received are still answered.
     #[arg(long = "drain_delay_ms", default_value_t = 0)]
     pub drain_delay_ms: u64,
 
