@@ -12,9 +12,9 @@ pub struct Flags {
     #[arg(long = "port", default_value_t = 8500)]
     pub port: u16,
 
-    /// Also serve gRPC on this Unix socket. A stale socket there (its server gone) is
-    /// replaced; anything else at the path (a file, a directory, a live socket) is left
-    /// alone and the server refuses to start.
+    /// Also serve gRPC on this Unix socket. A socket already there is replaced (as gRPC
+    /// C++ does); anything else at the path (a file, a directory, a link) is left alone
+    /// and the server refuses to start.
     #[arg(long = "grpc_socket_path", default_value = "")]
     pub grpc_socket_path: String,
 

@@ -1,14 +1,25 @@
 //! A Unix socket path the gateway binds (`--grpc_socket_path`, `--worker_socket`): a
-//! socket left behind by a server that died is replaced; anything else at the path — a
-//! regular file, a directory, a link, a socket someone still listens on — is left alone
-//! and the server refuses to start, saying what is there.
+//! socket left behind is replaced; anything else at the path — a regular file, a
+//! directory, a link — is left alone and the server refuses to start, saying what is
+//! there. Whether a socket someone still listens on counts as left behind is the
+//! caller's choice ([`Live`]).
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
-/// Clears `path` for a fresh bind: nothing there, or a stale socket (removed). `flag`
-/// names the setting in the error.
-pub fn clear_for_bind(flag: &str, path: &Path) -> Result<(), String> {
+/// What to do with a socket at the path that still accepts connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Live {
+    /// Replace it, as gRPC C++ (so TF Serving) does for `--grpc_socket_path`: its own
+    /// test suite starts servers on one socket path while earlier ones still run.
+    Replace,
+    /// Refuse to start: two servers must not share it.
+    Refuse,
+}
+
+/// Clears `path` for a fresh bind: nothing there, or a socket (removed; a live one only
+/// with [`Live::Replace`]). `flag` names the setting in the error.
+pub fn clear_for_bind(flag: &str, path: &Path, live: Live) -> Result<(), String> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -36,8 +47,7 @@ pub fn clear_for_bind(flag: &str, path: &Path) -> Result<(), String> {
             path.display()
         ));
     }
-    // A socket someone still accepts on is not stale: two servers must not share it.
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+    if live == Live::Refuse && std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(format!(
             "{flag}={}: another process is listening on this socket",
             path.display()
@@ -66,26 +76,31 @@ mod tests {
     fn replaces_only_a_stale_socket() {
         let d = dir("unit");
         let path = d.join("s");
-        assert_eq!(clear_for_bind("--x", &path), Ok(()), "nothing there");
+        assert_eq!(
+            clear_for_bind("--x", &path, Live::Refuse),
+            Ok(()),
+            "nothing there"
+        );
 
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-        assert_eq!(clear_for_bind("--x", &path), Ok(()));
+        assert_eq!(clear_for_bind("--x", &path, Live::Refuse), Ok(()));
         assert!(!path.exists(), "the stale socket is gone");
 
         let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
         assert_eq!(
-            clear_for_bind("--x", &path).unwrap_err(),
+            clear_for_bind("--x", &path, Live::Refuse).unwrap_err(),
             format!(
                 "--x={}: another process is listening on this socket",
                 path.display()
             )
         );
+        assert_eq!(clear_for_bind("--x", &path, Live::Replace), Ok(()));
+        assert!(!path.exists(), "replaced as gRPC C++ does");
         drop(live);
-        std::fs::remove_file(&path).unwrap();
 
         std::fs::write(&path, b"precious").unwrap();
         assert_eq!(
-            clear_for_bind("--x", &path).unwrap_err(),
+            clear_for_bind("--x", &path, Live::Refuse).unwrap_err(),
             format!(
                 "--x={}: a regular file is there, not a socket; not replacing it",
                 path.display()
@@ -95,11 +110,11 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
 
         std::fs::create_dir(&path).unwrap();
-        assert!(clear_for_bind("--x", &path)
+        assert!(clear_for_bind("--x", &path, Live::Refuse)
             .unwrap_err()
             .contains("a directory is there"));
         std::os::unix::fs::symlink(&path, d.join("l")).unwrap();
-        assert!(clear_for_bind("--x", &d.join("l"))
+        assert!(clear_for_bind("--x", &d.join("l"), Live::Refuse)
             .unwrap_err()
             .contains("a symbolic link is there"));
         let _ = std::fs::remove_dir_all(&d);

@@ -73,7 +73,8 @@ impl Lobby {
 /// never a file that is not a socket.
 pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
-    crate::stale_socket::clear_for_bind("--worker_socket", path).map_err(anyhow::Error::msg)?;
+    crate::stale_socket::clear_for_bind("--worker_socket", path, crate::stale_socket::Live::Refuse)
+        .map_err(anyhow::Error::msg)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
