@@ -190,7 +190,7 @@ pub fn http_full(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<(u16, String, String)> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     // Polling a port nobody listens on yet can pick that very port as the source and
     // connect to itself (TCP simultaneous open): that is a refusal, not a server.
@@ -208,6 +208,12 @@ pub fn http_full(
     head.push_str("\r\n");
     s.write_all(head.as_bytes())?;
     s.write_all(body)?;
+    read_response(s)
+}
+
+/// Reads an HTTP/1.1 response to its end: status, head (lower-cased), body.
+pub fn read_response(mut s: std::net::TcpStream) -> std::io::Result<(u16, String, String)> {
+    use std::io::Read;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -462,4 +468,96 @@ pub fn write_test_certs(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
         std::fs::write(dir.join(name), text)?;
     }
     Ok(())
+}
+
+/// The TCP ports `pid` listens on (its sockets in LISTEN state, IPv4 and IPv6), sorted.
+pub fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    l.strip_prefix("socket:[")
+                        .and_then(|s| s.strip_suffix(']'))
+                        .map(String::from)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let (Some(local), Some(state), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9))
+            else {
+                continue;
+            };
+            if *state != "0A" || !inodes.iter().any(|i| i == inode) {
+                continue;
+            }
+            if let Some(port) = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok())
+            {
+                ports.push(port);
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// A TF Serving `SSLConfig` text file in `dir` for the certificates
+/// [`write_test_certs`] wrote there.
+pub fn write_ssl_config(dir: &Path, client_verify: bool) -> std::io::Result<PathBuf> {
+    let pem = |name: &str| -> std::io::Result<String> {
+        Ok(std::fs::read_to_string(dir.join(name))?.replace('\n', "\\n"))
+    };
+    let path = dir.join("ssl.config");
+    std::fs::write(
+        &path,
+        format!(
+            "server_key: \"{}\"\nserver_cert: \"{}\"\ncustom_ca: \"{}\"\nclient_verify: {client_verify}\n",
+            pem("server.key")?,
+            pem("server.pem")?,
+            pem("ca.pem")?
+        ),
+    )?;
+    Ok(path)
+}
+
+/// Runs `cmd` to its exit, for at most `limit` (then kills it: a server that should have
+/// refused to start must not hang the test); its exit code (None if killed) and stderr.
+pub fn exit_of(mut cmd: Command, limit: Duration) -> (Option<i32>, String) {
+    let log = std::env::temp_dir().join(format!(
+        "tfgate-e2e-exit-{}-{}.log",
+        std::process::id(),
+        free_port()
+    ));
+    let stderr = std::fs::File::create(&log).expect("log file");
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start the command");
+    let deadline = Instant::now() + limit;
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    (code, err)
 }

@@ -12,7 +12,9 @@ pub struct Flags {
     #[arg(long = "port", default_value_t = 8500)]
     pub port: u16,
 
-    /// Also serve gRPC on this Unix socket (a stale socket file is removed first).
+    /// Also serve gRPC on this Unix socket. A socket already there is replaced (as gRPC
+    /// C++ does); anything else at the path (a file, a directory, a link) is left alone
+    /// and the server refuses to start.
     #[arg(long = "grpc_socket_path", default_value = "")]
     pub grpc_socket_path: String,
 
@@ -43,10 +45,18 @@ pub struct Flags {
           default_missing_value = "true", action = clap::ArgAction::Set)]
     pub use_alts_credentials: bool,
 
-    /// Port to listen on for the HTTP/REST API; 0 disables it. (tensorflow_model_server's
-    /// binary defaults to 0, its Docker image passes 8501; tfgate defaults to 8501.)
-    #[arg(long = "rest_api_port", default_value_t = 8501)]
+    /// Port to listen on for the HTTP/REST API; 0 (the default, as in
+    /// tensorflow_model_server) disables it. TF Serving's Docker image passes 8501.
+    #[arg(long = "rest_api_port", default_value_t = 0)]
     pub rest_api_port: u16,
+
+    /// tfgate: with --ssl_config_file, serve REST in plaintext anyway (TF Serving's
+    /// behaviour). Without it, a REST port beside --ssl_config_file needs
+    /// --rest_api_enable_ssl, else the server refuses to start.
+    #[arg(long = "rest_api_plaintext_with_ssl_config", num_args = 0..=1,
+          default_value_t = false, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    pub rest_api_plaintext_with_ssl_config: bool,
 
     /// Name of the model, used in request URLs and ModelSpec.
     #[arg(long = "model_name", default_value = "default")]
@@ -295,8 +305,9 @@ pub struct Flags {
     #[arg(long = "replace_worker_after_unload_excess_mb", default_value_t = 512)]
     pub replace_worker_after_unload_excess_mb: u64,
 
-    /// tfgate: on SIGTERM/SIGINT, how long to keep accepting requests after turning
-    /// not-ready (so load balancers notice first), milliseconds.
+    /// tfgate: on SIGTERM/SIGINT, how long to keep accepting connections after turning
+    /// not-ready (so load balancers notice first), milliseconds; then the listeners
+    /// close, and requests already received are still answered.
     #[arg(long = "drain_delay_ms", default_value_t = 0)]
     pub drain_delay_ms: u64,
 
@@ -415,6 +426,7 @@ impl Flags {
         if self.rest_api_enable_ssl && self.ssl_config_file.is_empty() {
             return Err("--rest_api_enable_ssl needs --ssl_config_file".into());
         }
+        self.rest_tls_choice()?;
         self.bind_address()?;
         if self.use_alts_credentials {
             return Err("--use_alts_credentials: ALTS is not supported by tfgate".into());
@@ -436,6 +448,35 @@ impl Flags {
         }
         self.gpus()?;
         Ok(())
+    }
+
+    /// Whether REST is served over TLS. Beside `--ssl_config_file`, a plaintext REST
+    /// listener is only started when `--rest_api_plaintext_with_ssl_config` says so: a
+    /// TLS config must not leave a plaintext port open by accident.
+    pub fn rest_tls_choice(&self) -> Result<bool, String> {
+        if self.rest_api_enable_ssl && self.rest_api_plaintext_with_ssl_config {
+            return Err(
+                "--rest_api_enable_ssl and --rest_api_plaintext_with_ssl_config contradict each other"
+                    .into(),
+            );
+        }
+        if self.rest_api_plaintext_with_ssl_config && self.ssl_config_file.is_empty() {
+            return Err("--rest_api_plaintext_with_ssl_config needs --ssl_config_file".into());
+        }
+        if self.rest_api_port != 0
+            && !self.ssl_config_file.is_empty()
+            && !self.rest_api_enable_ssl
+            && !self.rest_api_plaintext_with_ssl_config
+        {
+            return Err(format!(
+                "--ssl_config_file is set but REST on --rest_api_port={} would be plaintext; \
+                 pass --rest_api_enable_ssl to serve REST over TLS, \
+                 --rest_api_plaintext_with_ssl_config to serve it in plaintext on purpose, \
+                 or --rest_api_port=0 for no REST",
+                self.rest_api_port
+            ));
+        }
+        Ok(self.rest_api_enable_ssl)
     }
 
     /// `--bind_address` as an IP address.
@@ -503,7 +544,60 @@ mod tests {
         assert!(!f.enable_serialization_as_tensor_content);
         assert_eq!(f.file_system_poll_wait_seconds, 5);
         assert_eq!(parse(&[]).port, 8500);
-        assert_eq!(parse(&[]).rest_api_port, 8501);
+        assert_eq!(
+            parse(&[]).rest_api_port,
+            0,
+            "no REST unless asked, as in TF Serving"
+        );
+    }
+
+    #[test]
+    fn plaintext_rest_beside_tls_only_on_purpose() {
+        let base = ["--model_base_path=/m", "--ssl_config_file=ssl.config"];
+        let with = |extra: &[&str]| {
+            let mut args = base.to_vec();
+            args.extend_from_slice(extra);
+            parse(&args).validate()
+        };
+        assert_eq!(
+            with(&["--rest_api_port=8501"]).unwrap_err(),
+            "--ssl_config_file is set but REST on --rest_api_port=8501 would be plaintext; \
+             pass --rest_api_enable_ssl to serve REST over TLS, \
+             --rest_api_plaintext_with_ssl_config to serve it in plaintext on purpose, \
+             or --rest_api_port=0 for no REST"
+        );
+        assert_eq!(with(&[]), Ok(()), "no REST port, nothing plaintext");
+        assert_eq!(
+            with(&["--rest_api_port=8501", "--rest_api_enable_ssl"]),
+            Ok(())
+        );
+        assert_eq!(
+            with(&[
+                "--rest_api_port=8501",
+                "--rest_api_plaintext_with_ssl_config"
+            ]),
+            Ok(())
+        );
+        assert!(with(&[
+            "--rest_api_port=8501",
+            "--rest_api_enable_ssl",
+            "--rest_api_plaintext_with_ssl_config"
+        ])
+        .unwrap_err()
+        .contains("contradict"));
+        let plain = parse(&[
+            "--model_base_path=/m",
+            "--rest_api_plaintext_with_ssl_config",
+        ]);
+        assert_eq!(
+            plain.validate().unwrap_err(),
+            "--rest_api_plaintext_with_ssl_config needs --ssl_config_file"
+        );
+        assert_eq!(
+            parse(&["--model_base_path=/m", "--rest_api_port=8501"]).validate(),
+            Ok(()),
+            "plaintext REST without TLS config is TF Serving's normal case"
+        );
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The server's phase — starting, serving, draining, closed — and the inference requests
 //! in flight. Readiness and gRPC health follow the phase; on SIGTERM the gateway drains:
-//! it reports not-ready at once, refuses new requests after `--drain_delay_ms`, and waits
-//! (at most `--drain_timeout_ms`) for the admitted ones to finish.
+//! it reports not-ready at once, closes its listeners after `--drain_delay_ms`, and waits
+//! (at most `--drain_timeout_ms`) for the requests its connections already received to
+//! be answered. What is new is refused by the front ends (a closed listener, HTTP/2
+//! GOAWAY, HTTP/1 `Connection: close`), never here: a request that reaches the predictor
+//! came on a connection accepted before the close, and is served.
 
-use crate::error::ServingError;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{watch, Notify};
@@ -16,7 +18,8 @@ pub enum Phase {
     Serving,
     /// Shutting down: not ready, still answering.
     Draining,
-    /// Shutting down: new requests are refused.
+    /// Shutting down: the listeners are closed; what connections already received is
+    /// still answered.
     Closed,
 }
 
@@ -70,16 +73,10 @@ impl Lifecycle {
         self.phase.subscribe()
     }
 
-    /// Admits an inference request unless the server has closed.
-    pub fn admit(&self) -> Result<Admitted, ServingError> {
+    /// Counts an inference request in flight until the returned guard is dropped.
+    pub fn admit(&self) -> Admitted {
         self.in_flight.count.fetch_add(1, Ordering::AcqRel);
-        let admitted = Admitted(self.in_flight.clone());
-        if self.phase() == Phase::Closed {
-            return Err(ServingError::unavailable(
-                "the server is shutting down and accepts no new requests",
-            ));
-        }
-        Ok(admitted)
+        Admitted(self.in_flight.clone())
     }
 
     /// Inference requests admitted and not yet answered.
@@ -107,16 +104,14 @@ mod tests {
     use std::time::Duration;
 
     #[tokio::test]
-    async fn drains_admitted_requests_and_refuses_new_ones() {
+    async fn idle_waits_for_every_admitted_request() {
         let l = Lifecycle::default();
         l.set(Phase::Serving);
-        let a = l.admit().unwrap();
-        let b = l.admit().unwrap();
-        assert_eq!(l.in_flight(), 2);
+        let a = l.admit();
         l.set(Phase::Closed);
-        let refused = l.admit().err().unwrap();
-        assert_eq!(refused.code, crate::error::Code::Unavailable);
-        assert_eq!(l.in_flight(), 2, "a refused request is not in flight");
+        // Received before the close, parsed after it: still served, still counted.
+        let b = l.admit();
+        assert_eq!(l.in_flight(), 2);
         let waiter = tokio::spawn({
             let l = l.clone();
             async move { l.idle().await }

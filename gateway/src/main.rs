@@ -20,6 +20,7 @@ mod rest;
 mod servables;
 mod server_core;
 mod session_config;
+mod stale_socket;
 mod status;
 mod text_format;
 mod tls;
@@ -135,13 +136,15 @@ async fn shutdown_signal() {
 }
 
 /// Shuts down like a Kubernetes pod should (TF Serving ignores SIGTERM, its issue
-/// #1853): not ready at once; after `drain_delay` new requests are refused and the
-/// listeners close; requests in flight get up to `drain_timeout`; then workers stop.
+/// #1853): not ready at once; after `drain_delay` the listeners close; what the open
+/// connections already received is answered, and they close (`servers` resolves when
+/// the last has), within `drain_timeout`; then workers stop.
 async fn drain(
     lifecycle: &Lifecycle,
     pool: &WorkerPool,
     drain_delay: Duration,
     drain_timeout: Duration,
+    servers: impl std::future::Future<Output = ()>,
 ) {
     lifecycle.set(Phase::Draining);
     tracing::info!(
@@ -151,10 +154,11 @@ async fn drain(
     );
     tokio::time::sleep(drain_delay).await;
     lifecycle.set(Phase::Closed);
-    if tokio::time::timeout(drain_timeout, lifecycle.idle())
-        .await
-        .is_err()
-    {
+    let answered = async {
+        servers.await;
+        lifecycle.idle().await;
+    };
+    if tokio::time::timeout(drain_timeout, answered).await.is_err() {
         tracing::warn!(
             in_flight = lifecycle.in_flight(),
             "requests still in flight after {} ms; exiting anyway",
@@ -368,6 +372,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         })
     })?;
 
+    let mut rest_task = None;
     if flags.rest_api_port != 0 && flags.rest_api_port != flags.port {
         let addr = SocketAddr::new(address, flags.rest_api_port);
         let listener = tokio::net::TcpListener::bind(addr)
@@ -393,18 +398,19 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             .as_ref()
             .filter(|_| flags.rest_api_enable_ssl)
             .map(tls::Tls::rest);
-        tokio::spawn(rest::server::serve(
+        rest_task = Some(tokio::spawn(rest::server::serve(
             listener,
             api,
             rest_tls,
             lifecycle.subscribe(),
-        ));
+        )));
     } else if flags.rest_api_port == flags.port {
         tracing::error!("--rest_api_port cannot be the same as --port; not starting REST");
     }
     lifecycle.set(Phase::Serving);
 
-    let grpc_failed = async {
+    // The gRPC servers end only once the server has closed and their connections have.
+    let grpc_ended = async {
         for task in grpc_tasks {
             task.await
                 .context("gRPC server panicked")?
@@ -412,18 +418,28 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     };
+    tokio::pin!(grpc_ended);
     tokio::select! {
-        r = grpc_failed, if flags.port != 0 || !flags.grpc_socket_path.is_empty() => {
+        r = &mut grpc_ended => {
             r?;
             anyhow::bail!("gRPC server stopped");
         }
         _ = signalled.wait_for(|s| *s) => {}
     }
+    let servers = async {
+        if let Err(e) = grpc_ended.await {
+            tracing::warn!("gRPC server while draining: {e:#}");
+        }
+        if let Some(rest) = rest_task {
+            let _ = rest.await;
+        }
+    };
     drain(
         &lifecycle,
         &pool,
         Duration::from_millis(flags.drain_delay_ms),
         Duration::from_millis(flags.drain_timeout_ms),
+        servers,
     )
     .await;
     drop(runtime_dir);

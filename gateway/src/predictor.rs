@@ -106,7 +106,7 @@ impl Predictor {
         &self,
         request: PredictRequest<D>,
     ) -> Result<Served<Outputs>, ServingError> {
-        let _admitted = self.lifecycle.admit()?;
+        let _admitted = self.lifecycle.admit();
         let servable = self.servables.resolve(&request.servable)?;
         let run = validation::validate_predict(&servable, request)?;
         let sampled = self.request_log.as_ref().and_then(|log| {
@@ -191,7 +191,7 @@ impl Predictor {
         request: ExamplesRequest,
         method: ExamplesMethod,
     ) -> Result<(Admitted, validation::ValidRun, usize, Option<Sampled>), ServingError> {
-        let admitted = self.lifecycle.admit()?;
+        let admitted = self.lifecycle.admit();
         let servable = self.servables.resolve(&request.servable)?;
         let n = request.examples.len();
         let sampled = self
@@ -208,7 +208,7 @@ impl Predictor {
         &self,
         request: MultiInferenceRequest,
     ) -> Result<Vec<Served<InferenceResult>>, ServingError> {
-        let _admitted = self.lifecycle.admit()?;
+        let _admitted = self.lifecycle.admit();
         let servable = self.servables.resolve(&request.servable)?;
         let n = request.examples.len();
         let runs = examples::validate_multi_inference(&servable, request, self.method_name_check)?;

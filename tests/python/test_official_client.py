@@ -16,7 +16,8 @@ from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.environ.get("TFGATE_BIN", os.path.join(ROOT, "target", "release", "tfgate"))
+BIN = os.environ.get("TFGATE_BIN", os.path.join(
+    os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "tfgate"))
 
 
 def free_port():
@@ -217,7 +218,9 @@ def test_grpc_on_a_unix_socket_only(tmp_path):
     tfgate accepts (TF Serving does) on every request of a connection; a client that
     names "localhost", as grpc-go does, works too."""
     sock = tmp_path / "tfgate.sock"
-    sock.write_text("stale")
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(sock))  # left behind when closed, as by a server that died
+    stale.close()
     rest_port = free_port()
     proc = subprocess.Popen([BIN, "--port=0", f"--grpc_socket_path={sock}", f"--rest_api_port={rest_port}",
                              "--model_name=half_plus_two", f"--model_base_path={ROOT}/models/half_plus_two"],

@@ -86,11 +86,11 @@ def refused(call):
 def test_grpc_over_tls(certs, tmp_path):
     """--ssl_config_file without client_verify: the official client with the CA's root
     talks TLS, on the TCP port and the Unix socket; a plaintext client gets nothing;
-    REST stays plaintext, as in TF Serving."""
+    REST in plaintext beside it, as in TF Serving, once asked for on purpose."""
     config = ssl_config(certs, tmp_path / "ssl.config", client_verify=False)
     port, rest_port, sock = free_port(), free_port(), tmp_path / "tfgate.sock"
     proc = start(f"--port={port}", f"--rest_api_port={rest_port}", f"--ssl_config_file={config}",
-                 f"--grpc_socket_path={sock}")
+                 f"--grpc_socket_path={sock}", "--rest_api_plaintext_with_ssl_config")
     try:
         secure = grpc.secure_channel(f"localhost:{port}", credentials(certs))
         wait_available(proc, secure)
@@ -154,9 +154,19 @@ def test_mutual_tls_on_grpc_and_rest(certs, tmp_path):
 
 def test_tls_configs_tfgate_cannot_honour_stop_it(certs, tmp_path):
     def run(*flags):
-        out = subprocess.run([BIN, f"--port={free_port()}", f"--rest_api_port={free_port()}", *MODEL, *flags],
+        out = subprocess.run([BIN, f"--port={free_port()}", *MODEL, *flags],
                              capture_output=True, text=True, timeout=60)
         return out.returncode, out.stderr
+
+    # A usable config, but REST would be plaintext beside it without anyone asking.
+    good = ssl_config(certs, tmp_path / "good.config", client_verify=False)
+    rest_port = free_port()
+    code, err = run(f"--ssl_config_file={good}", f"--rest_api_port={rest_port}")
+    assert code == 255 and ("Failed to start server. Error: INVALID_ARGUMENT: --ssl_config_file is set "
+                            f"but REST on --rest_api_port={rest_port} would be plaintext; pass "
+                            "--rest_api_enable_ssl to serve REST over TLS, "
+                            "--rest_api_plaintext_with_ssl_config to serve it in plaintext on purpose, "
+                            "or --rest_api_port=0 for no REST") in err, err
 
     bad = tmp_path / "bad.config"
     bad.write_text('server_key: "nope"\nserver_cert: "nope"\n')
@@ -174,5 +184,5 @@ def test_tls_configs_tfgate_cannot_honour_stop_it(certs, tmp_path):
     assert code == 255 and (f"Failed to start server. Error: NOT_FOUND: {tmp_path}/missing.config; "
                             "No such file or directory") in err, err
 
-    code, err = run("--rest_api_enable_ssl")
+    code, err = run(f"--rest_api_port={free_port()}", "--rest_api_enable_ssl")
     assert code == 255 and "--rest_api_enable_ssl needs --ssl_config_file" in err, err

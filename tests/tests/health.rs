@@ -259,3 +259,95 @@ async fn sigterm_drains_requests_in_flight() {
     };
     assert!(status.success(), "{status}");
 }
+
+/// SIGTERM with the default `--drain_delay_ms=0` right after large requests were written
+/// whole to their connections (most not yet parsed by the server): every one is
+/// answered 200 (HTTP/1 with `Connection: close`), the gRPC calls sent before it OK, and
+/// the exit code is 0. Only connections made after the signal are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_every_request_already_received() {
+    use std::io::Write;
+    let mut server = Server::start("half_plus_two");
+    let port = server.rest_port;
+    // About 1.8 MB of JSON each.
+    let n = 360_000usize;
+    let body = format!(r#"{{"instances": [{}]}}"#, vec!["1.0"; n].join(", "));
+    assert!(body.len() > 1_800_000);
+    let body = std::sync::Arc::new(body);
+    let (written_tx, written) = std::sync::mpsc::channel();
+    let rest: Vec<_> = (0..12)
+        .map(|_| {
+            let body = body.clone();
+            let written = written_tx.clone();
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                let head = format!(
+                    "POST /v1/models/half_plus_two:predict HTTP/1.1\r\nHost: localhost\r\n\
+                     Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                s.write_all(head.as_bytes()).unwrap();
+                s.write_all(body.as_bytes()).unwrap();
+                written.send(()).unwrap();
+                tfgate_e2e::read_response(s).unwrap()
+            })
+        })
+        .collect();
+    let client = PredictionServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap()
+        .max_decoding_message_size(usize::MAX);
+    let x = tfgate_e2e::float_tensor(&[200_000, 1], &vec![1.0; 200_000]);
+    let grpc: Vec<_> = (0..3)
+        .map(|_| {
+            let mut client = client.clone();
+            let req = tfgate_e2e::predict_request("half_plus_two", "x", x.clone());
+            tokio::spawn(async move { client.predict(req).await })
+        })
+        .collect();
+    for _ in 0..12 {
+        written
+            .recv_timeout(Duration::from_secs(60))
+            .expect("every request written whole");
+    }
+    // The gRPC calls' frames on their way too.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    signal("-TERM", server.pid());
+
+    let mut closes = 0;
+    for r in rest {
+        let (status, head, body) = r.join().unwrap();
+        assert_eq!(status, 200, "{head}{}", &body[..body.len().min(300)]);
+        closes += usize::from(head.contains("\r\nconnection: close"));
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["predictions"].as_array().map(Vec::len), Some(n));
+        assert_eq!(v["predictions"][0], 3.5);
+    }
+    for g in grpc {
+        let resp = g
+            .await
+            .unwrap()
+            .expect("a gRPC call sent before SIGTERM is answered");
+        let y = &resp.into_inner().outputs["y"];
+        assert_eq!(y.float_val.len(), 200_000);
+        assert_eq!(y.float_val[0], 3.5);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit after the drain");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+    // Closed now: a new connection is refused.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    // Answered after the signal: told to close (with 12 large requests on a loaded
+    // machine, most are answered after it).
+    assert!(
+        closes > 0,
+        "no HTTP/1 answer after SIGTERM said Connection: close"
+    );
+}

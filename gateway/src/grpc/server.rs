@@ -43,8 +43,13 @@ pub async fn bind(address: IpAddr, port: u16, socket_path: &str) -> anyhow::Resu
     let uds = if socket_path.is_empty() {
         None
     } else {
-        // A socket file left by an earlier server would make bind fail.
-        let _ = std::fs::remove_file(socket_path);
+        // A socket already there would make bind fail; nothing else is removed.
+        crate::stale_socket::clear_for_bind(
+            "--grpc_socket_path",
+            std::path::Path::new(socket_path),
+            crate::stale_socket::Live::Replace,
+        )
+        .map_err(crate::error::ServingError::failed_precondition)?;
         let l = tokio::net::UnixListener::bind(socket_path)
             .with_context(|| format!("cannot bind gRPC socket {socket_path}"))?;
         tracing::info!("Running gRPC ModelServer at unix:{socket_path} ...");

@@ -72,17 +72,9 @@ impl Lobby {
 /// Binds the workers' socket: a stale one left by a gateway that died is replaced, but
 /// never a file that is not a socket.
 pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            bail!(
-                "--worker_socket {} exists and is not a socket",
-                path.display()
-            );
-        }
-        std::fs::remove_file(path)
-            .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
-    }
+    use std::os::unix::fs::PermissionsExt;
+    crate::stale_socket::clear_for_bind("--worker_socket", path, crate::stale_socket::Live::Refuse)
+        .map_err(anyhow::Error::msg)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
