@@ -11,6 +11,7 @@ mod error;
 mod grpc;
 mod health;
 mod lifecycle;
+mod linger;
 mod model_config;
 mod monitoring;
 mod predictor;
@@ -433,6 +434,8 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         if let Some(rest) = rest_task {
             let _ = rest.await;
         }
+        // Connections the server closed first read their client's last bytes.
+        linger::idle().await;
     };
     drain(
         &lifecycle,

@@ -138,11 +138,12 @@ pub fn serve(
 /// client's delayed ACK: ~40 ms per request with payloads over one segment).
 fn tcp_incoming(
     listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+) -> impl tokio_stream::Stream<Item = std::io::Result<crate::linger::LingerStream>> {
     use tokio_stream::StreamExt;
     tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
         let conn = conn?;
         conn.set_nodelay(true)?;
-        Ok(conn)
+        // Closed first by the server (a drain's GOAWAY), it lingers: see `linger`.
+        Ok(crate::linger::LingerStream::new(conn))
     })
 }

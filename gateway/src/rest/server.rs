@@ -37,6 +37,8 @@ pub async fn serve(
     let conn_phase = phase.clone();
     let start = |stream: tokio::net::TcpStream| {
         let _ = stream.set_nodelay(true);
+        // Closed first by the server (`Connection: close`, GOAWAY), it lingers: `linger`.
+        let stream = crate::linger::LingerStream::new(stream);
         let api = api.clone();
         let open = open_tx.clone();
         let phase = conn_phase.clone();
