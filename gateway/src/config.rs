@@ -255,6 +255,23 @@ pub struct Flags {
     #[arg(long = "max_request_body_mb", default_value_t = 512)]
     pub max_request_body_mb: usize,
 
+    /// tfgate: a REST client must send a request's whole header within this many ms
+    /// (counted from the connection or the previous answer, so an idle keep-alive
+    /// connection closes after it too), else its connection is closed: a client trickling
+    /// headers holds nothing for long. 0: no limit.
+    #[arg(long = "rest_api_header_timeout_ms", default_value_t = 60_000)]
+    pub rest_api_header_timeout_ms: u64,
+
+    /// tfgate: a REST request's body must arrive within this many ms of its header, else
+    /// DEADLINE_EXCEEDED (504) naming this flag. 0: no limit.
+    #[arg(long = "rest_api_body_timeout_ms", default_value_t = 60_000)]
+    pub rest_api_body_timeout_ms: u64,
+
+    /// tfgate: open TCP connections, REST and gRPC together, at most; more wait in the
+    /// listen backlog until one closes.
+    #[arg(long = "max_connections", default_value_t = 10_000)]
+    pub max_connections: usize,
+
     /// Registers grpc.health.v1.Health: "", "ModelService" and "PredictionService" are
     /// SERVING while every model has an AVAILABLE worker, NOT_SERVING otherwise and
     /// while draining.
@@ -428,6 +445,9 @@ impl Flags {
         }
         self.rest_tls_choice()?;
         self.bind_address()?;
+        if self.max_connections == 0 {
+            return Err("--max_connections must be at least 1".into());
+        }
         if self.use_alts_credentials {
             return Err("--use_alts_credentials: ALTS is not supported by tfgate".into());
         }

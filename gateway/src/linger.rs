@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 /// How long a closed connection waits for its client to close.
 pub const LINGER: Duration = Duration::from_secs(2);
@@ -61,17 +61,19 @@ pub async fn idle() {
     }
 }
 
-/// A TCP connection that lingers when it is closed (dropped).
-pub struct LingerStream(Option<TcpStream>);
+/// A TCP connection that lingers when it is closed (dropped). It holds its place under
+/// `--max_connections` until it has finished lingering.
+pub struct LingerStream(Option<TcpStream>, Option<OwnedSemaphorePermit>);
 
 impl LingerStream {
-    pub fn new(stream: TcpStream) -> LingerStream {
-        LingerStream(Some(stream))
+    pub fn new(stream: TcpStream, place: Option<OwnedSemaphorePermit>) -> LingerStream {
+        LingerStream(Some(stream), place)
     }
 }
 
 impl Drop for LingerStream {
     fn drop(&mut self) {
+        let place = self.1.take();
         let Some(mut stream) = self.0.take() else {
             return;
         };
@@ -82,6 +84,7 @@ impl Drop for LingerStream {
         let lingering = Lingering::new();
         runtime.spawn(async move {
             let _lingering = lingering;
+            let _place = place;
             let _ = stream.shutdown().await;
             let mut sink = [0u8; 4096];
             let _ = tokio::time::timeout(LINGER, async {
@@ -182,7 +185,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let mut client = TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let mut server = LingerStream::new(server);
+        let mut server = LingerStream::new(server, None);
         // Unread by the server when it closes.
         client.write_all(b"window update").await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -362,9 +362,11 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         None
     };
     let phase = lifecycle.clone();
+    let places = std::sync::Arc::new(tokio::sync::Semaphore::new(flags.max_connections));
     let options = grpc::server::ServeOptions {
         tls: tls.as_ref(),
         args: &channel_args,
+        connections: places.clone(),
     };
     let grpc_tasks = grpc::server::serve(listeners, grpc, health_service, options, move || {
         let mut rx = phase.subscribe();
@@ -391,6 +393,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
                     .filter(|ms| *ms > 0)
                     .map(Duration::from_millis),
                 max_body_bytes: flags.max_request_body_mb << 20,
+                header_timeout: (flags.rest_api_header_timeout_ms > 0)
+                    .then(|| Duration::from_millis(flags.rest_api_header_timeout_ms)),
+                body_timeout: (flags.rest_api_body_timeout_ms > 0)
+                    .then(|| Duration::from_millis(flags.rest_api_body_timeout_ms)),
                 cors: flags.rest_api_enable_cors_support,
                 metrics_path,
             },
@@ -404,6 +410,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             api,
             rest_tls,
             lifecycle.subscribe(),
+            places,
         )));
     } else if flags.rest_api_port == flags.port {
         tracing::error!("--rest_api_port cannot be the same as --port; not starting REST");

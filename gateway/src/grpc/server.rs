@@ -62,6 +62,8 @@ pub async fn bind(address: IpAddr, port: u16, socket_path: &str) -> anyhow::Resu
 pub struct ServeOptions<'a> {
     pub tls: Option<&'a Tls>,
     pub args: &'a ChannelArgs,
+    /// Places under `--max_connections`, shared with REST.
+    pub connections: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// Serves every listener until `closed` resolves; one task per listener.
@@ -112,9 +114,10 @@ pub fn serve(
     };
     let mut tasks = Vec::new();
     if let Some(tcp) = listeners.tcp {
-        tasks.push(tokio::spawn(
-            router()?.serve_with_incoming_shutdown(tcp_incoming(tcp), closed()),
-        ));
+        tasks.push(tokio::spawn(router()?.serve_with_incoming_shutdown(
+            tcp_incoming(tcp, options.connections.clone()),
+            closed(),
+        )));
     }
     if let Some(uds) = listeners.uds {
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(uds);
@@ -138,12 +141,21 @@ pub fn serve(
 /// client's delayed ACK: ~40 ms per request with payloads over one segment).
 fn tcp_incoming(
     listener: tokio::net::TcpListener,
+    places: std::sync::Arc<tokio::sync::Semaphore>,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<crate::linger::LingerStream>> {
-    use tokio_stream::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
-        let conn = conn?;
-        conn.set_nodelay(true)?;
-        // Closed first by the server (a drain's GOAWAY), it lingers: see `linger`.
-        Ok(crate::linger::LingerStream::new(conn))
+    futures_util::stream::unfold((listener, places), |(listener, places)| async move {
+        let conn = match listener.accept().await {
+            Ok((conn, _)) => conn,
+            Err(e) => return Some((Err(e), (listener, places))),
+        };
+        // At `--max_connections` this one waits for a place, and the next ones wait in the
+        // backlog. (Taken after the accept: one held in advance would be a place no
+        // connection uses.)
+        let place = places.clone().acquire_owned().await.ok()?;
+        let conn = conn.set_nodelay(true).map(|()| {
+            // Closed first by the server (a drain's GOAWAY), it lingers: see `linger`.
+            crate::linger::LingerStream::new(conn, Some(place))
+        });
+        Some((conn, (listener, places)))
     })
 }

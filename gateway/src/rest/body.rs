@@ -15,8 +15,31 @@ fn too_large(limit: usize) -> ServingError {
     ))
 }
 
-/// The body of `req`, decompressed if needed, at most `limit` bytes.
-pub async fn read(req: Request<Incoming>, limit: usize) -> Result<Bytes, ServingError> {
+/// The body of `req`, decompressed if needed, at most `limit` bytes, received within
+/// `timeout` (`--rest_api_body_timeout_ms`: a client trickling its body holds nothing
+/// for long).
+pub async fn read(
+    req: Request<Incoming>,
+    limit: usize,
+    timeout: Option<std::time::Duration>,
+) -> Result<Bytes, ServingError> {
+    let Some(timeout) = timeout else {
+        return read_all(req, limit).await;
+    };
+    tokio::time::timeout(timeout, read_all(req, limit))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ServingError::new(
+                crate::error::Code::DeadlineExceeded,
+                format!(
+                    "Request body not received within {} ms; raise --rest_api_body_timeout_ms",
+                    timeout.as_millis()
+                ),
+            ))
+        })
+}
+
+async fn read_all(req: Request<Incoming>, limit: usize) -> Result<Bytes, ServingError> {
     let gzip = req
         .headers()
         .get(hyper::header::CONTENT_ENCODING)

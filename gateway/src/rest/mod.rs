@@ -31,6 +31,10 @@ pub struct RestConfig {
     /// `--rest_api_timeout_in_ms`; `None`: no limit.
     pub timeout: Option<Duration>,
     pub max_body_bytes: usize,
+    /// `--rest_api_header_timeout_ms`; `None`: no limit.
+    pub header_timeout: Option<Duration>,
+    /// `--rest_api_body_timeout_ms`; `None`: no limit.
+    pub body_timeout: Option<Duration>,
     /// `--rest_api_enable_cors_support`.
     pub cors: bool,
     /// Where the Prometheus page is served, if `--monitoring_config_file` enables it.
@@ -165,7 +169,7 @@ impl RestApi {
             Route::Status { request } => self.status(&request).map(String::into_bytes),
             Route::Metadata { request } => self.metadata(&request).map(String::into_bytes),
             Route::Infer { request, verb } => {
-                match body::read(req, self.config.max_body_bytes).await {
+                match body::read(req, self.config.max_body_bytes, self.config.body_timeout).await {
                     Ok(body) => self.infer(&request, verb, &body).await,
                     Err(e) => Err(e),
                 }

@@ -9,7 +9,7 @@
 use super::RestApi;
 use crate::lifecycle::Phase;
 use hyper::header::{HeaderValue, CONNECTION};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 /// A client gets this long to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,6 +28,7 @@ pub async fn serve(
     api: RestApi,
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut phase: watch::Receiver<Phase>,
+    places: Arc<Semaphore>,
 ) {
     // Every connection holds a sender; when all are gone, `open` yields None.
     let (open_tx, mut open) = mpsc::channel::<()>(1);
@@ -35,10 +36,10 @@ pub async fn serve(
     // handle the API holds, per request.
     let api = Arc::new(api);
     let conn_phase = phase.clone();
-    let start = |stream: tokio::net::TcpStream| {
+    let start = |stream: tokio::net::TcpStream, place: Option<OwnedSemaphorePermit>| {
         let _ = stream.set_nodelay(true);
         // Closed first by the server (`Connection: close`, GOAWAY), it lingers: `linger`.
-        let stream = crate::linger::LingerStream::new(stream);
+        let stream = crate::linger::LingerStream::new(stream, place);
         let api = api.clone();
         let open = open_tx.clone();
         let phase = conn_phase.clone();
@@ -60,19 +61,32 @@ pub async fn serve(
         }
     };
     loop {
-        tokio::select! {
+        let stream = tokio::select! {
             r = listener.accept() => match r {
-                Ok((s, _)) => start(s),
-                Err(e) => tracing::warn!("accept: {e}"),
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    continue;
+                }
             },
             _ = phase.wait_for(|p| *p == Phase::Closed) => break,
-        }
+        };
+        // At `--max_connections` this one waits for a place, and the next ones wait in the
+        // backlog; once the server closes, what was accepted is served regardless. (A place
+        // is taken after the accept, never before: one held in advance would be a place no
+        // connection uses.)
+        let place = tokio::select! {
+            p = places.clone().acquire_owned() => p.ok(),
+            _ = phase.wait_for(|p| *p == Phase::Closed) => None,
+        };
+        start(stream, place);
     }
-    // Connections already completed by the kernel may hold whole requests: take them too.
+    // Connections already completed by the kernel may hold whole requests: take them too,
+    // with or without a place.
     while let Poll::Ready(Ok((s, _))) =
         std::future::poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await
     {
-        start(s);
+        start(s, places.clone().try_acquire_owned().ok());
     }
     drop(listener);
     drop(open_tx);
@@ -88,6 +102,7 @@ async fn connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let api_header_timeout = api.config.header_timeout;
     let (stream, seen) = Watched::new(stream);
     let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
         let api = api.clone();
@@ -107,7 +122,13 @@ async fn connection<S>(
             Ok::<_, std::convert::Infallible>(resp)
         }
     });
-    let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+    let header_timeout = api_header_timeout;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let conn = builder
         .serve_connection(TokioIo::new(stream), service)
         .into_owned();
     tokio::pin!(conn);

@@ -124,7 +124,7 @@ pub async fn handle(api: &RestApi, req: Request<Incoming>) -> Response<Full<Byte
             Err(e) => error_response(&e),
         },
         Route::RegionRegister(name) => {
-            let result = match crate::rest::body::read(req, api.config.max_body_bytes).await {
+            let result = match crate::rest::body::read(req, api.config.max_body_bytes, api.config.body_timeout).await {
                 Ok(body) => register(regions, &name, &body),
                 Err(e) => Err(e),
             };
@@ -323,7 +323,8 @@ async fn infer(
         .headers()
         .get(HEADER_LENGTH)
         .map(|v| v.to_str().unwrap_or("").to_string());
-    let body = crate::rest::body::read(req, api.config.max_body_bytes).await?;
+    let body =
+        crate::rest::body::read(req, api.config.max_body_bytes, api.config.body_timeout).await?;
     let (head, mut binary) = split_body(header.as_deref(), body)?;
     let doc: Value = serde_json::from_slice(&head).map_err(|e| {
         ServingError::invalid_argument(format!("failed to parse the request JSON: {e}"))
