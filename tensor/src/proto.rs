@@ -67,9 +67,22 @@ fn shape_of(proto: &TensorProto) -> Result<Vec<i64>, ParseError> {
     }
 }
 
+/// Largest tensor (in memory) that a TensorProto may expand to by repeating its last
+/// value, TensorFlow's fill rule (`float_val: [0]` with shape `[1000, 1000]` is a million
+/// zeros). Values present in the message are bounded by the message size limits; a fill
+/// is not, so without this a proto of a few bytes could ask for gigabytes and abort the
+/// process when the allocation fails (found by `fuzz/` target `tensor_proto`).
+pub const MAX_FILLED_BYTES: usize = 256 << 20;
+
+/// True when expanding `given` values to `n` elements of `size` bytes each would repeat a
+/// value beyond [`MAX_FILLED_BYTES`].
+fn fill_too_large(given: usize, n: usize, size: usize) -> bool {
+    given < n && n.saturating_mul(size) > MAX_FILLED_BYTES
+}
+
 /// Expands `values` to `n` elements by TensorFlow's rules.
 fn fill<T: Copy + Default>(values: &[T], n: usize) -> Result<Vec<T>, ParseError> {
-    if values.len() > n {
+    if values.len() > n || fill_too_large(values.len(), n, std::mem::size_of::<T>()) {
         return Err(ParseError);
     }
     let mut out = Vec::with_capacity(n);
@@ -152,8 +165,12 @@ pub fn from_proto(proto: &TensorProto) -> Result<Tensor, ParseError> {
         if vals.len() > n {
             return Err(ParseError);
         }
+        let last = vals.last().cloned().unwrap_or_default();
+        let size = std::mem::size_of::<Vec<u8>>() + last.len();
+        if fill_too_large(vals.len(), n, size) {
+            return Err(ParseError);
+        }
         let mut out: Vec<Vec<u8>> = vals.clone();
-        let last = out.last().cloned().unwrap_or_default();
         out.resize(n, last);
         TensorData::Strings(out)
     };
@@ -279,5 +296,47 @@ mod tests {
         };
         let t = from_proto(&p).unwrap();
         assert_eq!(to_proto(&t, false).string_val, p.string_val);
+    }
+
+    /// Regression (fuzz target `tensor_proto`): a few bytes of proto that repeat a value
+    /// to gigabytes are refused instead of aborting on the allocation; a moderate fill
+    /// and a fully given tensor still convert.
+    #[test]
+    fn fills_are_bounded() {
+        let strings = TensorProto {
+            dtype: 7,
+            tensor_shape: shape(&[1 << 30]),
+            string_val: vec![b"x".to_vec()],
+            ..Default::default()
+        };
+        assert_eq!(from_proto(&strings), Err(ParseError));
+        let floats = TensorProto {
+            dtype: 1,
+            tensor_shape: shape(&[1 << 16, 1 << 14]),
+            float_val: vec![0.5],
+            ..Default::default()
+        };
+        assert_eq!(from_proto(&floats), Err(ParseError));
+        let empty = TensorProto {
+            dtype: 18, // DT_COMPLEX128, no values: zeros.
+            tensor_shape: shape(&[1 << 25]),
+            ..Default::default()
+        };
+        assert_eq!(from_proto(&empty), Err(ParseError));
+
+        let zeros = TensorProto {
+            dtype: 1,
+            tensor_shape: shape(&[1000, 1000]),
+            float_val: vec![0.0],
+            ..Default::default()
+        };
+        assert_eq!(from_proto(&zeros).unwrap().num_elements(), 1_000_000);
+        let repeated = TensorProto {
+            dtype: 7,
+            tensor_shape: shape(&[1000]),
+            string_val: vec![b"abc".to_vec()],
+            ..Default::default()
+        };
+        assert_eq!(from_proto(&repeated).unwrap().num_elements(), 1000);
     }
 }

@@ -17,8 +17,10 @@
 //! pointers ([`TensorView::copy_to`]); no reference into the arena is ever handed out.
 //!
 //! `wire.rs` holds the postcard metadata, `encode.rs` lays frames out and writes them into
-//! an arena block, `decode.rs` validates and reads them; this module holds the types.
+//! an arena block, `decode.rs` validates and reads them; `bytes.rs` runs the same encoder
+//! and decoders on private byte slices (for the fuzz targets); this module holds the types.
 
+mod bytes;
 mod decode;
 mod encode;
 #[cfg(test)]
@@ -31,6 +33,9 @@ use crate::region::OutOfBounds;
 use tfgate_tensor::code::Code;
 use tfgate_tensor::tensor::{DataType, Tensor, TensorData, TensorError};
 
+pub use bytes::{
+    decode_request_bytes, decode_response_bytes, encode_request_bytes, encode_response_bytes,
+};
 pub(crate) use decode::{decode_request, decode_response};
 pub use decode::{InPlacePayload, RequestView, TensorView};
 

@@ -1,0 +1,166 @@
+//! Writes the seed corpus of the fuzz targets (`fuzz/`, see docs/fuzzing.md): a few valid
+//! encodings per target, made with the real encoders.
+//!
+//! `cargo run -p shm-protocol --example fuzz_seeds -- fuzz/seeds`
+
+use std::path::Path;
+
+use prost::Message;
+use shm_protocol::frame::{encode_request_bytes, encode_response_bytes};
+use shm_protocol::{RequestFrame, RequestKind, ResponseRef, TensorRef};
+use tfgate_proto::tensorflow::serving::ModelConfig;
+use tfgate_proto::tfgate::control::{gateway_message, worker_message};
+use tfgate_proto::tfgate::control::{GatewayMessage, WorkerMessage};
+use tfgate_tensor::code::Code;
+use tfgate_tensor::proto::to_proto;
+use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
+
+fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = dir.join(target);
+    std::fs::create_dir_all(&dir)?;
+    assert!(bytes.len() < 4096, "{target}/{name}: seeds stay small");
+    std::fs::write(dir.join(name), bytes)
+}
+
+fn strings() -> Tensor {
+    Tensor::new(
+        DataType::String,
+        vec![3],
+        TensorData::Strings(vec![b"".to_vec(), vec![0xff, 0, 7], b"hello".to_vec()]),
+    )
+    .unwrap()
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::env::args().nth(1).ok_or("usage: fuzz_seeds DIR")?;
+    let dir = Path::new(&dir);
+    let floats = Tensor::from_f32(vec![2, 2], &[1.0, 2.0, 3.0, 4.0])?;
+    let scalar = Tensor::new(
+        DataType::Int64,
+        vec![],
+        TensorData::Bytes(vec![9; 8].into()),
+    )?;
+    let empty = Tensor::new(
+        DataType::Int32,
+        vec![0, 5],
+        TensorData::Bytes(vec![].into()),
+    )?;
+
+    let full = RequestFrame {
+        kind: RequestKind::Predict,
+        model_name: "half_plus_two".into(),
+        version: Some(123),
+        signature_name: "serving_default".into(),
+        output_filter: vec!["y".into()],
+        inputs: vec![
+            ("x".into(), floats.clone()),
+            ("s".into(), strings()),
+            ("scalar".into(), scalar.clone()),
+            ("empty".into(), empty),
+        ],
+        deadline_ns: 1234,
+    };
+    let bare = RequestFrame {
+        version: None,
+        output_filter: vec![],
+        inputs: vec![],
+        deadline_ns: 0,
+        ..full.clone()
+    };
+    for (name, f) in [("full", &full), ("no_inputs", &bare)] {
+        write(dir, "shm_request_frame", name, &encode_request_bytes(f)??)?;
+    }
+
+    let strings = strings();
+    let outputs = [
+        ("y", TensorRef::from(&floats)),
+        ("s", TensorRef::from(&strings)),
+    ];
+    let timing = Default::default();
+    let ok = ResponseRef::Ok {
+        model_version: 1,
+        outputs: &outputs,
+        timing,
+    };
+    let err = ResponseRef::Err {
+        code: Code::NotFound,
+        message: "Servable not found for request: Latest(x)",
+    };
+    write(
+        dir,
+        "shm_response_frame",
+        "ok",
+        &encode_response_bytes(ok)??,
+    )?;
+    write(
+        dir,
+        "shm_response_frame",
+        "err",
+        &encode_response_bytes(err)??,
+    )?;
+
+    let gateway = |m| GatewayMessage { message: Some(m) };
+    let worker = |m| WorkerMessage { message: Some(m) };
+    let serve = gateway(gateway_message::Message::ServeModels(
+        gateway_message::ServeModels {
+            models: vec![ModelConfig {
+                name: "half_plus_two".into(),
+                base_path: "/models/half_plus_two".into(),
+                model_platform: "tensorflow".into(),
+                ..Default::default()
+            }],
+            file_system_poll_wait_seconds: 1,
+            ..Default::default()
+        },
+    ));
+    let ping = gateway(gateway_message::Message::Ping(gateway_message::Ping {
+        seq: 42,
+    }));
+    let state = worker(worker_message::Message::ServableState(
+        worker_message::ServableState {
+            model_name: "half_plus_two".into(),
+            version: 123,
+            state: 30,
+            signature_defs: vec![1, 2, 3],
+            batching_params: Some("max_batch_size { value: 8 }".into()),
+            ..Default::default()
+        },
+    ));
+    let hello = worker(worker_message::Message::Hello(worker_message::Hello {
+        worker_id: 1,
+        pid: 7,
+        host: "worker-1".into(),
+    }));
+    let control = "control_message";
+    write(dir, control, "serve_models", &serve.encode_to_vec())?;
+    write(dir, control, "ping", &ping.encode_to_vec())?;
+    write(dir, control, "servable_state", &state.encode_to_vec())?;
+    write(dir, control, "hello", &hello.encode_to_vec())?;
+
+    let tp = "tensor_proto";
+    write(
+        dir,
+        tp,
+        "float_typed",
+        &to_proto(&floats, false).encode_to_vec(),
+    )?;
+    write(
+        dir,
+        tp,
+        "float_content",
+        &to_proto(&floats, true).encode_to_vec(),
+    )?;
+    write(
+        dir,
+        tp,
+        "string",
+        &to_proto(&strings, false).encode_to_vec(),
+    )?;
+    write(
+        dir,
+        tp,
+        "int64_scalar",
+        &to_proto(&scalar, false).encode_to_vec(),
+    )?;
+    Ok(())
+}
