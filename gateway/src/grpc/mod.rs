@@ -59,18 +59,25 @@ pub struct GrpcServices {
 }
 
 impl GrpcServices {
-    /// The response, unless it is larger than `grpc.max_send_message_length`: then gRPC
-    /// C++'s RESOURCE_EXHAUSTED (tonic would answer OUT_OF_RANGE in its own words).
+    /// The response, unless it is larger than `grpc.max_send_message_length`.
     fn respond<T: Message>(&self, message: T) -> Result<Response<T>, Status> {
-        let len = message.encoded_len();
-        if len > self.max_send_message_length {
-            return Err(Status::resource_exhausted(format!(
-                "Sent message larger than max ({len} vs. {})",
-                self.max_send_message_length
-            )));
-        }
-        Ok(Response::new(message))
+        within_send_limit(message, self.max_send_message_length)
+            .map(Response::new)
+            .map_err(Status::from)
     }
+}
+
+/// `message`, unless it is larger than `grpc.max_send_message_length` (`limit`): then
+/// gRPC C++'s RESOURCE_EXHAUSTED (tonic would answer OUT_OF_RANGE in its own words).
+/// Every gRPC service's responses pass here.
+pub(crate) fn within_send_limit<T: Message>(message: T, limit: usize) -> Result<T, ServingError> {
+    let len = message.encoded_len();
+    if len > limit {
+        return Err(ServingError::resource_exhausted(format!(
+            "Sent message larger than max ({len} vs. {limit})"
+        )));
+    }
+    Ok(message)
 }
 
 /// `ModelSpec` → what to resolve.

@@ -41,6 +41,15 @@ pub struct RestConfig {
     pub metrics_path: Option<String>,
 }
 
+impl RestConfig {
+    /// The deadline of a request received now: `--rest_api_timeout_in_ms` away, or a
+    /// year when there is no timeout.
+    pub fn deadline(&self) -> Instant {
+        const NO_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+        Instant::now() + self.timeout.unwrap_or(NO_TIMEOUT)
+    }
+}
+
 /// The REST service state.
 #[derive(Clone)]
 pub struct RestApi {
@@ -219,9 +228,7 @@ impl RestApi {
         verb: Verb,
         body: &[u8],
     ) -> Result<Vec<u8>, ServingError> {
-        /// What "no timeout" waits at most: a year.
-        const NO_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
-        let deadline = Instant::now() + self.config.timeout.unwrap_or(NO_TIMEOUT);
+        let deadline = self.config.deadline();
         let doc = json::parse(body)?;
         if verb == Verb::Predict {
             let signature_name = json::predict_signature_name(&doc)?;

@@ -377,17 +377,10 @@ impl GrpcInferenceService for InferenceService {
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let started = std::time::Instant::now();
         let name = request.get_ref().model_name.clone();
-        let result = self.infer(request).await.and_then(|resp| {
-            use prost::Message;
-            let len = resp.encoded_len();
-            if len > self.max_send_message_length {
-                return Err(ServingError::resource_exhausted(format!(
-                    "Sent message larger than max ({len} vs. {})",
-                    self.max_send_message_length
-                )));
-            }
-            Ok(resp)
-        });
+        let result = self
+            .infer(request)
+            .await
+            .and_then(|resp| crate::grpc::within_send_limit(resp, self.max_send_message_length));
         let code = result.as_ref().map_or_else(|e| e.code, |_| Code::Ok);
         let micros = started.elapsed().as_micros() as u64;
         series::request(&name, "infer", Entrypoint::Grpc, code, micros);

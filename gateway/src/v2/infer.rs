@@ -345,25 +345,7 @@ fn sign_of(h: u16) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tfgate_proto::tensorflow::tensor_shape_proto::Dim;
-    use tfgate_proto::tensorflow::TensorShapeProto;
-
-    fn info(dtype: DataType, dims: &[i64]) -> TensorInfo {
-        TensorInfo {
-            dtype: dtype as i32,
-            tensor_shape: Some(TensorShapeProto {
-                dim: dims
-                    .iter()
-                    .map(|&size| Dim {
-                        size,
-                        name: String::new(),
-                    })
-                    .collect(),
-                unknown_rank: false,
-            }),
-            ..Default::default()
-        }
-    }
+    use crate::v2::tests::info;
 
     fn signature() -> SignatureDef {
         let mut s = SignatureDef::default();

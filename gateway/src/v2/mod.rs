@@ -47,8 +47,30 @@ pub fn servable_request(name: &str, version: &str) -> ServableRequest {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use tfgate_proto::tensorflow::TensorInfo;
+    use tfgate_proto::tensorflow::tensor_shape_proto::Dim;
+    use tfgate_proto::tensorflow::TensorShapeProto;
+    use tfgate_tensor::tensor::DataType;
+
+    /// A signature's tensor of `dtype` and `dims`, for the V2 modules' tests.
+    pub(crate) fn info(dtype: DataType, dims: &[i64]) -> TensorInfo {
+        TensorInfo {
+            dtype: dtype as i32,
+            tensor_shape: Some(TensorShapeProto {
+                dim: dims
+                    .iter()
+                    .map(|&size| Dim {
+                        size,
+                        name: String::new(),
+                    })
+                    .collect(),
+                unknown_rank: false,
+            }),
+            ..Default::default()
+        }
+    }
 
     #[test]
     fn versions_are_numbers_or_labels() {

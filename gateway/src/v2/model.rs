@@ -162,29 +162,11 @@ pub fn config_json(c: &v2::ModelConfig) -> serde_json::Value {
 mod tests {
     use super::*;
     use crate::servables::ServableId;
+    use crate::v2::tests::info;
     use std::sync::Arc;
     use std::time::Duration;
     use tfgate_proto::tensorflow::serving::SignatureDefMap;
-    use tfgate_proto::tensorflow::tensor_shape_proto::Dim;
-    use tfgate_proto::tensorflow::TensorShapeProto;
     use tfgate_tensor::tensor::DataType;
-
-    fn info(dtype: DataType, dims: &[i64]) -> TensorInfo {
-        TensorInfo {
-            dtype: dtype as i32,
-            tensor_shape: Some(TensorShapeProto {
-                dim: dims
-                    .iter()
-                    .map(|&size| Dim {
-                        size,
-                        name: String::new(),
-                    })
-                    .collect(),
-                unknown_rank: false,
-            }),
-            ..Default::default()
-        }
-    }
 
     fn servable() -> Servable {
         let mut sig = SignatureDef::default();

@@ -16,7 +16,6 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use serde_json::{json, Map, Value};
-use std::time::Duration;
 use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
 use tokio::time::Instant;
 
@@ -220,23 +219,33 @@ fn register(regions: &Registry, name: &str, body: &[u8]) -> Result<(), ServingEr
     let key = doc.get("key").and_then(Value::as_str).ok_or_else(|| {
         ServingError::invalid_argument("a shared memory registration needs a string 'key'")
     })?;
-    let number = |field: &str, default: Option<u64>| {
-        match doc.get(field) {
-            None => default,
-            Some(v) => v.as_u64(),
-        }
-        .ok_or_else(|| {
-            ServingError::invalid_argument(format!(
-                "a shared memory registration needs '{field}' as a non-negative integer"
-            ))
+    let number = |field: &str| {
+        non_negative(&doc, field, || {
+            format!("a shared memory registration needs '{field}' as a non-negative integer")
         })
     };
-    regions.register(
-        name,
-        key,
-        number("offset", Some(0))?,
-        number("byte_size", None)?,
-    )
+    let byte_size = number("byte_size")?.ok_or_else(|| {
+        ServingError::invalid_argument(
+            "a shared memory registration needs 'byte_size' as a non-negative integer",
+        )
+    })?;
+    regions.register(name, key, number("offset")?.unwrap_or(0), byte_size)
+}
+
+/// `object[field]` as a non-negative integer: `None` when absent, `error()`'s message
+/// when it is something else.
+fn non_negative(
+    object: &Value,
+    field: &str,
+    error: impl FnOnce() -> String,
+) -> Result<Option<u64>, ServingError> {
+    match object.get(field) {
+        None => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| ServingError::invalid_argument(error())),
+    }
 }
 
 /// The region a tensor's `parameters` name, if any.
@@ -251,15 +260,11 @@ fn region_reference(
     let region = region.as_str().ok_or_else(|| {
         ServingError::invalid_argument(format!("{what}: shared_memory_region must be a string"))
     })?;
-    let number = |field: &str| -> Result<Option<u64>, ServingError> {
-        match parameters.and_then(|p| p.get(field)) {
-            None => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                ServingError::invalid_argument(format!(
-                    "{what}: {field} must be a non-negative integer"
-                ))
-            }),
-        }
+    let parameters = parameters.unwrap_or(&Value::Null);
+    let number = |field: &str| {
+        non_negative(parameters, field, || {
+            format!("{what}: {field} must be a non-negative integer")
+        })
     };
     let byte_size = number(shared_memory::BYTE_SIZE)?.ok_or_else(|| {
         ServingError::invalid_argument(format!(
@@ -316,9 +321,7 @@ async fn infer(
     servable: ServableRequest,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ServingError> {
-    /// What "no timeout" waits at most: a year.
-    const NO_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
-    let deadline = Instant::now() + api.config.timeout.unwrap_or(NO_TIMEOUT);
+    let deadline = api.config.deadline();
     let header = req
         .headers()
         .get(HEADER_LENGTH)
