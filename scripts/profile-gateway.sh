@@ -22,7 +22,7 @@ echo 'prometheus_config { enable: true, path: "/metrics" }' > "$monitoring"
 "$bin/tfgate" --port="$grpc" --rest_api_port="$rest" --model_name=mlp \
   --model_base_path="$PWD/models/mlp" --monitoring_config_file="$monitoring" "$@" 2>/dev/null &
 gw=$!
-trap 'kill -9 $gw 2>/dev/null || true; wait $gw 2>/dev/null || true; rm -f "$data" "$monitoring"' EXIT
+trap 'kill -9 $gw 2>/dev/null || true; wait $gw 2>/dev/null || true; rm -f "$data" "$data".* "$monitoring"' EXIT
 for _ in $(seq 100); do
   curl -sf "localhost:$rest/v1/models/mlp" | grep -q AVAILABLE && break; sleep 0.2
 done
@@ -33,11 +33,16 @@ phases() {
 }
 before=$(phases)
 target/release/tfgate-bench --attach="$rest" --attach_grpc="$grpc" --protocols="$proto" \
-  --concurrency="$conns" --seconds=6 --warmup=0.5 &
+  --concurrency="$conns" --seconds=8 --warmup=0.5 | tee "$data.load" &
 load=$!
 if command -v perf >/dev/null; then
   sleep 1.5
   perf record -q -F 4999 -g -p "$gw" -o "$data" -- sleep 3 >/dev/null 2>&1
+  # What each system call costs its caller (a wake-up's share included), gateway and
+  # worker, over 2 s of the same load.
+  sleep 0.3
+  timeout -s INT 2 perf trace -s -p "$gw,$(pgrep -d, -P "$gw")" -o "$data.trace" \
+    >/dev/null 2>&1 || true
 else
   echo "(perf not found: apt-get install linux-perf for the CPU profile)"
 fi
@@ -67,5 +72,17 @@ perf report -i "$data" --no-children --sort symbol --stdio -g none 2>/dev/null \
       else c = "other";
       sum[c] += p } END { for (c in sum) printf "  %5.1f %%  %s\n", sum[c], c }' | sort -rn
 echo "top functions:"
-perf report -i "$data" --no-children --sort symbol --stdio -g none 2>/dev/null \
-  | awk '/%/ && !/^#/ { $2=""; print }' | head -15 | cut -c1-110
+# (`head` closes the pipe early: not a failure.)
+{ perf report -i "$data" --no-children --sort symbol --stdio -g none 2>/dev/null \
+  | awk '/%/ && !/^#/ { $2=""; print }' | head -15 | cut -c1-110; } || true
+[ -s "$data.trace" ] || exit 0
+# Tracing slows the load, so calls are counted against the gateway's own writes of
+# answers (one `writev` per answer at concurrency 1) rather than the load's rate.
+echo "system calls over 2 s of the load (perf trace): calls per gateway writev, µs each"
+awk '
+  /^ [^ ].*events/ { thread = $1 }
+  $1 ~ /^(futex|write|writev|read|recvfrom|sendto|epoll_wait|sched_yield)$/ {
+    n++; t[n] = thread; c[n] = $1; calls[n] = $2; avg[n] = $6 * 1000
+    if (thread == "tokio-rt-worker" && $1 == "writev") w += $2 }
+  END { for (i = 1; i <= n; i++) if (w > 0 && calls[i] >= 0.05 * w)
+    printf "  %-16s %-12s %5.2f per writev  %7.1f µs avg\n", t[i], c[i], calls[i] / w, avg[i] }' "$data.trace"
