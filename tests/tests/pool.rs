@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tfgate_e2e::{
-    copy_dir, count_to, dev_shm, float_tensor, http, model_path, predict_request, signal, Server,
-    TempDir,
+    copy_dir, count_to, float_tensor, holders_of, http, model_path, predict_request, segments_of,
+    signal, Segment, Server, TempDir,
 };
 use tfgate_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 
@@ -259,10 +259,10 @@ fn a_version_only_one_worker_holds_is_routed_only_there() {
 
 /// Chaos: two workers under steady REST and gRPC load lose a worker to SIGKILL five
 /// times; every request is answered correctly, the gateway lives on, both workers come
-/// back, and nothing is left in /dev/shm after shutdown.
+/// back, the gateway holds one shared-memory segment per live worker throughout (a dead
+/// incarnation's is let go), and no process holds any of them after shutdown.
 #[test]
 fn chaos_sigkill_workers_under_rest_and_grpc_load() {
-    let shm_before = dev_shm();
     let mut server = Server::start_with(
         "half_plus_two",
         &model_path("half_plus_two"),
@@ -272,6 +272,8 @@ fn chaos_sigkill_workers_under_rest_and_grpc_load() {
     wait_for("both workers", Duration::from_secs(60), || {
         all_serving(port, 2)
     });
+    let mut seen: std::collections::BTreeSet<Segment> =
+        one_segment_per_worker(port, gateway).into_iter().collect();
 
     let stop = Arc::new(AtomicBool::new(false));
     let rest = rest_load(port, 2, &stop);
@@ -314,6 +316,7 @@ fn chaos_sigkill_workers_under_rest_and_grpc_load() {
             Duration::from_secs(30),
             || all_serving(port, 2) && !pids(port).contains(&victim),
         );
+        seen.extend(one_segment_per_worker(port, gateway));
     }
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
@@ -344,11 +347,38 @@ fn chaos_sigkill_workers_under_rest_and_grpc_load() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status}");
-    let leaked: Vec<String> = dev_shm()
-        .into_iter()
-        .filter(|n| !shm_before.contains(n))
-        .collect();
-    assert!(leaked.is_empty(), "left behind in /dev/shm: {leaked:?}");
+    assert_eq!(
+        seen.len(),
+        7,
+        "a fresh segment for each of the 7 incarnations"
+    );
+    let seen: Vec<Segment> = seen.into_iter().collect();
+    let (holders, scanned) = holders_of(&seen);
+    assert!(scanned > 0);
+    assert!(holders.is_empty(), "segments still held by {holders:?}");
+}
+
+/// Waits until every slot serves, the gateway holds exactly one segment per worker and
+/// each worker holds one of them (its own); returns the gateway's.
+fn one_segment_per_worker(port: u16, gateway: u32) -> Vec<Segment> {
+    let mut held = Vec::new();
+    wait_for(
+        "the gateway to hold one segment per serving worker, each worker its own",
+        Duration::from_secs(10),
+        || {
+            let workers = pids(port);
+            if workers.contains(&0) || !all_serving(port, workers.len()) {
+                return false;
+            }
+            held = segments_of(gateway);
+            held.len() == workers.len()
+                && workers.iter().all(|&w| {
+                    let own = segments_of(w as u32);
+                    own.len() == 1 && held.contains(&own[0])
+                })
+        },
+    );
+    held
 }
 
 /// A SIGSTOPped worker stops answering heartbeats: it is killed and replaced, and its
