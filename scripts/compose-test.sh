@@ -116,6 +116,12 @@ wait_for 120 "the gateway to be ready" ready
 wait_for 60 "docker's healthcheck to say healthy" \
   sh -c "[ \"\$(docker inspect -f '{{.State.Health.Status}}' ${PROJECT}_gateway_1 2>/dev/null || docker inspect -f '{{.State.Health.Status}}' ${PROJECT}-gateway-1)\" = healthy ]"
 log "up and ready in $((SECONDS - t0)) s: $(docker ps --filter label=com.docker.compose.project=$PROJECT --format '{{.Names}} ({{.Status}})' | sort | tr '\n' ' ')"
+# Ready on the first start: a container that failed and was restarted (a gateway that
+# refused its socket directory, say) is a failure, not a slow start.
+for c in $(docker ps -aq --filter label=com.docker.compose.project=$PROJECT); do
+  [ "$(docker inspect -f '{{.RestartCount}}' "$c")" = 0 ] \
+    || { log "$(docker inspect -f '{{.Name}}' "$c") was restarted $(docker inspect -f '{{.RestartCount}}' "$c") time(s) before the deployment was ready"; exit 1; }
+done
 
 # 1. One prediction each way.
 out=$(curl -sf -X POST "$REST/v1/models/half_plus_two:predict" -d '{"instances": [1.0, 2.0, 5.0]}' | tr -d ' \n')
