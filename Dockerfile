@@ -8,7 +8,16 @@ FROM ${BASE_IMAGE}
 
 COPY target/docker/lib/ /usr/local/lib/
 COPY target/docker/bin/ /usr/local/bin/
-RUN ldconfig && mkdir -p /run/tfgate /models
+# /run/tfgate is where the socket volume goes; Docker copies this directory's owner and
+# mode onto an empty volume mounted there, and the gateway refuses a socket directory
+# others may enter: 0700, the user's own.
+RUN ldconfig && mkdir -p /models && install -d -m 0700 -o 10001 -g 10001 /run/tfgate
+
+# Not root: the gateway and its workers run as one unprivileged user (the gateway takes
+# workers of its own uid only). A numeric uid needs no /etc/passwd entry. The root
+# filesystem may be mounted read-only: tfgate writes only under /tmp (the gateway's
+# runtime directory) and the socket volume.
+USER 10001:10001
 
 # gRPC and REST, as tensorflow_model_server.
 EXPOSE 8500 8501

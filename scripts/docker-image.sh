@@ -30,7 +30,8 @@ cargo build --release -p tfgate -p tfgate-worker --bins
 CONTEXT=target/docker
 rm -rf "$CONTEXT"
 mkdir -p "$CONTEXT/bin" "$CONTEXT/lib"
-cp target/release/tfgate target/release/tfgate-worker "$CONTEXT/bin/"
+BUILT=${CARGO_TARGET_DIR:-target}/release
+cp "$BUILT/tfgate" "$BUILT/tfgate-worker" "$CONTEXT/bin/"
 strip "$CONTEXT/bin/"* 2>/dev/null || true
 cp -L .libtensorflow/lib/libtensorflow_cc.so.2 .libtensorflow/lib/libtensorflow_framework.so.2 "$CONTEXT/lib/"
 log "building $IMAGE on $BASE_IMAGE"

@@ -10,6 +10,7 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 cargo build --release --workspace --bins
 cargo test --release --workspace
 .venv/bin/python -m pytest -q tests/python
-# The deployment: docker-compose with worker containers that die and come back (skipped,
-# with the reason printed, where no Docker engine is reachable).
+# The deployment: docker-compose with worker containers that die and come back. Skipped,
+# with the reason printed, where Docker is not installed; where it is, a compose test
+# that cannot run (no engine reachable, no compose tool) fails this command.
 bash scripts/compose-test.sh

@@ -144,6 +144,11 @@ impl Server {
         self.child.id()
     }
 
+    /// What tfgate has written to stderr so far (`RUST_LOG=warn`: warnings and errors).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     pub fn grpc_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.grpc_port)
     }
@@ -360,17 +365,72 @@ pub fn count_to(n: i64, timeout: Option<Duration>) -> tonic::Request<PredictRequ
     req
 }
 
-/// The names in /dev/shm, sorted (to check that nothing is left behind).
-pub fn dev_shm() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
+/// A shared-memory segment, known by its memfd's inode (device and inode number): the
+/// gateway creates segments with `memfd_create`, so they never appear in `/dev/shm` and
+/// exist exactly as long as some process holds an fd to them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Segment {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// The tfgate segments `pid` holds open: its fds whose link reads
+/// `/memfd:tfgate-shm-gen<N> (deleted)`; none once the process is gone. Panics if
+/// `/proc/<pid>/fd` cannot be read, so a check built on it cannot pass by seeing nothing.
+pub fn segments_of(pid: u32) -> Vec<Segment> {
+    let dir = format!("/proc/{pid}/fd");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => panic!("cannot read {dir} (the tests must run as its owner): {e}"),
+    };
+    let mut out: Vec<Segment> = entries
+        .flatten()
+        .filter_map(|e| segment_behind(&e.path()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The segment an fd link points at, if it is a tfgate memfd.
+fn segment_behind(fd: &Path) -> Option<Segment> {
+    use std::os::unix::fs::MetadataExt;
+    let target = std::fs::read_link(fd).ok()?;
+    if !target.to_string_lossy().starts_with("/memfd:tfgate-shm") {
+        return None;
+    }
+    // Following the link gives the memfd's own inode.
+    let meta = std::fs::metadata(fd).ok()?;
+    Some(Segment {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
+}
+
+/// Processes that still hold any of `segments` open, among all whose `/proc/<pid>/fd`
+/// this process may read (every process when the tests run as root), with how many
+/// processes were looked at.
+pub fn holders_of(segments: &[Segment]) -> (Vec<u32>, usize) {
+    let mut holders = Vec::new();
+    let mut scanned = 0;
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        scanned += 1;
+        if fds
+            .flatten()
+            .filter_map(|fd| segment_behind(&fd.path()))
+            .any(|s| segments.contains(&s))
+        {
+            holders.push(pid);
+        }
+    }
+    (holders, scanned)
 }
 
 /// Copies a directory tree (a SavedModel version) recursively.

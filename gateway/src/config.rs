@@ -4,6 +4,9 @@
 use clap::{CommandFactory, Parser};
 use std::path::PathBuf;
 
+/// `--max_attached_workers` when not given (raised to `--num_workers` if that is more).
+pub const DEFAULT_MAX_ATTACHED_WORKERS: usize = 16;
+
 /// tfgate: a TensorFlow Serving-compatible model server with crash-isolated workers.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "tfgate", about)]
@@ -293,6 +296,13 @@ pub struct Flags {
     #[arg(long = "worker_socket", default_value = "")]
     pub worker_socket: String,
 
+    /// tfgate: with --worker_socket, the most slots open at once (each holds a worker's
+    /// shared-memory segment); a worker that connects when all are taken is turned away,
+    /// and at most this many connections may wait to say Hello. At least --num_workers.
+    /// Default 16; refused without --worker_socket.
+    #[arg(long = "max_attached_workers")]
+    pub max_attached_workers: Option<usize>,
+
     /// tfgate: comma-separated GPU ids; one worker per GPU, each seeing only its own
     /// (CUDA_VISIBLE_DEVICES). Empty: --num_workers CPU workers.
     #[arg(long = "worker_gpus", default_value = "")]
@@ -457,6 +467,7 @@ impl Flags {
         if self.num_workers == 0 {
             return Err("--num_workers must be at least 1".into());
         }
+        self.max_attached_workers()?;
         // The transport refuses arenas of 0 bytes or over 1 TiB.
         for (flag, mb) in [
             ("--shm_request_arena_mb", self.shm_request_arena_mb),
@@ -468,6 +479,22 @@ impl Flags {
         }
         self.gpus()?;
         Ok(())
+    }
+
+    /// Attach mode's cap on slots (`--max_attached_workers`, default 16): only with
+    /// `--worker_socket`, and never below `--num_workers`, whose slots open at start.
+    pub fn max_attached_workers(&self) -> Result<usize, String> {
+        match self.max_attached_workers {
+            Some(_) if self.worker_socket.is_empty() => {
+                Err("--max_attached_workers needs --worker_socket".into())
+            }
+            Some(n) if n < self.num_workers.max(1) => Err(format!(
+                "--max_attached_workers={n} is below --num_workers={}",
+                self.num_workers
+            )),
+            Some(n) => Ok(n),
+            None => Ok(DEFAULT_MAX_ATTACHED_WORKERS.max(self.num_workers)),
+        }
     }
 
     /// Whether REST is served over TLS. Beside `--ssl_config_file`, a plaintext REST
@@ -657,6 +684,28 @@ mod tests {
         );
         let none = parse(&["--model_base_path=/m", "--num_workers=0"]);
         assert!(none.validate().is_err());
+        let attach = ["--model_base_path=/m", "--worker_socket=/run/t/w.sock"];
+        assert_eq!(parse(&attach).max_attached_workers(), Ok(16));
+        let many = parse(&[attach[0], attach[1], "--num_workers=20"]);
+        assert_eq!(many.max_attached_workers(), Ok(20));
+        let capped = parse(&[attach[0], attach[1], "--max_attached_workers=3"]);
+        assert_eq!(capped.validate(), Ok(()));
+        assert_eq!(capped.max_attached_workers(), Ok(3));
+        let below = parse(&[
+            attach[0],
+            attach[1],
+            "--num_workers=4",
+            "--max_attached_workers=3",
+        ]);
+        assert_eq!(
+            below.validate().unwrap_err(),
+            "--max_attached_workers=3 is below --num_workers=4"
+        );
+        let spawned = parse(&["--model_base_path=/m", "--max_attached_workers=3"]);
+        assert_eq!(
+            spawned.validate().unwrap_err(),
+            "--max_attached_workers needs --worker_socket"
+        );
         assert!(parse(&["--enable_grpc_healthcheck_service"]).enable_grpc_healthcheck_service);
     }
 

@@ -257,6 +257,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
                 None => worker_binary(&flags)?,
             },
             worker_socket: worker_socket.clone(),
+            max_attached_workers: flags
+                .max_attached_workers()
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            min_attached_slots: flags.num_workers.max(1),
             runtime_dir: runtime_dir.0.clone(),
             segment,
             session: SessionConfig {

@@ -305,6 +305,12 @@ impl Servables {
         });
     }
 
+    /// A worker's slot closed: every trace of it leaves the table (no replacement will
+    /// bring back what it held).
+    pub fn worker_removed(&self, worker: WorkerId) {
+        self.modify(|table| forget(table, worker, |_| true));
+    }
+
     /// A successor takes a worker's place: what the worker reported is replaced, in one
     /// step, by the successor's final state of each version (ENDed versions stay, as the
     /// history status shows).

@@ -25,7 +25,11 @@ DEPLOY = ROOT / "deploy" / "kubernetes"
 # on by default from 1.30).
 KUBERNETES_VERSION = "1.30"
 SOCKET_DIR = "/run/tfgate"
-SOCKET = f"{SOCKET_DIR}/workers.sock"
+# A directory of the gateway's own inside the volume: the gateway refuses a socket whose
+# directory others may enter, and an emptyDir's root is open to every user.
+SOCKET = f"{SOCKET_DIR}/private/workers.sock"
+# The image's user (Dockerfile `USER`).
+IMAGE_UID = 10001
 REST_PORT = 8501
 GRPC_PORT = 8500
 METRICS_PATH = "/monitoring/prometheus/metrics"
@@ -279,6 +283,32 @@ def test_all_containers_share_one_in_memory_socket_volume():
         mounted.add(mount["name"])
     assert len(mounted) == 1
     assert volumes[mounted.pop()]["emptyDir"]["medium"] == "Memory"
+
+
+def test_containers_run_as_the_images_user_on_a_read_only_root():
+    pod = DEPLOYMENT["spec"]["template"]["spec"]
+    ctx = pod["securityContext"]
+    assert ctx["runAsNonRoot"] is True
+    # One uid for all: the gateway refuses workers of another user.
+    assert ctx["runAsUser"] == IMAGE_UID and ctx["runAsGroup"] == IMAGE_UID
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    tmp_volumes = []
+    for c in pod["containers"]:
+        assert "runAsUser" not in c.get("securityContext", {}), c["name"]
+        sc = c["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True, c["name"]
+        assert sc["allowPrivilegeEscalation"] is False, c["name"]
+        assert sc["capabilities"]["drop"] == ["ALL"], c["name"]
+        # The gateway's runtime directory (and anything TensorFlow writes) goes to /tmp.
+        (tmp,) = [m for m in c["volumeMounts"] if m["mountPath"] == "/tmp"]
+        assert volumes[tmp["name"]]["emptyDir"]["medium"] == "Memory"
+        tmp_volumes.append(tmp["name"])
+    assert len(set(tmp_volumes)) == len(tmp_volumes), "each container has its own /tmp"
+
+
+def test_the_image_runs_as_the_manifests_user():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f"USER {IMAGE_UID}:{IMAGE_UID}" in dockerfile.splitlines()
 
 
 def test_workers_read_models_from_the_claim():

@@ -188,11 +188,28 @@ async fn tensor_content_outputs_on_request() {
     assert_eq!(y.tensor_content, expected);
 }
 
+/// The only slot's worker pid and restart count, as `/tfgate/workers` shows them.
+fn only_worker(rest_port: u16) -> (u64, u64) {
+    let (status, body) = tfgate_e2e::http(rest_port, "GET", "/tfgate/workers", "").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let w = &v["workers"][0];
+    (
+        w["pid"].as_u64().expect("a live worker"),
+        w["restarts"].as_u64().unwrap_or(u64::MAX),
+    )
+}
+
 /// The gRPC deadline bounds the session run itself (RunOptions.timeout_in_ms), so a
-/// request the client gave up on does not keep the worker busy: the next one is served.
+/// request the client gave up on does not keep the worker busy: the next one is served
+/// by the same worker. (Were the run not cancelled, the watchdog would kill the worker
+/// `--worker_run_grace_ms` after the deadline and a new one would answer: the pid and
+/// restart count tell the two apart.)
 #[tokio::test]
 async fn deadlines_cancel_the_session_run() {
     let server = Server::start("slow");
+    let (pid, restarts) = only_worker(server.rest_port);
+    assert_eq!(restarts, 0);
     let mut client = PredictionServiceClient::connect(server.grpc_url())
         .await
         .unwrap();
@@ -218,6 +235,11 @@ async fn deadlines_cancel_the_session_run() {
         .await
         .unwrap();
     assert_eq!(resp.into_inner().outputs["count"].int64_val, vec![10]);
+    assert_eq!(
+        only_worker(server.rest_port),
+        (pid, restarts),
+        "the worker that ran the cancelled request served the next one"
+    );
 }
 
 /// `--grpc_channel_arguments` bounds message sizes, answered in gRPC C++'s words, and

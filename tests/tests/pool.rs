@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tfgate_e2e::{
-    copy_dir, count_to, dev_shm, float_tensor, http, model_path, predict_request, signal, Server,
-    TempDir,
+    copy_dir, count_to, float_tensor, holders_of, http, model_path, predict_request, segments_of,
+    signal, Segment, Server, TempDir,
 };
 use tfgate_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 
@@ -259,10 +259,10 @@ fn a_version_only_one_worker_holds_is_routed_only_there() {
 
 /// Chaos: two workers under steady REST and gRPC load lose a worker to SIGKILL five
 /// times; every request is answered correctly, the gateway lives on, both workers come
-/// back, and nothing is left in /dev/shm after shutdown.
+/// back, the gateway holds one shared-memory segment per live worker throughout (a dead
+/// incarnation's is let go), and no process holds any of them after shutdown.
 #[test]
 fn chaos_sigkill_workers_under_rest_and_grpc_load() {
-    let shm_before = dev_shm();
     let mut server = Server::start_with(
         "half_plus_two",
         &model_path("half_plus_two"),
@@ -272,6 +272,8 @@ fn chaos_sigkill_workers_under_rest_and_grpc_load() {
     wait_for("both workers", Duration::from_secs(60), || {
         all_serving(port, 2)
     });
+    let mut seen: std::collections::BTreeSet<Segment> =
+        one_segment_per_worker(port, gateway).into_iter().collect();
 
     let stop = Arc::new(AtomicBool::new(false));
     let rest = rest_load(port, 2, &stop);
@@ -314,6 +316,7 @@ fn chaos_sigkill_workers_under_rest_and_grpc_load() {
             Duration::from_secs(30),
             || all_serving(port, 2) && !pids(port).contains(&victim),
         );
+        seen.extend(one_segment_per_worker(port, gateway));
     }
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
@@ -344,11 +347,38 @@ fn chaos_sigkill_workers_under_rest_and_grpc_load() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status}");
-    let leaked: Vec<String> = dev_shm()
-        .into_iter()
-        .filter(|n| !shm_before.contains(n))
-        .collect();
-    assert!(leaked.is_empty(), "left behind in /dev/shm: {leaked:?}");
+    assert_eq!(
+        seen.len(),
+        7,
+        "a fresh segment for each of the 7 incarnations"
+    );
+    let seen: Vec<Segment> = seen.into_iter().collect();
+    let (holders, scanned) = holders_of(&seen);
+    assert!(scanned > 0);
+    assert!(holders.is_empty(), "segments still held by {holders:?}");
+}
+
+/// Waits until every slot serves, the gateway holds exactly one segment per worker and
+/// each worker holds one of them (its own); returns the gateway's.
+fn one_segment_per_worker(port: u16, gateway: u32) -> Vec<Segment> {
+    let mut held = Vec::new();
+    wait_for(
+        "the gateway to hold one segment per serving worker, each worker its own",
+        Duration::from_secs(10),
+        || {
+            let workers = pids(port);
+            if workers.contains(&0) || !all_serving(port, workers.len()) {
+                return false;
+            }
+            held = segments_of(gateway);
+            held.len() == workers.len()
+                && workers.iter().all(|&w| {
+                    let own = segments_of(w as u32);
+                    own.len() == 1 && held.contains(&own[0])
+                })
+        },
+    );
+    held
 }
 
 /// A SIGSTOPped worker stops answering heartbeats: it is killed and replaced, and its
@@ -455,6 +485,31 @@ impl OwnWorker {
         OwnWorker(child)
     }
 
+    /// Started as another user (`nobody`), its stderr kept; needs root.
+    fn start_as_nobody(socket: &std::path::Path) -> OwnWorker {
+        use std::os::unix::process::CommandExt;
+        let child = std::process::Command::new(tfgate_e2e::bin_dir().join("tfgate-worker"))
+            .arg(format!("--gateway_socket={}", socket.display()))
+            .env("RUST_LOG", "warn")
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        OwnWorker(child)
+    }
+
+    /// Its stderr, once it has exited (for a worker started with it piped).
+    fn stderr(&mut self) -> String {
+        use std::io::Read;
+        let mut text = String::new();
+        if let Some(mut e) = self.0.stderr.take() {
+            let _ = e.read_to_string(&mut text);
+        }
+        text
+    }
+
     fn pid(&self) -> u64 {
         self.0.id() as u64
     }
@@ -520,6 +575,9 @@ fn attached_workers_are_taken_in_replaced_and_let_go_under_load() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "only the gateway's user may attach");
+    let parent = socket.parent().unwrap();
+    let mode = std::fs::metadata(parent).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the socket's directory is created private");
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = rest_load(port, 4, &stop);
@@ -584,7 +642,7 @@ fn attached_workers_are_taken_in_replaced_and_let_go_under_load() {
 #[test]
 fn a_stopped_attached_worker_is_dropped_and_exits_when_it_resumes() {
     let dir = TempDir::new("attach-stop");
-    let socket = dir.0.join("workers.sock");
+    let socket = dir.0.join("run").join("workers.sock");
     let mut a = OwnWorker::start(&socket);
     let b = OwnWorker::start(&socket);
     let flag = format!("--worker_socket={}", socket.display());
@@ -628,4 +686,188 @@ fn a_stopped_attached_worker_is_dropped_and_exits_when_it_resumes() {
         "a dropped worker leaves once it runs again"
     );
     stop_clients_and_check_waits(&stop, load);
+}
+
+/// The uid and gid of `nobody`.
+const NOBODY: u32 = 65534;
+
+/// A local process cannot grow the gateway without bound: beyond
+/// `--max_attached_workers` slots a worker is turned away (it exits with an error, as a
+/// container's restart policy would see), and a slot above `--num_workers` whose worker
+/// left for good (SIGTERM: a scale-down) is closed, so the next worker opens one again.
+#[test]
+fn attached_slots_are_capped_and_closed_when_their_workers_leave() {
+    let dir = TempDir::new("attach-cap");
+    let socket = dir.0.join("run").join("workers.sock");
+    let mut started: Vec<OwnWorker> = (0..3).map(|_| OwnWorker::start(&socket)).collect();
+    let flag = format!("--worker_socket={}", socket.display());
+    let server = Server::start_with(
+        "half_plus_two",
+        &model_path("half_plus_two"),
+        &[&flag, "--num_workers=1", "--max_attached_workers=2"],
+    );
+    let port = server.rest_port;
+    wait_for("two attached workers", Duration::from_secs(60), || {
+        all_serving(port, 2)
+    });
+    let mut turned_away = None;
+    wait_for(
+        "the third worker to be turned away",
+        Duration::from_secs(30),
+        || {
+            turned_away = started
+                .iter_mut()
+                .position(|w| w.0.try_wait().ok().flatten().is_some());
+            turned_away.is_some()
+        },
+    );
+    let mut gone = started.remove(turned_away.unwrap_or_default());
+    assert_ne!(gone.exit_code(Duration::from_secs(1)), Some(0));
+    assert!(
+        server.log().contains("turned a worker away"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(workers(port).len(), 2, "no third slot: {:?}", workers(port));
+    let mut pids = serving_pids(port);
+    pids.sort();
+    let mut expected: Vec<u64> = started.iter().map(|w| w.pid()).collect();
+    expected.sort();
+    assert_eq!(pids, expected);
+
+    // A scale-down: the leaving worker's slot closes, down to --num_workers.
+    let mut leaving = started.pop().unwrap();
+    signal("-TERM", leaving.pid());
+    assert_eq!(leaving.exit_code(Duration::from_secs(10)), Some(0));
+    wait_for(
+        "the left worker's slot to close",
+        Duration::from_secs(10),
+        || workers(port).len() == 1,
+    );
+    assert_eq!(serving_pids(port), vec![started[0].pid()]);
+    rest_predict(port, "/v1/models/half_plus_two:predict", 1.0);
+
+    // The next worker opens a slot again (taking the freed id).
+    let next = OwnWorker::start(&socket);
+    wait_for("the next worker to serve", Duration::from_secs(60), || {
+        serving_pids(port).contains(&next.pid()) && workers(port).len() == 2
+    });
+    let mut ids: Vec<u64> = workers(port)
+        .iter()
+        .filter_map(|w| w["id"].as_u64())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec![0, 1]);
+}
+
+/// Only the gateway's user may attach. A worker of another user (`nobody`) cannot even
+/// reach the socket, whose directory is private; and with the directory and socket
+/// opened up by mistake, the gateway still refuses it by its uid: the worker exits with
+/// an error and no slot opens. Needs root (to start a process as `nobody`).
+#[test]
+fn a_worker_of_another_user_is_refused() {
+    if effective_uid() != 0 {
+        eprintln!("SKIPPED: starting a worker as another user needs root");
+        return;
+    }
+    let dir = TempDir::new("attach-uid");
+    let socket = dir.0.join("run").join("workers.sock");
+    let ours = OwnWorker::start(&socket);
+    let flag = format!("--worker_socket={}", socket.display());
+    let server = Server::start_with(
+        "half_plus_two",
+        &model_path("half_plus_two"),
+        &[&flag, "--num_workers=1"],
+    );
+    let port = server.rest_port;
+    wait_for("our worker", Duration::from_secs(60), || {
+        all_serving(port, 1)
+    });
+
+    let mut theirs = OwnWorker::start_as_nobody(&socket);
+    assert_ne!(theirs.exit_code(Duration::from_secs(10)), Some(0));
+    let err = theirs.stderr();
+    assert!(
+        err.contains("only the gateway's own user may attach") && err.contains("Permission denied"),
+        "{err}"
+    );
+
+    use std::os::unix::fs::PermissionsExt;
+    let open = |path: &std::path::Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    open(socket.parent().unwrap(), 0o777);
+    open(&socket, 0o666);
+    let mut theirs = OwnWorker::start_as_nobody(&socket);
+    assert_ne!(theirs.exit_code(Duration::from_secs(10)), Some(0));
+    let log = server.log();
+    assert!(
+        log.contains("refused a worker connection from another user")
+            && log.contains(&NOBODY.to_string()),
+        "{log}"
+    );
+    assert_eq!(serving_pids(port), vec![ours.pid()]);
+    assert_eq!(
+        workers(port).len(),
+        1,
+        "no slot opened: {:?}",
+        workers(port)
+    );
+    rest_predict(port, "/v1/models/half_plus_two:predict", 1.0);
+}
+
+/// This process's effective uid, from /proc (the tests bind no libc).
+fn effective_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1))
+                .and_then(|euid| euid.parse().ok())
+        })
+        .unwrap_or(u32::MAX)
+}
+
+/// A socket whose directory others may enter or write is refused at startup, and the
+/// directory is left as it was (it may be /tmp).
+#[test]
+fn a_worker_socket_in_a_shared_directory_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("attach-shared");
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let socket = dir.0.join("workers.sock");
+    let mut gateway = std::process::Command::new(tfgate_e2e::bin_dir().join("tfgate"))
+        .arg(format!("--worker_socket={}", socket.display()))
+        .arg(format!(
+            "--model_base_path={}",
+            model_path("half_plus_two").display()
+        ))
+        .arg(format!("--port={}", tfgate_e2e::free_port()))
+        .arg(format!("--rest_api_port={}", tfgate_e2e::free_port()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gateway.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = gateway.kill();
+            let _ = gateway.wait();
+            panic!("tfgate started with its worker socket in a directory open to everyone");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = gateway.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert!(
+        err.contains("Failed to start server")
+            && err.contains("is mode 1777")
+            && err.contains("no one else may enter (mode 0700)"),
+        "{err}"
+    );
+    assert!(!socket.exists());
+    let mode = std::fs::metadata(&dir.0).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o1777);
 }

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use tfgate_e2e::{dev_shm, http, maps_library, signal, worker_of, Server};
+use tfgate_e2e::{holders_of, http, maps_library, segments_of, signal, worker_of, Server};
 
 fn predict(server: &Server) -> (u16, String) {
     http(
@@ -57,18 +57,25 @@ fn gateway_survives_a_worker_crash() {
     assert!(server.child.id() > 0);
 }
 
-/// Stops the gateway with `sig` and checks that its worker goes too and that nothing
-/// is left in /dev/shm. Returns the gateway's exit status.
+/// Stops the gateway with `sig` and checks that its worker goes too and that no process
+/// holds the shared-memory segment any more (a memfd lives exactly as long as an fd to
+/// it). Returns the gateway's exit status.
 fn stop_gateway_with(sig: &str) -> std::process::ExitStatus {
-    let shm_before = dev_shm();
     let mut server = Server::start("half_plus_two");
-    assert_eq!(
-        dev_shm().iter().filter(|n| n.contains("tfgate")).count(),
-        0,
-        "the segment is an anonymous memfd, never a /dev/shm name"
-    );
     let worker = worker_of(server.pid());
     assert_eq!(predict(&server).0, 200);
+    // One segment, held by both ends: the gateway created it, the worker got its fd.
+    let segments = segments_of(server.pid());
+    assert_eq!(
+        segments.len(),
+        1,
+        "the gateway holds one segment per worker"
+    );
+    assert_eq!(
+        segments_of(worker),
+        segments,
+        "the worker holds the segment the gateway created"
+    );
     signal(sig, server.pid());
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
@@ -90,11 +97,12 @@ fn stop_gateway_with(sig: &str) -> std::process::ExitStatus {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let leaked: Vec<String> = dev_shm()
-        .into_iter()
-        .filter(|n| !shm_before.contains(n))
-        .collect();
-    assert!(leaked.is_empty(), "left behind in /dev/shm: {leaked:?}");
+    let (holders, scanned) = holders_of(&segments);
+    assert!(scanned > 0);
+    assert!(
+        holders.is_empty(),
+        "the segment is still held by {holders:?} ({sig})"
+    );
     status
 }
 

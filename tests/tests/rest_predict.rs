@@ -1,6 +1,7 @@
 //! REST predict against the real binaries: values, formats, dtypes and TF Serving's errors.
 
 use serde_json::{json, Value};
+use std::time::{Duration, Instant};
 use tfgate_e2e::{http, http_full, Server};
 
 fn post(server: &Server, path: &str, body: &str) -> (u16, Value) {
@@ -434,18 +435,48 @@ fn gzip_bodies_and_cors() {
     assert_eq!(status, 400, "{body}");
 }
 
-/// `--rest_api_timeout_in_ms` of 0 or less means no timeout, as in TF Serving.
+/// `--rest_api_timeout_in_ms` of 0 or less means no timeout, as in TF Serving. The run
+/// takes longer than the default (30 s), so that 0 read as "the default" would fail too.
 #[test]
 fn a_zero_rest_timeout_means_none() {
+    const DEFAULT: Duration = Duration::from_millis(30_000);
     let server = Server::start_with(
         "slow",
         &tfgate_e2e::model_path("slow"),
         &["--rest_api_timeout_in_ms=0"],
     );
-    let (status, body) = post(
-        &server,
-        "/v1/models/slow:predict",
-        r#"{"instances": [200000]}"#,
-    );
-    assert_eq!((status, body), (200, json!({"predictions": [200000]})));
+    let count = |n: u64| {
+        let body = format!(r#"{{"instances": [{n}]}}"#);
+        let started = Instant::now();
+        let (status, text) = long_post(server.rest_port, "/v1/models/slow:predict", &body);
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!((status, v), (200, json!({"predictions": [n]})));
+        started.elapsed()
+    };
+    // How fast the model counts here, then a count that takes about 40 s.
+    let probe = 2_000_000;
+    let rate = probe as f64 / count(probe).as_secs_f64();
+    let mut n = (rate * 40.0) as u64;
+    let mut took = count(n);
+    if took <= DEFAULT {
+        // The machine got faster; the run must still outlast the default.
+        n *= 2;
+        took = count(n);
+    }
+    assert!(took > DEFAULT, "counting to {n} took only {took:?}");
+}
+
+/// A POST whose answer may take minutes (the shared client gives up after 60 s).
+fn long_post(port: u16, path: &str, body: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let (status, _, body) = tfgate_e2e::read_response(s).unwrap();
+    (status, body)
 }

@@ -81,11 +81,20 @@ struct Flags {
 }
 
 /// Connects to the gateway, retrying while it starts (containers start in any order).
+/// A socket this worker's user may not reach is no startup race: that fails at once.
 fn connect(path: &PathBuf) -> anyhow::Result<UnixStream> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match UnixStream::connect(path) {
             Ok(s) => return Ok(s),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot connect to {}: only the gateway's own user may attach",
+                        path.display()
+                    )
+                })
+            }
             Err(e) if Instant::now() < deadline => {
                 tracing::debug!("gateway not ready ({e}); retrying");
                 std::thread::sleep(Duration::from_millis(100));

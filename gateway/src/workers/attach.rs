@@ -5,14 +5,21 @@
 //! so starting more workers is all scaling takes. A worker that dies is restarted by
 //! whoever started it (Docker's `restart:` policy, the kubelet) and simply connects again.
 //!
-//! Only the gateway's own user may attach: the socket is created mode 0600 and a peer
-//! whose uid differs is refused (it would otherwise be handed requests and their
-//! tensors).
+//! Only the gateway's own user may attach (a peer would be handed requests and their
+//! tensors): the socket lies in a directory of that user's that no one else may enter
+//! (mode 0700, created so if missing), is created mode 0600 (never wider, not even for a
+//! moment), and a peer whose uid (`SO_PEERCRED`) differs is refused all the same.
+//!
+//! A local process must not be able to grow the gateway without bound: at most
+//! `--max_attached_workers` slots are open (a worker beyond them is turned away), as
+//! many connections at most may be waiting to say Hello, and a slot opens only for a
+//! worker that said Hello.
 
 use super::control::read_message;
 use anyhow::{bail, Context};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tfgate_proto::tfgate::control::worker_message as wm;
 use tokio::net::{UnixListener, UnixStream};
@@ -69,35 +76,71 @@ impl Lobby {
     }
 }
 
-/// Binds the workers' socket: a stale one left by a gateway that died is replaced, but
-/// never a file that is not a socket.
+/// Binds the workers' socket in a private directory: a stale socket left by a gateway
+/// that died is replaced, but never a file that is not a socket.
 pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
+    private_dir(path)?;
     crate::stale_socket::clear_for_bind("--worker_socket", path, crate::stale_socket::Live::Refuse)
         .map_err(anyhow::Error::msg)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let listener = UnixListener::bind(path)
-        .with_context(|| format!("cannot bind --worker_socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    // The umask makes bind(2) create the socket 0600; a chmod after it would leave it
+    // open to others for a moment.
+    let umask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+    let bound = UnixListener::bind(path);
+    rustix::process::umask(umask);
+    bound.with_context(|| format!("cannot bind --worker_socket {}", path.display()))
 }
 
-/// Accepts workers until the server stops; `open_slot` is called when a worker arrives
-/// and no slot is free to take it.
+/// Makes sure the socket's directory is the gateway user's own and closed to everyone
+/// else (mode 0700): created so when missing; an existing one that others may enter or
+/// write is refused rather than changed (it may be /tmp or a volume's root).
+fn private_dir(socket: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let dir = socket
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let meta = std::fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let own = rustix::process::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != own || meta.mode() & 0o077 != 0 {
+        bail!(
+            "--worker_socket={}: its directory {} is mode {:04o}, owned by uid {}; it must be \
+             a directory of the gateway's user (uid {own}) that no one else may enter (mode \
+             0700), or not exist yet (it is then created so)",
+            socket.display(),
+            dir.display(),
+            meta.mode() & 0o7777,
+            meta.uid(),
+        );
+    }
+    Ok(())
+}
+
+/// Accepts workers until the server stops. `open_slot` is called when a worker said
+/// Hello and no slot is free to take it; it returns false when no more may open
+/// (`--max_attached_workers`), and the worker is turned away. At most `max_pending`
+/// connections may be waiting to say Hello.
 pub fn start(
     listener: UnixListener,
     mut stop: watch::Receiver<bool>,
-    open_slot: impl Fn() + Send + 'static,
-) -> std::sync::Arc<Lobby> {
+    max_pending: usize,
+    open_slot: impl Fn() -> bool + Send + Sync + 'static,
+) -> Arc<Lobby> {
     let (tx, rx) = mpsc::channel(64);
-    let lobby = std::sync::Arc::new(Lobby {
+    let lobby = Arc::new(Lobby {
         arrivals: tokio::sync::Mutex::new(rx),
         waiting: AtomicUsize::new(0),
         unclaimed: AtomicUsize::new(0),
     });
     let accepting = lobby.clone();
+    let open_slot = Arc::new(open_slot);
+    let pending = Arc::new(tokio::sync::Semaphore::new(max_pending.max(1)));
     tokio::spawn(async move {
         let own_uid = rustix::process::geteuid().as_raw();
         loop {
@@ -126,32 +169,45 @@ pub fn start(
                     continue;
                 }
             }
+            let Ok(permit) = pending.clone().try_acquire_owned() else {
+                tracing::warn!(
+                    "refused a worker connection: {max_pending} connections are already waiting to say Hello"
+                );
+                continue;
+            };
             let tx = tx.clone();
             let lobby = accepting.clone();
-            if lobby.arrived() {
-                open_slot();
-            }
+            let open_slot = open_slot.clone();
             // Hello is read beside the accept loop: a silent peer delays nobody.
             tokio::spawn(async move {
-                match tokio::time::timeout(HELLO_TIMEOUT, hello(stream)).await {
-                    Ok(Ok(arrival)) => {
-                        tracing::info!(
-                            host = %arrival.hello.host,
-                            pid = arrival.hello.pid,
-                            "worker attached to the socket"
-                        );
-                        if tx.send(arrival).await.is_err() {
-                            lobby.turned_away();
-                        }
-                    }
+                let arrival = match tokio::time::timeout(HELLO_TIMEOUT, hello(stream)).await {
+                    Ok(Ok(arrival)) => arrival,
                     Ok(Err(e)) => {
-                        lobby.turned_away();
                         tracing::warn!("a connecting worker failed: {e:#}");
+                        return;
                     }
                     Err(_) => {
-                        lobby.turned_away();
                         tracing::warn!("a connecting worker said nothing for {HELLO_TIMEOUT:?}");
+                        return;
                     }
+                };
+                drop(permit);
+                if lobby.arrived() && !open_slot() {
+                    lobby.turned_away();
+                    tracing::warn!(
+                        host = %arrival.hello.host,
+                        pid = arrival.hello.pid,
+                        "turned a worker away: every slot is taken and no more may open (--max_attached_workers)"
+                    );
+                    return;
+                }
+                tracing::info!(
+                    host = %arrival.hello.host,
+                    pid = arrival.hello.pid,
+                    "worker attached to the socket"
+                );
+                if tx.send(arrival).await.is_err() {
+                    lobby.turned_away();
                 }
             });
         }

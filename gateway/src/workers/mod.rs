@@ -26,6 +26,7 @@ use crate::validation::ValidRun;
 use incarnation::{CallError, Incarnation};
 use parking_lot::RwLock;
 use slot::Slot;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use supervisor::Supervisor;
@@ -39,8 +40,9 @@ const MAX_DEATHS_PER_RUN: usize = 3;
 /// Handle to the supervised workers.
 #[derive(Clone)]
 pub struct WorkerPool {
-    /// Indexed by slot id; attach mode appends a slot when more workers connect.
-    slots: Arc<RwLock<Vec<Arc<Slot>>>>,
+    /// By slot id; attach mode opens a slot when more workers connect (taking the lowest
+    /// free id) and closes one whose worker left for good.
+    slots: Slots,
     servables: Servables,
     /// Where the tie-break among equally loaded workers starts.
     next: Arc<AtomicUsize>,
@@ -49,6 +51,9 @@ pub struct WorkerPool {
     /// What a new slot's supervisor is made of.
     parts: Arc<SupervisorParts>,
 }
+
+/// The pool's slots by id, shared with the supervisors (which close their own slot).
+pub(super) type Slots = Arc<RwLock<BTreeMap<crate::servables::WorkerId, Arc<Slot>>>>;
 
 /// Shared by every supervisor of the pool.
 struct SupervisorParts {
@@ -73,6 +78,7 @@ impl WorkerPool {
         let (failed_tx, failed_rx) = watch::channel(None);
         let (stop_tx, _) = watch::channel(false);
         let worker_socket = config.worker_socket.clone();
+        let max_attached = config.max_attached_workers;
         let pool = WorkerPool {
             slots: Arc::default(),
             servables,
@@ -91,9 +97,10 @@ impl WorkerPool {
                 Ok(listener) => {
                     tracing::info!(socket = %path.display(), "waiting for workers to attach");
                     let growing = pool.clone();
-                    let lobby = attach::start(listener, pool.stop.subscribe(), move || {
-                        growing.open_slot(None)
-                    });
+                    let lobby =
+                        attach::start(listener, pool.stop.subscribe(), max_attached, move || {
+                            growing.open_slot(None)
+                        });
                     let _ = pool.parts.lobby.set(lobby);
                 }
                 Err(e) => {
@@ -110,24 +117,35 @@ impl WorkerPool {
         (pool, failed_rx)
     }
 
-    /// Opens a slot with its supervisor (`None`: the next attach-mode slot).
-    fn open_slot(&self, plan: Option<WorkerPlan>) {
+    /// Opens a slot with its supervisor (`None`: the next attach-mode slot, which takes
+    /// the lowest free id). False when the server is stopping or attach mode already has
+    /// `--max_attached_workers` slots.
+    fn open_slot(&self, plan: Option<WorkerPlan>) -> bool {
         if *self.stop.borrow() {
-            return;
+            return false;
         }
+        let parts = &self.parts;
         let slot = {
             let mut slots = self.slots.write();
-            let id = crate::servables::WorkerId(slots.len() as u32);
-            let plan = plan.unwrap_or(WorkerPlan {
-                id,
-                device: Device::Attached,
-                cpus: Vec::new(),
-            });
+            let plan = match plan {
+                Some(plan) => plan,
+                None if slots.len() >= parts.config.max_attached_workers => return false,
+                None => {
+                    let free = (0u32..)
+                        .map(crate::servables::WorkerId)
+                        .find(|id| !slots.contains_key(id));
+                    let Some(id) = free else { return false };
+                    WorkerPlan {
+                        id,
+                        device: Device::Attached,
+                        cpus: Vec::new(),
+                    }
+                }
+            };
             let slot = Arc::new(Slot::new(plan));
-            slots.push(slot.clone());
+            slots.insert(slot.id(), slot.clone());
             slot
         };
-        let parts = &self.parts;
         let supervisor = Supervisor {
             config: parts.config.clone(),
             slot,
@@ -136,8 +154,13 @@ impl WorkerPool {
             stop: self.stop.subscribe(),
             models: parts.models.clone(),
             lobby: parts.lobby.get().cloned(),
+            slots: self.slots.clone(),
         };
-        self.supervisors.lock().push(tokio::spawn(supervisor.run()));
+        let mut supervisors = self.supervisors.lock();
+        // Supervisors of closed slots have finished; keep the list as long as the pool.
+        supervisors.retain(|h| !h.is_finished());
+        supervisors.push(tokio::spawn(supervisor.run()));
+        true
     }
 
     /// Runs a validated request on a worker holding its version.
@@ -197,7 +220,7 @@ impl WorkerPool {
                         let slots = self.slots.read();
                         workers
                             .iter()
-                            .filter_map(|w| slots.get(w.0 as usize))
+                            .filter_map(|w| slots.get(w))
                             .filter_map(|slot| slot.live())
                             .collect()
                     };
@@ -236,7 +259,7 @@ impl WorkerPool {
 
     /// Every slot, as `/tfgate/workers` shows it.
     pub fn report(&self) -> Vec<SlotReport> {
-        self.slots.read().iter().map(|s| s.report()).collect()
+        self.slots.read().values().map(|s| s.report()).collect()
     }
 
     /// Asks every worker to exit and waits for the supervisors to finish.

@@ -8,7 +8,8 @@
 //! versions leave routing, and the next incarnation starts at once (with a short backoff
 //! if crashes repeat). In attach mode (`--worker_socket`) the slot spawns nothing: it
 //! takes the next worker that connects on its own, and a worker that ends is replaced by
-//! whichever connects next (its container restarted, or a new one).
+//! whichever connects next (its container restarted, or a new one); a slot whose worker
+//! left for good (it asked to stop: a scale-down) is closed, down to `--num_workers`.
 
 use super::attach::{self, Lobby};
 use super::control::{encode, read_message, record_load, reported, write_message};
@@ -41,6 +42,12 @@ pub struct SupervisorConfig {
     pub worker_binary: PathBuf,
     /// Attach mode (`--worker_socket`): spawn nothing; take workers that connect here.
     pub worker_socket: Option<PathBuf>,
+    /// Attach mode: slots open at most (`--max_attached_workers`); a worker beyond them
+    /// is turned away.
+    pub max_attached_workers: usize,
+    /// Attach mode: slots kept open with no worker (`--num_workers`); above them, a
+    /// slot whose worker left for good is closed.
+    pub min_attached_slots: usize,
     /// The private directory holding the workers' sockets.
     pub runtime_dir: PathBuf,
     pub segment: SegmentConfig,
@@ -73,6 +80,8 @@ pub struct Supervisor {
     pub models: watch::Receiver<Models>,
     /// Attach mode: where workers that connect on their own wait for a slot.
     pub lobby: Option<Arc<Lobby>>,
+    /// The pool's slots, from which an attach-mode slot removes itself.
+    pub(super) slots: super::Slots,
 }
 
 /// Where a slot's next worker comes from.
@@ -186,6 +195,8 @@ impl Supervisor {
                     if !attached_mode {
                         // A spawned worker someone else stopped is started again.
                         self.slot.set_state(SlotState::Restarting);
+                    } else if self.close_if_spare() {
+                        return;
                     }
                     continue;
                 }
@@ -224,6 +235,34 @@ impl Supervisor {
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+    }
+
+    /// Closes this attach-mode slot, whose worker left for good, if the pool holds more
+    /// than `--num_workers` slots; true when it was closed. Its versions leave the
+    /// servable table (nothing will bring them back) and its gauges read "stopped".
+    fn close_if_spare(&self) -> bool {
+        {
+            let mut slots = self.slots.write();
+            if slots.len() <= self.config.min_attached_slots {
+                return false;
+            }
+            slots.remove(&self.slot.id());
+        }
+        self.servables.worker_removed(self.slot.id());
+        let last = self.slot.report();
+        crate::monitoring::tfgate::worker(&crate::monitoring::tfgate::WorkerSample {
+            worker: last.id.to_string(),
+            state: SlotState::Stopped.name(),
+            restarts: last.restarts,
+            replacements: last.replacements,
+            in_flight: 0,
+            answered: last.answered,
+            resident_bytes: 0,
+            arena_in_use: 0,
+            arena_capacity: 0,
+        });
+        tracing::info!(worker = %self.slot.id(), "slot closed: its worker left for good");
+        true
     }
 
     /// Starts a successor and waits for its initial load; it must hold AVAILABLE every
