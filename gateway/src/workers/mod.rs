@@ -161,7 +161,7 @@ impl WorkerPool {
                     tracing::warn!(
                         pid = incarnation.pid,
                         generation = incarnation.generation,
-                        "worker died with a request in flight; re-dispatching"
+                        "worker died (or was dropped) with a request in flight; re-dispatching"
                     );
                     if deaths >= MAX_DEATHS_PER_RUN {
                         tracing::error!("a request was in flight on {deaths} workers that died");
@@ -171,11 +171,6 @@ impl WorkerPool {
                     }
                 }
                 Err(CallError::TooLarge(msg)) => return Err(ServingError::resource_exhausted(msg)),
-                Err(CallError::BadResponse(e)) => {
-                    return Err(ServingError::internal(format!(
-                        "malformed response from worker: {e}"
-                    )))
-                }
                 Err(CallError::DeadlineExceeded) => return Err(ServingError::deadline_exceeded()),
             }
         }
