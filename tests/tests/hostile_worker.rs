@@ -150,6 +150,9 @@ fn attach(stream: &UnixStream) -> (u64, Segment) {
 struct Hostile {
     /// Set when the gateway closed the control socket (the worker was dropped).
     closed: Arc<AtomicBool>,
+    /// The control socket, shut down on drop so that a scenario that fails while the
+    /// gateway still holds the worker does not wait on it forever.
+    socket: UnixStream,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -157,10 +160,12 @@ impl Hostile {
     fn start(socket: &Path, mode: Mode) -> Hostile {
         let closed = Arc::new(AtomicBool::new(false));
         let flag = closed.clone();
-        let socket = socket.to_path_buf();
-        let thread = std::thread::spawn(move || run_hostile(&socket, mode, &flag));
+        let stream = UnixStream::connect(socket).expect("connect to --worker_socket");
+        let socket = stream.try_clone().expect("clone the socket");
+        let thread = std::thread::spawn(move || run_hostile(stream, mode, &flag));
         Hostile {
             closed,
+            socket,
             thread: Some(thread),
         }
     }
@@ -169,14 +174,14 @@ impl Hostile {
 impl Drop for Hostile {
     fn drop(&mut self) {
         self.closed.store(true, Ordering::Relaxed);
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn run_hostile(socket: &Path, mode: Mode, closed: &Arc<AtomicBool>) {
-    let mut stream = UnixStream::connect(socket).expect("connect to --worker_socket");
+fn run_hostile(mut stream: UnixStream, mode: Mode, closed: &Arc<AtomicBool>) {
     send(
         &mut stream,
         wm::Message::Hello(wm::Hello {
@@ -424,11 +429,32 @@ impl Drop for RealWorker {
     }
 }
 
-/// What the clients saw: answers checked correct, and every error, by what it said.
+/// What the clients saw: answers checked correct, and errors by what they said (the
+/// first few kept).
 #[derive(Default)]
 struct Seen {
     correct: u32,
+    failed: u32,
     errors: Vec<String>,
+}
+
+impl Seen {
+    fn error(&mut self, e: String) {
+        self.failed += 1;
+        if self.errors.len() < 20 {
+            self.errors.push(e);
+        }
+    }
+}
+
+/// Stops the clients however the scenario ends (a failed assertion included), so that
+/// they do not run on into the next one.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// REST and gRPC clients predicting until `stop`, each answer checked.
@@ -458,8 +484,8 @@ fn clients(
                         );
                         seen.correct += 1;
                     }
-                    Ok((status, text)) => seen.errors.push(format!("REST {status} {text}")),
-                    Err(e) => seen.errors.push(format!("REST transport: {e}")),
+                    Ok((status, text)) => seen.error(format!("REST {status} {text}")),
+                    Err(e) => seen.error(format!("REST transport: {e}")),
                 }
             }
             seen
@@ -484,7 +510,11 @@ fn clients(
                     "x",
                     float_tensor(&[1, 1], &[x]),
                 ));
-                req.set_timeout(deadline);
+                // As the `grpc-timeout` header only (no client-side timer), so the
+                // status seen is the server's.
+                let timeout = format!("{}m", deadline.as_millis());
+                req.metadata_mut()
+                    .insert("grpc-timeout", timeout.parse().expect("ascii header"));
                 match client.predict(req).await {
                     Ok(resp) => {
                         let y = &resp.into_inner().outputs["y"];
@@ -492,8 +522,7 @@ fn clients(
                         seen.correct += 1;
                     }
                     Err(status) => {
-                        seen.errors
-                            .push(format!("gRPC {:?} {}", status.code(), status.message()))
+                        seen.error(format!("gRPC {:?} {}", status.code(), status.message()))
                     }
                 }
             }
@@ -543,6 +572,7 @@ fn scenario(mode: Mode) {
         });
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop = StopOnDrop(stop.clone());
     let load = clients(&server, &stop, Duration::from_secs(2));
 
     let dropped = |port| {
@@ -552,12 +582,17 @@ fn scenario(mode: Mode) {
                 .is_some_and(|e| e.contains(mode.reason()))
         })
     };
-    wait_for("the hostile worker to be dropped", WAIT, || {
-        dropped(port).is_some()
-    });
-    wait_for("the hostile worker's socket to close", WAIT, || {
-        hostile.closed.load(Ordering::Relaxed)
-    });
+    // Checked after the clients report, so that a failure shows what they saw.
+    let deadline = Instant::now() + WAIT;
+    let was_dropped = loop {
+        if dropped(port).is_some() && hostile.closed.load(Ordering::Relaxed) {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     // The clients go on against the real worker alone for a while.
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
@@ -568,8 +603,14 @@ fn scenario(mode: Mode) {
     drop(hostile);
 
     let correct: u32 = seen.iter().map(|s| s.correct).sum();
+    let failed: u32 = seen.iter().map(|s| s.failed).sum();
     let errors: Vec<&String> = seen.iter().flat_map(|s| &s.errors).collect();
-    println!("{mode:?}: {correct} correct answers, errors: {errors:?}");
+    println!("{mode:?}: {correct} correct answers, {failed} errors: {errors:?}");
+    assert!(
+        was_dropped,
+        "the hostile worker was not dropped within {WAIT:?}: {:?}",
+        workers(port)
+    );
     assert!(correct > 0);
     match mode {
         // A worker that holds requests and never answers cannot be told from a slow
@@ -582,7 +623,7 @@ fn scenario(mode: Mode) {
             "{errors:?}"
         ),
         // Everything else the hostile worker held was sent again to the real one.
-        _ => assert!(errors.is_empty(), "{errors:?}"),
+        _ => assert!(failed == 0, "{failed} errors: {errors:?}"),
     }
 
     let w = dropped(port).expect("the dropped slot");
