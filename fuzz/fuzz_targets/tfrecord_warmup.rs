@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let again: Vec<u8> = read.iter().flat_map(|r| frame(r)).collect();
-    assert!(data.starts_with(&again), "records read frame into the same bytes");
+    assert!(
+        data.starts_with(&again),
+        "records read frame into the same bytes"
+    );
     for record in read {
         let Ok(log) = PredictionLog::decode(record) else {
             continue;
