@@ -12,13 +12,15 @@ pub const TENSORFLOW_PLATFORM: &str = "tensorflow";
 
 /// Reads a text-format `ModelServerConfig` file (`--model_config_file`).
 pub fn read_file(path: &str) -> Result<pb::ModelServerConfig, ServingError> {
-    crate::text_format::read_file(path, "tensorflow.serving.ModelServerConfig")
+    crate::text_format::read_file(path, MESSAGE)
 }
 
-/// Parses a text-format `ModelServerConfig`.
-#[cfg(test)]
+const MESSAGE: &str = "tensorflow.serving.ModelServerConfig";
+
+/// Parses a text-format `ModelServerConfig` (what `read_file` does with the text; the
+/// tests and the fuzz target call it directly).
 pub fn parse(text: &str) -> Result<pb::ModelServerConfig, String> {
-    crate::text_format::parse("tensorflow.serving.ModelServerConfig", text)
+    crate::text_format::parse(MESSAGE, text)
 }
 
 /// `BuildSingleModelConfig`: the config `--model_name` and `--model_base_path` stand for.

@@ -239,24 +239,6 @@ fn examples_input(request: SampledRequest) -> Option<Input> {
     })
 }
 
-/// The masked CRC-32C of TFRecord framing.
-fn masked_crc(data: &[u8]) -> u32 {
-    crc32c::crc32c(data)
-        .rotate_right(15)
-        .wrapping_add(0xa282_ead8)
-}
-
-/// One TFRecord: `u64 length, u32 masked crc(length), data, u32 masked crc(data)`.
-fn tfrecord(data: &[u8]) -> Vec<u8> {
-    let len = (data.len() as u64).to_le_bytes();
-    let mut out = Vec::with_capacity(data.len() + 16);
-    out.extend_from_slice(&len);
-    out.extend_from_slice(&masked_crc(&len).to_le_bytes());
-    out.extend_from_slice(data);
-    out.extend_from_slice(&masked_crc(data).to_le_bytes());
-    out
-}
-
 /// The writer thread: appends each record to its model's file, flushing whenever the
 /// queue runs dry.
 fn write_records(dir: &std::path::Path, rx: &mpsc::Receiver<(String, Vec<u8>)>) {
@@ -284,7 +266,7 @@ fn write_records(dir: &std::path::Path, rx: &mpsc::Receiver<(String, Vec<u8>)>) 
                 }
             }
             if let Some(f) = files.get_mut(&model) {
-                if let Err(e) = f.write_all(&tfrecord(&record)) {
+                if let Err(e) = f.write_all(&tfgate_tensor::tfrecord::frame(&record)) {
                     tracing::error!(model, "cannot write the request log: {e}");
                 }
             }
@@ -293,25 +275,5 @@ fn write_records(dir: &std::path::Path, rx: &mpsc::Receiver<(String, Vec<u8>)>) 
         for f in files.values_mut() {
             let _ = f.flush();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tfrecord_framing_as_tensorflow_writes_it() {
-        // TensorFlow's masked CRC of an empty record's length (8 zero bytes) and data.
-        let r = tfrecord(b"");
-        assert_eq!(r.len(), 16);
-        assert_eq!(&r[..8], &[0; 8]);
-        assert_eq!(
-            u32::from_le_bytes([r[8], r[9], r[10], r[11]]),
-            masked_crc(&[0; 8])
-        );
-        assert_eq!(masked_crc(b""), 0xa282_ead8);
-        let r = tfrecord(b"abc");
-        assert_eq!(&r[12..15], b"abc");
     }
 }

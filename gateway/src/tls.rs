@@ -37,7 +37,9 @@ impl Tls {
         Tls::new(ssl).map_err(|why| ServingError::invalid_argument(format!("{path}: {why}")))
     }
 
-    fn new(ssl: SslConfig) -> Result<Tls, String> {
+    /// Checks a parsed config: certificates and key parse and match, the CA when
+    /// `client_verify` asks for one.
+    pub(crate) fn new(ssl: SslConfig) -> Result<Tls, String> {
         let rest = Arc::new(server_config(&ssl, &[b"h2", b"http/1.1"])?);
         Ok(Tls { ssl, rest })
     }

@@ -1,5 +1,6 @@
 //! Writes the seed corpus of the fuzz targets (`fuzz/`, see docs/fuzzing.md): a few valid
-//! encodings per target, made with the real encoders.
+//! encodings per target, made with the real encoders. (The REST and text-format seeds are
+//! hand-copied from the gateway's tests: plain text.)
 //!
 //! `cargo run -p shm-protocol --example fuzz_seeds -- fuzz/seeds`
 
@@ -14,6 +15,7 @@ use tfgate_proto::tfgate::control::{GatewayMessage, WorkerMessage};
 use tfgate_tensor::code::Code;
 use tfgate_tensor::proto::to_proto;
 use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
+use tfgate_tensor::tfrecord::frame;
 
 fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     let dir = dir.join(target);
@@ -162,5 +164,51 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "int64_scalar",
         &to_proto(&scalar, false).encode_to_vec(),
     )?;
+
+    // Warmup files: TFRecord framing around PredictionLogs, as the worker reads them.
+    use tfgate_proto::tensorflow::serving as tfs;
+    use tfs::prediction_log::LogType;
+    let predict = tfs::PredictionLog {
+        log_type: Some(LogType::PredictLog(tfs::PredictLog {
+            request: Some(tfs::PredictRequest {
+                inputs: [("x".to_string(), to_proto(&floats, false))]
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let examples = Some(tfs::Input {
+        kind: Some(tfs::input::Kind::ExampleList(tfs::ExampleList {
+            examples: vec![Default::default()],
+        })),
+    });
+    let classify = tfs::PredictionLog {
+        log_type: Some(LogType::ClassifyLog(tfs::ClassifyLog {
+            request: Some(tfs::ClassificationRequest {
+                input: examples.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let regress = tfs::PredictionLog {
+        log_type: Some(LogType::RegressLog(tfs::RegressLog {
+            request: Some(tfs::RegressionRequest {
+                input: examples,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let wu = "tfrecord_warmup";
+    write(dir, wu, "predict", &frame(&predict.encode_to_vec()))?;
+    let mut two = frame(&classify.encode_to_vec());
+    two.extend(frame(&regress.encode_to_vec()));
+    write(dir, wu, "classify_regress", &two)?;
     Ok(())
 }

@@ -99,6 +99,8 @@ pub mod doorbell;
 pub mod fd_passing;
 pub mod frame;
 pub mod gateway;
+#[cfg(feature = "hostile")]
+pub mod hostile;
 mod layout;
 mod mapping;
 mod region;

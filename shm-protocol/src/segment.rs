@@ -128,12 +128,12 @@ pub enum SegmentError {
 
 /// One worker incarnation's shared region, before it is split into endpoint handles.
 pub struct Segment {
-    map: Arc<Mapping>,
-    layout: Layout,
+    pub(crate) map: Arc<Mapping>,
+    pub(crate) layout: Layout,
     /// The gateway's side of the responses' doorbell, when set ([`Segment::with_chime`]).
-    chime: Option<Arc<Chime>>,
+    pub(crate) chime: Option<Arc<Chime>>,
     /// The worker's side of it ([`Segment::with_ringer`]).
-    ringer: Option<Arc<Ringer>>,
+    pub(crate) ringer: Option<Arc<Ringer>>,
 }
 
 /// A region size as a mapping length.

@@ -93,17 +93,10 @@ pub(crate) fn endpoints(
     layout: Layout,
     doorbell: Option<Arc<Ringer>>,
 ) -> (RequestReceiver, ResponseSender) {
+    let receiver = request_receiver(map.clone(), layout);
     // SAFETY: the layout was validated against the mapping, and `Segment::into_worker`
-    // consumed the segment, so this process creates exactly one consumer of the request
-    // ring and one producer of the response ring; the gateway holds the opposite ends.
-    let consumer = unsafe {
-        ring::consumer(
-            map.clone(),
-            layout.request_ring_offset as usize,
-            layout.ring_capacity,
-        )
-    };
-    // SAFETY: as above.
+    // consumed the segment, so this process creates exactly one producer of the response
+    // ring; the gateway holds the consumer.
     let mut producer = unsafe {
         ring::producer(
             map.clone(),
@@ -115,23 +108,13 @@ pub(crate) fn endpoints(
         // The gateway waits for responses in its event loop: ring, do not futex-wake.
         producer.set_doorbell(d);
     }
-    let req_region = Region::new(
-        map.clone(),
-        layout.request_arena_offset as usize,
-        layout.request_arena_size as usize,
-    );
     let resp_region = Region::new(
         map,
         layout.response_arena_offset as usize,
         layout.response_arena_size as usize,
     );
     (
-        RequestReceiver {
-            consumer,
-            region: req_region,
-            spin: layout.spin,
-            adapt: SpinAdapt::default(),
-        },
+        receiver,
         ResponseSender {
             producer,
             arena: ResponseArena::new(layout.response_arena_size),
@@ -139,6 +122,31 @@ pub(crate) fn endpoints(
             spin: layout.spin,
         },
     )
+}
+
+/// The request ring's consumer over the request arena (the segment was consumed by the
+/// caller: one per process).
+pub(crate) fn request_receiver(map: Arc<Mapping>, layout: Layout) -> RequestReceiver {
+    // SAFETY: the layout was validated against the mapping, and the caller consumed the
+    // segment, so this process creates exactly one consumer of the request ring; the
+    // gateway holds the producer.
+    let consumer = unsafe {
+        ring::consumer(
+            map.clone(),
+            layout.request_ring_offset as usize,
+            layout.ring_capacity,
+        )
+    };
+    RequestReceiver {
+        consumer,
+        region: Region::new(
+            map,
+            layout.request_arena_offset as usize,
+            layout.request_arena_size as usize,
+        ),
+        spin: layout.spin,
+        adapt: SpinAdapt::default(),
+    }
 }
 
 impl RequestReceiver {

@@ -13,73 +13,12 @@ use tfgate_proto::tensorflow::serving::{prediction_log::LogType, Input, Predicti
 use tfgate_tensor::code::Code;
 use tfgate_tensor::proto::{from_proto, serialized_examples};
 use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
+use tfgate_tensor::tfrecord::Records;
 
 /// Where the warmup records live, under a version directory.
 pub const WARMUP_FILE: &str = "assets.extra/tf_serving_warmup_requests";
 /// At most this many records are replayed.
 pub const MAX_RECORDS: usize = 1000;
-
-/// The masked CRC-32C TFRecord files carry.
-fn masked_crc(data: &[u8]) -> u32 {
-    let crc = crc32c::crc32c(data);
-    crc.rotate_right(15).wrapping_add(0xa282_ead8)
-}
-
-/// Reads TFRecord framing: `u64 length, u32 masked crc(length), data, u32 masked
-/// crc(data)`, little-endian. Errors are DATA_LOSS, worded as TensorFlow's reader words
-/// them.
-pub struct Records<'a> {
-    bytes: &'a [u8],
-    offset: usize,
-}
-
-impl<'a> Records<'a> {
-    pub fn new(bytes: &'a [u8]) -> Records<'a> {
-        Records { bytes, offset: 0 }
-    }
-
-    fn data_loss(&self, what: &str) -> TfError {
-        let hint = if self.offset == 0 {
-            " (Is this even a TFRecord file?)"
-        } else {
-            ""
-        };
-        TfError::new(
-            Code::DataLoss,
-            format!("{what} record at {}{hint}", self.offset),
-        )
-    }
-
-    /// The next record, `None` at a clean end of file.
-    pub fn next_record(&mut self) -> Result<Option<&'a [u8]>, TfError> {
-        let rest = &self.bytes[self.offset..];
-        if rest.is_empty() {
-            return Ok(None);
-        }
-        let Some(header) = rest.get(..12) else {
-            return Err(self.data_loss("truncated"));
-        };
-        let len_bytes = &header[..8];
-        let len_crc = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-        if masked_crc(len_bytes) != len_crc {
-            return Err(self.data_loss("corrupted"));
-        }
-        let mut len = [0u8; 8];
-        len.copy_from_slice(len_bytes);
-        let len =
-            usize::try_from(u64::from_le_bytes(len)).map_err(|_| self.data_loss("corrupted"))?;
-        let Some(body) = len.checked_add(16).and_then(|end| rest.get(12..end)) else {
-            return Err(self.data_loss("truncated"));
-        };
-        let (data, crc) = body.split_at(len);
-        let crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
-        if masked_crc(data) != crc {
-            return Err(self.data_loss("corrupted"));
-        }
-        self.offset += len + 16;
-        Ok(Some(data))
-    }
-}
 
 /// Runs the warmup records of the version in `dir` against `servable`, each
 /// `iterations` times (0 counts as 1). Returns how many records were read; `None` when
@@ -206,71 +145,4 @@ fn run_log(servable: &Servable, log: &PredictionLog) -> Result<(), TfError> {
         None => {}
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// One TFRecord frame around `data`.
-    fn frame(data: &[u8]) -> Vec<u8> {
-        let len = (data.len() as u64).to_le_bytes();
-        let mut out = len.to_vec();
-        out.extend_from_slice(&masked_crc(&len).to_le_bytes());
-        out.extend_from_slice(data);
-        out.extend_from_slice(&masked_crc(data).to_le_bytes());
-        out
-    }
-
-    #[test]
-    fn reads_tfrecord_framing_and_rejects_damage() {
-        let mut file = frame(b"first");
-        file.extend(frame(b""));
-        file.extend(frame(b"third"));
-        let mut r = Records::new(&file);
-        assert_eq!(r.next_record().unwrap(), Some(&b"first"[..]));
-        assert_eq!(r.next_record().unwrap(), Some(&b""[..]));
-        assert_eq!(r.next_record().unwrap(), Some(&b"third"[..]));
-        assert_eq!(r.next_record().unwrap(), None);
-
-        let e = Records::new(b"improperly formatted file")
-            .next_record()
-            .unwrap_err();
-        assert_eq!(e.code, Code::DataLoss);
-        assert_eq!(
-            e.message,
-            "corrupted record at 0 (Is this even a TFRecord file?)"
-        );
-        let mut cut = frame(b"first");
-        cut.extend(&frame(b"second")[..14]);
-        let mut r = Records::new(&cut);
-        r.next_record().unwrap();
-        assert_eq!(
-            r.next_record().unwrap_err().message,
-            "truncated record at 21"
-        );
-        let mut flipped = frame(b"data");
-        flipped[13] ^= 1;
-        assert_eq!(
-            Records::new(&flipped).next_record().unwrap_err().message,
-            "corrupted record at 0 (Is this even a TFRecord file?)"
-        );
-        // A length that runs past the end (or overflows) is truncation, never a panic.
-        let mut huge = u64::MAX.to_le_bytes().to_vec();
-        huge.extend_from_slice(&masked_crc(&u64::MAX.to_le_bytes()).to_le_bytes());
-        assert_eq!(
-            Records::new(&huge).next_record().unwrap_err().code,
-            Code::DataLoss
-        );
-    }
-
-    #[test]
-    fn matches_tensorflows_masked_crc() {
-        // tf.io.TFRecordWriter writes these bytes for a 1-byte record b"a".
-        let file = frame(b"a");
-        assert_eq!(
-            file,
-            [1, 0, 0, 0, 0, 0, 0, 0, 1, 117, 222, 65, 97, 120, 110, 228, 40]
-        );
-    }
 }

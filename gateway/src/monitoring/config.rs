@@ -15,13 +15,18 @@ pub fn prometheus_path(file: &str) -> Result<Option<String>, ServingError> {
     }
     let config: MonitoringConfig =
         crate::text_format::read_file(file, "tensorflow.serving.MonitoringConfig")?;
-    Ok(config
+    Ok(path_of(config))
+}
+
+/// The metrics page's path a config asks for, if it enables the page.
+pub fn path_of(config: MonitoringConfig) -> Option<String> {
+    config
         .prometheus_config
         .filter(|p| p.enable)
         .map(|p| match p.path.as_str() {
             "" => DEFAULT_PATH.to_string(),
             path => path.to_string(),
-        }))
+        })
 }
 
 #[cfg(test)]

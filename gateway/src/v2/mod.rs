@@ -49,8 +49,8 @@ pub fn servable_request(name: &str, version: &str) -> ServableRequest {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use tfgate_proto::tensorflow::TensorInfo;
     use tfgate_proto::tensorflow::tensor_shape_proto::Dim;
+    use tfgate_proto::tensorflow::TensorInfo;
     use tfgate_proto::tensorflow::TensorShapeProto;
     use tfgate_tensor::tensor::DataType;
 

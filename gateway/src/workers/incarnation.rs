@@ -27,18 +27,27 @@ pub enum CallError {
     WorkerDied,
     /// The request can never fit in shared memory (the message names the flag to raise).
     TooLarge(String),
-    /// The response frame was malformed.
-    BadResponse(FrameError),
     /// The request waited longer than its deadline.
     DeadlineExceeded,
 }
 
-type Completion = Result<ResponseFrame, FrameError>;
+/// How a worker broke the shared-memory protocol. Each one ends the incarnation: the
+/// worker wrote what ours never writes, so nothing more it writes can be believed.
+#[derive(Debug, thiserror::Error)]
+enum Violation {
+    #[error("response ring failed: {0}")]
+    Ring(shm_protocol::RecvError),
+    #[error("malformed response for request {id}: {error}")]
+    Malformed { id: u64, error: FrameError },
+    /// Never sent, or answered already (a duplicate).
+    #[error("response for request {0}, which it does not hold")]
+    Unknown(u64),
+}
 
 /// A request the worker holds.
 struct Outstanding {
     /// The caller, while it still waits.
-    reply: Option<oneshot::Sender<Completion>>,
+    reply: Option<oneshot::Sender<ResponseFrame>>,
     deadline: Instant,
     sent_at: Instant,
     /// The version it runs (the frame names a specific one).
@@ -67,6 +76,8 @@ pub struct Incarnation {
     alive: AtomicBool,
     /// Signalled once, when the incarnation is marked dead.
     died: Notify,
+    /// Why the completion task dropped the worker, if it did.
+    violation: Mutex<Option<String>>,
     next_id: AtomicU64,
     answered: AtomicU64,
     /// The process's resident set, as its last heartbeat answer said.
@@ -116,6 +127,7 @@ impl Incarnation {
             space: Notify::new(),
             alive: AtomicBool::new(true),
             died: Notify::new(),
+            violation: Mutex::new(None),
             next_id: AtomicU64::new(1),
             answered: AtomicU64::new(0),
             resident: AtomicU64::new(0),
@@ -147,6 +159,11 @@ impl Incarnation {
         if self.is_alive() {
             died.await;
         }
+    }
+
+    /// Why the worker was dropped for breaking the protocol, if it was.
+    pub fn violation(&self) -> Option<String> {
+        self.violation.lock().clone()
     }
 
     /// Requests sent to the worker and not answered yet.
@@ -200,20 +217,23 @@ impl Incarnation {
     async fn complete_loop(self: Arc<Self>, mut receiver: ResponseReceiver, chime: Chime) {
         'serving: while self.is_alive() {
             loop {
-                match receiver.try_recv() {
+                let done = match receiver.try_recv() {
                     Ok(Some((id, result))) => self.complete(id, result),
                     Ok(None) => break,
-                    Err(e) => {
-                        tracing::error!(
-                            generation = self.generation,
-                            "response ring failed: {e}; dropping this worker"
-                        );
-                        break 'serving;
-                    }
+                    Err(e) => Err(Violation::Ring(e)),
+                };
+                if let Err(v) = done {
+                    tracing::error!(generation = self.generation, "{v}; dropping this worker");
+                    *self.violation.lock() = Some(v.to_string());
+                    break 'serving;
                 }
             }
             if !receiver.begin_wait() {
-                continue; // a response arrived meanwhile
+                // A response arrived meanwhile. Counted against tokio's cooperative budget,
+                // so a worker that flips its ring's head back and forth cannot keep this
+                // task from yielding to the event loop.
+                tokio::task::coop::consume_budget().await;
+                continue;
             }
             let open = tokio::select! {
                 _ = chime.readable() => silence(&chime),
@@ -225,7 +245,9 @@ impl Incarnation {
                 // The worker closed its end of the doorbell: it exited. What it answered
                 // before is in the ring; hand that out, then let its callers go elsewhere.
                 while let Ok(Some((id, result))) = receiver.try_recv() {
-                    self.complete(id, result);
+                    if self.complete(id, result).is_err() {
+                        break;
+                    }
                 }
                 break;
             }
@@ -233,14 +255,24 @@ impl Incarnation {
         self.mark_dead();
     }
 
-    /// Hands one response to its caller, if it still waits.
-    fn complete(&self, id: u64, result: Completion) {
+    /// Hands one response to its caller, if it still waits. A malformed frame, or an
+    /// answer to a request the worker does not hold, is a violation: nothing is handed
+    /// out, and the caller (woken when the incarnation is marked dead) goes elsewhere.
+    fn complete(
+        &self,
+        id: u64,
+        result: Result<ResponseFrame, FrameError>,
+    ) -> Result<(), Violation> {
+        let Some(waiting) = self.outstanding.lock().remove(&id) else {
+            return Err(Violation::Unknown(id));
+        };
+        let response = result.map_err(|error| Violation::Malformed { id, error })?;
         self.answered.fetch_add(1, Ordering::Relaxed);
-        let waiting = self.outstanding.lock().remove(&id);
         self.space.notify_waiters();
-        if let Some(tx) = waiting.and_then(|o| o.reply) {
-            let _ = tx.send(result);
+        if let Some(tx) = waiting.reply {
+            let _ = tx.send(response);
         }
+        Ok(())
     }
 
     /// Sends one request and waits for its response until `deadline`; with the response,
@@ -316,8 +348,7 @@ impl Incarnation {
         match tokio::time::timeout_at(deadline, rx).await {
             Err(_) => Err(CallError::DeadlineExceeded),
             Ok(Err(_)) => Err(CallError::WorkerDied),
-            Ok(Ok(Ok(response))) => Ok((response, pushed_ns, shm_protocol::monotonic_ns())),
-            Ok(Ok(Err(e))) => Err(CallError::BadResponse(e)),
+            Ok(Ok(response)) => Ok((response, pushed_ns, shm_protocol::monotonic_ns())),
         }
     }
 }

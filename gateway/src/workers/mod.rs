@@ -184,7 +184,7 @@ impl WorkerPool {
                     tracing::warn!(
                         pid = incarnation.pid,
                         generation = incarnation.generation,
-                        "worker died with a request in flight; re-dispatching"
+                        "worker died (or was dropped) with a request in flight; re-dispatching"
                     );
                     if deaths >= MAX_DEATHS_PER_RUN {
                         tracing::error!("a request was in flight on {deaths} workers that died");
@@ -194,11 +194,6 @@ impl WorkerPool {
                     }
                 }
                 Err(CallError::TooLarge(msg)) => return Err(ServingError::resource_exhausted(msg)),
-                Err(CallError::BadResponse(e)) => {
-                    return Err(ServingError::internal(format!(
-                        "malformed response from worker: {e}"
-                    )))
-                }
                 Err(CallError::DeadlineExceeded) => return Err(ServingError::deadline_exceeded()),
             }
         }

@@ -624,7 +624,12 @@ impl Supervisor {
                     }
                 }
                 status = child.exited() => end!(End::Restart(format!("the process ended ({status})"))),
-                _ = incarnation.dead() => end!(End::Restart("its response ring failed".into())),
+                _ = incarnation.dead() => {
+                    // A worker that broke the protocol is closed like a hung one: an
+                    // attached one exits when its socket closes.
+                    let why = incarnation.violation().unwrap_or_else(|| "its response ring failed".into());
+                    end!(End::Restart(kill(child, why)))
+                }
                 Some((model_name, version)) = unrouted.recv() => {
                     let msg = gm::Message::Unrouted(gm::Unrouted { model_name, version });
                     if let Err(e) = write_message(&mut writer, msg).await {

@@ -23,6 +23,8 @@
 mod bytes;
 mod decode;
 mod encode;
+#[cfg(feature = "hostile")]
+mod forge;
 #[cfg(test)]
 mod tests;
 mod wire;
@@ -38,6 +40,8 @@ pub use bytes::{
 };
 pub(crate) use decode::{decode_request, decode_response};
 pub use decode::{InPlacePayload, RequestView, TensorView};
+#[cfg(feature = "hostile")]
+pub use forge::forged_response;
 
 /// `b"TFFR"` read as a little-endian u32.
 const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"TFFR");

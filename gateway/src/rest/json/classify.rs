@@ -200,15 +200,22 @@ fn make_example(v: &JsonValue) -> Result<Vec<u8>, ServingError> {
     };
     let mut features = BTreeMap::new();
     for (k, content) in members {
-        let name = String::from_utf8_lossy(k);
+        // A feature name is a protobuf `string` (the key of `Features.feature`): raw bytes
+        // there would make a serialized Example that protobuf refuses to parse.
+        let Ok(name) = std::str::from_utf8(k) else {
+            return Err(ServingError::invalid_argument(format!(
+                "Example feature name '{}' is not valid UTF-8",
+                String::from_utf8_lossy(k)
+            )));
+        };
         let mut f = Feature::NotSet;
         match content.as_array() {
             Some(items) => {
                 for item in items {
-                    add_value(item, &name, &mut f)?;
+                    add_value(item, name, &mut f)?;
                 }
             }
-            None => add_value(content, &name, &mut f)?,
+            None => add_value(content, name, &mut f)?,
         }
         features.insert(k.clone(), f);
     }

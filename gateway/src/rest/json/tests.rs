@@ -846,6 +846,25 @@ fn examples_become_tf_examples() {
     assert_eq!(ex.examples[0], example_one(b"x", &[0x1A, 3, 0x0A, 1, 2]));
 }
 
+/// Found by the fuzz target rest_examples: a feature name in raw non-UTF-8 bytes was
+/// written into the Example as is, a `string` map key protobuf then refused to parse.
+#[test]
+fn a_feature_name_must_be_utf8() {
+    let body = b"{\"examples\": [{\"x\": 10.5, \"\xfc\xfc\": 2}]}";
+    let e = decode_examples(&parse(body).unwrap()).unwrap_err();
+    assert_eq!(e.code, Code::InvalidArgument);
+    assert_eq!(
+        e.message,
+        "Example feature name '\u{fffd}\u{fffd}' is not valid UTF-8"
+    );
+    let context = b"{\"context\": {\"\xff\": 1}, \"examples\": [{}]}";
+    assert!(decode_examples(&parse(context).unwrap()).is_err());
+    // Non-UTF-8 bytes in a value stay bytes, as in TF Serving.
+    let value = b"{\"examples\": [{\"t\": \"\xfc\"}]}";
+    let ex = decode_examples(&parse(value).unwrap()).unwrap();
+    assert_eq!(ex.examples[0], example_one(b"t", &[0x0A, 3, 0x0A, 1, 0xfc]));
+}
+
 #[test]
 fn example_errors() {
     let err = |s: &str| decode_examples(&doc(s)).unwrap_err().message;

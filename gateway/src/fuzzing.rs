@@ -1,0 +1,128 @@
+//! Entry points for the in-process fuzz targets (`fuzz/`, docs/fuzzing.md). Each runs one
+//! of the gateway's parsers on untrusted bytes the way the server runs it and asserts
+//! what must hold of what it accepts; a panic is a finding. Public only so that the
+//! cargo-fuzz crate can link them: nothing in the server calls them.
+
+use crate::rest::json;
+use crate::text_format;
+use prost::Message;
+use tfgate_proto::tensorflow::serving::{MonitoringConfig, SslConfig};
+use tfgate_proto::tensorflow::Example;
+use tfgate_tensor::tensor::DataType;
+
+/// The dtypes REST bodies are decoded into (one-input signatures are tried with each).
+const REST_DTYPES: &[DataType] = &[
+    DataType::Float,
+    DataType::Double,
+    DataType::Int32,
+    DataType::Uint8,
+    DataType::Int16,
+    DataType::Int8,
+    DataType::String,
+    DataType::Int64,
+    DataType::Bool,
+    DataType::Bfloat16,
+    DataType::Uint16,
+    DataType::Half,
+    DataType::Uint32,
+    DataType::Uint64,
+    DataType::Complex64,
+];
+
+/// A `:predict` body (`rest/json`: the parser, then `decode_predict` against a
+/// signature of one input `x` of each dtype, and of inputs `x`, `s`, `i`, `b` of several
+/// dtypes). What decodes must be consistent tensors, and what the encoder makes of them
+/// as outputs must parse again.
+pub fn rest_predict(body: &[u8]) {
+    let Ok(doc) = json::parse(body) else {
+        return;
+    };
+    let mut signatures: Vec<Vec<(String, DataType)>> = REST_DTYPES
+        .iter()
+        .map(|d| vec![("x".to_string(), *d)])
+        .collect();
+    signatures.push(vec![
+        ("x".to_string(), DataType::Float),
+        ("s".to_string(), DataType::String),
+        ("i".to_string(), DataType::Int64),
+        ("b".to_string(), DataType::Bool),
+    ]);
+    for signature in &signatures {
+        let Ok(decoded) = json::decode_predict(&doc, signature) else {
+            continue;
+        };
+        for (name, t) in &decoded.inputs {
+            if let Err(e) = t.check() {
+                panic!("decoded input {name} is inconsistent: {e}");
+            }
+        }
+        if let Ok(out) = json::encode_predict(decoded.format, &decoded.inputs) {
+            if let Err(e) = json::parse(&out) {
+                panic!(
+                    "the encoder wrote JSON its parser refuses ({}): {}",
+                    e.message,
+                    String::from_utf8_lossy(&out)
+                );
+            }
+        }
+    }
+}
+
+/// A `:classify` / `:regress` body (`decode_examples`): every example it makes, and the
+/// context, must be a `tensorflow.Example` that decodes.
+pub fn rest_examples(body: &[u8]) {
+    let Ok(doc) = json::parse(body) else {
+        return;
+    };
+    let Ok(decoded) = json::decode_examples(&doc) else {
+        return;
+    };
+    for e in decoded.examples.iter().chain(decoded.context.iter()) {
+        if let Err(err) = Example::decode(e.as_slice()) {
+            panic!("an encoded Example does not decode: {err}");
+        }
+    }
+}
+
+/// Text-format configs, the first byte choosing which: `--model_config_file` (then what
+/// the server checks of the model list), `--batching_parameters_file`,
+/// `--monitoring_config_file`, `--ssl_config_file` (then the certificate checks). Only
+/// "no panic" holds; what parses is checked as the server checks it.
+pub fn text_config(data: &[u8]) {
+    let Some((&which, text)) = data.split_first() else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(text) else {
+        return;
+    };
+    match which % 4 {
+        0 => {
+            let Ok(config) = crate::model_config::parse(text) else {
+                return;
+            };
+            let _ = text_format::debug_string("tensorflow.serving.ModelServerConfig", &config);
+            if let Some(models) = crate::model_config::model_list(&config) {
+                let _ = crate::model_config::validate_list(models);
+                for m in models {
+                    let _ = crate::model_config::platform(m);
+                    let _ = crate::model_config::served_model(m);
+                }
+            }
+        }
+        1 => {
+            let _ = crate::batching::Parameters::parse(text, "fuzz");
+        }
+        2 => {
+            if let Ok(config) =
+                text_format::parse::<MonitoringConfig>("tensorflow.serving.MonitoringConfig", text)
+            {
+                let _ = crate::monitoring::config::path_of(config);
+            }
+        }
+        _ => {
+            if let Ok(ssl) = text_format::parse::<SslConfig>("tensorflow.serving.SSLConfig", text) {
+                let _ = crate::tls::Tls::new(ssl);
+            }
+        }
+    }
+}
