@@ -539,7 +539,8 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 fn scenario(mode: Mode) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("hostile");
-    let socket: PathBuf = dir.0.join("workers.sock");
+    // In a directory of its own, which the gateway creates private (0700).
+    let socket: PathBuf = dir.0.join("run").join("workers.sock");
     let real = RealWorker::start(&socket);
     let flag = format!("--worker_socket={}", socket.display());
     // A worker that never answers is dropped only after the request's deadline and the
