@@ -621,3 +621,70 @@ pub fn exit_of(mut cmd: Command, limit: Duration) -> (Option<i32>, String) {
     let _ = std::fs::remove_file(&log);
     (code, err)
 }
+
+/// The uid and gid of `nobody`.
+pub const NOBODY: u32 = 65534;
+
+/// A `tfgate-worker` started on its own, as a container would start it; killed on drop.
+pub struct OwnWorker(pub std::process::Child);
+
+impl OwnWorker {
+    pub fn start(socket: &std::path::Path) -> OwnWorker {
+        let child = std::process::Command::new(bin_dir().join("tfgate-worker"))
+            .arg(format!("--gateway_socket={}", socket.display()))
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start tfgate-worker (run `cargo build --release` first)");
+        OwnWorker(child)
+    }
+
+    /// Started as another user (`nobody`), its stderr kept; needs root.
+    pub fn start_as_nobody(socket: &std::path::Path) -> OwnWorker {
+        use std::os::unix::process::CommandExt;
+        let child = std::process::Command::new(bin_dir().join("tfgate-worker"))
+            .arg(format!("--gateway_socket={}", socket.display()))
+            .env("RUST_LOG", "warn")
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        OwnWorker(child)
+    }
+
+    /// Its stderr, once it has exited (for a worker started with it piped).
+    pub fn stderr(&mut self) -> String {
+        use std::io::Read;
+        let mut text = String::new();
+        if let Some(mut e) = self.0.stderr.take() {
+            let _ = e.read_to_string(&mut text);
+        }
+        text
+    }
+
+    pub fn pid(&self) -> u64 {
+        self.0.id() as u64
+    }
+
+    /// Waits for the process to end; its exit code.
+    pub fn exit_code(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("worker {} still running after {within:?}", self.pid());
+    }
+}
+
+impl Drop for OwnWorker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tfgate_e2e::{float_tensor, http, model_path, predict_request, Server, TempDir};
+use tfgate_e2e::{float_tensor, http, model_path, predict_request, OwnWorker, Server, TempDir};
 use tfgate_proto::tensorflow::serving::model_version_status::State;
 use tfgate_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use tfgate_proto::tensorflow::serving::SignatureDefMap;
@@ -402,33 +402,6 @@ fn misbehave(
     }
 }
 
-/// A real `tfgate-worker` started on its own, as a container would start it.
-struct RealWorker(std::process::Child);
-
-impl RealWorker {
-    fn start(socket: &Path) -> RealWorker {
-        let child = std::process::Command::new(tfgate_e2e::bin_dir().join("tfgate-worker"))
-            .arg(format!("--gateway_socket={}", socket.display()))
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start tfgate-worker (run `cargo build --release` first)");
-        RealWorker(child)
-    }
-
-    fn pid(&self) -> u64 {
-        u64::from(self.0.id())
-    }
-}
-
-impl Drop for RealWorker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// What the clients saw: answers checked correct, and errors by what they said (the
 /// first few kept).
 #[derive(Default)]
@@ -541,7 +514,7 @@ fn scenario(mode: Mode) {
     let dir = TempDir::new("hostile");
     // In a directory of its own, which the gateway creates private (0700).
     let socket: PathBuf = dir.0.join("run").join("workers.sock");
-    let real = RealWorker::start(&socket);
+    let real = OwnWorker::start(&socket);
     let flag = format!("--worker_socket={}", socket.display());
     // A worker that never answers is dropped only after the request's deadline and the
     // run grace: keep both short.

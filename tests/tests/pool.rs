@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tfgate_e2e::{
     copy_dir, count_to, float_tensor, holders_of, http, model_path, predict_request, segments_of,
-    signal, Segment, Server, TempDir,
+    signal, OwnWorker, Segment, Server, TempDir, NOBODY,
 };
 use tfgate_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 
@@ -470,70 +470,6 @@ async fn a_run_past_its_deadline_gets_its_worker_replaced() {
     assert_eq!(resp.into_inner().outputs["count"].int64_val, vec![10]);
 }
 
-/// A `tfgate-worker` started on its own, as a container would start it; killed on drop.
-struct OwnWorker(std::process::Child);
-
-impl OwnWorker {
-    fn start(socket: &std::path::Path) -> OwnWorker {
-        let child = std::process::Command::new(tfgate_e2e::bin_dir().join("tfgate-worker"))
-            .arg(format!("--gateway_socket={}", socket.display()))
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        OwnWorker(child)
-    }
-
-    /// Started as another user (`nobody`), its stderr kept; needs root.
-    fn start_as_nobody(socket: &std::path::Path) -> OwnWorker {
-        use std::os::unix::process::CommandExt;
-        let child = std::process::Command::new(tfgate_e2e::bin_dir().join("tfgate-worker"))
-            .arg(format!("--gateway_socket={}", socket.display()))
-            .env("RUST_LOG", "warn")
-            .uid(NOBODY)
-            .gid(NOBODY)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        OwnWorker(child)
-    }
-
-    /// Its stderr, once it has exited (for a worker started with it piped).
-    fn stderr(&mut self) -> String {
-        use std::io::Read;
-        let mut text = String::new();
-        if let Some(mut e) = self.0.stderr.take() {
-            let _ = e.read_to_string(&mut text);
-        }
-        text
-    }
-
-    fn pid(&self) -> u64 {
-        self.0.id() as u64
-    }
-
-    /// Waits for the process to end; its exit code.
-    fn exit_code(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("worker {} still running after {within:?}", self.pid());
-    }
-}
-
-impl Drop for OwnWorker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Slots serving, by the pid of their worker.
 fn serving_pids(port: u16) -> Vec<u64> {
     workers(port)
@@ -687,9 +623,6 @@ fn a_stopped_attached_worker_is_dropped_and_exits_when_it_resumes() {
     );
     stop_clients_and_check_waits(&stop, load);
 }
-
-/// The uid and gid of `nobody`.
-const NOBODY: u32 = 65534;
 
 /// A local process cannot grow the gateway without bound: beyond
 /// `--max_attached_workers` slots a worker is turned away (it exits with an error, as a
