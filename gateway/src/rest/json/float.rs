@@ -118,6 +118,146 @@ pub fn format_g(v: f64, precision: usize) -> Text {
     layout_g(v.is_sign_negative(), &digits, x, p)
 }
 
+/// A normal, non-zero float's magnitude as `m × 2^e`, with what reading a decimal back
+/// needs to know of its neighbours.
+#[derive(Clone, Copy)]
+struct Binary {
+    m: u64,
+    e: i32,
+    /// The next float down is half as far as the next one up (`m` is the smallest
+    /// significand of its binade, and the binade is not the lowest).
+    closer_below: bool,
+}
+
+impl Binary {
+    fn of_f32(v: f32) -> Binary {
+        let bits = v.abs().to_bits();
+        let (frac, exp) = (bits & 0x7F_FFFF, bits >> 23);
+        Binary {
+            m: u64::from(frac | 0x80_0000),
+            e: exp as i32 - 150,
+            closer_below: frac == 0 && exp > 1,
+        }
+    }
+
+    fn of_f64(v: f64) -> Binary {
+        let bits = v.abs().to_bits();
+        let (frac, exp) = (bits & ((1 << 52) - 1), bits >> 52);
+        Binary {
+            m: frac | 1 << 52,
+            e: exp as i32 - 1075,
+            closer_below: frac == 0 && exp > 1,
+        }
+    }
+
+    /// The value's `p` significant digits, exactly rounded (ties to even, as glibc),
+    /// and its decimal exponent `x`: `q × 10^(x+1-p)`. `None` where 128 bits do not
+    /// hold the scaled value (very small or very large magnitudes).
+    fn digits(self, p: u32) -> Option<(u64, i32)> {
+        let (m, e) = (self.m, self.e);
+        let low = 10u128.pow(p - 1);
+        let high = low * 10;
+        // The value lies in [2^t, 2^(t+1)), so its decimal exponent is floor(t·log10 2)
+        // or one more (78913 / 2^18 is log10 2 to 6 digits, exact over this range of
+        // t): the integer test below settles which.
+        let t = e + 63 - m.leading_zeros() as i32;
+        let mut x = (t * 78913) >> 18;
+        for _ in 0..3 {
+            let (q, rest) = scaled(m, e, p as i32 - 1 - x)?;
+            if q >= high {
+                x += 1;
+            } else if q < low {
+                x -= 1;
+            } else {
+                let up = match rest {
+                    std::cmp::Ordering::Greater => true,
+                    std::cmp::Ordering::Equal => q % 2 == 1,
+                    std::cmp::Ordering::Less => false,
+                };
+                // p <= 17 digits: a u64.
+                return Some(match q + u128::from(up) {
+                    q if q == high => (low as u64, x + 1),
+                    q => (q as u64, x),
+                });
+            }
+        }
+        None
+    }
+
+    /// Whether `q × 10^-k` reads back as this value (round to nearest, ties to even):
+    /// it lies within half the gap to either neighbour. Answered for a value below
+    /// 2^0 in binary scale with `k >= 0`, by a multiply and a shift; `None` elsewhere.
+    fn reads_back(self, q: u64, k: i32) -> Option<bool> {
+        if k < 0 || self.e >= 0 || self.e <= -128 {
+            return None;
+        }
+        let s = self.e.unsigned_abs();
+        let ten_k = 10u128.checked_pow(k.unsigned_abs())?;
+        // In units of 2^-s × 10^-k: the value is n, the decimal q × 2^s, half the gap
+        // above ten_k / 2 (a quarter of it below, where the float below is closer).
+        let n = u128::from(self.m).checked_mul(ten_k)?;
+        let d = u128::from(q);
+        if d.leading_zeros() < s {
+            return None;
+        }
+        let d = d << s;
+        let (off, below) = if d >= n {
+            (d - n, false)
+        } else {
+            (n - d, true)
+        };
+        let scale = if below && self.closer_below { 4 } else { 2 };
+        Some(match off.checked_mul(scale)?.cmp(&ten_k) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Equal => self.m.is_multiple_of(2),
+            std::cmp::Ordering::Greater => false,
+        })
+    }
+
+    /// `WriteDecimal`'s text by integer arithmetic: the 6-digit `%g` if it reads back,
+    /// else `%.{full}g`. A multiply and a shift or two for the values models usually
+    /// return, where the general path runs ryu, takes its text apart, and runs Grisu's
+    /// exact mode through `{:.Ne}`. `None` where it cannot tell: then the general path.
+    fn write_decimal(self, negative: bool, full: u32) -> Option<Text> {
+        let (q, x) = self.digits(6)?;
+        let (q, x, p) = if self.reads_back(q, 5 - x)? {
+            (q, x, 6)
+        } else {
+            let (q, x) = self.digits(full)?;
+            (q, x, full)
+        };
+        let mut digits = Text::new();
+        digits.push_bytes(itoa::Buffer::new().format(q).as_bytes());
+        Some(layout_g(negative, &digits, i64::from(x), p as usize))
+    }
+}
+
+/// `floor(m × 2^e × 10^k)` and how what it drops compares with one half, or `None`
+/// where that does not fit in 128 bits.
+fn scaled(m: u64, e: i32, k: i32) -> Option<(u128, std::cmp::Ordering)> {
+    let shl = |n: u128, by: u32| (n.leading_zeros() >= by).then(|| n << by);
+    let ten_k = 10u128.checked_pow(k.unsigned_abs())?;
+    if k >= 0 && e < 0 {
+        // The common case: a fraction of a power of two, a shift.
+        let s = e.unsigned_abs();
+        if s >= 128 {
+            return None;
+        }
+        let n = u128::from(m).checked_mul(ten_k)?;
+        let rest = n & ((1u128 << s) - 1);
+        return Some((n >> s, rest.cmp(&(1u128 << (s - 1)))));
+    }
+    let (n, d) = if k >= 0 {
+        (shl(u128::from(m).checked_mul(ten_k)?, e.unsigned_abs())?, 1)
+    } else if e >= 0 {
+        (shl(u128::from(m), e.unsigned_abs())?, ten_k)
+    } else {
+        (u128::from(m), shl(ten_k, e.unsigned_abs())?)
+    };
+    let rest = n % d;
+    Some((n / d, rest.cmp(&(d - rest))))
+}
+
 /// `%g` layout of `0.d1d2d3... x 10^(x+1)` with precision `p` (at least as many as
 /// there are digits): fixed notation when `-4 <= x < p`, else `d.ddde+XX`; trailing
 /// zeros dropped.
@@ -242,6 +382,11 @@ pub fn decimal_f32(v: f32) -> Text {
     if !v.is_finite() {
         return non_finite(f64::from(v));
     }
+    if v.is_normal() {
+        if let Some(t) = Binary::of_f32(v).write_decimal(v < 0.0, 9) {
+            return finish(t);
+        }
+    }
     let short = if v.is_normal() {
         let mut buf = ryu::Buffer::new();
         short_g(v < 0.0, shortest(buf.format_finite(v.abs())))
@@ -256,6 +401,11 @@ pub fn decimal_f32(v: f32) -> Text {
 pub fn decimal_f64(v: f64) -> Text {
     if !v.is_finite() {
         return non_finite(v);
+    }
+    if v.is_normal() {
+        if let Some(t) = Binary::of_f64(v).write_decimal(v < 0.0, 17) {
+            return finish(t);
+        }
     }
     let short = if v.is_normal() {
         let mut buf = ryu::Buffer::new();
@@ -351,6 +501,75 @@ mod tests {
         assert_eq!(decimal_f64(123456789.0), "123456789.0");
         assert_eq!(decimal_f64(f64::NAN), "NaN");
         assert_eq!(decimal_f64(-0.0), "-0.0");
+    }
+
+    #[test]
+    fn the_integer_path_rounds_exactly_and_ties_to_even() {
+        // 2^20 + 1/8 = 1048576.125: ten digits, a tie at the ninth.
+        assert_eq!(decimal_f32(1_048_576.0 + 0.125), "1048576.12");
+        assert_eq!(decimal_f32(1_048_576.0 + 0.375), "1048576.38");
+        // 2^49 + 1/8: eighteen digits, a tie at the seventeenth.
+        assert_eq!(
+            decimal_f64(562_949_953_421_312.0 + 0.125),
+            "562949953421312.12"
+        );
+        assert_eq!(
+            decimal_f64(562_949_953_421_312.0 + 0.375),
+            "562949953421312.38"
+        );
+        // Near powers of ten, where the exponent's first guess may be off by one.
+        for k in -30..=38 {
+            for f in [
+                10f32.powi(k),
+                next_up(10f32.powi(k)),
+                next_down(10f32.powi(k)),
+            ] {
+                if f.is_normal() {
+                    assert_eq!(decimal_f32(f), reference_f32(f).as_str(), "{f:e}");
+                }
+            }
+        }
+        for k in -300..=300 {
+            let d = 10f64.powi(k);
+            for d in [
+                d,
+                f64::from_bits(d.to_bits() + 1),
+                f64::from_bits(d.to_bits() - 1),
+            ] {
+                assert_eq!(decimal_f64(d), reference_f64(d).as_str(), "{d:e}");
+            }
+        }
+        // Around every power of two, where the float below is closer than the one above.
+        for k in -125..127 {
+            let mut f = f32::from_bits(2f32.powi(k).to_bits() - 300);
+            for _ in 0..600 {
+                assert_eq!(decimal_f32(f), reference_f32(f).as_str(), "{f:e}");
+                f = next_up(f);
+            }
+        }
+        for k in -1020..1020 {
+            let mut d = f64::from_bits(2f64.powi(k).to_bits() - 30);
+            for _ in 0..60 {
+                assert_eq!(decimal_f64(d), reference_f64(d).as_str(), "{d:e}");
+                d = f64::from_bits(d.to_bits() + 1);
+            }
+        }
+        // Every f32 of a few binades' stretches, around 1 and around 1e-20 and 1e30.
+        for start in [1.0f32, 1e-20, 1e30, 0.1, 3.0, 1e5, 999_000.0, 1e-3] {
+            let mut f = start;
+            for _ in 0..200_000 {
+                assert_eq!(decimal_f32(f), reference_f32(f).as_str(), "{f:e}");
+                f = next_up(f);
+            }
+        }
+    }
+
+    fn next_up(f: f32) -> f32 {
+        f32::from_bits(f.to_bits() + 1)
+    }
+
+    fn next_down(f: f32) -> f32 {
+        f32::from_bits(f.to_bits() - 1)
     }
 
     /// `WriteDecimal` spelled out literally: `%g`, read back, else full precision.

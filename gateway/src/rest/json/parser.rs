@@ -32,27 +32,45 @@ pub enum JsonValue {
 
 impl Drop for JsonValue {
     // Deeply nested documents (TF Serving's tests send 500000 nested arrays) would
-    // overflow the stack with the recursive drop glue; unnest iteratively instead.
+    // overflow the stack with the recursive drop glue; unnest iteratively instead. A
+    // container of scalars only (a row of numbers) is left to the drop glue: one level
+    // deep, and no copy of its elements.
     fn drop(&mut self) {
+        if !self.holds_containers() {
+            return;
+        }
         let mut stack = Vec::new();
         take_children(self, &mut stack);
         while let Some(mut v) = stack.pop() {
-            take_children(&mut v, &mut stack);
+            if v.holds_containers() {
+                take_children(&mut v, &mut stack);
+            }
         }
     }
 }
 
 fn take_children(v: &mut JsonValue, stack: &mut Vec<JsonValue>) {
     match v {
-        JsonValue::Array(a) if !a.is_empty() => stack.append(a),
-        JsonValue::Object(m) if !m.is_empty() => {
-            stack.extend(std::mem::take(m).into_iter().map(|(_, v)| v));
-        }
+        JsonValue::Array(a) => stack.append(a),
+        JsonValue::Object(m) => stack.extend(std::mem::take(m).into_iter().map(|(_, v)| v)),
         _ => {}
     }
 }
 
 impl JsonValue {
+    fn is_container(&self) -> bool {
+        matches!(self, JsonValue::Array(_) | JsonValue::Object(_))
+    }
+
+    /// Whether an element or member is itself an array or object.
+    fn holds_containers(&self) -> bool {
+        match self {
+            JsonValue::Array(a) => a.iter().any(JsonValue::is_container),
+            JsonValue::Object(m) => m.iter().any(|(_, v)| v.is_container()),
+            _ => false,
+        }
+    }
+
     /// rapidjson's `GetType()` name as `json_tensor.cc::JsonTypeString` spells it.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -293,7 +311,10 @@ fn predict(state: State, token: Token) -> State {
 
 /// A container under construction.
 enum Frame {
-    Array(Vec<JsonValue>),
+    /// An array whose elements so far are `elements[start..]`.
+    Array {
+        start: usize,
+    },
     Object(Vec<(Vec<u8>, JsonValue)>, Option<Vec<u8>>),
 }
 
@@ -304,6 +325,9 @@ struct Reader<'a> {
     /// States to return to when a container closes (rapidjson's parse stack).
     states: Vec<State>,
     frames: Vec<Frame>,
+    /// The elements of the open arrays, innermost last: an array is made, at its exact
+    /// size, only when it closes (as rapidjson's stack does), not grown element by element.
+    elements: Vec<JsonValue>,
     root: Option<JsonValue>,
 }
 
@@ -350,7 +374,7 @@ impl<'a> Reader<'a> {
     /// A completed value goes into the enclosing container, or becomes the root.
     fn emit(&mut self, v: JsonValue) {
         match self.frames.last_mut() {
-            Some(Frame::Array(a)) => a.push(v),
+            Some(Frame::Array { .. }) => self.elements.push(v),
             Some(Frame::Object(m, key)) => {
                 let k = key.take().unwrap_or_default();
                 m.push((k, v));
@@ -419,7 +443,9 @@ impl<'a> Reader<'a> {
                 self.frames.push(if dst == State::ObjectInitial {
                     Frame::Object(Vec::new(), None)
                 } else {
-                    Frame::Array(Vec::new())
+                    Frame::Array {
+                        start: self.elements.len(),
+                    }
                 });
                 self.take();
                 dst
@@ -468,7 +494,9 @@ impl<'a> Reader<'a> {
                     n = State::Finish;
                 }
                 let v = match self.frames.pop() {
-                    Some(Frame::Array(a)) => JsonValue::Array(a),
+                    Some(Frame::Array { start }) => {
+                        JsonValue::Array(self.elements.drain(start..).collect())
+                    }
                     Some(Frame::Object(m, _)) => JsonValue::Object(m),
                     None => JsonValue::Null,
                 };
@@ -853,6 +881,9 @@ pub fn parse_value(body: &[u8]) -> Result<JsonValue, ParseError> {
         error: None,
         states: Vec::new(),
         frames: Vec::new(),
+        // Room for a typical body's numbers at once (each takes two bytes or more),
+        // bounded so that a large body grows it as it goes.
+        elements: Vec::with_capacity((body.len() / 2).min(1024)),
         root: None,
     }
     .parse()
