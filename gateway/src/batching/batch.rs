@@ -58,13 +58,8 @@ pub async fn execute<R: Runner>(mut batch: Batch<R>) {
         Ok(run) => runner.run(run).await,
         Err(e) => Err(e),
     };
-    // Answers first, then the next batch: each answer wakes its connection's task, and
-    // the runtime runs the task woken (or spawned) last first. Spawned before the
-    // answers, the next batch's task would wait behind every answered connection's
-    // response write, with the worker idle; spawned after, it pushes its frame as soon
-    // as this task returns.
+    drop(batch); // the next batch may form while the answers go out
     answer(tasks, &sizes, padded, outcome, merge_us);
-    drop(batch);
 }
 
 /// Splits the batch's outputs back into each request's rows and answers it.
