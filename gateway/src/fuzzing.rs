@@ -126,3 +126,34 @@ pub fn text_config(data: &[u8]) {
         }
     }
 }
+
+/// A float's or double's bits (the first 4 bytes, the first 8): `WriteDecimal`'s fast
+/// path (`rest/json/float.rs`) must print exactly what the literal algorithm prints.
+pub fn write_decimal(data: &[u8]) {
+    use crate::rest::json::float::{decimal_f32, decimal_f64, literal_f32, literal_f64};
+    if let Some(b) = data.first_chunk::<4>() {
+        let v = f32::from_le_bytes(*b);
+        let (fast, literal) = (decimal_f32(v), literal_f32(v));
+        assert_eq!(&*fast, &*literal, "float {v:e} ({:#x})", v.to_bits());
+    }
+    if let Some(b) = data.first_chunk::<8>() {
+        let v = f64::from_le_bytes(*b);
+        let (fast, literal) = (decimal_f64(v), literal_f64(v));
+        assert_eq!(&*fast, &*literal, "double {v:e} ({:#x})", v.to_bits());
+    }
+}
+
+/// What the REST router makes of a path: the POST and GET matches (for the fuzz target
+/// to hold against TF Serving's regexes), after routing it as both methods, which must
+/// not panic.
+pub fn rest_route(
+    path: &str,
+) -> (
+    Option<crate::rest::route::PostCaptures<'_>>,
+    Option<crate::rest::route::GetCaptures<'_>>,
+) {
+    use crate::rest::route;
+    let _ = route::parse(&hyper::Method::POST, path);
+    let _ = route::parse(&hyper::Method::GET, path);
+    (route::match_post(path), route::match_get(path))
+}

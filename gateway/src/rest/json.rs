@@ -31,7 +31,7 @@
 mod b64;
 mod classify;
 mod dtoa;
-mod float;
+pub(crate) mod float;
 pub mod parser;
 mod predict;
 mod writer;

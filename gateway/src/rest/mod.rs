@@ -6,7 +6,7 @@ pub(crate) mod body;
 mod cors;
 pub mod json;
 mod model_json;
-mod route;
+pub(crate) mod route;
 pub mod server;
 
 use crate::error::{Code, ServingError};

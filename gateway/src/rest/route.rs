@@ -84,8 +84,8 @@ fn servable_request(
     }
 }
 
-/// What a path names: `(name, version, label, metadata)`, as the regexes capture them.
-type Captures<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, bool);
+/// What a GET path names: `(name, version, label, metadata)`, as the regex captures them.
+pub type GetCaptures<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, bool);
 
 /// `s` without `prefix`, compared ignoring ASCII case.
 fn strip_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -122,8 +122,11 @@ fn version_or_label<'a, T>(
     end(s).map(|t| (None, None, t))
 }
 
+/// What a POST path names: `(name, version, label, verb)`, as the regex captures them.
+pub type PostCaptures<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a str);
+
 /// The POST regex: name, version, label and the verb's text.
-fn match_post(path: &str) -> Option<(&str, Option<&str>, Option<&str>, &str)> {
+pub fn match_post(path: &str) -> Option<PostCaptures<'_>> {
     let (name, rest) = segment(strip_ci(path, "/v1/models/")?)?;
     fn verb(s: &str) -> Option<&str> {
         let v = s.strip_prefix(':')?;
@@ -137,7 +140,7 @@ fn match_post(path: &str) -> Option<(&str, Option<&str>, Option<&str>, &str)> {
 }
 
 /// The GET regex.
-fn match_get(path: &str) -> Option<Captures<'_>> {
+pub fn match_get(path: &str) -> Option<GetCaptures<'_>> {
     let rest = strip_ci(path, "/v1/models")?;
     let metadata = |s: &str| match s {
         "" => Some(false),

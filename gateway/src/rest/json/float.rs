@@ -416,6 +416,33 @@ pub fn decimal_f64(v: f64) -> Text {
     finish(short.unwrap_or_else(|| format_g(v, 17)))
 }
 
+/// `WriteDecimal<float>` spelled out literally: `%g`, read back, else `%.9g`. The oracle
+/// the fast path is held to, by the tests and the `write_decimal` fuzz target.
+pub fn literal_f32(v: f32) -> Text {
+    if !v.is_finite() {
+        return non_finite(f64::from(v));
+    }
+    let short = format_g(f64::from(v), 6);
+    finish(if short.parse::<f32>().ok() == Some(v) {
+        short
+    } else {
+        format_g(f64::from(v), 9)
+    })
+}
+
+/// `WriteDecimal<double>` spelled out literally: `%g`, read back, else `%.17g`.
+pub fn literal_f64(v: f64) -> Text {
+    if !v.is_finite() {
+        return non_finite(v);
+    }
+    let short = format_g(v, 6);
+    finish(if short.parse::<f64>().ok() == Some(v) {
+        short
+    } else {
+        format_g(v, 17)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,25 +599,12 @@ mod tests {
         f32::from_bits(f.to_bits() - 1)
     }
 
-    /// `WriteDecimal` spelled out literally: `%g`, read back, else full precision.
     fn reference_f32(v: f32) -> String {
-        let short = format_g(f64::from(v), 6);
-        let t = if short.parse::<f32>().ok() == Some(v) {
-            short
-        } else {
-            format_g(f64::from(v), 9)
-        };
-        finish(t).to_string()
+        literal_f32(v).to_string()
     }
 
     fn reference_f64(v: f64) -> String {
-        let short = format_g(v, 6);
-        let t = if short.parse::<f64>().ok() == Some(v) {
-            short
-        } else {
-            format_g(v, 17)
-        };
-        finish(t).to_string()
+        literal_f64(v).to_string()
     }
 
     #[test]
