@@ -11,18 +11,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 proto=${1:-rest}; conns=${2:-32}; shift 2 || true
-bin=${TFGATE_BIN_DIR:-target/release}
-[ -x "$bin/tfgate" ] && [ -x target/release/tfgate-bench ] \
-  || { echo "build first: cargo build --release" >&2; exit 2; }
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-grpc=$(port); rest=$(port); out=$(mktemp /tmp/tfgate-load-XXXXXX)
-"$bin/tfgate" --port="$grpc" --rest_api_port="$rest" --model_name=mlp \
-  --model_base_path="$PWD/models/mlp" "$@" 2>/dev/null &
-gw=$!
-trap 'kill -9 $gw 2>/dev/null || true; wait $gw 2>/dev/null || true; rm -f "$out"' EXIT
-for _ in $(seq 100); do
-  curl -sf "localhost:$rest/v1/models/mlp" | grep -q AVAILABLE && break; sleep 0.2
-done
+source scripts/lib/mlp-server.sh
+out=$(mktemp /tmp/tfgate-load-XXXXXX)
+cleanup=("$out")
+start_mlp_server "$@"
 worker=$(pgrep -P "$gw" | head -1)
 target/release/tfgate-bench --attach="$rest" --attach_grpc="$grpc" --protocols="$proto" \
   --concurrency="$conns" --seconds=5 --warmup=0.5 > "$out" &

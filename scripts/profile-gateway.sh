@@ -12,20 +12,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 proto=${1:-rest}; conns=${2:-32}; shift 2 || true
-bin=${TFGATE_BIN_DIR:-target/release}
-[ -x "$bin/tfgate" ] && [ -x target/release/tfgate-bench ] \
-  || { echo "build first: cargo build --release" >&2; exit 2; }
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-grpc=$(port); rest=$(port); data=$(mktemp /tmp/tfgate-perf-XXXXXX.data)
+source scripts/lib/mlp-server.sh
+data=$(mktemp /tmp/tfgate-perf-XXXXXX.data)
 monitoring=$(mktemp /tmp/tfgate-monitoring-XXXXXX.config)
+cleanup=("$data" "$data.load" "$data.trace" "$monitoring")
 echo 'prometheus_config { enable: true, path: "/metrics" }' > "$monitoring"
-"$bin/tfgate" --port="$grpc" --rest_api_port="$rest" --model_name=mlp \
-  --model_base_path="$PWD/models/mlp" --monitoring_config_file="$monitoring" "$@" 2>/dev/null &
-gw=$!
-trap 'kill -9 $gw 2>/dev/null || true; wait $gw 2>/dev/null || true; rm -f "$data" "$data".* "$monitoring"' EXIT
-for _ in $(seq 100); do
-  curl -sf "localhost:$rest/v1/models/mlp" | grep -q AVAILABLE && break; sleep 0.2
-done
+start_mlp_server --monitoring_config_file="$monitoring" "$@"
 phases() {
   curl -s "localhost:$rest/metrics" | grep '^:tfgate:request:phase_latency_\(sum\|count\)' \
     | sed 's/^:tfgate:request:phase_latency_\([a-z]*\){.*phase="\([a-z_]*\)"} \(.*\)/\2 \1 \3/' \
