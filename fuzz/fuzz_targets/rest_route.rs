@@ -1,5 +1,5 @@
 //! A URL path through the gateway's REST router (`rest/route.rs`, matched by hand), held
-//! to TF Serving's two routing regexes (`http_rest_api_handler.cc`, `\d` as RE2 reads it):
+//! to TF Serving's two routing regexes (`tfgate::fuzzing::{POST,GET}_PATTERN`):
 //! for an ASCII path (all a URI's path can hold) the same match and the same captures;
 //! for any path, no panic.
 #![no_main]
@@ -8,14 +8,10 @@ use libfuzzer_sys::fuzz_target;
 use regex::Regex;
 use std::sync::LazyLock;
 
-static POST: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(?i)/v1/models/([^/:]+)(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)$")
-        .expect("static regex")
-});
-static GET: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?(?:/(metadata))?$")
-        .expect("static regex")
-});
+static POST: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(tfgate::fuzzing::POST_PATTERN).expect("static regex"));
+static GET: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(tfgate::fuzzing::GET_PATTERN).expect("static regex"));
 
 fn cap<'h>(c: &regex::Captures<'h>, i: usize) -> Option<&'h str> {
     c.get(i).map(|m| m.as_str())

@@ -143,6 +143,8 @@ pub fn write_decimal(data: &[u8]) {
     }
 }
 
+pub use crate::rest::route::{GET_PATTERN, POST_PATTERN};
+
 /// What the REST router makes of a path: the POST and GET matches (for the fuzz target
 /// to hold against TF Serving's regexes), after routing it as both methods, which must
 /// not panic.

@@ -1,19 +1,21 @@
-//! URL routing as TF Serving's regexes (`http_rest_api_handler.cc`) route, matched
-//! against the whole path, case-insensitively:
-//!
-//! ```text
-//! POST ^/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)$
-//! GET  ^/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?$
-//! ```
+//! URL routing as TF Serving's regexes ([`POST_PATTERN`], [`GET_PATTERN`]) route, matched
+//! against the whole path, case-insensitively.
 //!
 //! Matched by hand rather than by a regex engine, which cost ~2 % of the gateway's CPU
-//! under load; the tests hold the two to the same answers. A path here is ASCII (hyper
-//! refuses other bytes in a URI), and a name or label is a whole segment: a shorter
-//! one would leave a character that nothing after it can match.
+//! under load; the tests and the `rest_route` fuzz target hold the two to the same
+//! answers. A path here is ASCII (hyper refuses other bytes in a URI), and a name or
+//! label is a whole segment: a shorter one would leave a character that nothing after
+//! it can match.
 
 use crate::error::ServingError;
 use crate::servables::ServableRequest;
 use hyper::Method;
+
+/// TF Serving's POST route (`http_rest_api_handler.cc`), `\d` written as RE2 reads it
+/// (ASCII): the oracle the hand matcher is held to.
+pub const POST_PATTERN: &str = r"^(?i)/v1/models/([^/:]+)(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)$";
+/// TF Serving's GET route, likewise.
+pub const GET_PATTERN: &str = r"^(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?(?:/(metadata))?$";
 
 /// An inference verb.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,13 +216,12 @@ mod tests {
 
     use regex::Regex;
 
-    /// TF Serving's regexes, `\d` as RE2 reads it (ASCII).
-    const POST_RE: &str = r"^(?i)/v1/models/([^/:]+)(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)$";
-    const GET_RE: &str = r"^(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?(?:/(metadata))?$";
-
     #[test]
     fn matches_what_tf_servings_regexes_match() {
-        let (post_re, get_re) = (Regex::new(POST_RE).unwrap(), Regex::new(GET_RE).unwrap());
+        let (post_re, get_re) = (
+            Regex::new(POST_PATTERN).unwrap(),
+            Regex::new(GET_PATTERN).unwrap(),
+        );
         let pieces = [
             "/",
             ":",
