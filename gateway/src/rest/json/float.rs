@@ -379,41 +379,37 @@ fn non_finite(v: f64) -> Text {
 
 /// `WriteDecimal<float>`.
 pub fn decimal_f32(v: f32) -> Text {
-    if !v.is_finite() {
-        return non_finite(f64::from(v));
+    if !v.is_normal() {
+        // Zero, subnormals and non-finite values.
+        return literal_f32(v);
     }
-    if v.is_normal() {
-        if let Some(t) = Binary::of_f32(v).write_decimal(v < 0.0, 9) {
-            return finish(t);
-        }
-    }
-    let short = if v.is_normal() {
-        let mut buf = ryu::Buffer::new();
-        short_g(v < 0.0, shortest(buf.format_finite(v.abs())))
-    } else {
-        // Zero and subnormals: the literal algorithm.
-        Some(format_g(f64::from(v), 6)).filter(|s| s.parse::<f32>().ok() == Some(v))
-    };
-    finish(short.unwrap_or_else(|| format_g(f64::from(v), 9)))
+    let negative = v < 0.0;
+    finish(
+        Binary::of_f32(v)
+            .write_decimal(negative, 9)
+            .unwrap_or_else(|| {
+                let mut buf = ryu::Buffer::new();
+                short_g(negative, shortest(buf.format_finite(v.abs())))
+                    .unwrap_or_else(|| format_g(f64::from(v), 9))
+            }),
+    )
 }
 
 /// `WriteDecimal<double>`.
 pub fn decimal_f64(v: f64) -> Text {
-    if !v.is_finite() {
-        return non_finite(v);
+    if !v.is_normal() {
+        return literal_f64(v);
     }
-    if v.is_normal() {
-        if let Some(t) = Binary::of_f64(v).write_decimal(v < 0.0, 17) {
-            return finish(t);
-        }
-    }
-    let short = if v.is_normal() {
-        let mut buf = ryu::Buffer::new();
-        short_g(v < 0.0, shortest(buf.format_finite(v.abs())))
-    } else {
-        Some(format_g(v, 6)).filter(|s| s.parse::<f64>().ok() == Some(v))
-    };
-    finish(short.unwrap_or_else(|| format_g(v, 17)))
+    let negative = v < 0.0;
+    finish(
+        Binary::of_f64(v)
+            .write_decimal(negative, 17)
+            .unwrap_or_else(|| {
+                let mut buf = ryu::Buffer::new();
+                short_g(negative, shortest(buf.format_finite(v.abs())))
+                    .unwrap_or_else(|| format_g(v, 17))
+            }),
+    )
 }
 
 /// `WriteDecimal<float>` spelled out literally: `%g`, read back, else `%.9g`. The oracle
@@ -548,11 +544,11 @@ mod tests {
         for k in -30..=38 {
             for f in [
                 10f32.powi(k),
-                next_up(10f32.powi(k)),
-                next_down(10f32.powi(k)),
+                10f32.powi(k).next_up(),
+                10f32.powi(k).next_down(),
             ] {
                 if f.is_normal() {
-                    assert_eq!(decimal_f32(f), reference_f32(f).as_str(), "{f:e}");
+                    assert_eq!(decimal_f32(f), &*literal_f32(f), "{f:e}");
                 }
             }
         }
@@ -563,21 +559,21 @@ mod tests {
                 f64::from_bits(d.to_bits() + 1),
                 f64::from_bits(d.to_bits() - 1),
             ] {
-                assert_eq!(decimal_f64(d), reference_f64(d).as_str(), "{d:e}");
+                assert_eq!(decimal_f64(d), &*literal_f64(d), "{d:e}");
             }
         }
         // Around every power of two, where the float below is closer than the one above.
         for k in -125..127 {
             let mut f = f32::from_bits(2f32.powi(k).to_bits() - 300);
             for _ in 0..600 {
-                assert_eq!(decimal_f32(f), reference_f32(f).as_str(), "{f:e}");
-                f = next_up(f);
+                assert_eq!(decimal_f32(f), &*literal_f32(f), "{f:e}");
+                f = f.next_up();
             }
         }
         for k in -1020..1020 {
             let mut d = f64::from_bits(2f64.powi(k).to_bits() - 30);
             for _ in 0..60 {
-                assert_eq!(decimal_f64(d), reference_f64(d).as_str(), "{d:e}");
+                assert_eq!(decimal_f64(d), &*literal_f64(d), "{d:e}");
                 d = f64::from_bits(d.to_bits() + 1);
             }
         }
@@ -585,26 +581,10 @@ mod tests {
         for start in [1.0f32, 1e-20, 1e30, 0.1, 3.0, 1e5, 999_000.0, 1e-3] {
             let mut f = start;
             for _ in 0..200_000 {
-                assert_eq!(decimal_f32(f), reference_f32(f).as_str(), "{f:e}");
-                f = next_up(f);
+                assert_eq!(decimal_f32(f), &*literal_f32(f), "{f:e}");
+                f = f.next_up();
             }
         }
-    }
-
-    fn next_up(f: f32) -> f32 {
-        f32::from_bits(f.to_bits() + 1)
-    }
-
-    fn next_down(f: f32) -> f32 {
-        f32::from_bits(f.to_bits() - 1)
-    }
-
-    fn reference_f32(v: f32) -> String {
-        literal_f32(v).to_string()
-    }
-
-    fn reference_f64(v: f64) -> String {
-        literal_f64(v).to_string()
     }
 
     #[test]
@@ -625,7 +605,7 @@ mod tests {
                 _ => ((r % 100_000) as f32) * 10f32.powi((r >> 50) as i32 % 30 - 15),
             };
             if f.is_finite() {
-                assert_eq!(decimal_f32(f), reference_f32(f).as_str(), "{f:e}");
+                assert_eq!(decimal_f32(f), &*literal_f32(f), "{f:e}");
             }
             let d = match i % 3 {
                 0 => f64::from_bits(r),
@@ -633,7 +613,7 @@ mod tests {
                 _ => f64::from(f),
             };
             if d.is_finite() {
-                assert_eq!(decimal_f64(d), reference_f64(d).as_str(), "{d:e}");
+                assert_eq!(decimal_f64(d), &*literal_f64(d), "{d:e}");
             }
         }
     }
