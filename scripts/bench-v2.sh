@@ -36,7 +36,7 @@ trap stop EXIT
 serve() {
   grpc=$(port); rest=$(port)
   target/release/tfgate --port="$grpc" --rest_api_port="$rest" --model_name=mlp \
-    --model_base_path="$PWD/models/mlp" "$@" 2>/dev/null &
+    --model_base_path="$PWD/models/mlp" --enable_v2_system_shared_memory "$@" 2>/dev/null &
   gw=$!
   for _ in $(seq 100); do
     curl -sf "localhost:$rest/v2/models/mlp/ready" >/dev/null && return; sleep 0.2

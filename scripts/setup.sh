@@ -36,6 +36,19 @@ if ! .venv/bin/python -c "import tensorflow_serving, pytest, grpc, yaml, kuberne
   .venv/bin/pip install -q --disable-pip-version-check \
     "tensorflow-cpu==$TF_VERSION" "tensorflow-serving-api==$TF_VERSION" pytest PyYAML "kubernetes-validate==1.37.0"
 fi
+# perf_analyzer (in tritonclient's wheel) needs libb64 and the CUDA runtime library (no GPU
+# is used): the shared-memory tests run it.
+if ! ldconfig -p | grep -q libb64.so.0d; then
+  log "installing libb64-0d (perf_analyzer)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libb64-0d >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive \
+         apt-get install -y -qq libb64-0d >/dev/null; }
+fi
+if ! .venv/bin/pip show -q nvidia-cuda-runtime-cu12 >/dev/null 2>&1; then
+  log "installing nvidia-cuda-runtime-cu12 (perf_analyzer's libcudart)"
+  .venv/bin/pip install -q --disable-pip-version-check nvidia-cuda-runtime-cu12
+fi
 # Triton's client (KServe V2 tests; its wheel also holds the V2 gRPC descriptors). Not
 # `tritonclient[all]`: that extra pins protobuf < 5, which TensorFlow refuses; the base
 # package with the HTTP/gRPC extras' other dependencies works with TensorFlow's protobuf.

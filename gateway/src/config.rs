@@ -270,10 +270,36 @@ pub struct Flags {
     #[arg(long = "rest_api_body_timeout_ms", default_value_t = 60_000)]
     pub rest_api_body_timeout_ms: u64,
 
-    /// tfgate: open TCP connections, REST and gRPC together, at most; more wait in the
-    /// listen backlog until one closes.
-    #[arg(long = "max_connections", default_value_t = 10_000)]
-    pub max_connections: usize,
+    /// tfgate: KServe V2's system shared-memory extension (clients on this host pass
+    /// tensors through POSIX shared-memory objects they register by key). Off by default:
+    /// a client names the object, so turn it on only where the clients are trusted users
+    /// of this host. Objects must belong to the server's user or to
+    /// --v2_shared_memory_owners.
+    #[arg(long = "enable_v2_system_shared_memory", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub enable_v2_system_shared_memory: bool,
+
+    /// tfgate: comma-separated users (names or uids) whose shared-memory objects V2
+    /// clients may register, beside the server's own user.
+    #[arg(long = "v2_shared_memory_owners", default_value = "")]
+    pub v2_shared_memory_owners: String,
+
+    /// tfgate: V2 shared-memory keys must start with this (e.g. /tfgate-); empty: any key
+    /// of an allowed owner.
+    #[arg(long = "v2_shared_memory_key_prefix", default_value = "")]
+    pub v2_shared_memory_key_prefix: String,
+
+    /// tfgate: a response the client leaves unread (its socket full) for this many ms
+    /// closes the connection, on every listener, so a client that stops reading holds
+    /// no place under --max_connections. 0: no limit.
+    #[arg(long = "connection_write_timeout_ms", default_value_t = 60_000)]
+    pub connection_write_timeout_ms: u64,
+
+    /// tfgate: open connections, REST and gRPC (TCP and Unix socket) together, at most;
+    /// more wait in the listen backlog until one closes. Default 10,000, lowered (with a
+    /// warning) to what the descriptor limit leaves; a value that cannot fit is refused.
+    #[arg(long = "max_connections")]
+    pub max_connections: Option<usize>,
 
     /// Registers grpc.health.v1.Health: "", "ModelService" and "PredictionService" are
     /// SERVING while every model has an AVAILABLE worker, NOT_SERVING otherwise and
@@ -455,7 +481,7 @@ impl Flags {
         }
         self.rest_tls_choice()?;
         self.bind_address()?;
-        if self.max_connections == 0 {
+        if self.max_connections == Some(0) {
             return Err("--max_connections must be at least 1".into());
         }
         if self.use_alts_credentials {

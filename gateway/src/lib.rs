@@ -10,6 +10,7 @@
 mod batching;
 mod classifier;
 mod config;
+mod descriptors;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -17,6 +18,7 @@ mod grpc;
 mod health;
 mod lifecycle;
 mod linger;
+mod listener;
 mod model_config;
 mod monitoring;
 mod predictor;
@@ -195,6 +197,31 @@ fn batching_config(flags: &Flags) -> Result<Option<batching::BatchingConfig>, Se
     }))
 }
 
+/// `--max_connections` fitted into the descriptor limit (raised first; see `descriptors`).
+fn descriptor_budget(flags: &Flags) -> Result<usize, ServingError> {
+    let (before, now) = descriptors::raise_limit();
+    let workers = if flags.worker_socket.is_empty() {
+        flags.gpus().map_or(flags.num_workers, |g| match g.len() {
+            0 => flags.num_workers,
+            n => n,
+        })
+    } else {
+        flags.max_attached_workers().unwrap_or(flags.num_workers)
+    };
+    let regions = if flags.enable_v2_system_shared_memory {
+        v2::shared_memory::MAX_REGIONS
+    } else {
+        0
+    };
+    let budget = descriptors::fit(now, workers.max(1), regions, flags.max_connections)
+        .map_err(ServingError::invalid_argument)?;
+    tracing::info!(
+        "descriptor limit {now} (was {before}): up to {} connections",
+        budget.max_connections
+    );
+    Ok(budget.max_connections)
+}
+
 async fn run(flags: Flags) -> anyhow::Result<()> {
     flags.validate().map_err(ServingError::invalid_argument)?;
     let runtime_dir = RuntimeDir::create()?;
@@ -226,6 +253,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     }
     let channel_args = grpc::channel_args::ChannelArgs::parse(&flags.grpc_channel_arguments)
         .map_err(ServingError::invalid_argument)?;
+    let max_connections = descriptor_budget(&flags)?;
     let session = session_config::session_config(&flags)?;
     core.reload_config(initial, false).await?;
     let models = core.models();
@@ -344,7 +372,14 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         ));
     }
 
-    let shared_memory = v2::shared_memory::Registry::default();
+    let shared_memory = v2::shared_memory::Registry::new(
+        v2::shared_memory::Policy::new(
+            flags.enable_v2_system_shared_memory,
+            &flags.v2_shared_memory_owners,
+            &flags.v2_shared_memory_key_prefix,
+        )
+        .map_err(ServingError::invalid_argument)?,
+    );
     let grpc = grpc::GrpcServices {
         predictor: predictor.clone(),
         core,
@@ -370,19 +405,16 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     } else {
         None
     };
-    let phase = lifecycle.clone();
-    let places = std::sync::Arc::new(tokio::sync::Semaphore::new(flags.max_connections));
+    let places = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let write_stall = (flags.connection_write_timeout_ms > 0)
+        .then(|| Duration::from_millis(flags.connection_write_timeout_ms));
     let options = grpc::server::ServeOptions {
         tls: tls.as_ref(),
         args: &channel_args,
+        write_stall,
         connections: places.clone(),
     };
-    let grpc_tasks = grpc::server::serve(listeners, grpc, health_service, options, move || {
-        let mut rx = phase.subscribe();
-        Box::pin(async move {
-            let _ = rx.wait_for(|p| *p == Phase::Closed).await;
-        })
-    })?;
+    let grpc_tasks = grpc::server::serve(listeners, grpc, health_service, options, &lifecycle)?;
 
     let mut rest_task = None;
     if flags.rest_api_port != 0 && flags.rest_api_port != flags.port {
@@ -414,10 +446,23 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             .as_ref()
             .filter(|_| flags.rest_api_enable_ssl)
             .map(tls::Tls::rest);
+        let header = api.config.header_timeout;
+        let limits = listener::Limits {
+            // The REST port's one bound on a client that has not shown its request yet.
+            handshake: header,
+            header,
+            idle: header,
+            write_stall,
+            max_age: None,
+            max_age_grace: None,
+            keepalive_time: Some(grpc::channel_args::GRPC_KEEPALIVE_TIME),
+            keepalive_timeout: grpc::channel_args::GRPC_KEEPALIVE_TIMEOUT,
+        };
         rest_task = Some(tokio::spawn(rest::server::serve(
             listener,
             api,
             rest_tls,
+            limits,
             lifecycle.subscribe(),
             places,
         )));
@@ -429,9 +474,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     // The gRPC servers end only once the server has closed and their connections have.
     let grpc_ended = async {
         for task in grpc_tasks {
-            task.await
-                .context("gRPC server panicked")?
-                .context("gRPC server failed")?;
+            task.await.context("gRPC server panicked")?;
         }
         anyhow::Ok(())
     };

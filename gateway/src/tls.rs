@@ -20,6 +20,8 @@ pub struct Tls {
     ssl: SslConfig,
     /// For REST (HTTP/2 and HTTP/1.1 offered by ALPN).
     rest: Arc<rustls::ServerConfig>,
+    /// For gRPC (HTTP/2 only).
+    grpc: Arc<rustls::ServerConfig>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -41,21 +43,13 @@ impl Tls {
     /// `client_verify` asks for one.
     pub(crate) fn new(ssl: SslConfig) -> Result<Tls, String> {
         let rest = Arc::new(server_config(&ssl, &[b"h2", b"http/1.1"])?);
-        Ok(Tls { ssl, rest })
+        let grpc = Arc::new(server_config(&ssl, &[b"h2"])?);
+        Ok(Tls { ssl, rest, grpc })
     }
 
-    /// gRPC's settings (tonic builds the same rustls configuration, offering `h2`).
-    pub fn grpc(&self) -> tonic::transport::ServerTlsConfig {
-        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-        let config = ServerTlsConfig::new().identity(Identity::from_pem(
-            &self.ssl.server_cert,
-            &self.ssl.server_key,
-        ));
-        if self.ssl.client_verify {
-            config.client_ca_root(Certificate::from_pem(&self.ssl.custom_ca))
-        } else {
-            config
-        }
+    /// gRPC's acceptor (offering `h2`, as gRPC C++ does).
+    pub fn grpc(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.grpc.clone())
     }
 
     /// REST's acceptor.

@@ -29,6 +29,8 @@ V2_TYPE = {"float32": "FP32", "float64": "FP64", "int8": "INT8", "int16": "INT16
            "uint32": "UINT32", "uint64": "UINT64", "bool": "BOOL", "string": "BYTES",
            "half": "FP16", "bfloat16": "BF16"}
 NUMPY = {"half": np.float16, "bfloat16": np.float32, "string": np.object_}
+# The main server takes shared-memory keys under this prefix only.
+KEY_PREFIX = "/tfgate-test-"
 # Travel only as binary over HTTP (V2's binary tensor extension).
 BINARY_ONLY = {"half", "bfloat16"}
 
@@ -42,7 +44,9 @@ def server(tmp_path_factory):
         ("dtypes", ""), ("mixed_types", ""), ("slow", ""))
     proc, grpc_port, rest_port = start(str(tmp_path_factory.mktemp("v2")), config,
                                        ["half_plus_two", "dtypes", "mixed_types", "slow"],
-                                       "--allow_version_labels_for_unavailable_models")
+                                       "--allow_version_labels_for_unavailable_models",
+                                       "--enable_v2_system_shared_memory",
+                                       f"--v2_shared_memory_key_prefix={KEY_PREFIX}")
     yield grpc_port, rest_port
     stop(proc)
 
@@ -396,8 +400,9 @@ def test_shared_memory_mistakes_are_refused(server, regions):
         mod = th if isinstance(c, th.InferenceServerClient) else tg
         invalid = "400" if mod is th else "StatusCode.INVALID_ARGUMENT"
         c.unregister_system_shared_memory()
-        st, msg = v2_error(lambda: c.register_system_shared_memory("r", "/tfgate-no-such", 16))
-        assert st == invalid and "unable to open shared memory object '/tfgate-no-such'" in msg
+        missing = f"{KEY_PREFIX}no-such"
+        st, msg = v2_error(lambda: c.register_system_shared_memory("r", missing, 16))
+        assert st == invalid and f"unable to open shared memory object '{missing}'" in msg
         st, msg = v2_error(lambda: c.register_system_shared_memory("r", "/../etc/passwd", 16))
         assert st == invalid and "is not a shared memory key" in msg
         st, msg = v2_error(lambda: c.register_system_shared_memory("r", key, 16, offset=8))
@@ -456,3 +461,202 @@ def test_a_region_unregistered_mid_request_serves_that_request(server, regions):
     assert answers, "the request was answered"
     assert time.time() - started > 0.25, "it was still running when the regions went"
     np.testing.assert_array_equal(shm.get_contents_as_numpy(out_handle, np.int64, [1]), n)
+
+
+# --- Who shared memory reaches --------------------------------------------------------
+
+def shm_clients(grpc_port, rest_port):
+    return clients((grpc_port, rest_port))
+
+
+def refused(c, *args):
+    """A registration's refusal (status, message) and how long it took."""
+    started = time.time()
+    st, msg = v2_error(lambda: c.register_system_shared_memory(*args))
+    return st, msg, time.time() - started
+
+
+@pytest.fixture(scope="module")
+def plain_server(tmp_path_factory):
+    """half_plus_two with default flags: the shared-memory extension off."""
+    proc, grpc_port, rest_port = start(str(tmp_path_factory.mktemp("v2-off")),
+                                       config_text(("half_plus_two", "")), ["half_plus_two"])
+    yield grpc_port, rest_port
+    stop(proc)
+
+
+def test_shared_memory_is_off_unless_turned_on(plain_server, regions):
+    key, handle = regions("off", 16)
+    shm.set_shared_memory_region(handle, [np.arange(4, dtype=np.float32)])
+    off = ("the system shared memory extension is off: start tfgate with "
+           "--enable_v2_system_shared_memory to register regions")
+    for c in shm_clients(*plain_server):
+        meta = c.get_server_metadata()
+        extensions = meta["extensions"] if isinstance(meta, dict) else list(meta.extensions)
+        assert "system_shared_memory" not in extensions
+        st, msg, _ = refused(c, "r", key, 16)
+        assert (st, msg) in (("400", off), ("StatusCode.FAILED_PRECONDITION", off))
+        status = c.get_system_shared_memory_status()
+        assert len(status if isinstance(status, list) else status.regions) == 0
+        # An input naming a region cannot reach one either.
+        mod = th if isinstance(c, th.InferenceServerClient) else tg
+        i = mod.InferInput("x", [1, 1], "FP32")
+        i.set_shared_memory("r", 4)
+        st, msg = v2_error(lambda: c.infer("half_plus_two", [i]))
+        assert msg == off
+    np.testing.assert_array_equal(shm.get_contents_as_numpy(handle, np.float32, [4]),
+                                  np.arange(4, dtype=np.float32))
+
+
+def test_shared_memory_reaches_only_the_servers_objects(server, regions):
+    """A FIFO (whose open would block), a link to an allowed object, another user's object
+    and a key outside --v2_shared_memory_key_prefix are refused promptly, over REST and
+    gRPC, and no byte of them is read or written."""
+    pid = os.getpid()
+    own_key, own = regions("target", 16)
+    payload = np.arange(4, dtype=np.float32)
+    shm.set_shared_memory_region(own, [payload])
+    fifo = f"{KEY_PREFIX}{pid}-fifo"
+    link = f"{KEY_PREFIX}{pid}-link"
+    os.mkfifo("/dev/shm" + fifo, 0o600)
+    os.symlink("/dev/shm" + own_key, "/dev/shm" + link)
+    outside = f"/other-{pid}"
+    with open("/dev/shm" + outside, "wb") as f:
+        f.write(b"\0" * 16)
+    foreign = None
+    if os.geteuid() == 0:
+        foreign = f"{KEY_PREFIX}{pid}-foreign"
+        with open("/dev/shm" + foreign, "wb") as f:
+            f.write(b"secret-bytes-16!")
+        os.chown("/dev/shm" + foreign, 65534, 65534)
+    try:
+        for c in clients(server):
+            invalid = "400" if isinstance(c, th.InferenceServerClient) \
+                else "StatusCode.INVALID_ARGUMENT"
+            c.unregister_system_shared_memory()
+            st, msg, took = refused(c, "f", fifo, 1)
+            assert (st, msg) == (invalid, f"'{fifo}' is not a shared memory object (a FIFO)")
+            assert took < 2, f"a FIFO key took {took:.1f} s"
+            st, msg, _ = refused(c, "l", link, 16)
+            assert (st, msg) == (
+                invalid, f"'{link}' is not a shared memory object (a symbolic link)")
+            st, msg, _ = refused(c, "o", outside, 16)
+            assert (st, msg) == (invalid, f"shared memory key '{outside}' is outside this "
+                                          f"server's prefix '{KEY_PREFIX}' "
+                                          "(--v2_shared_memory_key_prefix)")
+            if foreign:
+                st, msg, _ = refused(c, "x", foreign, 16)
+                assert (st, msg) == (invalid, f"shared memory object '{foreign}' belongs to "
+                                              "uid 65534, not to this server's user or one of "
+                                              "--v2_shared_memory_owners")
+            status = c.get_system_shared_memory_status()
+            assert len(status if isinstance(status, list) else status.regions) == 0
+        np.testing.assert_array_equal(shm.get_contents_as_numpy(own, np.float32, [4]), payload)
+        if foreign:
+            with open("/dev/shm" + foreign, "rb") as f:
+                assert f.read() == b"secret-bytes-16!"
+    finally:
+        for k in (fifo, link, outside, foreign):
+            if k:
+                os.unlink("/dev/shm" + k)
+    if not foreign:
+        pytest.skip("another user's object needs root to make (chown); the other cases ran")
+
+
+def test_unregistering_an_unknown_region_succeeds(server):
+    """As in Triton, whose client helpers unregister each name before registering it."""
+    for c in clients(server):
+        c.unregister_system_shared_memory("never-registered")
+
+
+def perf_analyzer(rest_port, seconds=1):
+    """Triton's perf_analyzer over V2 HTTP with system shared memory, on half_plus_two."""
+    import glob
+    import subprocess
+    import sys
+    venv_bin = os.path.dirname(sys.executable)
+    site = os.path.dirname(os.path.dirname(np.__file__))
+    cudart = glob.glob(os.path.join(site, "nvidia", "cuda_runtime", "lib", "libcudart.so.12"))
+    assert cudart, "scripts/setup.sh installs nvidia-cuda-runtime-cu12 for perf_analyzer"
+    env = dict(os.environ, LD_LIBRARY_PATH=os.path.dirname(cudart[0]))
+    return subprocess.run(
+        [os.path.join(venv_bin, "perf_analyzer"), "-m", "half_plus_two", "-i", "http",
+         "-u", f"127.0.0.1:{rest_port}", "--shape", "x:1,1", "--shared-memory=system",
+         "--concurrency-range", "1", "--measurement-interval", str(seconds * 1000),
+         "--measurement-mode", "time_windows", "--stability-percentage", "100",
+         "--max-trials", "3"],
+        env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def open_server(tmp_path_factory):
+    """The extension on with no key prefix: perf_analyzer names its regions `/<name>`."""
+    proc, grpc_port, rest_port = start(str(tmp_path_factory.mktemp("v2-open")),
+                                       config_text(("half_plus_two", "")), ["half_plus_two"],
+                                       "--enable_v2_system_shared_memory")
+    yield grpc_port, rest_port
+    stop(proc)
+
+
+def test_perf_analyzer_runs_over_system_shared_memory(open_server, plain_server):
+    run = perf_analyzer(open_server[1])
+    assert run.returncode == 0, run.stdout + run.stderr
+    throughput = [line for line in run.stdout.splitlines() if "Throughput:" in line]
+    assert throughput and float(throughput[-1].split()[-2]) > 0, run.stdout
+    # The same run against a server with the extension off cannot register its regions.
+    off = perf_analyzer(plain_server[1])
+    assert off.returncode != 0
+    assert "system shared memory extension is off" in off.stdout + off.stderr
+
+
+# --- Binary data extension edge cases -------------------------------------------------
+
+def test_a_raw_binary_request_is_the_single_inputs_data(server):
+    """`Inference-Header-Content-Length: 0`: the body is the one input's bytes, its shape
+    following from the byte size (slow's n is INT64 [-1]; it counts to n)."""
+    _, rest_port = server
+    n = np.array([5], dtype=np.int64)
+    st, headers, body = http(rest_port, "POST", "/v2/models/slow/infer", n.tobytes(),
+                             {"Inference-Header-Content-Length": "0",
+                              "Content-Type": "application/octet-stream"})
+    assert st == 200, body
+    out = json.loads(body)["outputs"][0]
+    assert (out["name"], out["datatype"], out["shape"], out["data"]) == \
+        ("count", "INT64", [1], [5])
+    raw = "a raw binary request (Inference-Header-Content-Length: 0)"
+    errors = [
+        # Not a whole number of INT64 elements.
+        ("slow", b"\0" * 5, f"{raw} of 5 bytes is not a whole number of INT64 elements "
+                            "(8 bytes each) for input 'n'"),
+        # A model of three inputs cannot take one.
+        ("mixed_types", b"\0" * 8,
+         f"{raw} needs a model with exactly one input; this signature has 3"),
+        # An input of unknown rank has no shape to follow.
+        ("half_plus_two", b"\0" * 4, f"{raw} cannot deduce the shape of input 'x', whose "
+                                      "rank is unknown; send the JSON header"),
+    ]
+    for model, data, message in errors:
+        st, _, body = http(rest_port, "POST", f"/v2/models/{model}/infer", data,
+                           {"Inference-Header-Content-Length": "0"})
+        assert (st, json.loads(body)["error"]) == (400, message)
+
+
+def test_an_outputs_binary_data_false_overrides_binary_data_output(server):
+    _, rest_port = server
+    x = np.array([[1.0], [2.0]], dtype=np.float32)
+    request = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 1],
+                           "data": x.flatten().tolist()}],
+               "parameters": {"binary_data_output": True},
+               "outputs": [{"name": "y", "parameters": {"binary_data": False}}]}
+    st, headers, body = http(rest_port, "POST", "/v2/models/half_plus_two/versions/1/infer",
+                             json.dumps(request).encode())
+    assert st == 200, body
+    assert headers.get("Inference-Header-Content-Length") is None
+    out = json.loads(body)["outputs"][0]
+    assert out["data"] == (x / 2 + 2).flatten().tolist()
+    # Without the override the same request answers binary.
+    del request["outputs"][0]["parameters"]
+    st, headers, body = http(rest_port, "POST", "/v2/models/half_plus_two/versions/1/infer",
+                             json.dumps(request).encode())
+    n = int(headers["Inference-Header-Content-Length"])
+    np.testing.assert_array_equal(np.frombuffer(body[n:], np.float32), (x / 2 + 2).flatten())

@@ -6,7 +6,7 @@ pub mod channel_args;
 pub mod server;
 mod status_codes;
 pub mod tensor_proto;
-mod uds_authority;
+pub(crate) mod uds_authority;
 
 use crate::classifier::{classification_result, regression_result, Class};
 use crate::error::{Code, ServingError};

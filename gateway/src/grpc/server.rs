@@ -1,20 +1,27 @@
 //! gRPC listeners: TCP on `--port` (0: none) and a Unix socket at `--grpc_socket_path`,
-//! each serving the same services, over TLS when `--ssl_config_file` says so, with TF
-//! Serving's message size limit (INT32_MAX) unless `--grpc_channel_arguments` sets one,
-//! until the server closes.
+//! each serving the same services (TF Serving's and KServe V2's, side by side), over TLS
+//! when `--ssl_config_file` says so, with TF Serving's message size limit (INT32_MAX)
+//! unless `--grpc_channel_arguments` sets one, until the server closes. Connections live
+//! on the listeners' shared accept loop (`crate::listener`), bounded by gRPC C++'s
+//! channel arguments: `grpc.server_handshake_timeout_ms`, `grpc.max_connection_idle_ms`,
+//! `grpc.max_connection_age_ms` and its grace, keepalive.
 
 use super::channel_args::ChannelArgs;
 use super::GrpcServices;
+use crate::listener::{H2Settings, Limits, Listener, Port};
 use crate::tls::Tls;
 use anyhow::Context;
+use hyper_util::service::TowerToHyperService;
 use std::net::{IpAddr, SocketAddr};
 use tfgate_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use tfgate_proto::tensorflow::serving::{
     model_service_server::ModelServiceServer, prediction_service_server::PredictionServiceServer,
 };
 use tokio::task::JoinHandle;
+use tonic::service::Routes;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::HealthService;
+use tower_layer::Layer;
 
 /// The bound listeners.
 pub struct Listeners {
@@ -62,100 +69,83 @@ pub async fn bind(address: IpAddr, port: u16, socket_path: &str) -> anyhow::Resu
 pub struct ServeOptions<'a> {
     pub tls: Option<&'a Tls>,
     pub args: &'a ChannelArgs,
+    /// `--connection_write_timeout_ms`.
+    pub write_stall: Option<std::time::Duration>,
     /// Places under `--max_connections`, shared with REST.
     pub connections: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
-/// Serves every listener until `closed` resolves; one task per listener.
+/// Serves every listener until the phase turns `Closed`; one task per listener, each
+/// ending once its connections have closed.
 pub fn serve(
     listeners: Listeners,
     services: GrpcServices,
     health: Option<HealthServer<HealthService>>,
     options: ServeOptions<'_>,
-    closed: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-) -> anyhow::Result<Vec<JoinHandle<Result<(), tonic::transport::Error>>>> {
+    lifecycle: &crate::lifecycle::Lifecycle,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let args = options.args;
-    let router = || -> anyhow::Result<_> {
-        let mut builder = tonic::transport::Server::builder()
-            .max_concurrent_streams(args.max_concurrent_streams)
-            .http2_keepalive_interval(args.keepalive_time)
-            .http2_keepalive_timeout(args.keepalive_timeout)
-            .max_frame_size(args.max_frame_size);
-        if let Some(age) = args.max_connection_age {
-            builder = builder.max_connection_age(age);
-        }
-        if let Some(grace) = args.max_connection_age_grace {
-            builder = builder.max_connection_age_grace(grace);
-        }
-        if let Some(tls) = options.tls {
-            builder = builder
-                .tls_config(tls.grpc())
-                .context("cannot use --ssl_config_file for gRPC")?;
-        }
-        Ok(builder
-            .layer(super::status_codes::TfStatusCodes)
-            .add_optional_service(health.clone())
-            .add_service(
-                // The send limit is `GrpcServices::respond`'s, in gRPC C++'s words.
-                PredictionServiceServer::new(services.clone())
-                    .max_decoding_message_size(args.max_receive_message_length)
-                    .max_encoding_message_size(usize::MAX),
-            )
-            .add_service(
-                ModelServiceServer::new(services.clone())
-                    .max_decoding_message_size(args.max_receive_message_length)
-                    .max_encoding_message_size(usize::MAX),
-            )
-            .add_service(
-                GrpcInferenceServiceServer::new(services.v2.clone())
-                    .max_decoding_message_size(args.max_receive_message_length)
-                    .max_encoding_message_size(usize::MAX),
-            ))
+    let limits = Limits {
+        handshake: args.server_handshake_timeout,
+        // gRPC never speaks HTTP/1.
+        header: None,
+        idle: args.max_connection_idle,
+        write_stall: options.write_stall,
+        max_age: args.max_connection_age,
+        max_age_grace: args.max_connection_age_grace,
+        keepalive_time: args.keepalive_time,
+        keepalive_timeout: args.keepalive_timeout,
     };
+    let h2 = H2Settings {
+        max_concurrent_streams: args.max_concurrent_streams,
+        max_frame_size: args.max_frame_size,
+    };
+    let http = std::sync::Arc::new(crate::listener::connection::builder(&limits, true, &h2));
+    // The send limit is `GrpcServices::respond`'s, in gRPC C++'s words.
+    let mut routes = Routes::new(
+        PredictionServiceServer::new(services.clone())
+            .max_decoding_message_size(args.max_receive_message_length)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(
+        ModelServiceServer::new(services.clone())
+            .max_decoding_message_size(args.max_receive_message_length)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(
+        GrpcInferenceServiceServer::new(services.v2.clone())
+            .max_decoding_message_size(args.max_receive_message_length)
+            .max_encoding_message_size(usize::MAX),
+    );
+    if let Some(health) = health {
+        routes = routes.add_service(health);
+    }
+    let service = super::status_codes::TfStatusCodes.layer(routes.prepare());
+    let make = move || TowerToHyperService::new(service.clone());
+    let tls = options.tls.map(Tls::grpc);
     let mut tasks = Vec::new();
-    if let Some(tcp) = listeners.tcp {
-        tasks.push(tokio::spawn(router()?.serve_with_incoming_shutdown(
-            tcp_incoming(tcp, options.connections.clone()),
-            closed(),
+    let mut add = |listener: Listener, name: &'static str, shim: bool| {
+        let port = Port {
+            name,
+            tls: tls.clone(),
+            limits: limits.clone(),
+            http: http.clone(),
+            service: make.clone(),
+            uds_authority_shim: shim,
+        };
+        tasks.push(tokio::spawn(crate::listener::serve(
+            listener,
+            port,
+            lifecycle.subscribe(),
+            options.connections.clone(),
         )));
+    };
+    if let Some(tcp) = listeners.tcp {
+        add(Listener::Tcp(tcp), "gRPC", false);
     }
     if let Some(uds) = listeners.uds {
-        let incoming = tokio_stream::wrappers::UnixListenerStream::new(uds);
-        if options.tls.is_some() {
-            tasks.push(tokio::spawn(
-                router()?.serve_with_incoming_shutdown(incoming, closed()),
-            ));
-        } else {
-            // Plaintext: C-core clients' socket-path `:authority` made acceptable.
-            use tokio_stream::StreamExt;
-            let shimmed = incoming.map(|conn| conn.map(super::uds_authority::shim));
-            tasks.push(tokio::spawn(
-                router()?.serve_with_incoming_shutdown(shimmed, closed()),
-            ));
-        }
+        // Plaintext: C-core clients' socket-path `:authority` made acceptable.
+        add(Listener::Unix(uds), "gRPC socket", true);
     }
     Ok(tasks)
-}
-
-/// Accepted gRPC connections, with Nagle's algorithm off (else a response waits for the
-/// client's delayed ACK: ~40 ms per request with payloads over one segment).
-fn tcp_incoming(
-    listener: tokio::net::TcpListener,
-    places: std::sync::Arc<tokio::sync::Semaphore>,
-) -> impl tokio_stream::Stream<Item = std::io::Result<crate::linger::LingerStream>> {
-    futures_util::stream::unfold((listener, places), |(listener, places)| async move {
-        let conn = match listener.accept().await {
-            Ok((conn, _)) => conn,
-            Err(e) => return Some((Err(e), (listener, places))),
-        };
-        // At `--max_connections` this one waits for a place, and the next ones wait in the
-        // backlog. (Taken after the accept: one held in advance would be a place no
-        // connection uses.)
-        let place = places.clone().acquire_owned().await.ok()?;
-        let conn = conn.set_nodelay(true).map(|()| {
-            // Closed first by the server (a drain's GOAWAY), it lingers: see `linger`.
-            crate::linger::LingerStream::new(conn, Some(place))
-        });
-        Some((conn, (listener, places)))
-    })
 }

@@ -46,7 +46,13 @@ where
             let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
             let _ = client_write.shutdown().await;
         };
-        tokio::join!(up, down);
+        // The server's side closing ends the forwarding too: a client that sends nothing
+        // more must not keep its socket open here once the server has let it go.
+        tokio::pin!(up, down);
+        tokio::select! {
+            _ = &mut up => down.await,
+            _ = &mut down => {}
+        }
     });
     server_side
 }

@@ -12,7 +12,7 @@ use crate::predictor::Predictor;
 use crate::request::Entrypoint;
 use crate::v2::infer::{self, Call, Input, InputData};
 use crate::v2::shared_memory::{self, Held, Reference, Registry};
-use crate::v2::{datatype, model, servable_request, EXTENSIONS, SERVER_NAME, SIGNATURE_PARAMETER};
+use crate::v2::{datatype, model, servable_request, SERVER_NAME, SIGNATURE_PARAMETER};
 use std::collections::BTreeMap;
 use tfgate_proto::inference as pb;
 use tfgate_proto::inference::grpc_inference_service_server::GrpcInferenceService;
@@ -223,7 +223,7 @@ impl InferenceService {
             Call {
                 servable: servable_request(&r.model_name, &r.model_version),
                 signature_name,
-                inputs,
+                inputs: crate::v2::infer::Given::Listed(inputs),
                 outputs: r.outputs.iter().map(|o| o.name.clone()).collect(),
                 deadline,
                 entrypoint: Entrypoint::Grpc,
@@ -323,7 +323,10 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(pb::ServerMetadataResponse {
             name: SERVER_NAME.into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            extensions: EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+            extensions: crate::v2::extensions(self.shared_memory.enabled())
+                .into_iter()
+                .map(String::from)
+                .collect(),
         }))
     }
 

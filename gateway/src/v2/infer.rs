@@ -19,7 +19,7 @@ pub struct Call {
     pub servable: ServableRequest,
     /// `serving_default` when empty (the request parameter `signature_name`).
     pub signature_name: String,
-    pub inputs: Vec<Input>,
+    pub inputs: Given,
     /// Output names in the order asked for; empty: every output of the signature.
     pub outputs: Vec<String>,
     pub deadline: Instant,
@@ -30,16 +30,18 @@ pub struct Call {
 /// order asked for.
 pub async fn run(predictor: &Predictor, call: Call) -> Result<Served<Outputs>, ServingError> {
     let requested = call.outputs.clone();
-    let served = predictor
-        .predict(PredictRequest {
-            servable: call.servable,
-            signature_name: call.signature_name,
-            inputs: Inputs(call.inputs),
-            output_filter: call.outputs,
-            deadline: call.deadline,
-            entrypoint: call.entrypoint,
-        })
-        .await?;
+    let request = |inputs| PredictRequest {
+        servable: call.servable,
+        signature_name: call.signature_name,
+        inputs,
+        output_filter: call.outputs,
+        deadline: call.deadline,
+        entrypoint: call.entrypoint,
+    };
+    let served = match call.inputs {
+        Given::Listed(inputs) => predictor.predict(request(Given::Listed(inputs))).await?,
+        Given::Raw(body) => predictor.predict(request(Given::Raw(body))).await?,
+    };
     Ok(Served {
         value: ordered(served.value, &requested),
         ..served
@@ -69,6 +71,101 @@ pub struct Input {
 
 /// A request's inputs, decoded once the signature is known.
 pub struct Inputs(pub Vec<Input>);
+
+/// What a request carries as inputs.
+pub enum Given {
+    /// Named inputs.
+    Listed(Vec<Input>),
+    /// A raw binary request (`Inference-Header-Content-Length: 0`, Triton's binary data
+    /// extension): the body is the raw data of the signature's one input, whose datatype
+    /// comes from the signature and whose shape follows from the byte size where at most
+    /// one dimension is variable (a BYTES input: the body is one element).
+    Raw(Bytes),
+}
+
+impl DecodeInputs for Given {
+    fn decode(self, signature: &SignatureDef) -> Result<Vec<(String, Tensor)>, ServingError> {
+        match self {
+            Given::Listed(inputs) => Inputs(inputs).decode(signature),
+            Given::Raw(body) => Inputs(vec![raw_input(signature, body)?]).decode(signature),
+        }
+    }
+}
+
+/// The one input a raw binary request carries, named and shaped from the signature.
+fn raw_input(signature: &SignatureDef, body: Bytes) -> Result<Input, ServingError> {
+    const RAW: &str = "a raw binary request (Inference-Header-Content-Length: 0)";
+    let mut inputs = signature.inputs.iter();
+    let (name, info) = match (inputs.next(), inputs.next()) {
+        (Some(one), None) => one,
+        _ => {
+            return Err(bad(format!(
+                "{RAW} needs a model with exactly one input; this signature has {}",
+                signature.inputs.len()
+            )))
+        }
+    };
+    let datatype = signature_datatype(info);
+    let dtype = DataType::from_i32(info.dtype)
+        .filter(|_| !datatype.is_empty())
+        .ok_or_else(|| bad(format!("input '{name}' has a type V2 cannot carry")))?;
+    let expected = signature_shape(info).ok_or_else(|| {
+        bad(format!(
+            "{RAW} cannot deduce the shape of input '{name}', whose rank is unknown; send the JSON header"
+        ))
+    })?;
+    let variable = expected.iter().filter(|&&d| d < 0).count();
+    if variable > 1 {
+        return Err(bad(format!(
+            "{RAW} cannot deduce the shape of input '{name}' {}: more than one dimension is variable; send the JSON header",
+            shape_text(&expected)
+        )));
+    }
+    let (elements, data) = match dtype.element_size() {
+        // BYTES: the body is one element, in V2's raw layout.
+        None => {
+            let len = u32::try_from(body.len())
+                .map_err(|_| bad(format!("{RAW}: the body is too large for one element")))?;
+            let mut raw = BytesMut::with_capacity(4 + body.len());
+            raw.extend_from_slice(&len.to_le_bytes());
+            raw.extend_from_slice(&body);
+            (1, raw.freeze())
+        }
+        Some(size) => {
+            if !body.len().is_multiple_of(size) {
+                return Err(bad(format!(
+                    "{RAW} of {} bytes is not a whole number of {datatype} elements ({size} bytes each) for input '{name}'",
+                    body.len()
+                )));
+            }
+            (body.len() / size, body)
+        }
+    };
+    let fixed: usize = expected
+        .iter()
+        .filter(|&&d| d >= 0)
+        .map(|&d| d as usize)
+        .product();
+    let shape: Vec<i64> = match (variable, fixed) {
+        (0, _) if fixed == elements => expected,
+        (1, f) if f > 0 && elements.is_multiple_of(f) => expected
+            .iter()
+            .map(|&d| if d < 0 { (elements / f) as i64 } else { d })
+            .collect(),
+        _ => {
+            return Err(bad(format!(
+                "{RAW} of {elements} {datatype} elements does not fit input '{name}' of shape {}",
+                shape_text(&expected)
+            )))
+        }
+    };
+    Ok(Input {
+        name: name.clone(),
+        datatype: datatype.to_string(),
+        shape,
+        data: InputData::Raw(data),
+    })
+}
 
 fn bad(message: String) -> ServingError {
     ServingError::invalid_argument(message)
@@ -352,6 +449,51 @@ mod tests {
         s.inputs.insert("x".into(), info(DataType::Float, &[-1, 2]));
         s.inputs.insert("s".into(), info(DataType::String, &[-1]));
         s
+    }
+
+    fn one_input(dtype: DataType, dims: &[i64]) -> SignatureDef {
+        let mut s = SignatureDef::default();
+        s.inputs.insert("in".into(), info(dtype, dims));
+        s
+    }
+
+    /// Triton's raw binary request: the shape follows from the byte size where at most
+    /// one dimension is variable.
+    #[test]
+    fn a_raw_request_takes_its_shape_from_the_signature() {
+        let raw = |dtype, dims: &[i64], n: usize| {
+            raw_input(&one_input(dtype, dims), Bytes::from(vec![0u8; n])).map(|i| i.shape)
+        };
+        assert_eq!(raw(DataType::Float, &[-1, 3], 24).unwrap(), [2, 3]);
+        assert_eq!(raw(DataType::Float, &[2, 3], 24).unwrap(), [2, 3]);
+        assert_eq!(raw(DataType::Uint8, &[-1], 5).unwrap(), [5]);
+        assert_eq!(raw(DataType::String, &[-1], 5).unwrap(), [1]);
+        let bytes = raw_input(
+            &one_input(DataType::String, &[]),
+            Bytes::from_static(b"abc"),
+        )
+        .unwrap();
+        match bytes.data {
+            InputData::Raw(b) => assert_eq!(&b[..], b"\x03\0\0\0abc"),
+            other => panic!("{other:?}"),
+        }
+        let e = |dtype, dims: &[i64], n| raw(dtype, dims, n).unwrap_err().message;
+        assert_eq!(
+            e(DataType::Float, &[-1, -1], 8),
+            "a raw binary request (Inference-Header-Content-Length: 0) cannot deduce the shape of input 'in' [-1,-1]: more than one dimension is variable; send the JSON header"
+        );
+        assert_eq!(
+            e(DataType::Float, &[-1, 3], 8),
+            "a raw binary request (Inference-Header-Content-Length: 0) of 2 FP32 elements does not fit input 'in' of shape [-1,3]"
+        );
+        assert_eq!(
+            e(DataType::Float, &[2, 3], 20),
+            "a raw binary request (Inference-Header-Content-Length: 0) of 5 FP32 elements does not fit input 'in' of shape [2,3]"
+        );
+        assert!(raw_input(&signature(), Bytes::new())
+            .unwrap_err()
+            .message
+            .ends_with("needs a model with exactly one input; this signature has 2"));
     }
 
     fn input(name: &str, datatype: &str, shape: &[i64], data: InputData) -> Input {

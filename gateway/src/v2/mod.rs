@@ -17,13 +17,15 @@ use crate::servables::ServableRequest;
 /// The server's name in V2's server metadata.
 pub const SERVER_NAME: &str = "tfgate";
 
-/// The protocol extensions served (server metadata lists only these).
-pub const EXTENSIONS: &[&str] = &[
-    "binary_tensor_data",
-    "model_configuration",
-    "parameters",
-    "system_shared_memory",
-];
+/// The protocol extensions served (server metadata lists only these); system shared
+/// memory only when `--enable_v2_system_shared_memory` turns it on.
+pub fn extensions(system_shared_memory: bool) -> Vec<&'static str> {
+    let mut served = vec!["binary_tensor_data", "model_configuration", "parameters"];
+    if system_shared_memory {
+        served.push("system_shared_memory");
+    }
+    served
+}
 
 /// The request parameter that names a signature other than `serving_default`.
 pub const SIGNATURE_PARAMETER: &str = "signature_name";

@@ -10,7 +10,7 @@ use crate::rest::{error_response, json_response, RestApi};
 use crate::servables::ServableRequest;
 use crate::v2::infer::{self, element_count, Call, Input, InputData};
 use crate::v2::shared_memory::{self, Held, Reference, Registry};
-use crate::v2::{datatype, model, servable_request, EXTENSIONS, SERVER_NAME, SIGNATURE_PARAMETER};
+use crate::v2::{datatype, model, servable_request, SERVER_NAME, SIGNATURE_PARAMETER};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -152,7 +152,7 @@ pub async fn handle(api: &RestApi, req: Request<Incoming>) -> Response<Full<Byte
         Route::Server => ok_json(&json!({
             "name": SERVER_NAME,
             "version": env!("CARGO_PKG_VERSION"),
-            "extensions": EXTENSIONS,
+            "extensions": crate::v2::extensions(api.shared_memory.enabled()),
         })),
         Route::Model { request, what } => match what {
             ModelRoute::Metadata => match predictor.metadata(&request) {
@@ -300,13 +300,45 @@ fn split_body(req_header: Option<&str>, body: Bytes) -> Result<(Bytes, Bytes), S
 
 /// A `parameters` object's boolean, `false` when absent.
 fn flag(parameters: Option<&Value>, name: &str) -> Result<bool, ServingError> {
+    given_flag(parameters, name).map(|b| b.unwrap_or(false))
+}
+
+/// A `parameters` object's boolean, if given.
+fn given_flag(parameters: Option<&Value>, name: &str) -> Result<Option<bool>, ServingError> {
     match parameters.and_then(|p| p.get(name)) {
-        None => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(other) => Err(ServingError::invalid_argument(format!(
             "parameter '{name}' must be a boolean, got {other}"
         ))),
     }
+}
+
+/// A raw binary request: the whole body is the one input's data, shaped from the
+/// signature (`infer::Given::Raw`); every output is answered as JSON.
+async fn raw_request(
+    api: &RestApi,
+    servable: ServableRequest,
+    body: Bytes,
+    deadline: tokio::time::Instant,
+) -> Result<Response<Full<Bytes>>, ServingError> {
+    let served = infer::run(
+        &api.predictor,
+        Call {
+            servable,
+            signature_name: String::new(),
+            inputs: infer::Given::Raw(body),
+            outputs: Vec::new(),
+            deadline,
+            entrypoint: Entrypoint::Rest,
+        },
+    )
+    .await?;
+    served.encode(|s| {
+        encode(&s.servable.name, s.servable.version, None, &s.value, |_| {
+            Answer::Json
+        })
+    })
 }
 
 /// One output asked for: as binary data, or written into a shared-memory region.
@@ -328,6 +360,9 @@ async fn infer(
         .map(|v| v.to_str().unwrap_or("").to_string());
     let body =
         crate::rest::body::read(req, api.config.max_body_bytes, api.config.body_timeout).await?;
+    if header.as_deref().map(str::trim) == Some("0") {
+        return raw_request(api, servable, body, deadline).await;
+    }
     let (head, mut binary) = split_body(header.as_deref(), body)?;
     let doc: Value = serde_json::from_slice(&head).map_err(|e| {
         ServingError::invalid_argument(format!("failed to parse the request JSON: {e}"))
@@ -392,7 +427,8 @@ async fn infer(
                 let what = format!("output '{name}'");
                 Ok(Wanted {
                     name: name.to_string(),
-                    binary: all_binary || flag(o.get("parameters"), "binary_data")?,
+                    // An output's own `binary_data` overrides `binary_data_output`.
+                    binary: given_flag(o.get("parameters"), "binary_data")?.unwrap_or(all_binary),
                     region: region_reference(&what, o.get("parameters"), &api.shared_memory)?,
                 })
             })
@@ -404,7 +440,7 @@ async fn infer(
         Call {
             servable,
             signature_name,
-            inputs,
+            inputs: infer::Given::Listed(inputs),
             outputs: wanted.iter().map(|w| w.name.clone()).collect(),
             deadline,
             entrypoint: Entrypoint::Rest,

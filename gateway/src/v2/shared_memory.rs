@@ -5,23 +5,102 @@
 //! in between. Regions are local to the host the gateway runs on (in a container: its
 //! `/dev/shm`).
 //!
+//! **Who may be reached.** The extension is off unless `--enable_v2_system_shared_memory`
+//! turns it on: a network client names an object by key, so the server must never open
+//! one not meant for it. When on, an object is used only if it is a regular file in
+//! `/dev/shm` owned by the server's own user or by one of
+//! `--v2_shared_memory_owners` (ownership, not a name, is the guard: Triton's clients
+//! choose their keys), and its key starts with `--v2_shared_memory_key_prefix` when one
+//! is set. The key is opened `O_PATH | O_NOFOLLOW` (no link followed, nothing opened
+//! that could block or act: a FIFO, a device), its type and owner checked on that
+//! descriptor, and only then is the same inode reopened for reading and writing
+//! (`O_NONBLOCK`, through `/proc/self/fd`, its identity checked again).
+//!
 //! The object is read and written with `pread`/`pwrite` on its file descriptor, never
 //! mapped: the client may truncate it at any time, and a mapping past the new end would
 //! kill the gateway with SIGBUS, where a short read is just an error for that request.
 //! Every offset and size is checked against the region at registration and at each use.
-//! A region holds its file open, and each request holds the region: one unregistered
-//! while a request uses it stays open until that request is answered.
+//! Each file operation runs off the async threads (`off_the_loop`). A region holds its
+//! file open, and each request holds the region: one unregistered while a request uses
+//! it stays open until that request is answered.
 
 use crate::error::ServingError;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-/// At most this many regions are registered at once (each holds a file descriptor).
+/// At most this many regions are registered at once (each holds a file descriptor, counted
+/// in the process's descriptor budget).
 pub const MAX_REGIONS: usize = 1024;
+
+/// Where shared-memory objects live.
+const SHM_DIR: &str = "/dev/shm";
+
+/// The message for a registration while the extension is off.
+pub const OFF: &str = "the system shared memory extension is off: start tfgate with --enable_v2_system_shared_memory to register regions";
+
+/// Which objects the server may use, from the flags.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    /// `--enable_v2_system_shared_memory`.
+    pub enabled: bool,
+    /// Users whose objects may be used: the server's own and `--v2_shared_memory_owners`.
+    pub owners: Vec<u32>,
+    /// `--v2_shared_memory_key_prefix` (without a leading `/`); empty: any key.
+    pub key_prefix: String,
+}
+
+impl Policy {
+    /// The policy the flags describe; owners are uids or user names (`/etc/passwd`).
+    pub fn new(enabled: bool, owners: &str, key_prefix: &str) -> Result<Policy, String> {
+        let mut uids = vec![rustix::process::geteuid().as_raw()];
+        for owner in owners.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            let uid = match owner.parse::<u32>() {
+                Ok(uid) => uid,
+                Err(_) => uid_of(owner).ok_or_else(|| {
+                    format!("--v2_shared_memory_owners: no user '{owner}' in /etc/passwd")
+                })?,
+            };
+            uids.push(uid);
+        }
+        if !enabled && (!owners.is_empty() || !key_prefix.is_empty()) {
+            return Err("--v2_shared_memory_owners and --v2_shared_memory_key_prefix need --enable_v2_system_shared_memory".into());
+        }
+        Ok(Policy {
+            enabled,
+            owners: uids,
+            key_prefix: key_prefix
+                .strip_prefix('/')
+                .unwrap_or(key_prefix)
+                .to_string(),
+        })
+    }
+}
+
+/// A user's uid from `/etc/passwd` (the accounts a container image or host declares).
+fn uid_of(name: &str) -> Option<u32> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next() == Some(name))
+            .then(|| fields.nth(1)?.parse().ok())
+            .flatten()
+    })
+}
+
+/// Runs a file operation off the async threads: on the multi-threaded runtime the
+/// thread hands its tasks to another first (`block_in_place`); elsewhere (tests) inline.
+fn off_the_loop<T>(op: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(op)
+        }
+        _ => op(),
+    }
+}
 
 /// One registered region.
 #[derive(Debug)]
@@ -76,7 +155,7 @@ impl Region {
             ))
         })?;
         let mut buf = vec![0u8; len];
-        self.file.read_exact_at(&mut buf, at).map_err(|e| {
+        off_the_loop(|| self.file.read_exact_at(&mut buf, at)).map_err(|e| {
             bad(format!(
                 "cannot read shared memory region '{}' (key '{}'): {e}",
                 self.name, self.key
@@ -102,7 +181,7 @@ impl Region {
                 r.byte_size
             )));
         }
-        self.file.write_all_at(data, at).map_err(|e| {
+        off_the_loop(|| self.file.write_all_at(data, at)).map_err(|e| {
             ServingError::internal(format!(
                 "cannot write shared memory region '{}' (key '{}'): {e}",
                 self.name, self.key
@@ -111,25 +190,113 @@ impl Region {
     }
 }
 
-/// The object `key` names under /dev/shm: one path component, as `shm_open` takes it
-/// (an optional leading `/`), so no key reaches outside /dev/shm.
-fn object_path(key: &str) -> Result<String, ServingError> {
+/// The object's name under /dev/shm that `key` gives: one path component, as `shm_open`
+/// takes it (an optional leading `/`), so no key reaches outside /dev/shm.
+fn object_name<'k>(key: &'k str, prefix: &str) -> Result<&'k str, ServingError> {
     let name = key.strip_prefix('/').unwrap_or(key);
     if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
         return Err(bad(format!(
             "'{key}' is not a shared memory key: one name, with an optional leading '/'"
         )));
     }
-    Ok(format!("/dev/shm/{name}"))
+    if !name.starts_with(prefix) {
+        return Err(bad(format!(
+            "shared memory key '{key}' is outside this server's prefix '/{prefix}' (--v2_shared_memory_key_prefix)"
+        )));
+    }
+    Ok(name)
+}
+
+/// Opens the object `name` in /dev/shm for reading (and writing when its mode allows),
+/// checking what it is before any byte moves; returns the file and whether it is
+/// read-only. See the module's docs for the order of the checks.
+fn open_object(key: &str, name: &str, owners: &[u32]) -> Result<(File, bool), ServingError> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let cannot =
+        |e: rustix::io::Errno| bad(format!("unable to open shared memory object '{key}': {e}"));
+    let dir = rustix::fs::open(
+        SHM_DIR,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(cannot)?;
+    // O_PATH: nothing is opened for I/O, so no FIFO waits and no device acts.
+    let path = rustix::fs::openat(
+        &dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(cannot)?;
+    let seen = rustix::fs::fstat(&path).map_err(cannot)?;
+    if FileType::from_raw_mode(seen.st_mode) != FileType::RegularFile {
+        return Err(bad(format!(
+            "'{key}' is not a shared memory object (a {})",
+            kind(FileType::from_raw_mode(seen.st_mode))
+        )));
+    }
+    if !owners.contains(&seen.st_uid) {
+        return Err(bad(format!(
+            "shared memory object '{key}' belongs to uid {}, not to this server's user or one of --v2_shared_memory_owners",
+            seen.st_uid
+        )));
+    }
+    // The same inode, opened for I/O through the checked descriptor.
+    let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&path));
+    let reopen = |flags: OFlags| {
+        rustix::fs::open(
+            proc_path.as_str(),
+            flags | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    let (fd, read_only) = match reopen(OFlags::RDWR) {
+        Ok(fd) => (fd, false),
+        Err(rustix::io::Errno::ACCESS) => (reopen(OFlags::RDONLY).map_err(cannot)?, true),
+        Err(e) => return Err(cannot(e)),
+    };
+    let opened = rustix::fs::fstat(&fd).map_err(cannot)?;
+    if (opened.st_dev, opened.st_ino) != (seen.st_dev, seen.st_ino) {
+        return Err(bad(format!(
+            "shared memory object '{key}' changed while it was opened"
+        )));
+    }
+    Ok((File::from(fd), read_only))
+}
+
+/// A file type in words, for the refusal.
+fn kind(t: rustix::fs::FileType) -> &'static str {
+    use rustix::fs::FileType::*;
+    match t {
+        Directory => "directory",
+        Symlink => "symbolic link",
+        Fifo => "FIFO",
+        Socket => "socket",
+        CharacterDevice | BlockDevice => "device",
+        _ => "file of another kind",
+    }
 }
 
 /// The registered regions, shared by the REST and gRPC front ends.
 #[derive(Clone, Default)]
 pub struct Registry {
     regions: Arc<Mutex<BTreeMap<String, Arc<Region>>>>,
+    policy: Arc<Policy>,
 }
 
 impl Registry {
+    pub fn new(policy: Policy) -> Registry {
+        Registry {
+            regions: Default::default(),
+            policy: Arc::new(policy),
+        }
+    }
+
+    /// Whether the extension is on (server metadata lists it only then).
+    pub fn enabled(&self) -> bool {
+        self.policy.enabled
+    }
+
     /// Opens the object and registers `[offset, offset + byte_size)` of it as `name`.
     pub fn register(
         &self,
@@ -146,34 +313,13 @@ impl Registry {
                 "shared memory region '{name}' is already registered"
             )));
         }
-        let path = object_path(key)?;
-        let open = |write: bool| {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(write)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(&path)
-        };
-        let (file, read_only) = match open(true) {
-            Ok(f) => (f, false),
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => (
-                open(false).map_err(|e| {
-                    bad(format!("unable to open shared memory object '{key}': {e}"))
-                })?,
-                true,
-            ),
-            Err(e) => {
-                return Err(bad(format!(
-                    "unable to open shared memory object '{key}': {e}"
-                )))
-            }
-        };
-        let meta = file
-            .metadata()
-            .map_err(|e| bad(format!("cannot inspect shared memory object '{key}': {e}")))?;
-        if !meta.is_file() {
-            return Err(bad(format!("'{key}' is not a shared memory object")));
+        if !self.policy.enabled {
+            return Err(ServingError::failed_precondition(OFF));
         }
+        let object = object_name(key, &self.policy.key_prefix)?;
+        let (file, read_only) = off_the_loop(|| open_object(key, object, &self.policy.owners))?;
+        let meta = off_the_loop(|| file.metadata())
+            .map_err(|e| bad(format!("cannot inspect shared memory object '{key}': {e}")))?;
         if offset
             .checked_add(byte_size)
             .is_none_or(|end| end > meta.len())
@@ -207,12 +353,14 @@ impl Registry {
     }
 
     /// Unregisters `name`, or every region when `None`. Requests using a region keep it.
+    /// A name that is not registered is no error, as in Triton (its client helpers
+    /// unregister a name before registering it).
     pub fn unregister(&self, name: Option<&str>) -> Result<(), ServingError> {
         let mut regions = self.regions.lock();
         match name {
             None => regions.clear(),
             Some(n) => {
-                regions.remove(n).ok_or_else(|| not_registered(n))?;
+                regions.remove(n);
             }
         }
         Ok(())
@@ -232,6 +380,9 @@ impl Registry {
 
     /// The region a tensor names, held for the request.
     pub fn get(&self, name: &str) -> Result<Arc<Region>, ServingError> {
+        if !self.policy.enabled {
+            return Err(ServingError::failed_precondition(OFF));
+        }
         self.regions
             .lock()
             .get(name)
@@ -300,6 +451,10 @@ mod tests {
         }
     }
 
+    fn on() -> Registry {
+        Registry::new(Policy::new(true, "", "").unwrap())
+    }
+
     fn reference(region: &str, offset: u64, byte_size: u64) -> Reference {
         Reference {
             region: region.into(),
@@ -311,7 +466,7 @@ mod tests {
     #[test]
     fn regions_read_and_write_within_their_bounds() {
         let obj = Object::new("rw", &[0, 1, 2, 3, 4, 5, 6, 7]);
-        let reg = Registry::default();
+        let reg = on();
         reg.register("r", &obj.0, 2, 4).unwrap();
         let r = reg.get("r").unwrap();
         assert_eq!(&r.read(&reference("r", 1, 2)).unwrap()[..], &[3, 4]);
@@ -346,7 +501,7 @@ mod tests {
     #[test]
     fn registration_is_checked() {
         let obj = Object::new("reg", &[0; 16]);
-        let reg = Registry::default();
+        let reg = on();
         let e = reg.register("r", &obj.0, 8, 9).unwrap_err();
         assert!(e.message.contains("is past the end of"), "{}", e.message);
         reg.register("r", &obj.0, 0, 16).unwrap();
@@ -370,11 +525,92 @@ mod tests {
         reg.unregister(Some("r")).unwrap();
         assert_eq!(held.read(&reference("r", 0, 2)).unwrap().len(), 2);
         assert!(reg.get("r").is_err());
-        assert!(reg.unregister(Some("r")).is_err());
+        reg.unregister(Some("r"))
+            .expect("a name not registered unregisters, as in Triton");
         reg.register("a", &obj.0, 0, 1).unwrap();
         reg.register("b", &obj.0, 0, 1).unwrap();
         assert_eq!(reg.status(None).unwrap().len(), 2);
         reg.unregister(None).unwrap();
         assert!(reg.status(None).unwrap().is_empty());
+    }
+
+    /// Objects not meant for the server are refused before any byte moves: the extension
+    /// off, another user's object, a FIFO (whose open would block), a link, a key outside
+    /// the prefix.
+    #[test]
+    fn only_the_servers_own_objects_are_reached() {
+        let obj = Object::new("own", &[7; 16]);
+        let off = Registry::default();
+        let e = off.register("r", &obj.0, 0, 16).unwrap_err();
+        assert_eq!(e.message, OFF);
+        assert!(!off.enabled());
+        assert_eq!(off.get("r").unwrap_err().message, OFF);
+
+        // Another user's: the policy names owners that exclude this process's user.
+        let me = rustix::process::geteuid().as_raw();
+        let strangers = Registry::new(Policy {
+            enabled: true,
+            owners: vec![me.wrapping_add(1)],
+            key_prefix: String::new(),
+        });
+        let e = strangers.register("r", &obj.0, 0, 16).unwrap_err();
+        assert_eq!(
+            e.message,
+            format!("shared memory object '{}' belongs to uid {me}, not to this server's user or one of --v2_shared_memory_owners", obj.0)
+        );
+
+        let reg = on();
+        let fifo = format!("/tfgate-test-{}-fifo", std::process::id());
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            format!("/dev/shm{fifo}").as_str(),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let t = std::time::Instant::now();
+        let e = reg.register("f", &fifo, 0, 1).unwrap_err();
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(
+            e.message,
+            format!("'{fifo}' is not a shared memory object (a FIFO)")
+        );
+        let _ = std::fs::remove_file(format!("/dev/shm{fifo}"));
+
+        let link = format!("/tfgate-test-{}-link", std::process::id());
+        std::os::unix::fs::symlink(format!("/dev/shm{}", obj.0), format!("/dev/shm{link}"))
+            .unwrap();
+        let e = reg.register("l", &link, 0, 1).unwrap_err();
+        let _ = std::fs::remove_file(format!("/dev/shm{link}"));
+        assert_eq!(
+            e.message,
+            format!("'{link}' is not a shared memory object (a symbolic link)")
+        );
+        assert_eq!(
+            &std::fs::read(format!("/dev/shm{}", obj.0)).unwrap()[..],
+            &[7; 16]
+        );
+
+        let narrow = Registry::new(Policy::new(true, "", "/app-").unwrap());
+        let e = narrow.register("r", &obj.0, 0, 16).unwrap_err();
+        assert_eq!(
+            e.message,
+            format!("shared memory key '{}' is outside this server's prefix '/app-' (--v2_shared_memory_key_prefix)", obj.0)
+        );
+    }
+
+    #[test]
+    fn owners_are_uids_or_names() {
+        let p = Policy::new(true, "0, root", "").unwrap();
+        assert_eq!(p.owners[1..], [0, 0]);
+        assert_eq!(
+            Policy::new(true, "no-such-user-here", "").unwrap_err(),
+            "--v2_shared_memory_owners: no user 'no-such-user-here' in /etc/passwd"
+        );
+        assert!(
+            Policy::new(false, "0", "").is_err(),
+            "owners without the extension"
+        );
     }
 }
