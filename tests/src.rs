@@ -625,6 +625,56 @@ pub fn exit_of(mut cmd: Command, limit: Duration) -> (Option<i32>, String) {
 /// The uid and gid of `nobody`.
 pub const NOBODY: u32 = 65534;
 
+/// Whether every directory above `path` lets other users through (mode o+x).
+fn others_reach(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.ancestors()
+        .skip(1)
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+}
+
+/// The worker binary where `nobody` can run it: where it was built when the checkout is
+/// open to other users, else a copy staged under the temporary directory (hard links
+/// where the file system allows) with the libtensorflow it loads beside it, in `lib/`
+/// (its rpath's `$ORIGIN/lib`). Staged once per test process, in one place.
+pub fn worker_nobody_can_run() -> PathBuf {
+    static STAGED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let built = bin_dir().join("tfgate-worker");
+    let libs = repo_root().join(".libtensorflow").join("lib");
+    let libraries = ["libtensorflow_cc.so.2", "libtensorflow_framework.so.2"];
+    if others_reach(&built)
+        && libraries
+            .iter()
+            .all(|l| std::fs::canonicalize(libs.join(l)).is_ok_and(|p| others_reach(&p)))
+    {
+        return built;
+    }
+    STAGED
+        .get_or_init(|| {
+            use std::os::unix::fs::PermissionsExt;
+            // One place, replaced by each test process that needs it (no copies pile up).
+            let dir = std::env::temp_dir().join("tfgate-nobody-worker");
+            let _ = std::fs::remove_dir_all(&dir);
+            let lib = dir.join("lib");
+            std::fs::create_dir_all(&lib).expect("stage directory");
+            for d in [&dir, &lib] {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            let place = |from: &Path, to: &Path| {
+                let from = std::fs::canonicalize(from).expect("a file to stage");
+                if std::fs::hard_link(&from, to).is_err() {
+                    std::fs::copy(&from, to).expect("stage a copy");
+                }
+            };
+            place(&built, &dir.join("tfgate-worker"));
+            for l in libraries {
+                place(&libs.join(l), &lib.join(l));
+            }
+            dir.join("tfgate-worker")
+        })
+        .clone()
+}
+
 /// A `tfgate-worker` started on its own, as a container would start it; killed on drop.
 pub struct OwnWorker(pub std::process::Child);
 
@@ -643,7 +693,7 @@ impl OwnWorker {
     /// Started as another user (`nobody`), its stderr kept; needs root.
     pub fn start_as_nobody(socket: &std::path::Path) -> OwnWorker {
         use std::os::unix::process::CommandExt;
-        let child = std::process::Command::new(bin_dir().join("tfgate-worker"))
+        let child = std::process::Command::new(worker_nobody_can_run())
             .arg(format!("--gateway_socket={}", socket.display()))
             .env("RUST_LOG", "warn")
             .uid(NOBODY)
