@@ -167,9 +167,11 @@ fn run(flags: Flags) -> anyhow::Result<()> {
         None => None,
     };
     // Before any model: a graph is checked against the op registry when it loads.
+    let loading = Instant::now();
     let op_libraries = op_libraries::load(&flags.op_libraries);
     if let Ok(loaded) = &op_libraries {
         tracing::info!(
+            ms = loading.elapsed().as_millis() as u64,
             "TensorFlow {}; op libraries loaded: {loaded}",
             tf::op_library::tensorflow_version()
         );

@@ -108,13 +108,21 @@ pub fn load(user: &[PathBuf]) -> anyhow::Result<Loaded> {
     }
     let mut registry = Registry::new()?;
     if let Some((dir, libs)) = text {
+        // One package's libraries register disjoint kernels: checked once, together.
+        let mut ops = Vec::new();
         for lib in &libs {
-            registry.load(lib)?;
+            ops.push((lib, registry.load(lib)?));
+        }
+        registry.check(&dir)?;
+        for (lib, ops) in ops {
+            registry.owned_by(lib, ops.unwrap_or_default());
         }
         loaded.tensorflow_text = Some((dir, libs.len()));
     }
     for path in user {
         if let Some(ops) = registry.load(path)? {
+            registry.check(path)?;
+            registry.owned_by(path, ops.clone());
             loaded.user.push((path.clone(), ops));
         }
     }
@@ -141,6 +149,7 @@ impl Registry {
     }
 
     /// Loads `path` unless that file is loaded already (`None`); the ops it registered.
+    /// [`Registry::check`] must follow before anything runs.
     fn load(&mut self, path: &Path) -> anyhow::Result<Option<Vec<String>>> {
         let meta = std::fs::metadata(path)
             .map_err(|e| anyhow!("cannot load op library {}: {e}", path.display()))?;
@@ -148,8 +157,14 @@ impl Registry {
             tracing::info!("op library {} is loaded already", path.display());
             return Ok(None);
         }
-        let ops = op_library::load(path)
-            .map_err(|e| anyhow!("cannot load op library {}: {}", path.display(), e.message))?;
+        op_library::load(path)
+            .map(Some)
+            .map_err(|e| anyhow!("cannot load op library {}: {}", path.display(), e.message))
+    }
+
+    /// Refuses `what` (the libraries loaded since the last check) if it registered a
+    /// kernel that was registered already.
+    fn check(&mut self, what: &Path) -> anyhow::Result<()> {
         let after = count(op_library::registered_kernels()?);
         let twice: BTreeSet<String> = after
             .iter()
@@ -168,16 +183,20 @@ impl Registry {
                 "op library {} registers kernels already registered by {}: {}; loaded twice, \
                  every run of those ops would fail with \"Multiple OpKernel registrations\" \
                  (load each op library once)",
-                path.display(),
+                what.display(),
                 owners.into_iter().collect::<Vec<_>>().join(", "),
                 twice.into_iter().collect::<Vec<_>>().join(", ")
             );
         }
         self.kernels = after;
-        for op in &ops {
-            self.owners.insert(op.clone(), path.to_path_buf());
+        Ok(())
+    }
+
+    /// Records that `path` registered `ops`.
+    fn owned_by(&mut self, path: &Path, ops: Vec<String>) {
+        for op in ops {
+            self.owners.insert(op, path.to_path_buf());
         }
-        Ok(Some(ops))
     }
 }
 
