@@ -327,7 +327,7 @@ def test_a_second_copy_of_tf_text_is_refused(work):
             ) in log, log
 
 
-def test_the_same_file_named_twice_is_loaded_once(served, work):
+def test_the_same_file_named_twice_is_loaded_once(work):
     """TF Text's own library named again is the same file: nothing is registered twice."""
     s = Server(str(work["dir"]), ["text"],
                f"--op_libraries={os.path.join(TEXT_OPS, '_whitespace_tokenizer_v2.so')}")

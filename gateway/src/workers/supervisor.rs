@@ -335,7 +335,10 @@ impl Supervisor {
             cmd.arg(format!("--cpus={}", plan.cpu_list()));
         }
         if !self.config.op_libraries.is_empty() {
-            let paths: Vec<String> = (self.config.op_libraries.iter())
+            let paths: Vec<String> = self
+                .config
+                .op_libraries
+                .iter()
                 .map(|p| p.display().to_string())
                 .collect();
             cmd.arg(format!("--op_libraries={}", paths.join(",")));
