@@ -184,7 +184,11 @@ fn run(flags: Flags) -> anyhow::Result<()> {
         .gateway_socket
         .as_ref()
         .context("--gateway_socket is required")?;
-    let mut stream = connect(socket)?;
+    let mut stream = match connect(socket) {
+        Ok(stream) => stream,
+        // No gateway to tell: the op library's error is the one that matters.
+        Err(e) => return op_libraries.and(Err(e)),
+    };
     send(
         &mut stream,
         wm::Message::Hello(wm::Hello {
