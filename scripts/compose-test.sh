@@ -138,7 +138,7 @@ got = list(stub.Predict(req, 30.0).outputs["y"].float_val)
 assert got == [3.5, 4.0, 5.5], got
 PYEOF
 log "REST and gRPC predictions answer [3.5, 4.0, 5.5]"
-text_ops="op libraries loaded: TensorFlow Text (22 libraries in /usr/local/lib/tfgate/ops/tensorflow_text)"
+text_ops="op libraries loaded: TensorFlow Text $(.venv/bin/pip show tensorflow-text | sed -n 's/^Version: //p') (22 libraries in /usr/local/lib/tfgate/ops/tensorflow_text)"
 dc logs worker 2>&1 | grep -cF "$text_ops" >/dev/null \
   || { log "the worker did not log \"$text_ops\""; exit 1; }
 log "the worker loaded TensorFlow Text's 22 op libraries from the image"

@@ -39,6 +39,8 @@ cp -L .libtensorflow/lib/libtensorflow_cc.so.2 .libtensorflow/lib/libtensorflow_
 SITE=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 mkdir -p "$CONTEXT/ops/tensorflow_text"
 cp -L "$SITE"/tensorflow_text/python/ops/_*.so "$CONTEXT/ops/tensorflow_text/"
+# Their version, which the workers check against TensorFlow's major.minor.
+.venv/bin/pip show tensorflow-text 2>/dev/null | sed -n 's/^Version: //p' > "$CONTEXT/ops/tensorflow_text/VERSION"
 log "building $IMAGE on $BASE_IMAGE"
 docker build -q --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$IMAGE" -f Dockerfile . >/dev/null
 log "built $IMAGE ($(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%d MB", $1/1e6}'))"

@@ -217,7 +217,8 @@ def same(name, got, want):
 
 def test_the_startup_log_names_the_op_libraries(served, work):
     logs = served.logs()
-    assert f"op libraries loaded: TensorFlow Text (22 libraries in {TEXT_OPS})" in logs
+    assert (f"op libraries loaded: TensorFlow Text {text.__version__} "
+            f"(22 libraries in {TEXT_OPS})") in logs
     assert f"{work['zero_out_so']} (ops: ZeroOut)" in logs
 
 

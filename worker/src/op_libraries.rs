@@ -15,13 +15,17 @@
 //! 2. [`IMAGE_TEXT_DIR`], where the Docker image carries them.
 //!
 //! Neither present: the worker serves without them (logged), and a model using their
-//! ops fails to load naming the op.
+//! ops fails to load naming the op. Their version — the wheel's `tensorflow_text-V.dist-info`
+//! beside them, or a `VERSION` file in the image's directory — must have TensorFlow's
+//! major.minor (their kernels are built against its headers); one that does not is left
+//! unloaded, with a warning, rather than stop every worker.
 //!
 //! A library registering a kernel already registered — the same library again from
 //! another path, a second copy of TensorFlow Text — loads without complaint, but every
-//! run of its ops then fails with "Multiple OpKernel registrations". So after each load
-//! the registered kernels are compared with those before it, and such a library is
-//! refused. The same file named twice is loaded once.
+//! run of its ops then fails with "Multiple OpKernel registrations". So the registered
+//! kernels are compared with those before, after each user library and after TensorFlow
+//! Text's as a whole (one package's libraries register disjoint kernels), and such a
+//! library is refused. The same file named twice is loaded once.
 
 use crate::tf::op_library;
 use anyhow::{anyhow, bail};
@@ -35,11 +39,32 @@ pub const IMAGE_TEXT_DIR: &str = "/usr/local/lib/tfgate/ops/tensorflow_text";
 /// The flag naming the user's op libraries (the worker's and the gateway's).
 pub const FLAG: &str = "--op_libraries";
 
+/// TensorFlow Text's libraries as found: where, their version if known, the files.
+#[derive(Debug)]
+struct TextLibraries {
+    dir: PathBuf,
+    version: Option<String>,
+    libs: Vec<PathBuf>,
+}
+
+/// What became of TensorFlow Text's libraries.
+#[derive(Debug, Default)]
+pub enum TextStatus {
+    #[default]
+    NotFound,
+    /// Found, but not for this TensorFlow: why.
+    Skipped(String),
+    Loaded {
+        dir: PathBuf,
+        version: Option<String>,
+        libraries: usize,
+    },
+}
+
 /// What was loaded, for the startup log.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    /// TensorFlow Text's directory and how many libraries came from it.
-    pub tensorflow_text: Option<(PathBuf, usize)>,
+    pub tensorflow_text: TextStatus,
     /// The user's libraries and the ops each registered.
     pub user: Vec<(PathBuf, Vec<String>)>,
 }
@@ -47,8 +72,19 @@ pub struct Loaded {
 impl std::fmt::Display for Loaded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.tensorflow_text {
-            Some((dir, n)) => write!(f, "TensorFlow Text ({n} libraries in {})", dir.display())?,
-            None => write!(f, "no TensorFlow Text (not found)")?,
+            TextStatus::Loaded {
+                dir,
+                version,
+                libraries,
+            } => {
+                write!(f, "TensorFlow Text")?;
+                if let Some(v) = version {
+                    write!(f, " {v}")?;
+                }
+                write!(f, " ({libraries} libraries in {})", dir.display())?
+            }
+            TextStatus::Skipped(why) => write!(f, "no TensorFlow Text ({why})")?,
+            TextStatus::NotFound => write!(f, "no TensorFlow Text (not found)")?,
         }
         for (path, ops) in &self.user {
             write!(f, "; {} (ops: {})", path.display(), ops.join(", "))?;
@@ -90,24 +126,68 @@ fn shared_objects(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// TensorFlow Text's version as found beside its libraries in `dir`: the image's
+/// `VERSION` file, or the wheel's `<site-packages>/tensorflow_text-V.dist-info`.
+fn text_version(dir: &Path) -> Option<String> {
+    if let Ok(v) = std::fs::read_to_string(dir.join("VERSION")) {
+        return Some(v.trim().to_string());
+    }
+    let site = dir.parent()?.parent()?.parent()?;
+    std::fs::read_dir(site).ok()?.find_map(|e| {
+        let name = e.ok()?.file_name().into_string().ok()?;
+        let v = name
+            .strip_prefix("tensorflow_text-")?
+            .strip_suffix(".dist-info")?;
+        Some(v.to_string())
+    })
+}
+
+/// Whether two versions share major.minor (`2.21.1` and `2.21.0` do).
+pub fn same_major_minor(a: &str, b: &str) -> bool {
+    let major_minor = |v: &str| {
+        let mut parts = v.split('.');
+        Some((parts.next()?.to_string(), parts.next()?.to_string()))
+    };
+    major_minor(a).is_some() && major_minor(a) == major_minor(b)
+}
+
 /// Loads TensorFlow Text's libraries and then `user`'s, in order; the first that is
 /// missing, fails to load or registers kernels already registered is the error.
 pub fn load(user: &[PathBuf]) -> anyhow::Result<Loaded> {
     let mut loaded = Loaded::default();
     let text = text_dirs(libtensorflow().as_deref())
         .into_iter()
-        .map(|dir| {
-            let libs = shared_objects(&dir);
-            (dir, libs)
+        .map(|dir| TextLibraries {
+            libs: shared_objects(&dir),
+            version: text_version(&dir),
+            dir,
         })
-        .find(|(_, libs)| !libs.is_empty());
+        .find(|t| !t.libs.is_empty());
+    let tensorflow = op_library::tensorflow_version();
+    let text = match text {
+        Some(t)
+            if t.version
+                .as_ref()
+                .is_some_and(|v| !same_major_minor(v, &tensorflow)) =>
+        {
+            let why = format!(
+                "{} in {} is not built for TensorFlow {tensorflow}: not loaded",
+                t.version.unwrap_or_default(),
+                t.dir.display()
+            );
+            tracing::warn!("TensorFlow Text {why}");
+            loaded.tensorflow_text = TextStatus::Skipped(why);
+            None
+        }
+        other => other,
+    };
     for path in user {
         if !path.exists() {
             bail!("op library {} ({FLAG}) does not exist", path.display());
         }
     }
     let mut registry = Registry::new()?;
-    if let Some((dir, libs)) = text {
+    if let Some(TextLibraries { dir, version, libs }) = text {
         // One package's libraries register disjoint kernels: checked once, together.
         let mut ops = Vec::new();
         for lib in &libs {
@@ -117,7 +197,11 @@ pub fn load(user: &[PathBuf]) -> anyhow::Result<Loaded> {
         for (lib, ops) in ops {
             registry.owned_by(lib, ops.unwrap_or_default());
         }
-        loaded.tensorflow_text = Some((dir, libs.len()));
+        loaded.tensorflow_text = TextStatus::Loaded {
+            dir,
+            version,
+            libraries: libs.len(),
+        };
     }
     for path in user {
         if let Some(ops) = registry.load(path)? {
@@ -244,6 +328,28 @@ mod tests {
             ]
         );
         assert_eq!(text_dirs(None), [PathBuf::from(IMAGE_TEXT_DIR)]);
+    }
+
+    #[test]
+    fn tensorflow_text_must_have_tensorflows_major_minor() {
+        assert!(same_major_minor("2.21.1", "2.21.0"));
+        assert!(!same_major_minor("2.20.0", "2.21.0"));
+        assert!(!same_major_minor("2.2.1", "2.21.0"));
+        assert!(!same_major_minor("", "2.21.0"));
+    }
+
+    #[test]
+    fn tensorflow_text_version_from_the_wheel_or_the_image() {
+        let root = std::env::temp_dir().join(format!("tfgate-text-{}", std::process::id()));
+        let ops = root.join("site-packages/tensorflow_text/python/ops");
+        std::fs::create_dir_all(&ops).unwrap();
+        assert_eq!(text_version(&ops), None);
+        std::fs::create_dir_all(root.join("site-packages/tensorflow_text-2.21.1.dist-info"))
+            .unwrap();
+        assert_eq!(text_version(&ops).as_deref(), Some("2.21.1"));
+        std::fs::write(ops.join("VERSION"), "2.21.0\n").unwrap();
+        assert_eq!(text_version(&ops).as_deref(), Some("2.21.0"));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
