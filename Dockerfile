@@ -1,5 +1,6 @@
-# tfgate: the gateway and the worker in one slim image. The binaries and TensorFlow's
-# two shared libraries are built on the host and staged in target/docker by
+# tfgate: the gateway and the worker in one slim image. The binaries, TensorFlow's two
+# shared libraries and TensorFlow Text's op libraries (which every worker loads) are
+# built on the host or taken from its venv, and staged in target/docker by
 # scripts/docker-image.sh; nothing is compiled or downloaded here, so the image builds
 # on machines that reach no registry (BASE_IMAGE=tfgate-base:bookworm, from
 # scripts/docker-base.sh). The host build must target the base's glibc (Debian 12).
@@ -8,6 +9,7 @@ FROM ${BASE_IMAGE}
 
 COPY target/docker/lib/ /usr/local/lib/
 COPY target/docker/bin/ /usr/local/bin/
+COPY target/docker/ops/ /usr/local/lib/tfgate/ops/
 # /run/tfgate is where the socket volume goes; Docker copies this directory's owner and
 # mode onto an empty volume mounted there, and the gateway refuses a socket directory
 # others may enter: 0700, the user's own.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The deployment test: docker-compose.yml brought up for real (a gateway container and
 # worker containers attached over a shared socket volume), then
-#   1. REST and gRPC predictions answer correctly;
+#   1. REST and gRPC predictions answer correctly; the worker loaded TensorFlow Text's op
+#      libraries from where the image carries them;
 #   2. under load, a worker's process is killed with SIGKILL from the host: every request
 #      still succeeds, Docker restarts the container and the gateway takes it back in;
 #   3. under load, scaled to 2 workers and back to 1: every request succeeds, the worker
@@ -137,6 +138,10 @@ got = list(stub.Predict(req, 30.0).outputs["y"].float_val)
 assert got == [3.5, 4.0, 5.5], got
 PYEOF
 log "REST and gRPC predictions answer [3.5, 4.0, 5.5]"
+text_ops="op libraries loaded: TensorFlow Text $(.venv/bin/pip show tensorflow-text | sed -n 's/^Version: //p') (22 libraries in /usr/local/lib/tfgate/ops/tensorflow_text)"
+dc logs worker 2>&1 | grep -cF "$text_ops" >/dev/null \
+  || { log "the worker did not log \"$text_ops\""; exit 1; }
+log "the worker loaded TensorFlow Text's 22 op libraries from the image"
 wait_for 10 "one segment per worker" check_segments
 
 worker_container() { docker ps -q --filter label=com.docker.compose.project=$PROJECT --filter label=com.docker.compose.service=worker | head -n1; }

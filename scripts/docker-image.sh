@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the tfgate image: the two binaries built on this machine (set up and built here
-# first) and the wheel's libtensorflow, copied onto BASE_IMAGE (default
+# first), the wheel's libtensorflow and TensorFlow Text's op libraries (from the venv:
+# the image build reaches no registry), copied onto BASE_IMAGE (default
 # debian:bookworm-slim; where that cannot be pulled, tfgate-base:bookworm, which
 # scripts/docker-base.sh builds with debootstrap).
 # Usage: [BASE_IMAGE=...] [IMAGE=tfgate:latest] bash scripts/docker-image.sh
@@ -34,6 +35,12 @@ BUILT=${CARGO_TARGET_DIR:-target}/release
 cp "$BUILT/tfgate" "$BUILT/tfgate-worker" "$CONTEXT/bin/"
 strip "$CONTEXT/bin/"* 2>/dev/null || true
 cp -L .libtensorflow/lib/libtensorflow_cc.so.2 .libtensorflow/lib/libtensorflow_framework.so.2 "$CONTEXT/lib/"
+# The workers look for them in /usr/local/lib/tfgate/ops/tensorflow_text (worker/src/op_libraries.rs).
+SITE=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+mkdir -p "$CONTEXT/ops/tensorflow_text"
+cp -L "$SITE"/tensorflow_text/python/ops/_*.so "$CONTEXT/ops/tensorflow_text/"
+# Their version, which the workers check against TensorFlow's major.minor.
+.venv/bin/pip show tensorflow-text 2>/dev/null | sed -n 's/^Version: //p' > "$CONTEXT/ops/tensorflow_text/VERSION"
 log "building $IMAGE on $BASE_IMAGE"
 docker build -q --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$IMAGE" -f Dockerfile . >/dev/null
 log "built $IMAGE ($(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%d MB", $1/1e6}'))"

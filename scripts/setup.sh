@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent setup for a fresh Debian machine with Rust and Python 3:
 #  1. a project-local venv with tensorflow-cpu (its libtensorflow is the worker's C API),
-#     the official tensorflow-serving-api client, Triton's V2 client and pytest;
+#     tensorflow-text (its op libraries, which every worker loads), the official
+#     tensorflow-serving-api client, Triton's V2 client, sentencepiece and pytest;
 #  2. .libtensorflow/{lib,pkgconfig}: link-time names, SONAMEs and a tensorflow.pc, which
 #     .cargo/config.toml hands to tensorflow-sys (its own download cannot work offline);
 #  3. proto/descriptors.binpb: TF Serving's and KServe V2's protos as a FileDescriptorSet
@@ -11,6 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 TF_VERSION=2.21.0
+# TensorFlow Text's op libraries must be built for TF_VERSION's major.minor.
+TF_TEXT_VERSION=2.21.1
 
 log() { echo "[setup] $*" >&2; }
 
@@ -56,6 +59,16 @@ if ! .venv/bin/python -c "import tritonclient.grpc, tritonclient.http" >/dev/nul
   log "installing tritonclient==2.45.0 (KServe V2 client)"
   .venv/bin/pip install -q --disable-pip-version-check "tritonclient==2.45.0" \
     "geventhttpclient>=1.4.4,<=2.0.2" "aiohttp>=3.8.1,<4" "python-rapidjson>=0.9.1" packaging
+fi
+# TensorFlow Text: its op libraries (tensorflow_text/python/ops/_*.so) are built into every
+# worker, as TF Serving links them into its binary. --no-deps: it asks for the full
+# `tensorflow` wheel, which would go beside tensorflow-cpu. sentencepiece's trainer makes
+# the tests' SentencePiece model.
+if [ "$(.venv/bin/pip show tensorflow-text 2>/dev/null | sed -n 's/^Version: //p')" != "$TF_TEXT_VERSION" ] \
+   || ! .venv/bin/python -c "import sentencepiece" >/dev/null 2>&1; then
+  log "installing tensorflow-text==$TF_TEXT_VERSION (op libraries) and sentencepiece"
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps "tensorflow-text==$TF_TEXT_VERSION"
+  .venv/bin/pip install -q --disable-pip-version-check "sentencepiece==0.2.3"
 fi
 
 SITE=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

@@ -234,6 +234,13 @@ pub struct Flags {
     #[arg(long = "worker_binary")]
     pub worker_binary: Option<PathBuf>,
 
+    /// tfgate: shared libraries of TensorFlow ops and kernels (comma-separated) that
+    /// every worker loads before any model, after TensorFlow Text's: custom ops without
+    /// a rebuild. One missing, failing to load, or registering kernels already
+    /// registered stops startup. With `--worker_socket`, each worker takes its own.
+    #[arg(long = "op_libraries", value_delimiter = ',')]
+    pub op_libraries: Vec<PathBuf>,
+
     /// tfgate: shared memory for request tensors per worker, MiB.
     #[arg(long = "shm_request_arena_mb", default_value_t = 256)]
     pub shm_request_arena_mb: usize,

@@ -317,6 +317,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
                 None => flags.replace_worker_after_unload_excess_mb << 20,
             },
             log_format: flags.log_format.clone(),
+            op_libraries: flags.op_libraries.clone(),
         },
         plans,
         servables.clone(),

@@ -132,6 +132,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         worker_id: 1,
         pid: 7,
         host: "worker-1".into(),
+        refused: String::new(),
     }));
     let control = "control_message";
     write(dir, control, "serve_models", &serve.encode_to_vec())?;

@@ -188,6 +188,7 @@ fn run_hostile(mut stream: UnixStream, mode: Mode, closed: &Arc<AtomicBool>) {
             worker_id: 99,
             pid: std::process::id(),
             host: mode.host(),
+            refused: String::new(),
         }),
     )
     .expect("Hello");

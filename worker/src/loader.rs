@@ -40,7 +40,12 @@ impl Servable {
         } else {
             session.tags.clone()
         };
-        let model = SavedModel::load(path, &tags, &session.config_proto)?;
+        let model = SavedModel::load(path, &tags, &session.config_proto).map_err(|e| {
+            match crate::op_libraries::explain_load_error(&e.message) {
+                Some(message) => TfError::new(e.code, message),
+                None => e,
+            }
+        })?;
         let defs = model.meta_graph_def.signature_def.clone();
         let mut signatures = BTreeMap::new();
         for (key, def) in &defs {

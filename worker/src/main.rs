@@ -8,6 +8,7 @@ mod ceiling;
 mod cpus;
 mod loader;
 mod manager;
+mod op_libraries;
 mod predict;
 mod run_mode;
 mod serve;
@@ -78,6 +79,11 @@ struct Flags {
     /// pinned to them and TensorFlow's thread pools default to their number.
     #[arg(long = "cpus")]
     cpus: Option<String>,
+    /// Shared libraries of TensorFlow ops and kernels to load before any model, after
+    /// TensorFlow Text's (comma-separated; a tfgate extension). The gateway passes its
+    /// own `--op_libraries` to the workers it starts; an attached worker takes it here.
+    #[arg(long = "op_libraries", value_delimiter = ',')]
+    op_libraries: Vec<PathBuf>,
 }
 
 /// Connects to the gateway, retrying while it starts (containers start in any order).
@@ -160,14 +166,29 @@ fn run(flags: Flags) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Before any model: a graph is checked against the op registry when it loads.
+    let loading = Instant::now();
+    let op_libraries = op_libraries::load(&flags.op_libraries);
+    if let Ok(loaded) = &op_libraries {
+        tracing::info!(
+            ms = loading.elapsed().as_millis() as u64,
+            "TensorFlow {}; op libraries loaded: {loaded}",
+            tf::op_library::tensorflow_version()
+        );
+    }
     if let Some(model_dir) = &flags.measure_model {
+        op_libraries?;
         return measure(&flags, model_dir, share);
     }
     let socket = flags
         .gateway_socket
         .as_ref()
         .context("--gateway_socket is required")?;
-    let mut stream = connect(socket)?;
+    let mut stream = match connect(socket) {
+        Ok(stream) => stream,
+        // No gateway to tell: the op library's error is the one that matters.
+        Err(e) => return op_libraries.and(Err(e)),
+    };
     send(
         &mut stream,
         wm::Message::Hello(wm::Hello {
@@ -176,8 +197,19 @@ fn run(flags: Flags) -> anyhow::Result<()> {
             host: std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
                 .unwrap_or_default(),
+            refused: match &op_libraries {
+                Ok(_) => String::new(),
+                Err(e) => format!("{e:#}"),
+            },
         }),
     )?;
+    if op_libraries.is_err() {
+        // The gateway has been told why: wait for it to hang up (so it reads the Hello
+        // before it sees this process exit), then refuse to start.
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = stream.read(&mut [0u8; 1]);
+        op_libraries?;
+    }
     let segment = receive_segment(&stream)?;
     let generation = segment.generation();
     let (requests, responses) = segment.into_worker();

@@ -78,6 +78,12 @@ impl WorkerPool {
         let (failed_tx, failed_rx) = watch::channel(None);
         let (stop_tx, _) = watch::channel(false);
         let worker_socket = config.worker_socket.clone();
+        if worker_socket.is_some() && !config.op_libraries.is_empty() {
+            tracing::warn!(
+                "--op_libraries names libraries for the workers this gateway starts; with \
+                 --worker_socket it starts none: pass --op_libraries to each tfgate-worker"
+            );
+        }
         let max_attached = config.max_attached_workers;
         let pool = WorkerPool {
             slots: Arc::default(),

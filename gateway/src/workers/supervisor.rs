@@ -37,6 +37,11 @@ use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+/// A worker that said in its Hello why it cannot serve (an op library that did not load).
+#[derive(Debug, thiserror::Error)]
+#[error("worker refused to start: {0}")]
+struct WorkerRefused(String);
+
 /// What every slot's supervisor needs (from the flags).
 pub struct SupervisorConfig {
     pub worker_binary: PathBuf,
@@ -65,6 +70,8 @@ pub struct SupervisorConfig {
     pub replace_after_unload_excess: u64,
     /// `--log_format`, passed on to the workers.
     pub log_format: String,
+    /// `--op_libraries`, passed on to the workers this gateway starts.
+    pub op_libraries: Vec<PathBuf>,
 }
 
 /// A slot's supervisor task and what it shares with the rest of the gateway.
@@ -327,6 +334,15 @@ impl Supervisor {
         if !plan.cpus.is_empty() {
             cmd.arg(format!("--cpus={}", plan.cpu_list()));
         }
+        if !self.config.op_libraries.is_empty() {
+            let paths: Vec<String> = self
+                .config
+                .op_libraries
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            cmd.arg(format!("--op_libraries={}", paths.join(",")));
+        }
         let json_logs = self.config.log_format == "json";
         if json_logs {
             cmd.stderr(std::process::Stdio::piped());
@@ -361,6 +377,9 @@ impl Supervisor {
         models: &mut watch::Receiver<Models>,
     ) -> anyhow::Result<(UnixStream, Arc<Incarnation>)> {
         let attach::Arrival { stream, hello } = arrival;
+        if !hello.refused.is_empty() {
+            return Err(WorkerRefused(hello.refused).into());
+        }
         let pid = hello.pid;
         tracing::info!(worker = %self.slot.id(), worker_id = hello.worker_id, pid, host = %hello.host, generation, "worker connected");
         // Responses ring a doorbell in the event loop rather than wake a thread.
@@ -455,7 +474,16 @@ impl Supervisor {
                     self.slot.attached(attached.incarnation.clone());
                     Ok(attached)
                 }
-                Err(e) => Err(End::Restart(format!("worker failed: {e:#}"))),
+                Err(e) => {
+                    if let Some(WorkerRefused(why)) = e.downcast_ref() {
+                        tracing::error!(worker = %self.slot.id(), "worker refused to start: {why}");
+                        // A spawned worker would refuse again: startup fails at once.
+                        if matches!(source, WorkerSource::Spawn { .. }) {
+                            self.startup_failed.send_replace(Some(why.clone()));
+                        }
+                    }
+                    Err(End::Restart(format!("worker failed: {e:#}")))
+                }
             },
             _ = stopped(&mut stop) => Err(End::Stopped),
         }
