@@ -1,9 +1,12 @@
 """A bounded chaos soak (loopback only): tfgate with two workers and batching serves mixed
 REST and gRPC load while a driver SIGKILLs and SIGSTOPs workers, adds and removes a version
 on disk, moves a label and reloads the model config. At the end it prints the counts and
-checks that nothing failed but requests whose deadline was shorter than a replacement, that
-the gateway's RSS stayed within 5 % after warm-up, and that the gateway holds as many file
-descriptors, shared-memory segments (memfds) and threads as before the chaos.
+checks that nothing failed: every request answered with the value its version computes
+(any exception a client meets counts as a failure), every reload accepted, every client
+thread alive and never without an answer for longer than STALL_S; that the gateway's RSS
+has no upward trend after warm-up (a least-squares line through every sample, not two
+points); and that the gateway holds as many file descriptors, shared-memory segments
+(memfds) and threads as before the chaos.
 
     .venv/bin/python scripts/chaos-soak.py [--minutes 10] [--clients 6]
 
@@ -34,6 +37,12 @@ BIN = os.path.join(ROOT, "target", "release", "tfgate")
 # A request waits at most this long; a replacement takes longer only when the worker
 # restarts from scratch after a SIGSTOP (heartbeat timeout 3 s + a load).
 DEADLINE_S = 10.0
+# A client with no answer for this long has stopped making progress (a deadline plus a
+# replacement from scratch).
+STALL_S = 30.0
+# What each version computes: y = 0.5 x + 2 (version 1) or + 3 (versions 2 and 3, a copy).
+V1 = lambda x: 0.5 * x + 2  # noqa: E731
+V2 = lambda x: 0.5 * x + 3  # noqa: E731
 
 
 def free_port():
@@ -135,40 +144,65 @@ def main():
             if not ok:
                 failures[what[:160]] += 1
 
+    # Each client's last answer, to tell a stalled or dead client from a busy one.
+    last_answer = {}
+    stalls = Counter()
+
+    def answered(i):
+        now = time.time()
+        with lock:
+            gap = now - last_answer.get(i, now)
+            if gap > STALL_S:
+                stalls[i] += 1
+            last_answer[i] = now
+
+    def guarded(client):
+        """Runs a client; any exception it meets is a failure, and kills no thread."""
+        def run(n):
+            last_answer[n] = time.time()
+            i = n
+            while not stop.is_set():
+                try:
+                    client(i)
+                except Exception as e:  # noqa: BLE001: every exception counts
+                    record(False, f"{client.__name__}: {type(e).__name__}: {e}")
+                answered(n)
+                i += 1
+        return run
+
     def rest_client(i):
-        targets = ["/v1/models/hpt:predict", "/v1/models/hpt/labels/stable:predict",
-                   "/v1/models/hpt/versions/1:predict"]
-        while not stop.is_set():
-            path = targets[i % len(targets)]
-            req = urllib.request.Request(url + path, method="POST",
-                                         data=b'{"instances": [[1.0], [2.0]]}')
-            try:
-                with urllib.request.urlopen(req, timeout=DEADLINE_S) as r:
-                    body = json.loads(r.read())
-                    record(len(body["predictions"]) == 2, "REST: wrong answer")
-            except urllib.error.HTTPError as e:
-                record(False, f"REST {e.code}: {e.read().decode(errors='replace')}")
-            except OSError as e:
-                record(False, f"REST: {e}")
-            i += 1
+        # Latest (2 or 3), the label (1 or 2, as it moves), version 1.
+        targets = [("/v1/models/hpt:predict", [V2]),
+                   ("/v1/models/hpt/labels/stable:predict", [V1, V2]),
+                   ("/v1/models/hpt/versions/1:predict", [V1])]
+        path, versions = targets[i % len(targets)]
+        req = urllib.request.Request(url + path, method="POST",
+                                     data=b'{"instances": [[1.0], [2.0]]}')
+        try:
+            with urllib.request.urlopen(req, timeout=DEADLINE_S) as r:
+                got = json.loads(r.read())["predictions"]
+                want = [[[v(1.0)], [v(2.0)]] for v in versions]
+                record(got in want, f"REST {path}: {got}, expected one of {want}")
+        except urllib.error.HTTPError as e:
+            record(False, f"REST {e.code}: {e.read().decode(errors='replace')}")
 
     def grpc_client(i):
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        while not stop.is_set():
-            r = predict_pb2.PredictRequest()
-            r.model_spec.name = "hpt"
-            if i % 2:
-                r.model_spec.version_label = "stable"
-            r.inputs["x"].CopyFrom(tf.make_tensor_proto([[3.0]], dtype=tf.float32))
-            try:
-                out = stub.Predict(r, DEADLINE_S)
-                record(len(out.outputs["y"].float_val) == 1, "gRPC: wrong answer")
-            except grpc.RpcError as e:
-                record(False, f"gRPC {e.code().name}: {e.details()}")
-            i += 1
+        r = predict_pb2.PredictRequest()
+        r.model_spec.name = "hpt"
+        versions = [V2]
+        if i % 2:
+            r.model_spec.version_label = "stable"
+            versions = [V1, V2]
+        r.inputs["x"].CopyFrom(tf.make_tensor_proto([[3.0]], dtype=tf.float32))
+        try:
+            got = list(stub.Predict(r, DEADLINE_S).outputs["y"].float_val)
+            record(got in [[v(3.0)] for v in versions], f"gRPC: {got}")
+        except grpc.RpcError as e:
+            record(False, f"gRPC {e.code().name}: {e.details()}")
 
-    clients = [threading.Thread(target=rest_client if n % 2 else grpc_client, args=(n,),
-                                daemon=True) for n in range(args.clients)]
+    clients = [threading.Thread(target=guarded(rest_client if n % 2 else grpc_client),
+                                args=(n,), daemon=True) for n in range(args.clients)]
     before = {"fds": proc_count(gw.pid, "fd"), "threads": proc_count(gw.pid, "task"),
               "memfds": memfds(gw.pid)}
     for c in clients:
@@ -192,7 +226,12 @@ def main():
         if not trace or trace[-1][0] < minute:
             trace.append((minute, rss_kib(gw.pid), sum(rss_kib(p) for p in workers(gw.pid))))
         if warm_rss is not None:
-            rss_samples.append(rss_kib(gw.pid))
+            rss_samples.append((time.time(), rss_kib(gw.pid)))
+        # A client without an answer for too long, seen while it waits.
+        with lock:
+            for i, t in last_answer.items():
+                if time.time() - t > STALL_S:
+                    stalls[i] += 1
         action = rng.choice(["kill", "kill", "stop", "add_version", "remove_version",
                              "move_label", "reload"])
         pids = workers(gw.pid)
@@ -222,11 +261,12 @@ def main():
             try:
                 models.HandleReloadConfigRequest(r, 60)
             except grpc.RpcError as e:
-                failures[f"reload {e.code().name}: {e.details()[:120]}"] += 1
+                record(False, f"reload {e.code().name}: {e.details()[:120]}")
         else:
             continue
         actions[action] += 1
 
+    dead = [n for n, c in enumerate(clients) if not c.is_alive()]
     stop.set()
     for c in clients:
         c.join(30)
@@ -255,22 +295,41 @@ def main():
           f"{after['threads']}, shm segments (memfds) {before['memfds']} -> {after['memfds']}")
     print("RSS by minute (KiB), gateway / workers together: " +
           ", ".join(f"{m}: {g} / {w}" for m, g, w in trace))
-    if warm_rss:
-        low, high = min(rss_samples), max(rss_samples)
+    trend = None
+    if warm_rss and len(rss_samples) >= 3:
+        low = min(r for _, r in rss_samples)
+        high = max(r for _, r in rss_samples)
+        # Least squares through every sample after warm-up: the growth it predicts over
+        # the sampled span, as a share of the warm RSS.
+        ts = [t for t, _ in rss_samples]
+        rs = [r for _, r in rss_samples]
+        mt, mr = sum(ts) / len(ts), sum(rs) / len(rs)
+        slope = sum((t - mt) * (r - mr) for t, r in zip(ts, rs)) / \
+            max(sum((t - mt) ** 2 for t in ts), 1e-9)
+        trend = slope * (ts[-1] - ts[0]) / warm_rss
         print(f"gateway RSS after warm-up {warm_rss} KiB, then {low}..{high} KiB, at the end "
-              f"{end_rss} KiB ({(end_rss - warm_rss) * 100 / warm_rss:+.1f} %)")
+              f"{end_rss} KiB; trend {trend * 100:+.2f} % over {len(rs)} samples, "
+              f"{(ts[-1] - ts[0]) / 60:.1f} min")
+    print(f"clients: {args.clients}, dead before the end: {len(dead)}, "
+          f"seen without an answer for over {STALL_S:g} s: {sum(stalls.values())}")
     print(f"exit code after SIGTERM: {code}")
     bad = []
     # Only deadlines shorter than a replacement may fail: here every deadline is 10 s, longer
     # than any replacement, so nothing may.
     if results["failed"]:
-        bad.append(f"{results['failed']} requests failed")
+        bad.append(f"{results['failed']} requests or reloads failed")
+    if dead:
+        bad.append(f"client threads {dead} died")
+    if stalls:
+        bad.append(f"clients {sorted(stalls)} stopped making progress")
+    if not results["ok"]:
+        bad.append("nothing was answered")
     if after["memfds"] != before["memfds"] or after["threads"] != before["threads"]:
         bad.append("segments or threads leaked")
     if abs(after["fds"] - before["fds"]) > 2:
         bad.append("file descriptors leaked")
-    if warm_rss and abs(end_rss - warm_rss) > warm_rss * 0.05:
-        bad.append("gateway RSS moved more than 5 % after warm-up")
+    if trend is not None and trend > 0.05:
+        bad.append(f"gateway RSS trends up {trend * 100:.1f} % after warm-up")
     if code != 0:
         bad.append("exit code not 0")
     if bad:

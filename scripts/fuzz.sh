@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-1000000}
 ALL=(shm_request_frame shm_response_frame control_message tensor_proto
-     rest_predict rest_examples text_config tfrecord_warmup rest_route write_decimal)
+     rest_predict rest_examples text_config tfrecord_warmup rest_route write_decimal v2_infer)
 TARGETS=("${@:-${ALL[@]}}")
 # tfgate-proto's build script (the root .cargo/config.toml sets the same).
 export TFGATE_PROTO_DESCRIPTORS="$PWD/proto/descriptors.binpb"

@@ -250,6 +250,46 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// A count the `slow` model served on REST `port` takes about `wanted` to reach on this
+/// machine, measured from a probe (so tests that need a request still running do not
+/// assume a machine's speed).
+pub fn slow_count_taking(port: u16, wanted: Duration) -> i64 {
+    const PROBE: i64 = 300_000;
+    let started = Instant::now();
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/models/slow:predict",
+        &format!(r#"{{"instances": [{PROBE}]}}"#),
+    )
+    .expect("the slow model answers");
+    assert_eq!(status, 200, "{body}");
+    let per_second = PROBE as f64 / started.elapsed().as_secs_f64();
+    (per_second * wanted.as_secs_f64()) as i64
+}
+
+/// Waits until the workers of the server on REST `port` hold at least `n` requests in
+/// flight (`GET /tfgate/workers`), for at most 30 s.
+pub fn wait_in_flight(port: u16, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = http(port, "GET", "/tfgate/workers", "").expect("/tfgate/workers");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("workers JSON");
+        let in_flight: u64 = v["workers"]
+            .as_array()
+            .map(|ws| ws.iter().filter_map(|w| w["in_flight"].as_u64()).sum())
+            .unwrap_or(0);
+        if in_flight >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never {n} requests in flight: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Sends `sig` (as `kill` takes it: `-KILL`, `-9`, `-STOP`...) to `pid`; it must arrive.
 pub fn signal(sig: &str, pid: impl std::fmt::Display) {
     let ok = Command::new("kill")

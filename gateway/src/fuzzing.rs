@@ -159,3 +159,82 @@ pub fn rest_route(
     let _ = route::parse(&hyper::Method::GET, path);
     (route::match_post(path), route::match_get(path))
 }
+
+/// A KServe V2 REST infer body (`v2/rest.rs::decode_request`) with its
+/// `Inference-Header-Content-Length`, chosen by the first byte: 0 none, 1 `0` (a raw
+/// binary request), else the next two bytes (little-endian) as the JSON header's length.
+/// Shared memory is off, so a region named anywhere is refused. What decodes must account
+/// for every byte (the binary inputs claim exactly what follows the JSON), and its inputs,
+/// decoded against a signature of the datatypes and shapes they declare, must make
+/// consistent tensors. The decoder here is the oracle a faster one must agree with.
+pub fn v2_infer(data: &[u8]) {
+    use crate::v2::infer::{Given, InputData};
+    use crate::v2::{datatype, rest::decode_request, shared_memory::Registry};
+    use tfgate_proto::tensorflow::TensorShapeProto;
+    use tfgate_proto::tensorflow::{tensor_shape_proto::Dim, SignatureDef, TensorInfo};
+
+    let (header, body) = match data {
+        [] => return,
+        [0, rest @ ..] => (None, rest),
+        [1, rest @ ..] => (Some("0".to_string()), rest),
+        [_, a, b, rest @ ..] => (Some(u16::from_le_bytes([*a, *b]).to_string()), rest),
+        _ => return,
+    };
+    let Ok(request) = decode_request(
+        header.as_deref(),
+        bytes::Bytes::copy_from_slice(body),
+        &Registry::default(),
+        1 << 20,
+    ) else {
+        return;
+    };
+    assert!(request.wanted.iter().all(|w| w.region.is_none()));
+    let Given::Listed(inputs) = request.inputs else {
+        let Given::Raw(raw) = request.inputs else {
+            unreachable!()
+        };
+        assert_eq!(raw.len(), body.len(), "a raw request is the whole body");
+        return;
+    };
+    let json_len = header.map_or(body.len(), |h| h.parse().unwrap_or(usize::MAX));
+    let claimed: usize = inputs
+        .iter()
+        .map(|i| match &i.data {
+            InputData::Raw(b) => b.len(),
+            InputData::Packed(_) => 0,
+        })
+        .sum();
+    assert_eq!(
+        claimed,
+        body.len() - json_len,
+        "binary inputs claim exactly the bytes after the JSON"
+    );
+    let mut signature = SignatureDef::default();
+    for i in &inputs {
+        let Some(dtype) = datatype::parse(&i.datatype) else {
+            continue;
+        };
+        let dim = i.shape.iter().map(|&size| Dim {
+            size,
+            name: String::new(),
+        });
+        signature.inputs.insert(
+            i.name.clone(),
+            TensorInfo {
+                dtype: dtype as i32,
+                tensor_shape: Some(TensorShapeProto {
+                    dim: dim.collect(),
+                    unknown_rank: false,
+                }),
+                ..Default::default()
+            },
+        );
+    }
+    if let Ok(tensors) = crate::request::DecodeInputs::decode(Given::Listed(inputs), &signature) {
+        for (name, t) in tensors {
+            if let Err(e) = t.check() {
+                panic!("decoded input {name} is inconsistent: {e}");
+            }
+        }
+    }
+}

@@ -433,10 +433,31 @@ def test_shared_memory_mistakes_are_refused(server, regions):
     http(rest_port, "POST", "/v2/systemsharedmemory/unregister")
 
 
+def wait_in_flight(rest_port, n, limit=30):
+    """Waits until the server's workers hold at least n requests (GET /tfgate/workers)."""
+    deadline = time.time() + limit
+    while True:
+        _, _, body = http(rest_port, "GET", "/tfgate/workers")
+        if sum(w["in_flight"] for w in json.loads(body)["workers"]) >= n:
+            return
+        assert time.time() < deadline, f"never {n} requests in flight: {body}"
+        time.sleep(0.01)
+
+
+def slow_count_taking(rest_port, seconds):
+    """A count the slow model takes about `seconds` to reach on this machine (probed)."""
+    probe = 300_000
+    started = time.time()
+    st, _, body = http(rest_port, "POST", "/v1/models/slow:predict",
+                       json.dumps({"instances": [probe]}).encode())
+    assert st == 200, body
+    return int(probe / (time.time() - started) * seconds)
+
+
 def test_a_region_unregistered_mid_request_serves_that_request(server, regions):
     """slow counts to its input n: the request is still running when its regions are
     unregistered, and it is answered in full from and into them."""
-    n = np.array([600_000], dtype=np.int64)
+    n = np.array([slow_count_taking(server[1], 1.5)], dtype=np.int64)
     in_key, in_handle = regions("n", 8)
     out_key, out_handle = regions("count", 8)
     shm.set_shared_memory_region(in_handle, [n])
@@ -453,13 +474,14 @@ def test_a_region_unregistered_mid_request_serves_that_request(server, regions):
     url = f"127.0.0.1:{server[1]}"
     t = threading.Thread(target=lambda: answers.append(
         th.InferenceServerClient(url).infer("slow", [i], outputs=[o])))
-    started = time.time()
     t.start()
-    time.sleep(0.2)
+    # Unregistered once the request runs at its worker (its input already read).
+    wait_in_flight(server[1], 1)
     c.unregister_system_shared_memory()
+    unregistered = time.time()
     t.join(60)
     assert answers, "the request was answered"
-    assert time.time() - started > 0.25, "it was still running when the regions went"
+    assert time.time() - unregistered > 0.1, "it was still running when the regions went"
     np.testing.assert_array_equal(shm.get_contents_as_numpy(out_handle, np.int64, [1]), n)
 
 

@@ -181,8 +181,10 @@ async fn limits_padding_and_deadlines_answer_like_tf_serving() {
             .unwrap()
         })
     };
-    let running = long(450_000);
-    std::thread::sleep(Duration::from_millis(300));
+    // Long enough to still run while the next two arrive, on any machine; running (at
+    // its worker) before the next one queues.
+    let running = long(tfgate_e2e::slow_count_taking(port, Duration::from_secs(3)));
+    tfgate_e2e::wait_in_flight(port, 1);
     let waiting = long(10);
     std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();

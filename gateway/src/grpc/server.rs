@@ -133,9 +133,8 @@ pub fn serve(
             service: make.clone(),
             uds_authority_shim: shim,
         };
-        tasks.push(tokio::spawn(crate::listener::serve(
+        tasks.push(tokio::spawn(port.serve(
             listener,
-            port,
             lifecycle.subscribe(),
             options.connections.clone(),
         )));

@@ -72,71 +72,6 @@ pub struct Port<F> {
     pub uds_authority_shim: bool,
 }
 
-/// Serves `listener` until the phase turns `Closed`, then until its connections close.
-pub async fn serve<F, S, B>(
-    listener: Listener,
-    port: Port<F>,
-    mut phase: watch::Receiver<Phase>,
-    places: Arc<Semaphore>,
-) where
-    F: Fn() -> S + Send + Sync + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: Body + Unpin + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    // Every connection holds a sender; when all are gone, `open` yields None.
-    let (open_tx, mut open) = mpsc::channel::<()>(1);
-    let port = Arc::new(port);
-    let conn_phase = phase.clone();
-    let start = |accepted: Accepted, place: Option<OwnedSemaphorePermit>| {
-        let port = port.clone();
-        let open = open_tx.clone();
-        let phase = conn_phase.clone();
-        tokio::spawn(async move {
-            let _open = open;
-            port.connection(accepted, place, phase).await;
-        });
-    };
-    let mut errors = AcceptErrors::default();
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = phase.wait_for(|p| *p == Phase::Closed) => break,
-        };
-        let accepted = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                if let Some(pause) = errors.failed(&e, port.name) {
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = phase.wait_for(|p| *p == Phase::Closed) => break,
-                    }
-                }
-                continue;
-            }
-        };
-        // (A place is taken after the accept, never before: one held in advance would be
-        // a place no connection uses.) Once the server closes, what was accepted is served
-        // regardless.
-        let place = tokio::select! {
-            p = places.clone().acquire_owned() => p.ok(),
-            _ = phase.wait_for(|p| *p == Phase::Closed) => None,
-        };
-        start(accepted, place);
-    }
-    while let Poll::Ready(Ok(a)) =
-        std::future::poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await
-    {
-        start(a, places.clone().try_acquire_owned().ok());
-    }
-    drop(listener);
-    drop(open_tx);
-    let _ = open.recv().await;
-}
-
 impl<F, S, B> Port<F>
 where
     F: Fn() -> S + Send + Sync + 'static,
@@ -147,6 +82,64 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    /// Serves `listener` until the phase turns `Closed`, then until its connections
+    /// close.
+    pub async fn serve(
+        self,
+        listener: Listener,
+        mut phase: watch::Receiver<Phase>,
+        places: Arc<Semaphore>,
+    ) {
+        // Every connection holds a sender; when all are gone, `open` yields None.
+        let (open_tx, mut open) = mpsc::channel::<()>(1);
+        let port = Arc::new(self);
+        let conn_phase = phase.clone();
+        let start = |accepted: Accepted, place: Option<OwnedSemaphorePermit>| {
+            let port = port.clone();
+            let open = open_tx.clone();
+            let phase = conn_phase.clone();
+            tokio::spawn(async move {
+                let _open = open;
+                port.connection(accepted, place, phase).await;
+            });
+        };
+        let mut errors = AcceptErrors::default();
+        loop {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                _ = phase.wait_for(|p| *p == Phase::Closed) => break,
+            };
+            let accepted = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    if let Some(pause) = errors.failed(&e, port.name) {
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = phase.wait_for(|p| *p == Phase::Closed) => break,
+                        }
+                    }
+                    continue;
+                }
+            };
+            // (A place is taken after the accept, never before: one held in advance would be
+            // a place no connection uses.) Once the server closes, what was accepted is served
+            // regardless.
+            let place = tokio::select! {
+                p = places.clone().acquire_owned() => p.ok(),
+                _ = phase.wait_for(|p| *p == Phase::Closed) => None,
+            };
+            start(accepted, place);
+        }
+        while let Poll::Ready(Ok(a)) =
+            std::future::poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await
+        {
+            start(a, places.clone().try_acquire_owned().ok());
+        }
+        drop(listener);
+        drop(open_tx);
+        let _ = open.recv().await;
+    }
+
     /// One connection's whole life, holding `place` until it has closed.
     async fn connection(
         &self,

@@ -58,5 +58,5 @@ pub async fn serve(
         service,
         uds_authority_shim: false,
     };
-    listener::serve(Listener::Tcp(listener), port, phase, places).await;
+    port.serve(Listener::Tcp(listener), phase, places).await;
 }

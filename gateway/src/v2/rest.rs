@@ -314,56 +314,44 @@ fn given_flag(parameters: Option<&Value>, name: &str) -> Result<Option<bool>, Se
     }
 }
 
-/// A raw binary request: the whole body is the one input's data, shaped from the
-/// signature (`infer::Given::Raw`); every output is answered as JSON.
-async fn raw_request(
-    api: &RestApi,
-    servable: ServableRequest,
+/// One output asked for: as binary data, or written into a shared-memory region.
+pub struct Wanted {
+    pub name: String,
+    pub binary: bool,
+    pub region: Option<Held>,
+}
+
+/// A V2 REST infer request, decoded: what runs and how each output is answered.
+pub struct InferRequest {
+    pub id: Option<String>,
+    pub signature_name: String,
+    pub inputs: infer::Given,
+    /// Outputs asked for by name, in order.
+    pub wanted: Vec<Wanted>,
+    /// `binary_data_output`: outputs not asked for by name answer as binary.
+    pub all_binary: bool,
+}
+
+/// Decodes an infer body and its `Inference-Header-Content-Length` (`header`): the JSON
+/// header, the binary data after it claimed by inputs in order, regions resolved in
+/// `regions`; `0` makes it a raw binary request. `limit` bounds a region's input as a body
+/// would be bounded. No I/O but a region's read.
+pub fn decode_request(
+    header: Option<&str>,
     body: Bytes,
-    deadline: tokio::time::Instant,
-) -> Result<Response<Full<Bytes>>, ServingError> {
-    let served = infer::run(
-        &api.predictor,
-        Call {
-            servable,
+    regions: &Registry,
+    limit: usize,
+) -> Result<InferRequest, ServingError> {
+    if header.map(str::trim) == Some("0") {
+        return Ok(InferRequest {
+            id: None,
             signature_name: String::new(),
             inputs: infer::Given::Raw(body),
-            outputs: Vec::new(),
-            deadline,
-            entrypoint: Entrypoint::Rest,
-        },
-    )
-    .await?;
-    served.encode(|s| {
-        encode(&s.servable.name, s.servable.version, None, &s.value, |_| {
-            Answer::Json
-        })
-    })
-}
-
-/// One output asked for: as binary data, or written into a shared-memory region.
-struct Wanted {
-    name: String,
-    binary: bool,
-    region: Option<Held>,
-}
-
-async fn infer(
-    api: &RestApi,
-    servable: ServableRequest,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, ServingError> {
-    let deadline = api.config.deadline();
-    let header = req
-        .headers()
-        .get(HEADER_LENGTH)
-        .map(|v| v.to_str().unwrap_or("").to_string());
-    let body =
-        crate::rest::body::read(req, api.config.max_body_bytes, api.config.body_timeout).await?;
-    if header.as_deref().map(str::trim) == Some("0") {
-        return raw_request(api, servable, body, deadline).await;
+            wanted: Vec::new(),
+            all_binary: false,
+        });
     }
-    let (head, mut binary) = split_body(header.as_deref(), body)?;
+    let (head, mut binary) = split_body(header, body)?;
     let doc: Value = serde_json::from_slice(&head).map_err(|e| {
         ServingError::invalid_argument(format!("failed to parse the request JSON: {e}"))
     })?;
@@ -400,14 +388,7 @@ async fn infer(
     };
     let inputs = inputs
         .iter()
-        .map(|i| {
-            input(
-                i,
-                &mut binary,
-                &api.shared_memory,
-                api.config.max_body_bytes,
-            )
-        })
+        .map(|i| input(i, &mut binary, regions, limit))
         .collect::<Result<Vec<_>, _>>()?;
     if !binary.is_empty() {
         return Err(ServingError::invalid_argument(format!(
@@ -429,24 +410,58 @@ async fn infer(
                     name: name.to_string(),
                     // An output's own `binary_data` overrides `binary_data_output`.
                     binary: given_flag(o.get("parameters"), "binary_data")?.unwrap_or(all_binary),
-                    region: region_reference(&what, o.get("parameters"), &api.shared_memory)?,
+                    region: region_reference(&what, o.get("parameters"), regions)?,
                 })
             })
             .collect::<Result<Vec<_>, ServingError>>()?,
         Some(_) => return Err(ServingError::invalid_argument("'outputs' must be an array")),
     };
+    Ok(InferRequest {
+        id,
+        signature_name,
+        inputs: infer::Given::Listed(inputs),
+        wanted,
+        all_binary,
+    })
+}
+
+async fn infer(
+    api: &RestApi,
+    servable: ServableRequest,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ServingError> {
+    let deadline = api.config.deadline();
+    let header = req
+        .headers()
+        .get(HEADER_LENGTH)
+        .map(|v| v.to_str().unwrap_or("").to_string());
+    let body =
+        crate::rest::body::read(req, api.config.max_body_bytes, api.config.body_timeout).await?;
+    let InferRequest {
+        id,
+        signature_name,
+        inputs,
+        wanted,
+        all_binary,
+    } = decode_request(
+        header.as_deref(),
+        body,
+        &api.shared_memory,
+        api.config.max_body_bytes,
+    )?;
     let served = infer::run(
         &api.predictor,
         Call {
             servable,
             signature_name,
-            inputs: infer::Given::Listed(inputs),
+            inputs,
             outputs: wanted.iter().map(|w| w.name.clone()).collect(),
             deadline,
             entrypoint: Entrypoint::Rest,
         },
     )
     .await?;
+    // A raw binary request answers every output as JSON (it has no header to ask with).
     served.encode(|s| {
         let how = |name: &str| match wanted.iter().find(|w| w.name == name) {
             Some(Wanted {
