@@ -261,14 +261,34 @@ async fn sigterm_drains_requests_in_flight() {
 }
 
 /// SIGTERM with the default `--drain_delay_ms=0` right after large requests were written
-/// whole to their connections (most not yet parsed by the server): every one is
-/// answered 200 (HTTP/1 with `Connection: close`), the gRPC calls sent before it OK, and
-/// the exit code is 0. Only connections made after the signal are refused.
+/// whole to their connections (most not yet parsed by the server) and while gRPC calls
+/// and a REST request run at the worker: every one is answered 200 (HTTP/1 with
+/// `Connection: close`), the gRPC calls OK, and the exit code is 0. Only connections
+/// made after the signal are refused. The runs that are in progress at the signal are
+/// the slow model's, counted on this machine to last about 2 s, and the signal waits
+/// until the server holds them (its in-flight count), not on a fixed sleep.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_answers_every_request_already_received() {
     use std::io::Write;
-    let mut server = Server::start("half_plus_two");
+    let dir = tfgate_e2e::TempDir::new("sigterm-drain");
+    let config = dir.0.join("models.config");
+    std::fs::write(
+        &config,
+        format!(
+            r#"model_config_list {{
+                 config {{ name: "half_plus_two" base_path: "{}" model_platform: "tensorflow" }}
+                 config {{ name: "slow" base_path: "{}" model_platform: "tensorflow" }} }}"#,
+            model_path("half_plus_two").display(),
+            model_path("slow").display()
+        ),
+    )
+    .unwrap();
+    let mut server = Server::start_with_flags(
+        "slow",
+        &[&format!("--model_config_file={}", config.display())],
+    );
     let port = server.rest_port;
+    let count = tfgate_e2e::slow_count_taking(port, Duration::from_secs(2));
     // About 1.8 MB of JSON each.
     let n = 360_000usize;
     let body = format!(r#"{{"instances": [{}]}}"#, vec!["1.0"; n].join(", "));
@@ -298,21 +318,34 @@ async fn sigterm_answers_every_request_already_received() {
         .await
         .unwrap()
         .max_decoding_message_size(usize::MAX);
-    let x = tfgate_e2e::float_tensor(&[200_000, 1], &vec![1.0; 200_000]);
     let grpc: Vec<_> = (0..3)
         .map(|_| {
             let mut client = client.clone();
-            let req = tfgate_e2e::predict_request("half_plus_two", "x", x.clone());
+            let req = count_to(count, None);
             tokio::spawn(async move { client.predict(req).await })
         })
         .collect();
+    // One REST request still running at the signal: its answer comes after it.
+    let slow_rest = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let body = format!(r#"{{"instances": [{count}]}}"#);
+        write!(
+            s,
+            "POST /v1/models/slow:predict HTTP/1.1\r\nHost: localhost\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        tfgate_e2e::read_response(s).unwrap()
+    });
     for _ in 0..12 {
         written
             .recv_timeout(Duration::from_secs(60))
             .expect("every request written whole");
     }
-    // The gRPC calls' frames on their way too.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The three gRPC calls and the slow REST request are at the worker.
+    tokio::task::block_in_place(|| tfgate_e2e::wait_in_flight(port, 4));
     signal("-TERM", server.pid());
 
     let mut closes = 0;
@@ -328,11 +361,16 @@ async fn sigterm_answers_every_request_already_received() {
         let resp = g
             .await
             .unwrap()
-            .expect("a gRPC call sent before SIGTERM is answered");
-        let y = &resp.into_inner().outputs["y"];
-        assert_eq!(y.float_val.len(), 200_000);
-        assert_eq!(y.float_val[0], 3.5);
+            .expect("a gRPC call running at SIGTERM is answered");
+        assert_eq!(resp.into_inner().outputs["count"].int64_val, [count]);
     }
+    let (status, head, body) = slow_rest.join().unwrap();
+    assert_eq!(status, 200, "{head}{body}");
+    assert!(body.contains(&count.to_string()), "{body}");
+    assert!(
+        head.contains("\r\nconnection: close"),
+        "an HTTP/1 answer after SIGTERM says Connection: close: {head}"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = server.child.try_wait().unwrap() {
@@ -344,10 +382,6 @@ async fn sigterm_answers_every_request_already_received() {
     assert_eq!(status.code(), Some(0));
     // Closed now: a new connection is refused.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
-    // Answered after the signal: told to close (with 12 large requests on a loaded
-    // machine, most are answered after it).
-    assert!(
-        closes > 0,
-        "no HTTP/1 answer after SIGTERM said Connection: close"
-    );
+    // How many of the large ones were answered after the signal varies with the machine.
+    eprintln!("{closes} of 12 large REST answers came after SIGTERM (Connection: close)");
 }
