@@ -100,6 +100,11 @@ fn worker_binary(flags: &Flags) -> anyhow::Result<PathBuf> {
 }
 
 fn absolute(path: &str) -> anyhow::Result<String> {
+    // A URI (gs://, s3://) is a store, not a path under the working directory: kept as
+    // it is, for the config's checks to refuse by its scheme.
+    if path.contains("://") {
+        return Ok(path.to_string());
+    }
     let p = Path::new(path);
     let abs = if p.is_absolute() {
         p.to_path_buf()

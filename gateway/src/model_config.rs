@@ -68,8 +68,21 @@ pub fn validate_list(models: &[pb::ModelConfig]) -> Result<(), ServingError> {
                 m.name, m.base_path
             )));
         }
+        remote_store(&m.name, &m.base_path)?;
     }
     Ok(())
+}
+
+/// A base path on a store tfgate cannot read (`gs://`, `s3://`, any URI) is refused by
+/// its scheme, never taken for a local path.
+pub fn remote_store(model: &str, base_path: &str) -> Result<(), ServingError> {
+    let Some((scheme, _)) = base_path.split_once("://") else {
+        return Ok(());
+    };
+    Err(ServingError::invalid_argument(format!(
+        "model {model}: base_path {base_path} is on a {scheme}:// store, which tfgate cannot \
+         read yet; it serves versions from a local directory (copy or mount the store there)"
+    )))
 }
 
 /// `GetPlatform`: `model_platform`, or the deprecated `model_type`, never both.
@@ -154,9 +167,19 @@ mod tests {
         let ok = list(
             r#"model_config_list { config { name: "a" base_path: "/m/a" model_platform: "tensorflow"
                model_version_policy { specific { versions: 2 versions: 3 } } }
-               config { name: "b" base_path: "gs://bucket/b" model_type: TENSORFLOW } }"#,
+               config { name: "b" base_path: "/m/b" model_type: TENSORFLOW } }"#,
         );
         validate_list(&ok).unwrap();
+        for store in ["gs://bucket/b", "s3://bucket/models/b"] {
+            let remote = list(&format!(
+                r#"model_config_list {{ config {{ name: "b" base_path: "{store}" model_platform: "tensorflow" }} }}"#
+            ));
+            let scheme = store.split("://").next().unwrap();
+            assert_eq!(
+                validate_list(&remote).unwrap_err().message,
+                format!("model b: base_path {store} is on a {scheme}:// store, which tfgate cannot read yet; it serves versions from a local directory (copy or mount the store there)")
+            );
+        }
         assert_eq!(served_model(&ok[0]).unwrap(), ok[0]);
         assert_eq!(platform(&ok[1]).unwrap(), "tensorflow");
 
