@@ -605,8 +605,10 @@ def perf_analyzer(rest_port, seconds=1):
         [os.path.join(venv_bin, "perf_analyzer"), "-m", "half_plus_two", "-i", "http",
          "-u", f"127.0.0.1:{rest_port}", "--shape", "x:1,1", "--shared-memory=system",
          "--concurrency-range", "1", "--measurement-interval", str(seconds * 1000),
-         "--measurement-mode", "time_windows", "--stability-percentage", "100",
-         "--max-trials", "3"],
+         # This checks that the requests go through shared memory, not their speed: any
+         # window counts as stable (a loaded 2-core machine is never steady).
+         "--measurement-mode", "time_windows", "--stability-percentage", "100000",
+         "--max-trials", "10"],
         env=env, capture_output=True, text=True, timeout=120)
 
 
