@@ -8,7 +8,7 @@ use crate::text_format;
 use prost::Message;
 use tfgate_proto::tensorflow::serving::{MonitoringConfig, SslConfig};
 use tfgate_proto::tensorflow::Example;
-use tfgate_tensor::tensor::DataType;
+use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
 
 /// The dtypes REST bodies are decoded into (one-input signatures are tried with each).
 const REST_DTYPES: &[DataType] = &[
@@ -56,16 +56,125 @@ pub fn rest_predict(body: &[u8]) {
                 panic!("decoded input {name} is inconsistent: {e}");
             }
         }
-        if let Ok(out) = json::encode_predict(decoded.format, &decoded.inputs) {
-            if let Err(e) = json::parse(&out) {
-                panic!(
-                    "the encoder wrote JSON its parser refuses ({}): {}",
-                    e.message,
-                    String::from_utf8_lossy(&out)
-                );
-            }
+        let Ok(out) = json::encode_predict(decoded.format, &decoded.inputs) else {
+            continue;
+        };
+        if let Err(e) = json::parse(&out) {
+            panic!(
+                "the encoder wrote JSON its parser refuses ({}): {}",
+                e.message,
+                String::from_utf8_lossy(&out)
+            );
+        }
+        round_trip(&decoded, &out, signature);
+    }
+}
+
+/// The second oracle of `rest_predict`: the response the encoder writes for the decoded
+/// tensors, sent back as a request (its one key renamed: `predictions` → `instances`,
+/// `outputs` → `inputs`), decodes to the same tensors. Values compare exactly, except
+/// that a NaN only stays a NaN (JSON has one) and a `double` may move by a few ulps,
+/// since TF Serving parses without rapidjson's full-precision flag.
+fn round_trip(decoded: &json::PredictJson, out: &[u8], signature: &[(String, DataType)]) {
+    // Row format with one tensor is written as bare values, which a signature of
+    // several inputs cannot take back (it needs named objects): not a round trip.
+    if decoded.format == json::PredictFormat::Row
+        && decoded.inputs.len() == 1
+        && signature.len() > 1
+    {
+        return;
+    }
+    let (from, to): (&[u8], &[u8]) = match decoded.format {
+        json::PredictFormat::Row => (b"\"predictions\"", b"\"instances\""),
+        json::PredictFormat::Columnar => (b"\"outputs\"", b"\"inputs\""),
+    };
+    let Some(at) = out.windows(from.len()).position(|w| w == from) else {
+        panic!(
+            "no {} key in {}",
+            String::from_utf8_lossy(from),
+            String::from_utf8_lossy(out)
+        );
+    };
+    let mut again = Vec::with_capacity(out.len());
+    again.extend_from_slice(&out[..at]);
+    again.extend_from_slice(to);
+    again.extend_from_slice(&out[at + from.len()..]);
+    let redecoded = json::parse(&again)
+        .and_then(|doc| json::decode_predict(&doc, signature))
+        .unwrap_or_else(|e| {
+            panic!(
+                "the encoder's JSON does not decode back ({}): {}",
+                e.message,
+                String::from_utf8_lossy(&again)
+            )
+        });
+    let mut want: Vec<&(String, Tensor)> = decoded.inputs.iter().collect();
+    let mut got: Vec<&(String, Tensor)> = redecoded.inputs.iter().collect();
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    let names = |v: &[&(String, Tensor)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&want), names(&got), "inputs after a round trip");
+    for ((name, a), (_, b)) in want.iter().zip(&got) {
+        assert_eq!(a.dtype, b.dtype, "{name}: dtype after a round trip");
+        assert_eq!(a.shape, b.shape, "{name}: shape after a round trip");
+        if !same_values(a, b) {
+            panic!("{name}: values after a round trip: {a:?} became {b:?}");
         }
     }
+}
+
+/// Element-wise equality as a JSON round trip keeps it (see [`round_trip`]).
+fn same_values(a: &Tensor, b: &Tensor) -> bool {
+    match (&a.data, &b.data) {
+        (TensorData::Strings(x), TensorData::Strings(y)) => x == y,
+        (TensorData::Bytes(x), TensorData::Bytes(y)) if x.len() == y.len() => match a.dtype {
+            DataType::Float | DataType::Complex64 => x
+                .chunks_exact(4)
+                .zip(y.chunks_exact(4))
+                .all(|(p, q)| same_float(f32_of(p).into(), f32_of(q).into(), 0)),
+            DataType::Double => x
+                .chunks_exact(8)
+                .zip(y.chunks_exact(8))
+                .all(|(p, q)| same_float(f64_of(p), f64_of(q), 4)),
+            DataType::Half | DataType::Bfloat16 => {
+                let nan = |h: u16| match a.dtype {
+                    DataType::Half => h & 0x7c00 == 0x7c00 && h & 0x03ff != 0,
+                    _ => h & 0x7f80 == 0x7f80 && h & 0x007f != 0,
+                };
+                x.chunks_exact(2).zip(y.chunks_exact(2)).all(|(p, q)| {
+                    let (p, q) = (
+                        u16::from_le_bytes([p[0], p[1]]),
+                        u16::from_le_bytes([q[0], q[1]]),
+                    );
+                    p == q || (nan(p) && nan(q))
+                })
+            }
+            _ => x == y,
+        },
+        _ => false,
+    }
+}
+
+fn f32_of(b: &[u8]) -> f32 {
+    f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn f64_of(b: &[u8]) -> f64 {
+    f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+/// Equal, both NaN, or (finite, same sign) at most `ulps` apart.
+fn same_float(p: f64, q: f64, ulps: u64) -> bool {
+    if p == q && p.is_sign_negative() == q.is_sign_negative() {
+        return true;
+    }
+    if p.is_nan() && q.is_nan() {
+        return true;
+    }
+    p.is_finite()
+        && q.is_finite()
+        && p.is_sign_negative() == q.is_sign_negative()
+        && p.to_bits().abs_diff(q.to_bits()) <= ulps
 }
 
 /// A `:classify` / `:regress` body (`decode_examples`): every example it makes, and the
@@ -234,6 +343,45 @@ pub fn v2_infer(data: &[u8]) {
         for (name, t) in tensors {
             if let Err(e) = t.check() {
                 panic!("decoded input {name} is inconsistent: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The committed seeds (`fuzz/seeds/TARGET`) run through each target's checks in
+    /// every `cargo test`, so an oracle that stops holding on a plain input fails CI, not
+    /// only a fuzzing run.
+    fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/seeds")
+            .join(target);
+        let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| {
+                let path = entry.expect("a seed directory entry").path();
+                let bytes = std::fs::read(&path).expect("a seed file");
+                (path.display().to_string(), bytes)
+            })
+            .collect();
+        out.sort();
+        assert!(!out.is_empty(), "no seeds in {}", dir.display());
+        out
+    }
+
+    #[test]
+    fn the_seeds_hold_every_oracle() {
+        for (target, run) in [
+            ("rest_predict", super::rest_predict as fn(&[u8])),
+            ("rest_examples", super::rest_examples),
+            ("text_config", super::text_config),
+            ("write_decimal", super::write_decimal),
+            ("v2_infer", super::v2_infer),
+        ] {
+            for (name, bytes) in seeds(target) {
+                eprintln!("{name}");
+                run(&bytes);
             }
         }
     }
