@@ -10,10 +10,15 @@ FROM ${BASE_IMAGE}
 COPY target/docker/lib/ /usr/local/lib/
 COPY target/docker/bin/ /usr/local/bin/
 COPY target/docker/ops/ /usr/local/lib/tfgate/ops/
+# For HTTPS model stores (gs://, s3://): the bundle where rustls's platform verifier looks.
+COPY target/docker/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 # /run/tfgate is where the socket volume goes; Docker copies this directory's owner and
 # mode onto an empty volume mounted there, and the gateway refuses a socket directory
 # others may enter: 0700, the user's own.
-RUN ldconfig && mkdir -p /models && install -d -m 0700 -o 10001 -g 10001 /run/tfgate
+# /var/cache/tfgate is where a model-cache volume goes (--model_cache_dir, for gs:// and
+# s3:// base paths): the gateway writes it, attached workers read it.
+RUN ldconfig && mkdir -p /models && install -d -m 0700 -o 10001 -g 10001 /run/tfgate \
+    && install -d -m 0755 -o 10001 -g 10001 /var/cache/tfgate
 
 # Not root: the gateway and its workers run as one unprivileged user (the gateway takes
 # workers of its own uid only). A numeric uid needs no /etc/passwd entry. The root

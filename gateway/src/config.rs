@@ -241,6 +241,19 @@ pub struct Flags {
     #[arg(long = "op_libraries", value_delimiter = ',')]
     pub op_libraries: Vec<PathBuf>,
 
+    /// tfgate: where the gateway mirrors `gs://` and `s3://` base paths, for the workers
+    /// to load from (one fetcher per gateway). Default: inside the gateway's runtime
+    /// directory, removed at exit. With `--worker_socket`, a directory the attached
+    /// workers see at the same path (a shared volume) must be named.
+    #[arg(long = "model_cache_dir", default_value = "")]
+    pub model_cache_dir: String,
+
+    /// tfgate: the most bytes of model versions the cache holds; a version that does not
+    /// fit is not loaded, and its status says why. 0: the free space of the cache's file
+    /// system.
+    #[arg(long = "model_cache_max_bytes", default_value_t = 0)]
+    pub model_cache_max_bytes: u64,
+
     /// tfgate: shared memory for request tensors per worker, MiB.
     #[arg(long = "shm_request_arena_mb", default_value_t = 256)]
     pub shm_request_arena_mb: usize,

@@ -19,6 +19,7 @@ mod health;
 mod lifecycle;
 mod linger;
 mod listener;
+mod model_cache;
 mod model_config;
 mod monitoring;
 mod predictor;
@@ -114,14 +115,33 @@ fn absolute(path: &str) -> anyhow::Result<String> {
     Ok(abs.to_string_lossy().into_owned())
 }
 
+/// `--model_config_file`, local or on a store.
+async fn read_config_file(
+    cache: &model_cache::ModelCache,
+    path: &str,
+) -> Result<tfgate_proto::tensorflow::serving::ModelServerConfig, ServingError> {
+    match tfgate_model_store::parse(path) {
+        Ok(Some(remote)) => cache.read_config(&remote).await,
+        Ok(None) => model_config::read_file(path),
+        Err(e) => Err(ServingError::invalid_argument(format!(
+            "--model_config_file {e}"
+        ))),
+    }
+}
+
 /// Re-reads `--model_config_file` every `every` and applies it; a file that cannot be
 /// read or a config that cannot be applied is logged and the old one stays in force.
-async fn poll_config_file(core: ServerCore, path: String, every: Duration) {
+async fn poll_config_file(
+    core: ServerCore,
+    cache: model_cache::ModelCache,
+    path: String,
+    every: Duration,
+) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let config = match model_config::read_file(&path) {
+        let config = match read_config_file(&cache, &path).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("Failed to read ModelServerConfig file: {}", e.message);
@@ -231,17 +251,19 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     flags.validate().map_err(ServingError::invalid_argument)?;
     let runtime_dir = RuntimeDir::create()?;
     let servables = Servables::default();
+    let model_cache = model_cache::ModelCache::new(&flags, &runtime_dir.0, servables.clone())?;
     let core = ServerCore::new(
         CoreOptions {
             allow_version_labels_for_unavailable_models: flags
                 .allow_version_labels_for_unavailable_models,
+            model_cache: Some(model_cache.clone()),
         },
         servables.clone(),
     );
     let initial = if flags.model_config_file.is_empty() {
         model_config::single_model(&flags.model_name, &absolute(&flags.model_base_path)?)
     } else {
-        model_config::read_file(&flags.model_config_file)?
+        read_config_file(&model_cache, &flags.model_config_file).await?
     };
     let batching = batching_config(&flags)?;
     let metrics_path = monitoring::config::prometheus_path(&flags.monitoring_config_file)?;
@@ -373,6 +395,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     if !flags.model_config_file.is_empty() && flags.model_config_file_poll_wait_seconds > 0 {
         tokio::spawn(poll_config_file(
             core.clone(),
+            model_cache,
             flags.model_config_file.clone(),
             Duration::from_secs(flags.model_config_file_poll_wait_seconds as u64),
         ));

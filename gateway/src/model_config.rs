@@ -73,16 +73,12 @@ pub fn validate_list(models: &[pb::ModelConfig]) -> Result<(), ServingError> {
     Ok(())
 }
 
-/// A base path on a store tfgate cannot read (`gs://`, `s3://`, any URI) is refused by
-/// its scheme, never taken for a local path.
+/// A base path on a store tfgate cannot read (any URI but `gs://` and `s3://`) is
+/// refused by its scheme, never taken for a local path.
 pub fn remote_store(model: &str, base_path: &str) -> Result<(), ServingError> {
-    let Some((scheme, _)) = base_path.split_once("://") else {
-        return Ok(());
-    };
-    Err(ServingError::invalid_argument(format!(
-        "model {model}: base_path {base_path} is on a {scheme}:// store, which tfgate cannot \
-         read yet; it serves versions from a local directory (copy or mount the store there)"
-    )))
+    tfgate_model_store::parse(base_path)
+        .map(|_| ())
+        .map_err(|e| ServingError::invalid_argument(format!("model {model}: base_path {e}")))
 }
 
 /// `GetPlatform`: `model_platform`, or the deprecated `model_type`, never both.
@@ -174,12 +170,15 @@ mod tests {
             let remote = list(&format!(
                 r#"model_config_list {{ config {{ name: "b" base_path: "{store}" model_platform: "tensorflow" }} }}"#
             ));
-            let scheme = store.split("://").next().unwrap();
-            assert_eq!(
-                validate_list(&remote).unwrap_err().message,
-                format!("model b: base_path {store} is on a {scheme}:// store, which tfgate cannot read yet; it serves versions from a local directory (copy or mount the store there)")
-            );
+            validate_list(&remote).unwrap();
         }
+        let hdfs = list(
+            r#"model_config_list { config { name: "b" base_path: "hdfs://nn/b" model_platform: "tensorflow" } }"#,
+        );
+        assert_eq!(
+            validate_list(&hdfs).unwrap_err().message,
+            "model b: base_path hdfs://nn/b: file system scheme 'hdfs' is not supported (tfgate reads local paths, gs:// and s3://)"
+        );
         assert_eq!(served_model(&ok[0]).unwrap(), ok[0]);
         assert_eq!(platform(&ok[1]).unwrap(), "tensorflow");
 

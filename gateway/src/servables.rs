@@ -214,6 +214,11 @@ pub struct Servables {
     labels: Arc<RwLock<Option<Labels>>>,
     /// Models a worker found no version directory for (and nothing since).
     no_versions: Arc<RwLock<std::collections::BTreeSet<String>>>,
+    /// Versions of remote base paths the model cache could not fetch (`model_cache`),
+    /// by model: END with the reason in status, until fetched or gone from the store.
+    store_errors: Arc<RwLock<BTreeMap<String, BTreeMap<i64, Status>>>>,
+    /// Remote base paths the model cache cannot list, by model.
+    listing_errors: Arc<RwLock<BTreeMap<String, Status>>>,
     changed: watch::Sender<u64>,
 }
 
@@ -223,6 +228,8 @@ impl Default for Servables {
             inner: Arc::default(),
             labels: Arc::default(),
             no_versions: Arc::default(),
+            store_errors: Arc::default(),
+            listing_errors: Arc::default(),
             changed: watch::channel(0).0,
         }
     }
@@ -363,16 +370,74 @@ impl Servables {
     }
 
     /// Every version of `name` with its best state across workers, highest first
-    /// (for status and startup); `None` if no worker ever reported the model.
+    /// (for status and startup), and the versions the model cache could not fetch, as
+    /// END with the reason; `None` if neither a worker nor the cache reported the model.
     pub fn versions(&self, name: &str) -> Option<BTreeMap<i64, VersionStatus>> {
         let table = self.inner.read();
-        let versions = table.get(name)?;
-        Some(
-            versions
-                .iter()
-                .filter_map(|(v, e)| Some((*v, e.best()?)))
-                .collect(),
-        )
+        let store_errors = self.store_errors.read();
+        let from_workers = table.get(name);
+        let from_store = store_errors.get(name);
+        if from_workers.is_none() && from_store.is_none() {
+            return None;
+        }
+        let mut out: BTreeMap<i64, VersionStatus> = from_workers
+            .into_iter()
+            .flatten()
+            .filter_map(|(v, e)| Some((*v, e.best()?)))
+            .collect();
+        for (v, error) in from_store.into_iter().flatten() {
+            out.entry(*v).or_insert_with(|| VersionStatus {
+                state: State::End,
+                error: Some(error.clone()),
+            });
+        }
+        Some(out)
+    }
+
+    /// The model cache could not fetch `version` of `model` (`Some`), or now has it.
+    pub fn store_error(&self, model: &str, version: i64, error: Option<Status>) {
+        {
+            let mut errors = self.store_errors.write();
+            match error {
+                Some(e) => {
+                    errors
+                        .entry(model.to_string())
+                        .or_default()
+                        .insert(version, e);
+                }
+                None => {
+                    if let Some(vs) = errors.get_mut(model) {
+                        vs.remove(&version);
+                        if vs.is_empty() {
+                            errors.remove(model);
+                        }
+                    }
+                }
+            }
+        }
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The model cache cannot list `model`'s base path (`Some`), or can again.
+    pub fn listing_error(&self, model: &str, error: Option<Status>) {
+        match error {
+            Some(e) => self.listing_errors.write().insert(model.to_string(), e),
+            None => self.listing_errors.write().remove(model),
+        };
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Why `model`'s base path cannot be listed, if it cannot.
+    pub fn listing_error_of(&self, model: &str) -> Option<Status> {
+        self.listing_errors.read().get(model).cloned()
+    }
+
+    /// Forgets the model cache's reports of models not in `models`.
+    pub fn retain_store_errors(&self, models: &std::collections::BTreeSet<String>) {
+        self.store_errors.write().retain(|m, _| models.contains(m));
+        self.listing_errors
+            .write()
+            .retain(|m, _| models.contains(m));
     }
 
     /// Whether some version of `name` is AVAILABLE on a live worker (readiness).

@@ -5,6 +5,7 @@
 //! follow it; version labels are resolved by the servable table.
 
 use crate::error::ServingError;
+use crate::model_cache::ModelCache;
 use crate::model_config::{self, model_list};
 use crate::servables::{Labels, Servables};
 use std::collections::BTreeSet;
@@ -18,6 +19,9 @@ use tokio::sync::{watch, Mutex};
 pub struct CoreOptions {
     /// `--allow_version_labels_for_unavailable_models`.
     pub allow_version_labels_for_unavailable_models: bool,
+    /// Mirrors `gs://` and `s3://` base paths for the workers; without it (unit tests)
+    /// such a base path is refused.
+    pub model_cache: Option<ModelCache>,
 }
 
 /// The model list the workers serve.
@@ -70,6 +74,18 @@ pub async fn wait_until_available(
                     .map(|e| format!(" due to error: {}: {}", e.code.name(), e.message))
                     .unwrap_or_default();
                 failed.push_str(&format!("{{{{name: {name} version: {v}}}{why}}}, "));
+                n_failed += 1;
+            } else if let Some(e) = servables
+                .listing_error_of(name)
+                .filter(|_| versions.is_empty())
+            {
+                // A remote base path that cannot be listed fails like a load: waiting
+                // would hide the store's reason.
+                failed.push_str(&format!(
+                    "{{{{name: {name}}} due to error: {}: {}}}, ",
+                    e.code.name(),
+                    e.message
+                ));
                 n_failed += 1;
             } else if !(partial && servables.has_no_versions(name)) {
                 pending.push(name);
@@ -166,9 +182,23 @@ impl ServerCore {
             .iter()
             .map(|m| {
                 tracing::info!(" (Re-)adding model: {}", m.name);
-                model_config::served_model(m)
+                let served = model_config::served_model(m)?;
+                match &self.inner.options.model_cache {
+                    Some(cache) => cache.local_model(served),
+                    None => match tfgate_model_store::parse(&served.base_path) {
+                        Ok(None) => Ok(served),
+                        _ => Err(ServingError::invalid_argument(format!(
+                            "model {}: no model cache for base_path {}",
+                            served.name, served.base_path
+                        ))),
+                    },
+                }
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(cache) = &self.inner.options.model_cache {
+            let names = models.iter().map(|m| m.name.clone()).collect();
+            cache.retain(&names, &self.inner.servables);
+        }
         let before: BTreeSet<String> = self
             .inner
             .models
@@ -338,6 +368,7 @@ mod tests {
         let core = ServerCore::new(
             CoreOptions {
                 allow_version_labels_for_unavailable_models: true,
+                ..Default::default()
             },
             s.clone(),
         );
