@@ -10,6 +10,10 @@
 #   4. the gateway restarted: the workers attach to the new one;
 #   5. `down -v` leaves no container or volume, and no process holds any of the
 #      shared-memory segments (memfds) the gateway and workers held.
+#   6. models from a bucket (deploy/compose/s3.yml): moto's S3 server on the host, version 1
+#      of half_plus_two uploaded into a bucket; the gateway, given the bucket and keys,
+#      mirrors it into the model-cache volume and the worker (no keys, the volume
+#      read-only) serves it from there.
 # Skipped, with the reason printed, where Docker is not installed. Where it is (the
 # `docker` command exists), a test that cannot run fails instead: no engine reachable, no
 # compose tool. TFGATE_COMPOSE_TEST=skip skips it on purpose.
@@ -53,6 +57,7 @@ cleanup() {
     dc logs --tail=40 >&2 || true
   fi
   dc down -v --remove-orphans >/dev/null 2>&1 || true
+  [ -z "${MOTO:-}" ] || kill "$MOTO" 2>/dev/null || true
   # The image is rebuilt on every run; leave no untagged copies behind.
   docker rmi -f "$TFGATE_IMAGE" >/dev/null 2>&1 || true
   exit $rc
@@ -226,4 +231,51 @@ held=$( { find /proc/[0-9]*/fd -lname '/memfd:tfgate-shm*' -exec stat -L -c %i {
   | sort -u | comm -12 - <(sort -u "$SEEN") | grep -c . || true)
 log "down -v in $((SECONDS - t0)) s: $left_c containers, $left_v volumes; $held of the $seen segments seen still held by a process"
 [ "$left_c" = 0 ] && [ "$left_v" = 0 ] && [ "$seen" -ge 2 ] && [ "$held" = 0 ] || exit 1
+
+# 6. Models from an S3-compatible bucket: the override file, moto's S3 server on the host
+# (bound to the address the containers reach as host.docker.internal, Docker's
+# host-gateway), only version 1 (0.5 * x + 2) in the bucket, so that 2.5 for 1.0 can only
+# come from it.
+t6=$SECONDS
+S3_IP=$(docker run --rm --add-host host.docker.internal:host-gateway --entrypoint getent "$TFGATE_IMAGE" hosts host.docker.internal | awk '{print $1}')
+[ -n "$S3_IP" ] || { log "cannot resolve Docker's host-gateway address"; exit 1; }
+S3_PORT=${TFGATE_S3_PORT:-18602}
+S3_BUCKET=tfgate-compose-test
+export AWS_ACCESS_KEY_ID=tfgate-compose-test AWS_SECRET_ACCESS_KEY=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n') AWS_REGION=us-east-1
+.venv/bin/moto_server -H "$S3_IP" -p "$S3_PORT" >/tmp/$PROJECT-moto.log 2>&1 & MOTO=$!
+moto_up() { curl -s -o /dev/null "http://$S3_IP:$S3_PORT/"; }
+wait_for 30 "moto's S3 server on $S3_IP:$S3_PORT" moto_up || { tail -n 20 /tmp/$PROJECT-moto.log >&2; exit 1; }
+AWS_ENDPOINT_URL=http://$S3_IP:$S3_PORT $PY tests/compose/s3_upload.py --version 1 \
+  models/half_plus_two "s3://$S3_BUCKET/models/half_plus_two" 2>&1 | sed "s/^/[compose-test] /" >&2
+export COMPOSE_FILE=docker-compose.yml:deploy/compose/s3.yml
+export TFGATE_MODEL_BASE_PATH=s3://$S3_BUCKET/models/half_plus_two AWS_ENDPOINT_URL=http://host.docker.internal:$S3_PORT
+dc up -d --scale worker=1 >/dev/null 2>&1
+wait_for 120 "the gateway on the bucket to be ready" ready
+out=$(curl -sf -X POST "$REST/v1/models/half_plus_two:predict" -d '{"instances": [1.0]}' | tr -d ' \n')
+[ "$out" = '{"predictions":[2.5]}' ] || { log "REST predict from the bucket answered $out"; exit 1; }
+log "served from s3://$S3_BUCKET (moto on the host) within $((SECONDS - t6)) s of starting moto: predict [1.0] -> [2.5], version 1"
+G=$(docker ps -q --filter label=com.docker.compose.project=$PROJECT --filter label=com.docker.compose.service=gateway)
+W=$(worker_container)
+mount_rw() { docker inspect -f '{{range .Mounts}}{{if eq .Destination "/var/cache/tfgate"}}{{.Type}}:{{.RW}}{{end}}{{end}}' "$1"; }
+[ "$(mount_rw "$G")" = volume:true ] && [ "$(mount_rw "$W")" = volume:false ] \
+  || { log "the model cache is mounted $(mount_rw "$G") in the gateway, $(mount_rw "$W") in the worker"; exit 1; }
+# The worker loaded the gateway's mirror (the gateway's own load-attempt series names
+# the path each worker loaded), and holds no credential.
+loaded=$(curl -sf "$REST/monitoring/prometheus/metrics" | grep -o ':tensorflow:cc:saved_model:load_attempt_count{[^}]*status="success"[^}]*}' | grep -o 'model_path="[^"]*"' | sort -u | tr '\n' ' ')
+case $loaded in
+  'model_path="/var/cache/tfgate/half_plus_two-'*'/1" ') ;;
+  *) log "the worker's successful loads: ${loaded:-none}, not version 1 in /var/cache/tfgate"; exit 1 ;;
+esac
+docker exec "$W" env | grep -q '^AWS_' && { log "the worker container has AWS_* variables"; exit 1; }
+fetched=$(docker logs "$G" 2>&1 | grep -o "version 1 of model half_plus_two fetched from s3://$S3_BUCKET/models/half_plus_two ([^)]*)" | head -n1)
+[ -n "$fetched" ] || { log "the gateway did not log the fetch"; exit 1; }
+if docker logs "$G" 2>&1 | grep -qF "$AWS_SECRET_ACCESS_KEY"; then log "the secret key is in the gateway's log"; exit 1; fi
+log "the worker (no AWS_* variables, the cache read-only) loaded ${loaded% }; gateway: $fetched; no secret in its log"
+t0=$SECONDS
+dc down -v --remove-orphans >/dev/null 2>&1
+kill "$MOTO"; wait "$MOTO" 2>/dev/null || true; MOTO=
+left_c=$(docker ps -aq --filter label=com.docker.compose.project=$PROJECT | wc -l)
+left_v=$(docker volume ls -q --filter label=com.docker.compose.project=$PROJECT | wc -l)
+log "down -v in $((SECONDS - t0)) s: $left_c containers, $left_v volumes (model-cache included); the bucket step took $((SECONDS - t6)) s"
+[ "$left_c" = 0 ] && [ "$left_v" = 0 ] || exit 1
 log "PASSED"

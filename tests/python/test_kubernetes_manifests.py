@@ -2,16 +2,20 @@
 
 Every Kubernetes object there is validated against the Kubernetes API's schema
 (kubernetes-validate, strict: unknown fields are errors) at a fixed Kubernetes version.
-The kustomize overlays (gpu/, optional/) are rendered here with the subset of kustomize
-they use (directory resources and strategic merge patches, containers matched by name),
-and what they render is validated too. Then the shape a user relies on: a gateway in
-attach mode and its worker containers sharing an in-memory socket volume, probes,
-a termination grace period that covers the drain, a model config TF Serving's own
-parser reads, GPUs for the workers only, and the queue-depth HPA's metric traced back
-to the series the gateway exports."""
+The kustomize overlays (gpu/, optional/, bucket/) are rendered here with the subset of
+kustomize they use (directory resources and strategic merge patches, containers matched
+by name, `$patch: delete`), and what they render is validated too; where `kubectl` or
+`kustomize` is installed, its own rendering must agree. Then the shape a user relies on:
+a gateway in attach mode and its worker containers sharing an in-memory socket volume,
+probes, a termination grace period that covers the drain, a model config TF Serving's
+own parser reads, GPUs for the workers only, the queue-depth HPA's metric traced back
+to the series the gateway exports, and models read from a bucket through a per-pod
+cache with the credentials in the gateway alone."""
 import copy
 import pathlib
 import re
+import shutil
+import subprocess
 
 import kubernetes_validate
 import pytest
@@ -34,6 +38,11 @@ REST_PORT = 8501
 GRPC_PORT = 8500
 METRICS_PATH = "/monitoring/prometheus/metrics"
 ADAPTER_RULES = DEPLOY / "optional" / "prometheus-adapter-rules.yaml"
+# The bucket overlay's model cache: the gateway writes it, the workers read it, at one path
+# (the image's /var/cache/tfgate).
+CACHE_DIR = "/var/cache/tfgate"
+BUCKET = DEPLOY / "bucket"
+OVERLAYS = ["", "gpu", "optional", "bucket"]
 
 
 def validate(obj):
@@ -64,7 +73,8 @@ def patch_files():
 
 
 # Patches that are not whole objects (validated once applied, in the rendered overlay).
-PARTIAL_PATCHES = {"gpu/workers-gpu.yaml"}
+PARTIAL_PATCHES = {"gpu/workers-gpu.yaml", "bucket/deployment-bucket.yaml",
+                   "bucket/no-models-claim.yaml"}
 
 
 def manifest_files():
@@ -95,7 +105,11 @@ def strategic_merge(base, patch, key=None):
         out = [copy.deepcopy(item) for item in base]
         for item in patch:
             matches = [i for i, b in enumerate(out) if b.get(field) == item.get(field)]
-            if matches:
+            if item.get("$patch") == "delete":
+                # `- {field: value, $patch: delete}` removes that item.
+                assert matches, f"{key}: nothing to delete where {field} is {item[field]!r}"
+                del out[matches[0]]
+            elif matches:
                 out[matches[0]] = strategic_merge(out[matches[0]], item, None)
             else:
                 out.append(copy.deepcopy(item))
@@ -116,7 +130,11 @@ def render(directory):
                    if (o["kind"], o["metadata"]["name"]) ==
                    (patch["kind"], patch["metadata"]["name"])]
         assert len(targets) == 1, f"{p['path']} patches {len(targets)} objects"
-        objects[targets[0]] = strategic_merge(objects[targets[0]], patch)
+        if patch.get("$patch") == "delete":
+            # A whole object with `$patch: delete` removes it.
+            del objects[targets[0]]
+        else:
+            objects[targets[0]] = strategic_merge(objects[targets[0]], patch)
     names = [(o["kind"], o["metadata"]["name"]) for o in objects]
     assert len(names) == len(set(names)), f"duplicate objects in {directory}: {names}"
     return objects
@@ -203,9 +221,21 @@ def test_only_patches_skip_validation_on_their_own():
 
 
 def test_base_kustomization_lists_every_base_manifest():
-    listed = set(load(DEPLOY / "kustomization.yaml")[0]["resources"])
-    present = {p.name for p in DEPLOY.glob("*.yaml")} - {"kustomization.yaml"}
+    listed = set(load(DEPLOY / "base" / "kustomization.yaml")[0]["resources"])
+    present = {p.name for p in (DEPLOY / "base").glob("*.yaml")} - {"kustomization.yaml"}
     assert listed == present
+    # `kubectl apply -k deploy/kubernetes` applies the base.
+    assert load(DEPLOY / "kustomization.yaml")[0]["resources"] == ["base"]
+
+
+def test_no_overlay_sits_inside_its_base():
+    """kustomize refuses a resource directory that contains the kustomization naming it
+    ("cycle detected: candidate root ... contains visited root")."""
+    for k in kustomizations():
+        for resource in load(k)[0].get("resources", []):
+            path = (k.parent / resource).resolve()
+            if path.is_dir():
+                assert not k.parent.resolve().is_relative_to(path), f"{k}: {resource}"
 
 
 @pytest.mark.parametrize("doc", documents())
@@ -213,12 +243,46 @@ def test_manifest_validates(doc):
     validate(doc)
 
 
-@pytest.mark.parametrize("overlay", ["", "gpu", "optional"])
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_rendered_kustomization_validates(overlay):
     objects = render(DEPLOY / overlay)
-    assert len(objects) == len(BASE)
+    # The bucket variant has no models claim.
+    assert len(objects) == len(BASE) - (overlay == "bucket")
     for obj in objects:
         validate(obj)
+
+
+def kustomize_command():
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize"]
+    return None
+
+
+def canonical(value, key=None):
+    """An object with the lists that strategic merge patching merges sorted by their
+    merge key: a patch may add an item at the front (kustomize) or the end (here)."""
+    if isinstance(value, dict):
+        return {k: canonical(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [canonical(v) for v in value]
+        if key in MERGE_KEYS and all(isinstance(v, dict) for v in items):
+            items.sort(key=lambda v: str(v.get(MERGE_KEYS[key])))
+        return items
+    return value
+
+
+@pytest.mark.skipif(kustomize_command() is None, reason="neither kustomize nor kubectl is installed")
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kustomize_renders_what_this_test_renders(overlay):
+    out = subprocess.run(kustomize_command() + [str(DEPLOY / overlay)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    theirs = {(o["kind"], o["metadata"]["name"]): canonical(o)
+              for o in yaml.safe_load_all(out.stdout) if o}
+    ours = {(o["kind"], o["metadata"]["name"]): canonical(o) for o in render(DEPLOY / overlay)}
+    assert theirs == ours
 
 
 def broken_replicas(d):
@@ -253,6 +317,20 @@ def test_validation_rejects_an_unknown_kind():
 
 
 # The pod.
+
+def gateway_flag_names():
+    """The flags the gateway defines (`#[arg(long = "...")]` in its config.rs)."""
+    source = (ROOT / "gateway" / "src" / "config.rs").read_text()
+    return set(re.findall(r'long\s*=\s*"([a-z0-9_]+)"', source))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateway_knows_every_flag_it_is_given(overlay):
+    gateway, _ = split_pod(one(render(DEPLOY / overlay), "Deployment"))
+    known = gateway_flag_names()
+    assert {"port", "worker_socket", "model_cache_dir"} <= known
+    assert set(flags(gateway)) <= known, set(flags(gateway)) - known
+
 
 def test_pod_is_a_gateway_in_attach_mode_and_its_workers():
     gateway, workers = split_pod(DEPLOYMENT)
@@ -485,3 +563,138 @@ def test_queue_depth_hpa_scales_on_the_series_the_adapter_derives():
     # Summed over a pod's workers.
     query = rule["metricsQuery"].replace(" ", "")
     assert query == "sum(<<.Series>>{<<.LabelMatchers>>})by(<<.GroupBy>>)"
+
+
+# Models in a bucket.
+
+BUCKET_OBJECTS = render(BUCKET)
+BUCKET_DEPLOYMENT = one(BUCKET_OBJECTS, "Deployment")
+
+
+def quantity_bytes(quantity):
+    """A Kubernetes memory/storage quantity (`10Gi`, `500M`, `1024`) in bytes."""
+    m = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?", str(quantity))
+    assert m, quantity
+    scale = {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+             "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}[m.group(2)]
+    return int(m.group(1)) * scale
+
+
+def mounts_at(container, path):
+    return [m for m in container.get("volumeMounts", []) if m["mountPath"] == path]
+
+
+def test_bucket_variant_has_no_models_volume_and_no_init_container():
+    kinds = sorted(o["kind"] for o in BUCKET_OBJECTS)
+    assert kinds == sorted(["ConfigMap", "Deployment", "Service", "PodDisruptionBudget",
+                            "HorizontalPodAutoscaler"])
+    pod = BUCKET_DEPLOYMENT["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    assert not [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    for c in pod["containers"]:
+        assert not mounts_at(c, "/models"), c["name"]
+    # No Secret is applied from git: the placeholders must never overwrite real keys.
+    assert not [o for o in BUCKET_OBJECTS if o["kind"] == "Secret"]
+    # Everything else is the base's: the Service, the PDB, and the HPA's replicas (at
+    # least two pods, each with a cache of its own reading the one bucket).
+    for kind in ["Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"]:
+        assert one(BUCKET_OBJECTS, kind) == one(BASE, kind), kind
+    assert one(BUCKET_OBJECTS, "HorizontalPodAutoscaler")["spec"]["minReplicas"] >= 2
+    assert "replicas" not in BUCKET_DEPLOYMENT["spec"]
+
+
+def test_bucket_variant_models_config_names_a_bucket():
+    config = one(BUCKET_OBJECTS, "ConfigMap")
+    parsed = text_format.Parse(config["data"]["models.config"],
+                               model_server_config_pb2.ModelServerConfig())
+    models = parsed.model_config_list.config
+    assert [m.name for m in models] == ["half_plus_two"]
+    for m in models:
+        assert re.fullmatch(r"(s3|gs)://[^/]+/.+", m.base_path), m.base_path
+    # The monitoring config is the base's.
+    assert config["data"]["monitoring.config"] == \
+        one(BASE, "ConfigMap")["data"]["monitoring.config"]
+
+
+def test_bucket_variant_gateway_mirrors_into_a_cache_the_workers_read():
+    gateway, workers = split_pod(BUCKET_DEPLOYMENT)
+    base_gateway, base_workers = split_pod(DEPLOYMENT)
+    assert [w["name"] for w in workers] == [w["name"] for w in base_workers]
+    g = flags(gateway)
+    assert g["model_cache_dir"] == CACHE_DIR
+    # The base's flags, kept (the patch repeats the args list whole), plus the cache's.
+    assert gateway["args"][:len(base_gateway["args"])] == base_gateway["args"]
+    added = set(flags(gateway)) - set(flags(base_gateway))
+    assert added == {"model_cache_dir", "model_cache_max_bytes",
+                     "file_system_poll_wait_seconds"}, added
+    assert int(g["file_system_poll_wait_seconds"]) >= 1
+
+    pod = BUCKET_DEPLOYMENT["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (mount,) = mounts_at(gateway, CACHE_DIR)
+    assert not mount.get("readOnly", False)
+    cache = volumes[mount["name"]]
+    # On the node's disk, one per pod, bounded; the gateway's bound stays under it.
+    assert set(cache) == {"name", "emptyDir"}
+    assert cache["emptyDir"].get("medium", "") == ""
+    size_limit = quantity_bytes(cache["emptyDir"]["sizeLimit"])
+    max_bytes = int(g["model_cache_max_bytes"])
+    assert 0.8 * size_limit <= max_bytes <= size_limit
+    requested = gateway["resources"]["requests"]["ephemeral-storage"]
+    assert quantity_bytes(requested) >= size_limit
+    for w in workers:
+        (wm,) = mounts_at(w, CACHE_DIR)
+        assert wm["name"] == mount["name"], w["name"]
+        assert wm["readOnly"] is True, w["name"]
+        # Workers keep their flags: they load what the gateway hands them.
+        assert flags(w) == {"gateway_socket": SOCKET}
+        assert w["resources"] == base_workers[0]["resources"]
+    # Nobody else mounts the cache.
+    others = [c["name"] for c in pod["containers"] if c not in workers and c is not gateway
+              and [m for m in c.get("volumeMounts", []) if m["name"] == mount["name"]]]
+    assert not others
+
+
+def secret_names(container):
+    names = {e["secretRef"]["name"] for e in container.get("envFrom", []) if "secretRef" in e}
+    names |= {e["valueFrom"]["secretKeyRef"]["name"] for e in container.get("env", [])
+              if "secretKeyRef" in e.get("valueFrom", {})}
+    return names
+
+
+def test_bucket_credentials_reach_the_gateway_only():
+    gateway, workers = split_pod(BUCKET_DEPLOYMENT)
+    (secret,) = load(BUCKET / "credentials.example.yaml")
+    assert secret["kind"] == "Secret"
+    assert secret_names(gateway) == {secret["metadata"]["name"]}
+    # The example holds placeholders for the AWS variables, plainly not real keys.
+    data = secret["stringData"]
+    assert set(data) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    for value in data.values():
+        assert "EXAMPLE" in value and "NOT-A-REAL" in value, value
+    assert not re.fullmatch(r"(AKIA|ASIA)[A-Z0-9]{16}", data["AWS_ACCESS_KEY_ID"])
+    # Non-secret settings as plain variables of the gateway.
+    env = {e["name"]: e for e in gateway.get("env", [])}
+    assert "value" in env["AWS_REGION"]
+    pod = BUCKET_DEPLOYMENT["spec"]["template"]["spec"]
+    for w in workers:
+        assert "env" not in w and "envFrom" not in w, w["name"]
+        assert not secret_names(w)
+    # No Secret reaches any container as a file either, and the pod has no API token.
+    assert not [v for v in pod["volumes"] if "secret" in v or "projected" in v]
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_workload_identity_example_annotates_a_service_account():
+    (account,) = load(BUCKET / "workload-identity.example.yaml")
+    assert account["kind"] == "ServiceAccount"
+    assert account["metadata"]["name"] == "tfgate"
+    annotations = account["metadata"]["annotations"]
+    assert re.fullmatch(r"arn:aws:iam::\d{12}:role/.+", annotations["eks.amazonaws.com/role-arn"])
+    assert annotations["iam.gke.io/gcp-service-account"].endswith(".iam.gserviceaccount.com")
+    assert account["automountServiceAccountToken"] is False
+    # The IRSA note keeps the webhook's token away from the workers by name.
+    _, workers = split_pod(BUCKET_DEPLOYMENT)
+    skip = "eks.amazonaws.com/skip-containers: " + ",".join(w["name"] for w in workers)
+    assert skip in (BUCKET / "deployment-bucket.yaml").read_text()
+    assert skip in (BUCKET / "workload-identity.example.yaml").read_text()
