@@ -11,6 +11,7 @@ mod batching;
 mod classifier;
 mod config;
 mod descriptors;
+mod edge;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -22,6 +23,7 @@ mod listener;
 mod model_cache;
 mod model_config;
 mod monitoring;
+mod ports;
 mod predictor;
 mod request;
 mod request_log;
@@ -414,18 +416,18 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         core,
         tensor_content: flags.enable_serialization_as_tensor_content,
         max_send_message_length: channel_args.max_send_message_length,
-        v2: v2::grpc::InferenceService {
-            predictor: predictor.clone(),
-            shared_memory: shared_memory.clone(),
-            max_receive_message_length: channel_args.max_receive_message_length,
-            health: health.clone(),
-            max_send_message_length: channel_args.max_send_message_length,
-        },
+    };
+    let v2_grpc = v2::grpc::InferenceService {
+        predictor: predictor.clone(),
+        shared_memory: shared_memory.clone(),
+        max_receive_message_length: channel_args.max_receive_message_length,
+        health: health.clone(),
+        max_send_message_length: channel_args.max_send_message_length,
     };
     let address = flags
         .bind_address()
         .map_err(ServingError::invalid_argument)?;
-    let listeners = grpc::server::bind(address, flags.port, &flags.grpc_socket_path).await?;
+    let listeners = ports::grpc::bind(address, flags.port, &flags.grpc_socket_path).await?;
     let health_service = if flags.enable_grpc_healthcheck_service {
         let reporter = tonic_health::server::HealthReporter::new();
         let service = tonic_health::server::HealthService::from_health_reporter(reporter.clone());
@@ -437,13 +439,20 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     let places = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
     let write_stall = (flags.connection_write_timeout_ms > 0)
         .then(|| Duration::from_millis(flags.connection_write_timeout_ms));
-    let options = grpc::server::ServeOptions {
+    let options = ports::grpc::ServeOptions {
         tls: tls.as_ref(),
         args: &channel_args,
         write_stall,
         connections: places.clone(),
     };
-    let grpc_tasks = grpc::server::serve(listeners, grpc, health_service, options, &lifecycle)?;
+    let grpc_tasks = ports::grpc::serve(
+        listeners,
+        grpc,
+        v2_grpc,
+        health_service,
+        options,
+        &lifecycle,
+    )?;
 
     let mut rest_task = None;
     if flags.rest_api_port != 0 && flags.rest_api_port != flags.port {
@@ -452,30 +461,37 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot bind REST port {addr}"))?;
         tracing::info!("Exporting HTTP/REST API at:localhost:{} ...", addr.port());
-        let api = rest::RestApi {
-            predictor,
-            health,
-            shared_memory,
-            config: rest::RestConfig {
-                // TF Serving sets no run timeout for a value of 0 or less.
-                timeout: u64::try_from(flags.rest_api_timeout_in_ms)
-                    .ok()
-                    .filter(|ms| *ms > 0)
-                    .map(Duration::from_millis),
-                max_body_bytes: flags.max_request_body_mb << 20,
-                header_timeout: (flags.rest_api_header_timeout_ms > 0)
-                    .then(|| Duration::from_millis(flags.rest_api_header_timeout_ms)),
-                body_timeout: (flags.rest_api_body_timeout_ms > 0)
-                    .then(|| Duration::from_millis(flags.rest_api_body_timeout_ms)),
-                cors: flags.rest_api_enable_cors_support,
-                metrics_path,
+        let limits = edge::HttpLimits {
+            // TF Serving sets no run timeout for a value of 0 or less.
+            timeout: u64::try_from(flags.rest_api_timeout_in_ms)
+                .ok()
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis),
+            max_body_bytes: flags.max_request_body_mb << 20,
+            body_timeout: (flags.rest_api_body_timeout_ms > 0)
+                .then(|| Duration::from_millis(flags.rest_api_body_timeout_ms)),
+        };
+        let api = ports::rest::HttpRoutes {
+            v1: rest::RestApi {
+                predictor: predictor.clone(),
+                limits: limits.clone(),
             },
+            v2: v2::rest::V2Http {
+                predictor,
+                health: health.clone(),
+                shared_memory,
+                limits,
+            },
+            health,
+            metrics_path,
+            cors: flags.rest_api_enable_cors_support,
         };
         let rest_tls = tls
             .as_ref()
             .filter(|_| flags.rest_api_enable_ssl)
             .map(tls::Tls::rest);
-        let header = api.config.header_timeout;
+        let header = (flags.rest_api_header_timeout_ms > 0)
+            .then(|| Duration::from_millis(flags.rest_api_header_timeout_ms));
         let limits = listener::Limits {
             // The REST port's one bound on a client that has not shown its request yet.
             handshake: header,
@@ -487,7 +503,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             keepalive_time: Some(grpc::channel_args::GRPC_KEEPALIVE_TIME),
             keepalive_timeout: grpc::channel_args::GRPC_KEEPALIVE_TIMEOUT,
         };
-        rest_task = Some(tokio::spawn(rest::server::serve(
+        rest_task = Some(tokio::spawn(ports::rest::serve(
             listener,
             api,
             rest_tls,
@@ -544,7 +560,9 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
 /// filters (default `info`).
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // object_store logs each of its own retries at INFO: every poll of a store that
+        // is down. The model cache logs the failure itself, once a minute.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,object_store=warn"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

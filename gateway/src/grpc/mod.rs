@@ -1,48 +1,27 @@
 //! gRPC front end: `tensorflow.serving.PredictionService` and `ModelService` over tonic.
 //! Decodes protos into the predictor's requests and encodes results back; a
-//! [`ServingError`] becomes a `tonic::Status` in one place, the `From` below.
+//! [`ServingError`] becomes a `tonic::Status` in one place, the `From` beside it
+//! (`error.rs`). Mounted beside V2's service by `ports::grpc`.
 
 pub mod channel_args;
-pub mod server;
-mod status_codes;
+pub(crate) mod status_codes;
 pub mod tensor_proto;
 pub(crate) mod uds_authority;
 
 use crate::classifier::{classification_result, regression_result, Class};
-use crate::error::{Code, ServingError};
+use crate::edge::observe;
+use crate::error::ServingError;
 use crate::predictor::{InferenceResult, Predictor, Served};
 use crate::request::{
     Entrypoint, ExamplesRequest, InferenceTask, MultiInferenceRequest, PredictRequest,
 };
 use crate::servables::{ServableId, ServableRequest};
 use prost::Message;
-use std::time::Duration;
 use tfgate_proto::tensorflow::serving as pb;
 use tfgate_proto::tensorflow::serving::model_spec::VersionChoice;
 use tfgate_tensor::proto::serialized_examples;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
-
-/// Requests without a gRPC deadline wait at most this long.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
-
-/// TF Serving cuts gRPC error messages at this many bytes.
-const MAX_MESSAGE: usize = 1024;
-
-/// The gRPC edge's one conversion: the code, and the message cut as TF Serving cuts it.
-impl From<ServingError> for Status {
-    fn from(e: ServingError) -> Status {
-        let code = tonic::Code::from_i32(e.code.canonical());
-        if e.message.len() <= MAX_MESSAGE {
-            return Status::new(code, e.message);
-        }
-        let mut cut = MAX_MESSAGE;
-        while !e.message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        Status::new(code, format!("{}...TRUNCATED", &e.message[..cut]))
-    }
-}
 
 /// The gRPC services.
 #[derive(Clone)]
@@ -54,30 +33,15 @@ pub struct GrpcServices {
     pub tensor_content: bool,
     /// `grpc.max_send_message_length` (`--grpc_channel_arguments`).
     pub max_send_message_length: usize,
-    /// KServe V2's service, served beside TF Serving's.
-    pub v2: crate::v2::grpc::InferenceService,
 }
 
 impl GrpcServices {
     /// The response, unless it is larger than `grpc.max_send_message_length`.
     fn respond<T: Message>(&self, message: T) -> Result<Response<T>, Status> {
-        within_send_limit(message, self.max_send_message_length)
+        crate::edge::within_send_limit(message, self.max_send_message_length)
             .map(Response::new)
             .map_err(Status::from)
     }
-}
-
-/// `message`, unless it is larger than `grpc.max_send_message_length` (`limit`): then
-/// gRPC C++'s RESOURCE_EXHAUSTED (tonic would answer OUT_OF_RANGE in its own words).
-/// Every gRPC service's responses pass here.
-pub(crate) fn within_send_limit<T: Message>(message: T, limit: usize) -> Result<T, ServingError> {
-    let len = message.encoded_len();
-    if len > limit {
-        return Err(ServingError::resource_exhausted(format!(
-            "Sent message larger than max ({len} vs. {limit})"
-        )));
-    }
-    Ok(message)
 }
 
 /// `ModelSpec` → what to resolve.
@@ -102,38 +66,6 @@ fn response_spec(servable: &ServableId, signature_name: &str) -> pb::ModelSpec {
     servable.model_spec(signature_name)
 }
 
-/// The deadline a gRPC client set (`grpc-timeout`), which becomes the run timeout.
-/// tonic's server also enforces the header, answering CANCELLED "Timeout expired"; ending
-/// our own wait a little earlier (5 %, at most 10 ms) makes the answer TF Serving's
-/// DEADLINE_EXCEEDED instead.
-pub(crate) fn deadline_of<T>(request: &Request<T>) -> Instant {
-    let timeout = match request
-        .metadata()
-        .get("grpc-timeout")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_grpc_timeout)
-    {
-        Some(d) => d.saturating_sub((d / 20).min(Duration::from_millis(10))),
-        None => DEFAULT_TIMEOUT,
-    };
-    Instant::now() + timeout
-}
-
-fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = num.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-/// What Classify and Regress share: the servable, signature and serialized examples.
 fn examples_request(
     spec: Option<&pb::ModelSpec>,
     input: Option<&pb::Input>,
@@ -267,20 +199,6 @@ fn model_name(spec: Option<&pb::ModelSpec>) -> String {
     spec.map(|s| s.name.clone()).unwrap_or_default()
 }
 
-/// Records a Predict, Classify or Regress answer as TF Serving's prediction service
-/// does: counted by status, its latency when it succeeded.
-fn observe<T>(
-    model_name: &str,
-    api: &str,
-    started: Instant,
-    result: Result<T, ServingError>,
-) -> Result<T, ServingError> {
-    let code = result.as_ref().map_or_else(|e| e.code, |_| Code::Ok);
-    let micros = started.elapsed().as_micros() as u64;
-    crate::monitoring::series::request(model_name, api, Entrypoint::Grpc, code, micros);
-    result
-}
-
 #[tonic::async_trait]
 impl pb::prediction_service_server::PredictionService for GrpcServices {
     async fn classify(
@@ -288,7 +206,7 @@ impl pb::prediction_service_server::PredictionService for GrpcServices {
         request: Request<pb::ClassificationRequest>,
     ) -> Result<Response<pb::ClassificationResponse>, Status> {
         let started = Instant::now();
-        let deadline = deadline_of(&request);
+        let deadline = crate::edge::deadline::grpc(&request);
         let req = request.into_inner();
         let model_name = model_name(req.model_spec.as_ref());
         let served = async {
@@ -296,7 +214,7 @@ impl pb::prediction_service_server::PredictionService for GrpcServices {
             self.predictor.classify(call).await
         }
         .await;
-        let served = observe(&model_name, "Classify", started, served)?;
+        let served = observe::call(&model_name, "Classify", Entrypoint::Grpc, started, served)?;
         self.respond(served.encode(classification_response))
     }
 
@@ -305,7 +223,7 @@ impl pb::prediction_service_server::PredictionService for GrpcServices {
         request: Request<pb::RegressionRequest>,
     ) -> Result<Response<pb::RegressionResponse>, Status> {
         let started = Instant::now();
-        let deadline = deadline_of(&request);
+        let deadline = crate::edge::deadline::grpc(&request);
         let req = request.into_inner();
         let model_name = model_name(req.model_spec.as_ref());
         let served = async {
@@ -313,7 +231,7 @@ impl pb::prediction_service_server::PredictionService for GrpcServices {
             self.predictor.regress(call).await
         }
         .await;
-        let served = observe(&model_name, "Regress", started, served)?;
+        let served = observe::call(&model_name, "Regress", Entrypoint::Grpc, started, served)?;
         self.respond(served.encode(regression_response))
     }
 
@@ -322,18 +240,24 @@ impl pb::prediction_service_server::PredictionService for GrpcServices {
         request: Request<pb::PredictRequest>,
     ) -> Result<Response<pb::PredictResponse>, Status> {
         let started = Instant::now();
-        let deadline = deadline_of(&request);
+        let deadline = crate::edge::deadline::grpc(&request);
         let req = request.into_inner();
         let model_name = model_name(req.model_spec.as_ref());
         let served = GrpcServices::predict(self, req, deadline).await;
-        self.respond(observe(&model_name, "Predict", started, served)?)
+        self.respond(observe::call(
+            &model_name,
+            "Predict",
+            Entrypoint::Grpc,
+            started,
+            served,
+        )?)
     }
 
     async fn multi_inference(
         &self,
         request: Request<pb::MultiInferenceRequest>,
     ) -> Result<Response<pb::MultiInferenceResponse>, Status> {
-        let deadline = deadline_of(&request);
+        let deadline = crate::edge::deadline::grpc(&request);
         let req = request.into_inner();
         // TF Serving looks the model up by the first task's spec (an empty one if none).
         let first = req
@@ -446,23 +370,5 @@ mod tests {
             servable_request(Some(&spec)).unwrap(),
             ServableRequest::Specific("m".into(), 2)
         );
-    }
-
-    #[test]
-    fn errors_keep_their_code_and_long_messages_are_cut() {
-        let s = Status::from(ServingError::not_found("gone"));
-        assert_eq!((s.code(), s.message()), (tonic::Code::NotFound, "gone"));
-        let s = Status::from(ServingError::internal("a".repeat(2000)));
-        assert_eq!(s.code(), tonic::Code::Internal);
-        assert_eq!(s.message().len(), 1024 + "...TRUNCATED".len());
-        assert!(s.message().ends_with("...TRUNCATED"));
-    }
-
-    #[test]
-    fn grpc_timeouts() {
-        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_grpc_timeout("x"), None);
-        assert_eq!(parse_grpc_timeout(""), None);
     }
 }

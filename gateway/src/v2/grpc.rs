@@ -5,9 +5,8 @@
 //! statistics, the repository, trace and log settings) answer UNIMPLEMENTED; CUDA shared
 //! memory answers that it is not supported.
 
-use crate::error::{Code, ServingError};
+use crate::error::ServingError;
 use crate::health::Health;
-use crate::monitoring::series;
 use crate::predictor::Predictor;
 use crate::request::Entrypoint;
 use crate::v2::infer::{self, Call, Input, InputData};
@@ -203,7 +202,7 @@ impl InferenceService {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<pb::ModelInferResponse, ServingError> {
-        let deadline = crate::grpc::deadline_of(&request);
+        let deadline = crate::edge::deadline::grpc(&request);
         let mut r = request.into_inner();
         if r.model_name.is_empty() {
             return Err(ServingError::invalid_argument("the request names no model"));
@@ -378,15 +377,13 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let name = request.get_ref().model_name.clone();
         let result = self
             .infer(request)
             .await
-            .and_then(|resp| crate::grpc::within_send_limit(resp, self.max_send_message_length));
-        let code = result.as_ref().map_or_else(|e| e.code, |_| Code::Ok);
-        let micros = started.elapsed().as_micros() as u64;
-        series::request(&name, "infer", Entrypoint::Grpc, code, micros);
+            .and_then(|resp| crate::edge::within_send_limit(resp, self.max_send_message_length));
+        let result = crate::edge::observe::call(&name, "infer", Entrypoint::Grpc, started, result);
         Ok(Response::new(result?))
     }
 

@@ -3,10 +3,10 @@
 //! A binary input is a slice of the received body until it is copied into shared
 //! memory, its one copy on the way to TensorFlow.
 
-use crate::error::{Code, ServingError};
-use crate::monitoring::series;
+use crate::edge::{json_response, HttpLimits};
+use crate::error::http_status;
+use crate::error::ServingError;
 use crate::request::Entrypoint;
-use crate::rest::{error_response, json_response, RestApi};
 use crate::servables::ServableRequest;
 use crate::v2::infer::{self, element_count, Call, Input, InputData};
 use crate::v2::shared_memory::{self, Held, Reference, Registry};
@@ -98,12 +98,35 @@ fn parse(method: &Method, path: &str) -> Result<Route, ServingError> {
     }
 }
 
+/// V2 over HTTP: its routes' state.
+#[derive(Clone)]
+pub struct V2Http {
+    pub predictor: crate::predictor::Predictor,
+    pub health: crate::health::Health,
+    /// Registered system shared-memory regions (shared with V2's gRPC service).
+    pub shared_memory: Registry,
+    pub limits: HttpLimits,
+}
+
+/// V2's error answer: the status from `error::http_status`, and `{"error": ...}` as
+/// Triton writes it.
+fn error_response(e: &ServingError) -> Response<Full<Bytes>> {
+    error_with_status(http_status(e.code), &e.message)
+}
+
+fn error_with_status(status: u16, message: &str) -> Response<Full<Bytes>> {
+    json_response(
+        status,
+        serde_json::to_vec(&json!({ "error": message })).unwrap_or_default(),
+    )
+}
+
 fn ok_json(value: &Value) -> Response<Full<Bytes>> {
     json_response(200, serde_json::to_vec(value).unwrap_or_default())
 }
 
 /// Answers a request under `/v2`.
-pub async fn handle(api: &RestApi, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn handle(api: &V2Http, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let route = match parse(req.method(), req.uri().path()) {
         Ok(r) => r,
@@ -123,7 +146,7 @@ pub async fn handle(api: &RestApi, req: Request<Incoming>) -> Response<Full<Byte
             Err(e) => error_response(&e),
         },
         Route::RegionRegister(name) => {
-            let result = match crate::rest::body::read(req, api.config.max_body_bytes, api.config.body_timeout).await {
+            let result = match api.limits.body(req).await {
                 Ok(body) => register(regions, &name, &body),
                 Err(e) => Err(e),
             };
@@ -146,7 +169,7 @@ pub async fn handle(api: &RestApi, req: Request<Incoming>) -> Response<Full<Byte
                 json_response(200, Bytes::new())
             } else {
                 let why = readiness.waiting_for.join("; ");
-                json_response(400, crate::rest::json::error_body(&why))
+                error_with_status(400, &why)
             }
         }
         Route::Server => ok_json(&json!({
@@ -186,7 +209,7 @@ pub async fn handle(api: &RestApi, req: Request<Incoming>) -> Response<Full<Byte
                             request.name()
                         ))
                     });
-                    json_response(400, crate::rest::json::error_body(&e.message))
+                    error_with_status(400, &e.message)
                 }
             }
             ModelRoute::Config => match predictor.metadata(&request) {
@@ -202,10 +225,8 @@ pub async fn handle(api: &RestApi, req: Request<Incoming>) -> Response<Full<Byte
             ModelRoute::Infer => {
                 let name = request.name().to_string();
                 let result = infer(api, request, req).await;
-                let code = result.as_ref().map_or_else(|e| e.code, |_| Code::Ok);
-                let micros = started.elapsed().as_micros() as u64;
-                series::request(&name, "infer", Entrypoint::Rest, code, micros);
-                result.unwrap_or_else(|e| error_response(&e))
+                crate::edge::observe::call(&name, "infer", Entrypoint::Rest, started, result)
+                    .unwrap_or_else(|e| error_response(&e))
             }
         },
     }
@@ -426,17 +447,16 @@ pub fn decode_request(
 }
 
 async fn infer(
-    api: &RestApi,
+    api: &V2Http,
     servable: ServableRequest,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ServingError> {
-    let deadline = api.config.deadline();
+    let deadline = api.limits.deadline();
     let header = req
         .headers()
         .get(HEADER_LENGTH)
         .map(|v| v.to_str().unwrap_or("").to_string());
-    let body =
-        crate::rest::body::read(req, api.config.max_body_bytes, api.config.body_timeout).await?;
+    let body = api.limits.body(req).await?;
     let InferRequest {
         id,
         signature_name,
@@ -447,7 +467,7 @@ async fn infer(
         header.as_deref(),
         body,
         &api.shared_memory,
-        api.config.max_body_bytes,
+        api.limits.max_body_bytes,
     )?;
     let served = infer::run(
         &api.predictor,
@@ -795,7 +815,7 @@ mod tests {
             }
         );
         let e = get("/v2/models/m/infer").unwrap_err();
-        assert_eq!(e.code, Code::NotFound);
+        assert_eq!(e.code, crate::error::Code::NotFound);
         assert_eq!(e.message, "no V2 endpoint GET /v2/models/m/infer");
         assert!(get("/v2/models//ready").is_err());
         assert!(get("/v2/nothing").is_err());

@@ -506,7 +506,7 @@ fn unsupported_input_dtypes_are_unimplemented() {
     ] {
         let e = predict_err(r#"{"inputs": [1.5]}"#, &[("x", dtype)]);
         assert_eq!(e.code, Code::Unimplemented);
-        assert_eq!(crate::rest::http_status(e.code), 501);
+        assert_eq!(crate::error::http_status(e.code), 501);
         assert_eq!(
             e.message,
             format!("Conversion of JSON Value: 1.5 to type: {name}")

@@ -6,10 +6,11 @@
 //! channel arguments: `grpc.server_handshake_timeout_ms`, `grpc.max_connection_idle_ms`,
 //! `grpc.max_connection_age_ms` and its grace, keepalive.
 
-use super::channel_args::ChannelArgs;
-use super::GrpcServices;
+use crate::grpc::channel_args::ChannelArgs;
+use crate::grpc::GrpcServices;
 use crate::listener::{H2Settings, Limits, Listener, Port};
 use crate::tls::Tls;
+use crate::v2::grpc::InferenceService;
 use anyhow::Context;
 use hyper_util::service::TowerToHyperService;
 use std::net::{IpAddr, SocketAddr};
@@ -80,6 +81,7 @@ pub struct ServeOptions<'a> {
 pub fn serve(
     listeners: Listeners,
     services: GrpcServices,
+    v2: InferenceService,
     health: Option<HealthServer<HealthService>>,
     options: ServeOptions<'_>,
     lifecycle: &crate::lifecycle::Lifecycle,
@@ -101,7 +103,8 @@ pub fn serve(
         max_frame_size: args.max_frame_size,
     };
     let http = std::sync::Arc::new(crate::listener::connection::builder(&limits, true, &h2));
-    // The send limit is `GrpcServices::respond`'s, in gRPC C++'s words.
+    // TF Serving's services and V2's side by side, knowing nothing of each other. The
+    // send limit is `edge::within_send_limit`'s, in gRPC C++'s words.
     let mut routes = Routes::new(
         PredictionServiceServer::new(services.clone())
             .max_decoding_message_size(args.max_receive_message_length)
@@ -113,14 +116,14 @@ pub fn serve(
             .max_encoding_message_size(usize::MAX),
     )
     .add_service(
-        GrpcInferenceServiceServer::new(services.v2.clone())
+        GrpcInferenceServiceServer::new(v2)
             .max_decoding_message_size(args.max_receive_message_length)
             .max_encoding_message_size(usize::MAX),
     );
     if let Some(health) = health {
         routes = routes.add_service(health);
     }
-    let service = super::status_codes::TfStatusCodes.layer(routes.prepare());
+    let service = crate::grpc::status_codes::TfStatusCodes.layer(routes.prepare());
     let make = move || TowerToHyperService::new(service.clone());
     let tls = options.tls.map(Tls::grpc);
     let mut tasks = Vec::new();
