@@ -121,7 +121,7 @@ impl Health {
     /// Sets the pool's gauges for a metrics page about to be rendered.
     pub fn sample_metrics(&self) {
         for w in self.pool.report() {
-            crate::monitoring::tfgate::worker(&crate::monitoring::tfgate::WorkerSample {
+            crate::monitoring::own_series::worker(&crate::monitoring::own_series::WorkerSample {
                 worker: w.id.to_string(),
                 state: w.state.name(),
                 restarts: w.restarts,

@@ -6,7 +6,7 @@ use crate::batching::Batcher;
 use crate::classifier::{self, Class};
 use crate::error::ServingError;
 use crate::lifecycle::{Admitted, Lifecycle};
-use crate::monitoring::tfgate;
+use crate::monitoring::own_series;
 use crate::request::{DecodeInputs, ExamplesRequest, MultiInferenceRequest, PredictRequest};
 use crate::request_log::{RequestLog, Sampled};
 use crate::servables::{Servable, ServableId, ServableRequest, Servables};
@@ -34,11 +34,11 @@ impl<T> Served<T> {
         let started = std::time::Instant::now();
         let out = encode(self);
         let micros = started.elapsed().as_micros() as u64;
-        tfgate::phase(
+        own_series::phase(
             &name,
             version,
             &signature,
-            tfgate::Phase::ResponseEncoding,
+            own_series::Phase::ResponseEncoding,
             micros,
         );
         out
@@ -313,7 +313,7 @@ impl Predictor {
             Some(batcher) => batcher.run(run).await?,
             None => self.pool.run(run).await?,
         };
-        use tfgate::Phase;
+        use own_series::Phase;
         let phases = [
             (Phase::Queue, timing.queue_us),
             (Phase::BatchFormation, timing.formation_us),
@@ -323,7 +323,7 @@ impl Predictor {
         ];
         // The queue phase exists only with batching.
         let from = usize::from(self.batcher.is_none());
-        tfgate::phases(
+        own_series::phases(
             &servable.name,
             servable.version,
             &signature_name,

@@ -218,7 +218,7 @@ impl RequestLog {
             .try_send((model.clone(), record.encode_to_vec()))
             .is_err()
         {
-            crate::monitoring::tfgate::request_log_dropped(&model);
+            crate::monitoring::own_series::request_log_dropped(&model);
         }
     }
 }

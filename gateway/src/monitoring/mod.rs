@@ -1,4 +1,4 @@
-//! Monitoring: TF Serving's Prometheus series (`series`), tfgate's own (`tfgate`), and
+//! Monitoring: TF Serving's Prometheus series (`series`), tfgate's own (`own_series`), and
 //! the page that shows them on the REST port when `--monitoring_config_file` asks for
 //! it (`config`). Series are recorded through the `metrics` facade into one
 //! `metrics-exporter-prometheus` recorder per process; histograms get TF Serving's
@@ -6,8 +6,8 @@
 
 pub mod config;
 mod handles;
+pub mod own_series;
 pub mod series;
-pub mod tfgate;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -21,7 +21,10 @@ pub fn install() -> anyhow::Result<()> {
         return Ok(());
     }
     let mut builder = PrometheusBuilder::new();
-    for (name, buckets) in series::histograms().into_iter().chain(tfgate::histograms()) {
+    for (name, buckets) in series::histograms()
+        .into_iter()
+        .chain(own_series::histograms())
+    {
         builder = builder.set_buckets_for_metric(Matcher::Full(name.into()), &buckets)?;
     }
     let recorder = builder.build_recorder();

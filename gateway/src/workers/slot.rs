@@ -111,7 +111,7 @@ impl Slot {
         info.state = state;
         if state == SlotState::Serving {
             if let Some(lost) = info.lost_at.take() {
-                crate::monitoring::tfgate::recovered(
+                crate::monitoring::own_series::recovered(
                     self.id().to_string(),
                     lost.elapsed().as_micros() as u64,
                 );

@@ -257,7 +257,7 @@ impl Supervisor {
         }
         self.servables.worker_removed(self.slot.id());
         let last = self.slot.report();
-        crate::monitoring::tfgate::worker(&crate::monitoring::tfgate::WorkerSample {
+        crate::monitoring::own_series::worker(&crate::monitoring::own_series::WorkerSample {
             worker: last.id.to_string(),
             state: SlotState::Stopped.name(),
             restarts: last.restarts,
