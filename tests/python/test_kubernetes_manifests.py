@@ -534,7 +534,7 @@ def test_gpu_variant_gives_each_worker_one_gpu_and_the_gateway_none():
 
 def tfgate_series():
     """The :tfgate: series names the gateway exports."""
-    source = (ROOT / "gateway" / "src" / "monitoring" / "tfgate.rs").read_text()
+    source = (ROOT / "gateway" / "src" / "monitoring" / "own_series.rs").read_text()
     return set(re.findall(r'"(:tfgate:[a-z_:]+)"', source))
 
 
