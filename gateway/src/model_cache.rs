@@ -92,7 +92,7 @@ impl ModelCache {
     /// The model as the workers serve it: a remote base path is mirrored and replaced
     /// by its local directory; a local one is kept.
     pub fn local_model(&self, mut m: pb::ModelConfig) -> Result<pb::ModelConfig, ServingError> {
-        let Some(remote) = remote(&m.name, &m.base_path)? else {
+        let Some(remote) = crate::model_config::remote_store(&m.name, &m.base_path)? else {
             return Ok(m);
         };
         if self.attached_without_dir {
@@ -133,12 +133,6 @@ impl ModelCache {
             ServingError::invalid_argument(format!("Invalid protobuf file: '{remote}'"))
         })
     }
-}
-
-/// A model's base path on a store, if it is on one.
-fn remote(model: &str, base_path: &str) -> Result<Option<RemotePath>, ServingError> {
-    tfgate_model_store::parse(base_path)
-        .map_err(|e| ServingError::invalid_argument(format!("model {model}: base_path {e}")))
 }
 
 /// `model_version_policy`, as the workers apply it (latest 1 by default).

@@ -73,11 +73,13 @@ pub fn validate_list(models: &[pb::ModelConfig]) -> Result<(), ServingError> {
     Ok(())
 }
 
-/// A base path on a store tfgate cannot read (any URI but `gs://` and `s3://`) is
-/// refused by its scheme, never taken for a local path.
-pub fn remote_store(model: &str, base_path: &str) -> Result<(), ServingError> {
+/// A base path's store, if it is on one (`gs://`, `s3://`); any other URI is refused by
+/// its scheme, never taken for a local path.
+pub fn remote_store(
+    model: &str,
+    base_path: &str,
+) -> Result<Option<tfgate_model_store::RemotePath>, ServingError> {
     tfgate_model_store::parse(base_path)
-        .map(|_| ())
         .map_err(|e| ServingError::invalid_argument(format!("model {model}: base_path {e}")))
 }
 

@@ -185,9 +185,9 @@ impl ServerCore {
                 let served = model_config::served_model(m)?;
                 match &self.inner.options.model_cache {
                     Some(cache) => cache.local_model(served),
-                    None => match tfgate_model_store::parse(&served.base_path) {
-                        Ok(None) => Ok(served),
-                        _ => Err(ServingError::invalid_argument(format!(
+                    None => match model_config::remote_store(&served.name, &served.base_path)? {
+                        None => Ok(served),
+                        Some(_) => Err(ServingError::invalid_argument(format!(
                             "model {}: no model cache for base_path {}",
                             served.name, served.base_path
                         ))),

@@ -442,15 +442,17 @@ impl ModelMirror {
                 let due = self
                     .listing_logged
                     .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+                // Logged, and told to the servable table, when listing starts failing
+                // and once a minute after (with the newest message), not at every poll.
                 if self.listing_error.is_none() || due {
                     tracing::error!("model {}: {message}", self.model);
                     self.listing_logged = Some(std::time::Instant::now());
+                    self.mirror.emit(Event::Listing {
+                        model: self.model.clone(),
+                        error: Some(message),
+                    });
                 }
                 self.listing_error = Some(e);
-                self.mirror.emit(Event::Listing {
-                    model: self.model.clone(),
-                    error: Some(message),
-                });
                 return;
             }
         };
