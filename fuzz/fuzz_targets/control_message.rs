@@ -5,8 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use shm_protocol::control;
-use tfgate_proto::tfgate::control::{GatewayMessage, WorkerMessage};
+use tfgate_frame::control;
+use tfgate_proto::control::{GatewayMessage, WorkerMessage};
 
 fn check<M: Message + Default>(data: &[u8]) {
     let Ok(msg) = control::decode::<M>(data) else {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shm_protocol::frame::{decode_request_bytes, encode_request_bytes};
+use tfgate_frame::{decode_request_bytes, encode_request_bytes};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(frame) = decode_request_bytes(data).expect("scratch mapping") else {

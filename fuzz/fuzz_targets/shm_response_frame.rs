@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shm_protocol::frame::{decode_response_bytes, encode_response_bytes};
-use shm_protocol::{ResponseFrame, ResponseRef, TensorRef};
+use tfgate_frame::{decode_response_bytes, encode_response_bytes};
+use tfgate_frame::{ResponseFrame, ResponseRef, TensorRef};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(frame) = decode_response_bytes(data).expect("scratch mapping") else {

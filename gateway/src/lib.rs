@@ -51,7 +51,7 @@ use server_core::{CoreOptions, ServerCore};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tfgate_proto::tfgate::control::{LoadConfig, SessionConfig};
+use tfgate_proto::control::{LoadConfig, SessionConfig};
 use tokio::sync::watch;
 use workers::{SupervisorConfig, WorkerPool};
 

@@ -4,9 +4,9 @@
 
 use crate::batching::Batcher;
 use crate::classifier::{self, Class};
+use crate::edge::observe;
 use crate::error::ServingError;
 use crate::lifecycle::{Admitted, Lifecycle};
-use crate::monitoring::own_series;
 use crate::request::{DecodeInputs, ExamplesRequest, MultiInferenceRequest, PredictRequest};
 use crate::request_log::{RequestLog, Sampled};
 use crate::servables::{Servable, ServableId, ServableRequest, Servables};
@@ -29,18 +29,11 @@ pub struct Served<T> {
 impl<T> Served<T> {
     /// Encodes the answer at the edge, timed as the request's `response_encoding` phase.
     pub fn encode<U>(self, encode: impl FnOnce(Served<T>) -> U) -> U {
-        let (name, version) = (self.servable.name.clone(), self.servable.version);
-        let signature = self.signature_name.clone();
+        let (servable, signature) = (self.servable.clone(), self.signature_name.clone());
         let started = std::time::Instant::now();
         let out = encode(self);
         let micros = started.elapsed().as_micros() as u64;
-        own_series::phase(
-            &name,
-            version,
-            &signature,
-            own_series::Phase::ResponseEncoding,
-            micros,
-        );
+        observe::encoding(&servable, &signature, micros);
         out
     }
 
@@ -313,26 +306,9 @@ impl Predictor {
             Some(batcher) => batcher.run(run).await?,
             None => self.pool.run(run).await?,
         };
-        use own_series::Phase;
-        let phases = [
-            (Phase::Queue, timing.queue_us),
-            (Phase::BatchFormation, timing.formation_us),
-            (Phase::Transfer, timing.transfer_us),
-            (Phase::Worker, timing.worker_us),
-            (Phase::SessionRun, timing.run_us),
-        ];
-        // The queue phase exists only with batching.
-        let from = usize::from(self.batcher.is_none());
-        own_series::phases(
-            &servable.name,
-            servable.version,
-            &signature_name,
-            &phases[from..],
-        );
-        if let Some(api) = api {
-            let micros = started.elapsed().as_micros() as u64;
-            crate::monitoring::series::runtime(&servable.name, api, micros);
-        }
+        let micros = started.elapsed().as_micros() as u64;
+        let batched = self.batcher.is_some();
+        observe::run(&servable, &signature_name, &timing, batched, api, micros);
         Ok(Served {
             servable,
             signature_name,

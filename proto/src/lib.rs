@@ -19,12 +19,10 @@ pub mod inference {
     include!(concat!(env!("OUT_DIR"), "/inference.rs"));
 }
 
-/// tfgate's own messages (`proto/tfgate/`) outside TF Serving's packages.
-pub mod tfgate {
-    /// The gateway↔worker control plane (`proto/tfgate/control.proto`).
-    pub mod control {
-        include!(concat!(env!("OUT_DIR"), "/tfgate.control.rs"));
-    }
+/// The gateway↔worker control plane (`proto/tfgate/control.proto`, package `control`):
+/// tfgate's one message package outside TF Serving's.
+pub mod control {
+    include!(concat!(env!("OUT_DIR"), "/control.rs"));
 }
 
 /// The FileDescriptorSet the code was generated from (for reflection, text format, JSON).

@@ -25,13 +25,12 @@ use parking_lot::Mutex;
 
 use crate::arena::{AllocError, ArenaSide, Block, RequestArena};
 use crate::doorbell::Chime;
-use crate::frame::{decode_response, FrameError, RequestFrame, ResponseFrame};
 use crate::layout::Layout;
 use crate::mapping::Mapping;
 use crate::region::Region;
 use crate::ring::{self, Consumer, Descriptor, Producer};
 use crate::wake::{SpinConfig, Wait};
-use crate::{RecvError, SendError};
+use crate::{Frame, RecvError, SendError};
 
 struct InFlight {
     block: Block,
@@ -145,14 +144,13 @@ pub(crate) fn endpoints(
 }
 
 impl RequestSender {
-    /// Encodes `frame` straight into the request arena and pushes its descriptor.
+    /// Writes `frame` straight into the request arena and pushes its descriptor.
     ///
     /// Errors: [`SendError::Full`] (wait for a response, retry), [`SendError::TooLarge`]
     /// (never fits), [`SendError::Closed`] (the worker
-    /// dropped its receiver), [`SendError::DuplicateId`], [`SendError::Invalid`] (a tensor
-    /// whose bytes do not match its shape), [`SendError::Corrupt`].
-    pub fn try_send(&self, request_id: u64, frame: &RequestFrame) -> Result<(), SendError> {
-        let enc = frame.encode()?;
+    /// dropped its receiver), [`SendError::DuplicateId`], [`SendError::Invalid`] (the
+    /// frame wrote outside its block), [`SendError::Corrupt`].
+    pub fn try_send(&self, request_id: u64, enc: &impl Frame) -> Result<(), SendError> {
         let inner = &*self.inner;
         let block = {
             let mut a = inner.shared.alloc.lock();
@@ -185,7 +183,7 @@ impl RequestSender {
         // The payload copy runs without any lock held.
         if let Err(e) = enc.write(&inner.region, block.offset) {
             self.unwind(request_id);
-            return Err(SendError::Invalid(FrameError::OutOfBounds(e)));
+            return Err(SendError::Invalid(e));
         }
         let desc = Descriptor {
             id: request_id,
@@ -253,22 +251,24 @@ impl RequestSender {
 }
 
 impl ResponseReceiver {
-    /// The next response, waiting up to `timeout` (spin, then park on a shared futex).
+    /// The next response, waiting up to `timeout` (spin, then park on a shared futex),
+    /// read by `read` from its block (`region`, `offset`, `len`, as the worker's
+    /// descriptor claims them: checked against nothing) before the slot is released.
     ///
     /// `Ok(None)`: nothing arrived within `timeout` (also what a dead worker looks like;
-    /// watch the Unix socket for that). `Ok(Some((id, Err(_))))`: the worker sent a
-    /// malformed frame for `id`. `Err(Closed)`: the worker dropped its sender and
-    /// everything was received. `Err(Corrupt)`: tear the segment down.
+    /// watch the Unix socket for that). `Ok(Some((id, read's result)))`: the worker's
+    /// answer for `id`, whatever `read` made of it. `Err(Closed)`: the worker dropped its
+    /// sender and everything was received. `Err(Corrupt)`: tear the segment down.
     ///
     /// Returning `Some` frees the request-arena block of `id`; see the module docs.
-    #[allow(clippy::type_complexity)]
-    pub fn recv(
+    pub fn recv<T>(
         &mut self,
         timeout: Duration,
-    ) -> Result<Option<(u64, Result<ResponseFrame, FrameError>)>, RecvError> {
+        mut read: impl FnMut(&Region, u64, u64) -> T,
+    ) -> Result<Option<(u64, T)>, RecvError> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(response) = self.try_recv()? {
+            if let Some(response) = self.try_recv(&mut read)? {
                 return Ok(Some(response));
             }
             if self.consumer.wait_for_data(self.spin_budget(), deadline) == Wait::TimedOut {
@@ -279,15 +279,19 @@ impl ResponseReceiver {
 
     /// The next response if one is there, without waiting: `Ok(None)` when the ring is
     /// empty. Otherwise as [`ResponseReceiver::recv`].
-    #[allow(clippy::type_complexity)]
-    pub fn try_recv(
+    pub fn try_recv<T>(
         &mut self,
-    ) -> Result<Option<(u64, Result<ResponseFrame, FrameError>)>, RecvError> {
+        read: impl FnOnce(&Region, u64, u64) -> T,
+    ) -> Result<Option<(u64, T)>, RecvError> {
+        let mut read = Some(read);
         loop {
             if let Some(desc) = self.consumer.peek()? {
+                let Some(read) = read.take() else {
+                    return Ok(None);
+                };
                 // Copy the frame out before releasing the slot: advancing the tail lets
                 // the worker reuse the response arena block.
-                let frame = decode_response(&self.region, desc.offset, desc.len);
+                let frame = read(&self.region, desc.offset, desc.len);
                 self.consumer.advance();
                 let mut a = self.shared.alloc.lock();
                 if a.in_flight.get(&desc.id).is_some_and(|f| f.pushed) {

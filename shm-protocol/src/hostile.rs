@@ -8,8 +8,8 @@
 //! has it, and a [`RawResponder`] instead of the response sender: it pushes any
 //! [`Descriptor`] into the response ring and writes any bytes into the response arena or
 //! anywhere else in the segment (header, ring indices), each write bounds-checked against
-//! this process's own mapping. [`forged_response`] lays out a response frame whose
-//! metadata claims whatever tensors the caller says, without checking them.
+//! this process's own mapping. What to write (a frame that lies about its tensors) is
+//! `tfgate-frame`'s `forged_response`, under the same feature name.
 
 use std::sync::Arc;
 
@@ -20,8 +20,6 @@ use crate::region::{OutOfBounds, Region};
 use crate::ring::{self, Descriptor, Producer, RingError};
 use crate::segment::Segment;
 use crate::worker::RequestReceiver;
-
-pub use crate::frame::forged_response;
 
 /// The response ring's producer, without the encoder and allocator that keep a real
 /// worker's responses well formed.
@@ -114,17 +112,4 @@ impl RawResponder {
             r.ring();
         }
     }
-}
-
-/// What [`forged_response`] claims about one output tensor.
-#[derive(Debug, Clone)]
-pub struct ForgedTensor {
-    pub name: String,
-    /// A `DataType` number (any value).
-    pub dtype: i32,
-    pub shape: Vec<i64>,
-    /// Where its payload lies, from the start of the frame.
-    pub offset: u64,
-    /// How long the payload says it is.
-    pub len: u64,
 }

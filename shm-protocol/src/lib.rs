@@ -5,7 +5,9 @@
 //! gateway↔worker Unix socket ([`fd_passing::send_fd`]), and the worker maps it with
 //! [`Segment::attach`]. Requests travel gateway → worker and responses worker → gateway
 //! through two single-producer/single-consumer rings of fixed-size [`Descriptor`]s; each
-//! descriptor points into a tensor arena that holds an encoded [`frame`].
+//! descriptor points into an arena block that holds one [`Frame`]: bytes whose meaning
+//! (tensors, names, status codes) belongs to the layer above, `tfgate-frame`. This crate
+//! depends on no tfgate crate and no protobuf: it moves bytes and guards memory.
 //!
 //! # Region layout
 //!
@@ -37,14 +39,7 @@
 //!  total    +--------------------------------------------------------------+
 //! ```
 //!
-//! A frame inside an arena block:
-//!
-//! ```text
-//!  block+0   FrameHeader { magic, kind, meta_offset, meta_len, total_len } (32 B)
-//!  block+64  tensor payloads, each 64-byte aligned
-//!            (DT_STRING: (n+1) little-endian u64 offsets, then the bytes)
-//!  meta_off  postcard metadata: names, dtypes, shapes, payload offset/len
-//! ```
+//! What a block holds is the frame's business: `tfgate-frame` documents its layout.
 //!
 //! # High-level API
 //!
@@ -53,9 +48,10 @@
 //! let seg = Segment::create(&SegmentConfig::default(), generation)?;
 //! fd_passing::send_fd(&socket, seg.fd(), b"hello")?;
 //! let (tx, mut rx) = seg.into_gateway();            // RequestSender: Clone + Send + Sync
-//! tx.try_send(request_id, &request_frame)?;        // Err(SendError::Full) => wait, retry
-//! // on one dedicated OS thread:
-//! while let Some((id, frame)) = rx.recv(timeout)? { /* frees id's block; notify senders */ }
+//! tx.try_send(request_id, &frame)?;                // frame: impl Frame
+//!                                                  // Err(SendError::Full) => wait, retry
+//! // on one dedicated OS thread; `decode` copies the block out (region, offset, len):
+//! while let Some((id, response)) = rx.recv(timeout, decode)? { /* frees id's block */ }
 //! ```
 //! `try_send` returning [`SendError::Full`] means: wait until `recv` returned `Some`
 //! again (see [`gateway`] for the `tokio::sync::Notify` pattern), then retry.
@@ -65,8 +61,8 @@
 //! let seg = Segment::attach(fd, expected_generation)?;
 //! let (mut rx, mut tx) = seg.into_worker();
 //! if let Some(req) = rx.recv(timeout)? {
-//!     let view = req.frame()?;                      // RequestView: copy tensors out
-//!     tx.send(req.id(), &response_frame, timeout)?; // blocks (spin, then park) while full
+//!     let view = decode(req.region(), req.offset(), req.frame_len())?;
+//!     tx.send(req.id(), &response, timeout)?;      // blocks (spin, then park) while full
 //! }
 //! ```
 //!
@@ -97,7 +93,6 @@ pub mod arena;
 pub mod control;
 pub mod doorbell;
 pub mod fd_passing;
-pub mod frame;
 pub mod gateway;
 #[cfg(feature = "hostile")]
 pub mod hostile;
@@ -111,12 +106,8 @@ pub mod worker;
 
 pub use arena::ArenaSide;
 pub use doorbell::{doorbell, Chime, Ringer};
-pub use frame::{
-    FrameError, InPlacePayload, RequestFrame, RequestKind, RequestView, ResponseFrame, ResponseRef,
-    TensorDataRef, TensorRef, TensorView,
-};
 pub use gateway::{RequestSender, ResponseReceiver};
-pub use region::OutOfBounds;
+pub use region::{InPlacePayload, OutOfBounds, Region};
 pub use ring::{Descriptor, RingError};
 pub use segment::{Segment, SegmentConfig, SegmentError};
 pub use wake::SpinConfig;
@@ -130,6 +121,22 @@ pub fn monotonic_ns() -> u64 {
     (t.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(t.tv_nsec as u64)
+}
+
+/// What a sender puts into an arena block. The transport knows only how long it is and
+/// that it writes bytes; what they mean (tensors, model names, status codes) is the layer
+/// above's (`tfgate-frame`), and the reader's decoder checks every byte of it.
+pub trait Frame {
+    /// Bytes the frame needs in the arena.
+    fn len(&self) -> u64;
+
+    /// True for a frame of no bytes.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the frame into `region` at `offset`, a block of at least `len()` bytes.
+    fn write(&self, region: &Region, offset: u64) -> Result<(), OutOfBounds>;
 }
 
 /// Why a send did not happen. Nothing was written to the ring when this is returned.
@@ -155,9 +162,9 @@ pub enum SendError {
     /// `try_send` with a request id that is still in flight.
     #[error("request id {0} is already in flight")]
     DuplicateId(u64),
-    /// The frame itself is inconsistent (e.g. a tensor whose bytes do not match its shape).
-    #[error("cannot encode frame: {0}")]
-    Invalid(#[from] FrameError),
+    /// The frame wrote outside the block it said it needed.
+    #[error("the frame wrote outside its block: {0}")]
+    Invalid(#[from] OutOfBounds),
     /// The peer wrote impossible ring indices; the segment must be torn down.
     #[error(transparent)]
     Corrupt(#[from] RingError),

@@ -1,10 +1,14 @@
-//! Bounds-checked byte copies in and out of a part of the shared mapping.
+//! Bounds-checked byte copies in and out of a part of the shared mapping: all that a
+//! layer above the transport (the frames' encoder and decoder) gets to touch.
 //!
 //! This is the only place that turns an offset into a pointer for byte data. Nothing here
 //! hands out a reference into the mapping: the peer may write those bytes concurrently
-//! (see the crate's # Safety contract), so bytes are only ever *copied*.
+//! (see the crate's # Safety contract), so bytes are only ever *copied*, or read in place
+//! through an [`InPlacePayload`] by a consumer that treats every bit pattern as valid.
 
 use std::sync::Arc;
+
+use memfd::MemfdOptions;
 
 use crate::mapping::Mapping;
 
@@ -17,9 +21,10 @@ pub struct OutOfBounds {
     pub region_len: u64,
 }
 
-/// A byte range of the mapping (an arena), kept alive by an `Arc` of the mapping.
+/// A byte range of the mapping (an arena), kept alive by an `Arc` of the mapping. Every
+/// access is bounds-checked against it; cloning it is an `Arc` clone.
 #[derive(Clone)]
-pub(crate) struct Region {
+pub struct Region {
     map: Arc<Mapping>,
     /// Start of the region within the mapping (validated against the mapping's length).
     start: usize,
@@ -37,8 +42,34 @@ impl Region {
         Region { map, start, len }
     }
 
-    pub(crate) fn len(&self) -> usize {
+    /// A private mapping of `len` zero bytes, shaped like an arena (at least one page is
+    /// mapped; the region is exactly `len` long, so nothing past it can be read): for
+    /// frames kept in byte slices (fuzz targets, seed files, tests), not for a hot path.
+    pub fn scratch(len: usize) -> std::io::Result<Region> {
+        let mapped = len.max(1).div_ceil(4096) * 4096;
+        let memfd = MemfdOptions::new()
+            .create("tfgate-scratch")
+            .map_err(std::io::Error::other)?;
+        memfd.as_file().set_len(mapped as u64)?;
+        let map = Mapping::new(memfd.into_file(), mapped)?;
+        Ok(Region::new(Arc::new(map), 0, len))
+    }
+
+    /// A scratch region holding a copy of `bytes`.
+    pub fn from_bytes(bytes: &[u8]) -> std::io::Result<Region> {
+        let region = Region::scratch(bytes.len())?;
+        region.write_from(0, bytes).map_err(std::io::Error::other)?;
+        Ok(region)
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// True for a region of no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// A pointer to `offset..offset+n` of this region, after checking the range.
@@ -58,15 +89,21 @@ impl Region {
         Ok(unsafe { self.map.base().add(self.start + off) })
     }
 
-    /// The address of `offset..offset+n`, checked, for a reader that consumes the bytes
-    /// in place (see [`crate::frame::InPlacePayload`]). Forming the pointer is safe; it
-    /// stays inside the mapping as long as this region (its `Arc`) lives.
-    pub(crate) fn checked_ptr(&self, offset: u64, n: usize) -> Result<*const u8, OutOfBounds> {
-        self.ptr(offset, n).map(|p| p as *const u8)
+    /// Leaves `offset..offset+n` where it is, for a consumer that reads it in place
+    /// instead of copying it out (the worker hands a request's numeric input to
+    /// TensorFlow as the tensor's buffer). See [`InPlacePayload`] for what the reader
+    /// must uphold.
+    pub fn in_place(&self, offset: u64, n: usize) -> Result<InPlacePayload, OutOfBounds> {
+        let ptr = self.ptr(offset, n)?;
+        Ok(InPlacePayload {
+            _region: self.clone(),
+            ptr,
+            len: n,
+        })
     }
 
     /// Copies `dst.len()` bytes at `offset` out of shared memory.
-    pub(crate) fn read_into(&self, offset: u64, dst: &mut [u8]) -> Result<(), OutOfBounds> {
+    pub fn read_into(&self, offset: u64, dst: &mut [u8]) -> Result<(), OutOfBounds> {
         let src = self.ptr(offset, dst.len())?;
         // SAFETY: `src..src+dst.len()` is inside the mapping (checked by `ptr`); `dst` is
         // private memory, so the ranges cannot overlap. The peer may write the source
@@ -75,29 +112,87 @@ impl Region {
         Ok(())
     }
 
-    /// Copies `n` bytes at `offset` out of shared memory into `dst`.
-    ///
-    /// # Safety
-    /// `dst` must be valid for writes of `n` bytes and must not point into the mapping.
-    pub(crate) unsafe fn read_raw(
-        &self,
-        offset: u64,
-        dst: *mut u8,
-        n: usize,
-    ) -> Result<(), OutOfBounds> {
-        let src = self.ptr(offset, n)?;
-        // SAFETY: source checked by `ptr`; destination valid and disjoint per the caller.
-        unsafe { std::ptr::copy_nonoverlapping(src, dst, n) };
-        Ok(())
+    /// Copies `len` bytes at `offset` into a new `Vec`, without zero-filling it first.
+    /// The range is checked before anything is allocated, so a length a peer wrote cannot
+    /// cause a huge allocation.
+    pub fn read_to_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>, OutOfBounds> {
+        let src = self.ptr(offset, len)?;
+        let mut v = Vec::<u8>::with_capacity(len);
+        // SAFETY: `src..src+len` is inside the mapping (checked by `ptr`); the spare
+        // capacity is valid for `len` bytes of writes and is private memory, so the
+        // ranges cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(src, v.as_mut_ptr(), len) };
+        // SAFETY: the copy above initialized all `len` bytes.
+        unsafe { v.set_len(len) };
+        Ok(v)
     }
 
     /// Copies `src` into shared memory at `offset`.
-    pub(crate) fn write_from(&self, offset: u64, src: &[u8]) -> Result<(), OutOfBounds> {
+    pub fn write_from(&self, offset: u64, src: &[u8]) -> Result<(), OutOfBounds> {
         let dst = self.ptr(offset, src.len())?;
         // SAFETY: `dst..dst+src.len()` is inside the mapping (checked by `ptr`); `src` is
         // private memory, so the ranges cannot overlap. We only write through the
         // pointer; no reference to the shared bytes is formed.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
         Ok(())
+    }
+}
+
+/// Bytes read in place in shared memory. It keeps the mapping alive, so the pointer stays
+/// valid for as long as this value lives. When the bytes are an in-flight request's, the
+/// gateway frees their block once the response arrives, so read nothing through it (or
+/// through anything aliasing it) after answering. The peer can still write them at any
+/// time, so they must only ever be read as plain numbers (every bit pattern valid) —
+/// never as a `&[T]`.
+pub struct InPlacePayload {
+    _region: Region,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the payload is an address range inside a mapping kept alive by the `Arc` in
+// `_region`; it has no thread affinity, and this type never dereferences it.
+unsafe impl Send for InPlacePayload {}
+
+impl InPlacePayload {
+    /// Start of the bytes; valid for `len()` bytes of reads.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies `dst.len()` bytes at `offset` of the payload into `dst`: a safe read for a
+    /// consumer that streams the payload rather than handing its address on.
+    pub fn read_into(&self, offset: usize, dst: &mut [u8]) -> Result<(), OutOfBounds> {
+        let end = offset.checked_add(dst.len());
+        if end.is_none_or(|e| e > self.len) {
+            return Err(OutOfBounds {
+                offset: offset as u64,
+                len: dst.len() as u64,
+                region_len: self.len as u64,
+            });
+        }
+        // SAFETY: `ptr..ptr+len` lies inside the mapping `_region` keeps alive (checked
+        // when the payload was made) and `offset + dst.len() <= len` (checked above);
+        // `dst` is private memory, so the ranges cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(offset), dst.as_mut_ptr(), dst.len()) };
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for InPlacePayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InPlacePayload")
+            .field("len", &self.len)
+            .finish()
     }
 }

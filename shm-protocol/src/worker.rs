@@ -6,15 +6,12 @@ use std::time::{Duration, Instant};
 
 use crate::arena::{AllocError, ArenaSide, ResponseArena};
 use crate::doorbell::Ringer;
-use crate::frame::{
-    decode_request, FrameError, RequestView, ResponseFrame, ResponseRef, TensorRef,
-};
 use crate::layout::Layout;
 use crate::mapping::Mapping;
 use crate::region::Region;
 use crate::ring::{self, Consumer, Descriptor, Producer};
 use crate::wake::{SpinConfig, Wait};
-use crate::{RecvError, SendError};
+use crate::{Frame, RecvError, SendError};
 
 /// Receives requests from the gateway.
 pub struct RequestReceiver {
@@ -184,57 +181,19 @@ impl RequestReceiver {
 }
 
 impl ResponseSender {
-    /// Sends `frame` as the response to `request_id`, waiting up to `timeout` for space.
+    /// Writes `enc` straight into the response arena as the response to `request_id`,
+    /// waiting up to `timeout` for space.
     ///
-    /// Errors: [`SendError::TooLarge`] (the frame can never fit: send a small
-    /// `ResponseFrame::Err` instead, which is always possible since nothing was written), [`SendError::Timeout`] (still full after
-    /// `timeout`), [`SendError::Closed`], [`SendError::Invalid`], [`SendError::Corrupt`].
+    /// Errors: [`SendError::TooLarge`] (the frame can never fit: send a small error frame
+    /// instead, which is always possible since nothing was written),
+    /// [`SendError::Timeout`] (still full after `timeout`), [`SendError::Closed`],
+    /// [`SendError::Invalid`], [`SendError::Corrupt`].
     pub fn send(
         &mut self,
         request_id: u64,
-        frame: &ResponseFrame,
+        enc: &impl Frame,
         timeout: Duration,
     ) -> Result<(), SendError> {
-        match frame {
-            ResponseFrame::Ok {
-                model_version,
-                outputs,
-                timing,
-            } => {
-                let outs: Vec<(&str, TensorRef<'_>)> = outputs
-                    .iter()
-                    .map(|(n, t)| (n.as_str(), TensorRef::from(t)))
-                    .collect();
-                self.send_ref(
-                    request_id,
-                    ResponseRef::Ok {
-                        model_version: *model_version,
-                        outputs: &outs,
-                        timing: *timing,
-                    },
-                    timeout,
-                )
-            }
-            ResponseFrame::Err { code, message } => self.send_ref(
-                request_id,
-                ResponseRef::Err {
-                    code: *code,
-                    message,
-                },
-                timeout,
-            ),
-        }
-    }
-
-    /// Like [`ResponseSender::send`], from borrowed buffers (e.g. TensorFlow outputs),
-    /// copied straight into the response arena.
-    pub fn send_ref(
-        &mut self,
-        request_id: u64,
-        frame: ResponseRef<'_>,
-        timeout: Duration,
-    ) -> Result<(), SendError> {
-        let enc = frame.encode()?;
         let need = enc.len();
         let capacity = self.arena.capacity();
         if crate::arena::round_up(need).is_none_or(|n| n > capacity) {
@@ -256,7 +215,7 @@ impl ResponseSender {
                     Ok(block) => {
                         if let Err(e) = enc.write(&self.region, block.offset) {
                             self.arena.unalloc_last();
-                            return Err(SendError::Invalid(FrameError::OutOfBounds(e)));
+                            return Err(SendError::Invalid(e));
                         }
                         let desc = Descriptor {
                             id: request_id,
@@ -308,10 +267,16 @@ impl IncomingRequest {
         self.len
     }
 
-    /// Decodes and validates the frame. Tensor bytes stay in shared memory until copied
-    /// out with the [`crate::TensorView`] methods.
-    pub fn frame(&self) -> Result<RequestView<'_>, FrameError> {
-        decode_request(&self.region, self.offset, self.len)
+    /// The request arena; the frame lies at [`IncomingRequest::offset`] for
+    /// [`IncomingRequest::frame_len`] bytes, as the gateway's descriptor claims (checked
+    /// against nothing: the decoder checks it).
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// Where the frame starts in [`IncomingRequest::region`] (as claimed by the gateway).
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
 }
 

@@ -12,9 +12,8 @@
 //! `shm_protocol::hostile` (the crate's `hostile` feature, enabled only here).
 
 use serde_json::Value;
-use shm_protocol::frame::{encode_response_bytes, ResponseRef, TensorRef, WorkerTiming};
-use shm_protocol::hostile::{forged_response, ForgedTensor, RawResponder};
-use shm_protocol::{control, fd_passing, Descriptor, IncomingRequest, RequestReceiver, Segment};
+use shm_protocol::hostile::RawResponder;
+use shm_protocol::{fd_passing, Descriptor, IncomingRequest, RequestReceiver, Segment};
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -22,15 +21,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tfgate_e2e::{float_tensor, http, model_path, predict_request, OwnWorker, Server, TempDir};
+use tfgate_frame::{control, forged_response, request_view, ForgedTensor};
+use tfgate_frame::{encode_response_bytes, ResponseRef, TensorRef, WorkerTiming};
+use tfgate_proto::control::gateway_message as gm;
+use tfgate_proto::control::worker_message as wm;
+use tfgate_proto::control::{GatewayMessage, WorkerMessage};
 use tfgate_proto::tensorflow::serving::model_version_status::State;
 use tfgate_proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use tfgate_proto::tensorflow::serving::SignatureDefMap;
 use tfgate_proto::tensorflow::{
     tensor_info, tensor_shape_proto, SignatureDef, TensorInfo, TensorShapeProto,
 };
-use tfgate_proto::tfgate::control::gateway_message as gm;
-use tfgate_proto::tfgate::control::worker_message as wm;
-use tfgate_proto::tfgate::control::{GatewayMessage, WorkerMessage};
 use tfgate_tensor::tensor::{DataType, TensorData};
 
 /// What the hostile worker does with the requests it takes.
@@ -288,7 +289,7 @@ fn push_frame(responder: &mut RawResponder, id: u64, frame: &[u8]) {
 
 /// The right answer (y = 0.5 x + 3), as a real worker's frame.
 fn correct_answer(req: &IncomingRequest) -> Vec<u8> {
-    let view = req.frame().expect("the gateway's request frame");
+    let view = request_view(req).expect("the gateway's request frame");
     let x = view.inputs[0].1.to_tensor().expect("input x");
     let TensorData::Bytes(bytes) = &x.data else {
         panic!("x is not a float tensor");
@@ -305,7 +306,7 @@ fn correct_answer(req: &IncomingRequest) -> Vec<u8> {
         TensorRef {
             dtype: DataType::Float,
             shape: &x.shape,
-            data: shm_protocol::TensorDataRef::Bytes(&y),
+            data: tfgate_frame::TensorDataRef::Bytes(&y),
         },
     )];
     encode_response_bytes(ResponseRef::Ok {

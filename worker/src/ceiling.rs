@@ -11,7 +11,7 @@ use crate::run_mode::RunMode;
 use crate::signature::run_signature_in;
 use crate::tf::Feed;
 use std::time::{Duration, Instant};
-use tfgate_proto::tfgate::control::SessionConfig;
+use tfgate_proto::control::SessionConfig;
 use tfgate_tensor::tensor::Tensor;
 
 /// What to measure.

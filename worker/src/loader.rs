@@ -5,8 +5,8 @@ use crate::run_mode::RunModes;
 use crate::tf::{SavedModel, TensorRef, TfError};
 use prost::Message;
 use std::collections::BTreeMap;
+use tfgate_proto::control::SessionConfig;
 use tfgate_proto::tensorflow::serving::SignatureDefMap;
-use tfgate_proto::tfgate::control::SessionConfig;
 
 /// A signature's tensor: where it lives in the graph.
 #[derive(Clone, Debug)]

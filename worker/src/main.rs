@@ -21,16 +21,16 @@ mod warmup;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use shm_protocol::control;
 use shm_protocol::Segment;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tfgate_proto::tfgate::control::gateway_message as gm;
-use tfgate_proto::tfgate::control::worker_message as wm;
-use tfgate_proto::tfgate::control::{GatewayMessage, WorkerMessage};
+use tfgate_frame::control;
+use tfgate_proto::control::gateway_message as gm;
+use tfgate_proto::control::worker_message as wm;
+use tfgate_proto::control::{GatewayMessage, WorkerMessage};
 
 #[derive(Parser, Debug)]
 #[command(

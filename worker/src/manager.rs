@@ -25,10 +25,10 @@ use std::path::Path;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use tfgate_proto::control::worker_message::{self as wm, ServableState as StateReport};
+use tfgate_proto::control::{LoadConfig, SessionConfig};
 use tfgate_proto::tensorflow::serving::model_version_status::State as ServableState;
 use tfgate_proto::tensorflow::serving::{ModelConfig, StatusProto};
-use tfgate_proto::tfgate::control::worker_message::{self as wm, ServableState as StateReport};
-use tfgate_proto::tfgate::control::{LoadConfig, SessionConfig};
 use tfgate_tensor::code::Status;
 
 /// Where state changes are reported (the gateway's control socket).

@@ -8,11 +8,12 @@ use crate::manager::Manager;
 use crate::predict::{predict, PredictCall};
 use crate::signature::Ran;
 use crate::tf::Feed;
-use shm_protocol::frame::{
-    FrameError, RequestKind, RequestView, ResponseFrame, ResponseRef, TensorView, WorkerTiming,
-};
-use shm_protocol::{RequestReceiver, ResponseSender};
+use shm_protocol::{RequestReceiver, ResponseSender, SendError};
 use std::time::Duration;
+use tfgate_frame::{
+    request_view, FrameError, RequestKind, RequestView, ResponseFrame, ResponseRef, TensorView,
+    WorkerTiming,
+};
 use tfgate_tensor::code::Code;
 use tfgate_tensor::tensor::DataType;
 
@@ -102,6 +103,24 @@ fn handle(manager: &Manager, view: &RequestView<'_>) -> Result<Reply, FrameError
     })
 }
 
+/// Why a reply did not go out; a short error frame goes out in its place.
+#[derive(Debug, thiserror::Error)]
+enum Unsent {
+    #[error("cannot lay out the response: {0}")]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Ring(#[from] SendError),
+}
+
+/// Writes one owned frame into the response arena.
+fn send_frame(
+    responses: &mut ResponseSender,
+    id: u64,
+    frame: &ResponseFrame,
+) -> Result<(), Unsent> {
+    Ok(responses.send(id, &frame.encode()?, SEND_TIMEOUT)?)
+}
+
 /// Writes the reply into the response arena. Nothing reads TensorFlow's buffers (which
 /// may alias the request's in-place inputs) once it is sent.
 fn send(
@@ -109,9 +128,9 @@ fn send(
     id: u64,
     reply: &Reply,
     received_ns: u64,
-) -> Result<(), shm_protocol::SendError> {
+) -> Result<(), Unsent> {
     match reply {
-        Reply::Frame(frame) => responses.send(id, frame, SEND_TIMEOUT),
+        Reply::Frame(frame) => send_frame(responses, id, frame),
         Reply::Ran {
             model_version,
             ran,
@@ -124,7 +143,7 @@ fn send(
                         code: e.code,
                         message: e.message,
                     };
-                    return responses.send(id, &frame, SEND_TIMEOUT);
+                    return send_frame(responses, id, &frame);
                 }
             };
             let outputs: Vec<_> = ran
@@ -142,7 +161,7 @@ fn send(
                     replied_ns: shm_protocol::monotonic_ns(),
                 },
             };
-            responses.send_ref(id, frame, SEND_TIMEOUT)
+            Ok(responses.send(id, &frame.encode()?, SEND_TIMEOUT)?)
         }
     }
 }
@@ -167,7 +186,7 @@ pub fn serve(
         };
         let id = request.id();
         let received_ns = shm_protocol::monotonic_ns();
-        let reply = match request.frame().and_then(|view| handle(manager, &view)) {
+        let reply = match request_view(&request).and_then(|view| handle(manager, &view)) {
             Ok(r) => r,
             Err(e) => Reply::Frame(ResponseFrame::Err {
                 code: Code::InvalidArgument,
@@ -183,20 +202,17 @@ pub fn serve(
             // A response that cannot fit is replaced by an error naming the gateway flag
             // that sizes the response arena.
             let message = match e {
-                shm_protocol::SendError::TooLarge { .. } => {
+                Unsent::Ring(SendError::TooLarge { .. }) => {
                     format!("{e}; raise --shm_response_arena_mb")
                 }
                 e => e.to_string(),
             };
             tracing::warn!("cannot send response {id}: {message}");
-            responses.send(
-                id,
-                &ResponseFrame::Err {
-                    code: Code::ResourceExhausted,
-                    message,
-                },
-                SEND_TIMEOUT,
-            )?;
+            let frame = ResponseFrame::Err {
+                code: Code::ResourceExhausted,
+                message,
+            };
+            send_frame(&mut responses, id, &frame)?;
         }
     }
 }

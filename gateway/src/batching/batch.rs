@@ -32,7 +32,14 @@ pub async fn execute_alone<R: Runner>(mut batch: Batch<R>) -> Answer {
 }
 
 /// Runs a batch in its own task, answering each of its requests.
-pub async fn execute<R: Runner>(mut batch: Batch<R>) {
+/// Runs a formed batch in a task of its own, answering each request: what a queue does
+/// with the batches it forms.
+pub fn start<R: Runner>(batch: Batch<R>) {
+    tokio::spawn(execute(batch));
+}
+
+/// Runs a formed batch and answers each of its requests.
+async fn execute<R: Runner>(mut batch: Batch<R>) {
     batch.started();
     let formed = Instant::now();
     let tasks = std::mem::take(&mut batch.tasks);

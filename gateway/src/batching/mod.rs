@@ -159,6 +159,7 @@ impl<R: Runner> Batcher<R> {
                 p,
                 self.runner.clone(),
                 self.shared.clone(),
+                batch::start,
             )
         });
         Ok(self

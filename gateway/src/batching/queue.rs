@@ -93,22 +93,28 @@ pub struct Queue<R: Runner> {
     pub params: Parameters,
     pub runner: R,
     shared: Arc<Shared>,
+    /// What runs a formed batch (given, so that the queue does not know how batches run).
+    start: fn(Batch<R>),
     state: Mutex<State>,
     me: Weak<Queue<R>>,
 }
 
 impl<R: Runner> Queue<R> {
+    /// A queue whose formed batches `start` runs (`batch::start`: in a task of their
+    /// own, answering each request).
     pub fn new(
         servable: ServableId,
         params: Parameters,
         runner: R,
         shared: Arc<Shared>,
+        start: fn(Batch<R>),
     ) -> Arc<Queue<R>> {
         Arc::new_cyclic(|me| Queue {
             servable,
             params,
             runner,
             shared,
+            start,
             state: Mutex::default(),
             me: me.clone(),
         })
@@ -187,7 +193,7 @@ impl<R: Runner> Queue<R> {
             if b.tasks.len() == 1 && b.tasks[0].id == id && !self.pads(&b) {
                 alone = Some(b);
             } else {
-                b.start();
+                (self.start)(b);
             }
         }
         Ok(match alone {
@@ -313,7 +319,7 @@ impl<R: Runner> Queue<R> {
             self.form(&mut s, Instant::now())
         };
         for b in batches {
-            b.start();
+            (self.start)(b);
         }
     }
 
@@ -340,12 +346,5 @@ impl<R: Runner> Waiter for Queue<R> {
 impl<R: Runner> Due for Queue<R> {
     fn due(&self) {
         self.dispatch_with(|s| s.armed = None);
-    }
-}
-
-impl<R: Runner> Batch<R> {
-    /// Runs the batch in a task of its own, answering each request.
-    fn start(self) {
-        tokio::spawn(super::batch::execute(self));
     }
 }

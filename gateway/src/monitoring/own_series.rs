@@ -65,15 +65,6 @@ pub fn recovered(worker: String, micros: u64) {
     metrics::histogram!(WORKER_RECOVERY, "worker" => worker).record(micros as f64);
 }
 
-/// Time one request spent in one phase (µs), by model, version and signature. The
-/// phases: `queue` (a batch queue; with batching only), `batch_formation` (the batch
-/// and its frame, up to the push into the request ring), `transfer` (shared memory,
-/// both ways, wake-ups included), `worker` (the worker's frame handling around the
-/// run), `session_run`, and `response_encoding` (at the REST or gRPC edge).
-pub fn phase(model_name: &str, version: i64, signature: &str, phase: Phase, micros: u64) {
-    phases(model_name, version, signature, &[(phase, micros)]);
-}
-
 /// The phases of a request's latency split, in the order `PHASES` names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -95,7 +86,12 @@ const PHASES: [&str; 6] = [
     "response_encoding",
 ];
 
-/// Several phases of one request, with one lookup of the version's histograms.
+/// Time one request spent in some of its phases (µs), by model, version and signature,
+/// with one lookup of the version's histograms. The phases: `queue` (a batch queue;
+/// with batching only), `batch_formation` (the batch and its frame, up to the push into
+/// the request ring), `transfer` (shared memory, both ways, wake-ups included), `worker`
+/// (the worker's frame handling around the run), `session_run`, and `response_encoding`
+/// (at the REST or gRPC edge). `edge::observe` records them.
 pub fn phases(model_name: &str, version: i64, signature: &str, values: &[(Phase, u64)]) {
     let mut buf = itoa::Buffer::new();
     let version = buf.format(version);

@@ -5,13 +5,13 @@
 use crate::servables::{Reported, ServableId};
 use anyhow::anyhow;
 use prost::Message;
-use shm_protocol::control;
 use std::time::Duration;
+use tfgate_frame::control;
+use tfgate_proto::control::gateway_message as gm;
+use tfgate_proto::control::worker_message as wm;
+use tfgate_proto::control::{GatewayMessage, WorkerMessage};
 use tfgate_proto::tensorflow::serving::model_version_status::State;
 use tfgate_proto::tensorflow::serving::SignatureDefMap;
-use tfgate_proto::tfgate::control::gateway_message as gm;
-use tfgate_proto::tfgate::control::worker_message as wm;
-use tfgate_proto::tfgate::control::{GatewayMessage, WorkerMessage};
 use tfgate_tensor::code::{Code, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;

@@ -4,7 +4,7 @@
 use crate::error::ServingError;
 use crate::servables::ServableId;
 use crate::validation::ValidRun;
-use shm_protocol::frame::{RequestFrame, RequestKind, ResponseFrame, WorkerTiming};
+use tfgate_frame::{RequestFrame, RequestKind, ResponseFrame, WorkerTiming};
 use tfgate_tensor::tensor::Tensor;
 use tokio::time::Instant;
 

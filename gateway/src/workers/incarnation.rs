@@ -10,12 +10,12 @@
 //! one is what the supervisor's watchdog checks against its deadline.
 
 use parking_lot::Mutex;
-use shm_protocol::frame::{FrameError, RequestFrame, ResponseFrame};
 use shm_protocol::{RequestSender, ResponseReceiver, SendError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tfgate_frame::{decode_response, Encoded, FrameError, RequestFrame, ResponseFrame};
 use tokio::net::UnixStream;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
@@ -217,7 +217,7 @@ impl Incarnation {
     async fn complete_loop(self: Arc<Self>, mut receiver: ResponseReceiver, chime: Chime) {
         'serving: while self.is_alive() {
             loop {
-                let done = match receiver.try_recv() {
+                let done = match receiver.try_recv(decode_response) {
                     Ok(Some((id, result))) => self.complete(id, result),
                     Ok(None) => break,
                     Err(e) => Err(Violation::Ring(e)),
@@ -244,7 +244,7 @@ impl Incarnation {
             if !open {
                 // The worker closed its end of the doorbell: it exited. What it answered
                 // before is in the ring; hand that out, then let its callers go elsewhere.
-                while let Ok(Some((id, result))) = receiver.try_recv() {
+                while let Ok(Some((id, result))) = receiver.try_recv(decode_response) {
                     if self.complete(id, result).is_err() {
                         break;
                     }
@@ -275,11 +275,13 @@ impl Incarnation {
         Ok(())
     }
 
-    /// Sends one request and waits for its response until `deadline`; with the response,
-    /// when the frame was pushed and when the answer came ([`shm_protocol::monotonic_ns`]).
+    /// Sends one request (`encoded`, laid out from `frame`) and waits for its response
+    /// until `deadline`; with the response, when the frame was pushed and when the answer
+    /// came ([`shm_protocol::monotonic_ns`]).
     pub async fn call(
         &self,
         frame: &RequestFrame,
+        encoded: &Encoded<'_>,
         deadline: Instant,
     ) -> Result<(ResponseFrame, u64, u64), CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -325,7 +327,7 @@ impl Incarnation {
             if !self.is_alive() {
                 return Err(CallError::WorkerDied);
             }
-            match self.sender.try_send(id, frame) {
+            match self.sender.try_send(id, encoded) {
                 Ok(()) => break,
                 Err(SendError::Full) => {
                     if tokio::time::timeout_at(deadline, notified).await.is_err() {

@@ -15,7 +15,7 @@ mod succession;
 mod supervisor;
 mod worker_logs;
 
-pub use frame::RunOutput;
+pub use frame::{RunOutput, RunTiming};
 pub use placement::{allowed_cpus, plan, Device, WorkerPlan};
 pub use slot::SlotReport;
 pub use supervisor::SupervisorConfig;
@@ -173,10 +173,14 @@ impl WorkerPool {
     pub async fn run(&self, run: ValidRun) -> Result<RunOutput, ServingError> {
         let started_ns = shm_protocol::monotonic_ns();
         let (request, servable, deadline) = frame::request_frame(run);
+        // Laid out once, whichever worker (or workers, if one dies) takes it.
+        let encoded = request
+            .encode()
+            .map_err(|e| ServingError::invalid_argument(e.to_string()))?;
         let mut deaths = 0;
         loop {
             let incarnation = self.pick(&servable, deadline).await?;
-            match incarnation.call(&request, deadline).await {
+            match incarnation.call(&request, &encoded, deadline).await {
                 Ok((response, pushed_ns, completed_ns)) => {
                     let stamps = frame::Stamps {
                         started_ns,

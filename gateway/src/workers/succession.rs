@@ -14,8 +14,8 @@ use anyhow::bail;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
+use tfgate_proto::control::worker_message as wm;
 use tfgate_proto::tensorflow::serving::model_version_status::State;
-use tfgate_proto::tfgate::control::worker_message as wm;
 use tokio::net::unix::OwnedWriteHalf;
 
 /// How long a successor may take to load everything.

@@ -214,8 +214,8 @@ pub struct OutputView<'a> {
 
 impl OutputView<'_> {
     /// The frame encoder's borrowed form.
-    pub fn as_frame_ref(&self) -> shm_protocol::frame::TensorRef<'_> {
-        use shm_protocol::frame::{TensorDataRef, TensorRef};
+    pub fn as_frame_ref(&self) -> tfgate_frame::TensorRef<'_> {
+        use tfgate_frame::{TensorDataRef, TensorRef};
         TensorRef {
             dtype: self.dtype,
             shape: &self.shape,

@@ -6,33 +6,9 @@
 //! covering the whole slice. Encoding writes a frame into such a mapping and copies it
 //! out. Each call creates and maps one memfd, so these are not for a hot path.
 
-use std::sync::Arc;
-
-use memfd::MemfdOptions;
+use shm_protocol::{Frame, OutOfBounds, Region};
 
 use super::{FrameError, RequestFrame, ResponseFrame, ResponseRef};
-use crate::mapping::Mapping;
-use crate::region::Region;
-
-/// A private mapping holding `len` zero bytes (at least one page is mapped; the region
-/// is exactly `len` long, so nothing past it can be read).
-fn scratch(len: usize) -> std::io::Result<Region> {
-    let mapped = len.max(1).div_ceil(4096) * 4096;
-    let memfd = MemfdOptions::new()
-        .create("tfgate-frame-bytes")
-        .map_err(std::io::Error::other)?;
-    memfd.as_file().set_len(mapped as u64)?;
-    let map = Mapping::new(memfd.into_file(), mapped)?;
-    Ok(Region::new(Arc::new(map), 0, len))
-}
-
-fn load(bytes: &[u8]) -> std::io::Result<Region> {
-    let region = scratch(bytes.len())?;
-    region
-        .write_from(0, bytes)
-        .expect("the scratch region is exactly as long as the bytes");
-    Ok(region)
-}
 
 /// Decodes a request frame from `bytes` (the frame's block, header first) with the
 /// worker's decoder and copies every tensor out.
@@ -40,14 +16,14 @@ fn load(bytes: &[u8]) -> std::io::Result<Region> {
 /// The outer `Err` is only a failure to create the scratch mapping; the inner one is
 /// the decoder's verdict on the bytes.
 pub fn decode_request_bytes(bytes: &[u8]) -> std::io::Result<Result<RequestFrame, FrameError>> {
-    let region = load(bytes)?;
+    let region = Region::from_bytes(bytes)?;
     Ok(super::decode_request(&region, 0, bytes.len() as u64).and_then(|v| v.to_frame()))
 }
 
 /// Decodes a response frame from `bytes` with the gateway's decoder. Errors as for
 /// [`decode_request_bytes`].
 pub fn decode_response_bytes(bytes: &[u8]) -> std::io::Result<Result<ResponseFrame, FrameError>> {
-    let region = load(bytes)?;
+    let region = Region::from_bytes(bytes)?;
     Ok(super::decode_response(&region, 0, bytes.len() as u64))
 }
 
@@ -73,10 +49,10 @@ pub fn encode_response_bytes(
 
 fn write_out(
     len: u64,
-    write: impl FnOnce(&Region) -> Result<(), crate::region::OutOfBounds>,
+    write: impl FnOnce(&Region) -> Result<(), OutOfBounds>,
 ) -> std::io::Result<Result<Vec<u8>, FrameError>> {
     let len = usize::try_from(len).map_err(|_| std::io::Error::other("frame too long"))?;
-    let region = scratch(len)?;
+    let region = Region::scratch(len)?;
     if let Err(e) = write(&region) {
         return Ok(Err(e.into()));
     }
@@ -91,7 +67,7 @@ fn write_out(
 mod tests {
     use super::super::tests::sample_request;
     use super::*;
-    use crate::frame::{TensorRef, WorkerTiming};
+    use crate::{TensorRef, WorkerTiming};
     use tfgate_tensor::code::Code;
     use tfgate_tensor::tensor::Tensor;
 

@@ -2,16 +2,16 @@
 //! encodings per target, made with the real encoders. (The REST and text-format seeds are
 //! hand-copied from the gateway's tests: plain text.)
 //!
-//! `cargo run -p shm-protocol --example fuzz_seeds -- fuzz/seeds`
+//! `cargo run -p tfgate-frame --example fuzz_seeds -- fuzz/seeds`
 
 use std::path::Path;
 
 use prost::Message;
-use shm_protocol::frame::{encode_request_bytes, encode_response_bytes};
-use shm_protocol::{RequestFrame, RequestKind, ResponseRef, TensorRef};
+use tfgate_frame::{encode_request_bytes, encode_response_bytes};
+use tfgate_frame::{RequestFrame, RequestKind, ResponseRef, TensorRef};
+use tfgate_proto::control::{gateway_message, worker_message};
+use tfgate_proto::control::{GatewayMessage, WorkerMessage};
 use tfgate_proto::tensorflow::serving::ModelConfig;
-use tfgate_proto::tfgate::control::{gateway_message, worker_message};
-use tfgate_proto::tfgate::control::{GatewayMessage, WorkerMessage};
 use tfgate_tensor::code::Code;
 use tfgate_tensor::proto::to_proto;
 use tfgate_tensor::tensor::{DataType, Tensor, TensorData};

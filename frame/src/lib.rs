@@ -1,4 +1,7 @@
-//! Request and response frames: what a descriptor points to.
+//! What the bytes between the gateway and its workers mean: request and response frames
+//! (what a descriptor of `shm-protocol`'s rings points to) and the control socket's
+//! messages ([`control`]). `shm-protocol` moves bytes and guards memory; this crate, with
+//! no `unsafe`, gives them meaning for tfgate: tensors, model names, status codes.
 //!
 //! ```text
 //!  +0        FrameHeader: magic "TFFR", kind (1 request, 2 response),
@@ -19,8 +22,10 @@
 //! `wire.rs` holds the postcard metadata, `encode.rs` lays frames out and writes them into
 //! an arena block, `decode.rs` validates and reads them; `bytes.rs` runs the same encoder
 //! and decoders on private byte slices (for the fuzz targets); this module holds the types.
+#![forbid(unsafe_code)]
 
 mod bytes;
+pub mod control;
 mod decode;
 mod encode;
 #[cfg(feature = "hostile")]
@@ -31,17 +36,18 @@ mod wire;
 
 use serde::{Deserialize, Serialize};
 
-use crate::region::OutOfBounds;
+use shm_protocol::OutOfBounds;
 use tfgate_tensor::code::Code;
 use tfgate_tensor::tensor::{DataType, Tensor, TensorData, TensorError};
 
 pub use bytes::{
     decode_request_bytes, decode_response_bytes, encode_request_bytes, encode_response_bytes,
 };
-pub(crate) use decode::{decode_request, decode_response};
-pub use decode::{InPlacePayload, RequestView, TensorView};
+pub use decode::{decode_request, decode_response, request_view, RequestView, TensorView};
+pub use encode::Encoded;
 #[cfg(feature = "hostile")]
-pub use forge::forged_response;
+pub use forge::{forged_response, ForgedTensor};
+pub use shm_protocol::InPlacePayload;
 
 /// `b"TFFR"` read as a little-endian u32.
 const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"TFFR");
@@ -88,7 +94,7 @@ pub struct RequestFrame {
     pub signature_name: String,
     pub output_filter: Vec<String>,
     pub inputs: Vec<(String, Tensor)>,
-    /// When the request's caller stops waiting, as [`crate::monotonic_ns`] reads the
+    /// When the request's caller stops waiting, as [`shm_protocol::monotonic_ns`] reads the
     /// clock (CLOCK_MONOTONIC is one clock for every process on the host); 0: never. The
     /// worker skips a request whose deadline has passed and bounds the session run by
     /// what is left (TensorFlow's `RunOptions.timeout_in_ms`).
@@ -96,7 +102,7 @@ pub struct RequestFrame {
 }
 
 /// When the worker took a request, how long its run took and when it answered, as
-/// [`crate::monotonic_ns`] reads the host's clock: the gateway splits a request's latency
+/// [`shm_protocol::monotonic_ns`] reads the host's clock: the gateway splits a request's latency
 /// with it. The peer writes it, so it is only ever used, clamped, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerTiming {

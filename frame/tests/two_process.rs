@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 
 use shm_protocol::fd_passing::{recv_fd, send_fd};
 use shm_protocol::{
-    IncomingRequest, RecvError, RequestFrame, RequestKind, RequestSender, ResponseFrame,
-    ResponseReceiver, ResponseRef, ResponseSender, Segment, SegmentConfig, SpinConfig,
+    IncomingRequest, RecvError, RequestSender, ResponseReceiver, ResponseSender, Segment,
+    SegmentConfig, SpinConfig,
+};
+use tfgate_frame::{
+    decode_response, request_view, RequestFrame, RequestKind, ResponseFrame, ResponseRef,
     TensorDataRef, TensorRef,
 };
 use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
@@ -80,9 +83,7 @@ fn echo(
     buf: &mut Vec<u8>,
     reply: &mut Vec<u8>,
 ) -> Result<(), String> {
-    let view = req
-        .frame()
-        .map_err(|e| format!("bad frame {}: {e}", req.id()))?;
+    let view = request_view(req).map_err(|e| format!("bad frame {}: {e}", req.id()))?;
     let (Some((_, data)), Some((_, sum))) = (view.inputs.first(), view.inputs.get(1)) else {
         return Err(format!("request {} lacks its inputs", req.id()));
     };
@@ -120,7 +121,8 @@ fn echo(
         outputs: &outs,
         timing: Default::default(),
     };
-    tx.send_ref(req.id(), frame, Duration::from_secs(10))
+    let frame = frame.encode().map_err(|e| format!("encode: {e}"))?;
+    tx.send(req.id(), &frame, Duration::from_secs(10))
         .map_err(|e| format!("send: {e}"))
 }
 
@@ -185,7 +187,7 @@ fn run_gateway_child() -> i32 {
             send_blocking(&tx, sent, &frame);
             sent += 1;
         }
-        match rx.recv(Duration::from_secs(10)) {
+        match rx.recv(Duration::from_secs(10), decode_response) {
             Ok(Some((id, f))) => verify(id, f.unwrap(), &mut scratch),
             other => {
                 eprintln!("gateway child: no answer after {received}: {other:?}");
@@ -329,7 +331,7 @@ fn verify(id: u64, frame: ResponseFrame, scratch: &mut Vec<u8>) {
 
 fn send_blocking(tx: &RequestSender, id: u64, frame: &RequestFrame) {
     loop {
-        match tx.try_send(id, frame) {
+        match tx.try_send(id, &frame.encode().expect("encode")) {
             Ok(()) => return,
             Err(e) if e.is_full() => std::thread::yield_now(),
             Err(e) => panic!("send {id}: {e}"),
@@ -352,7 +354,7 @@ fn two_processes_one_million_messages() {
         let mut scratch = Vec::new();
         let mut next = 0u64;
         while next < N {
-            match rx.recv(Duration::from_secs(10)).unwrap() {
+            match rx.recv(Duration::from_secs(10), decode_response).unwrap() {
                 Some((id, frame)) => {
                     // One worker, FIFO: responses come back in order.
                     assert_eq!(id, next);
@@ -364,7 +366,7 @@ fn two_processes_one_million_messages() {
         }
         // The worker closes its sender after the gateway's sender is dropped.
         assert!(matches!(
-            rx.recv(Duration::from_secs(10)),
+            rx.recv(Duration::from_secs(10), decode_response),
             Err(RecvError::Closed)
         ));
         next
@@ -402,7 +404,7 @@ fn sigkill_of_the_worker_does_not_hang_the_gateway() {
             sent += 1;
         }
         let (id, f) = rx
-            .recv(Duration::from_secs(10))
+            .recv(Duration::from_secs(10), decode_response)
             .unwrap()
             .expect("worker alive");
         verify(id, f.unwrap(), &mut scratch);
@@ -416,7 +418,7 @@ fn sigkill_of_the_worker_does_not_hang_the_gateway() {
     let timeout = Duration::from_millis(200);
     loop {
         let t = Instant::now();
-        let r = rx.recv(timeout).unwrap();
+        let r = rx.recv(timeout, decode_response).unwrap();
         assert!(
             t.elapsed() < timeout + Duration::from_millis(150),
             "recv overran its timeout"
@@ -437,7 +439,7 @@ fn sigkill_of_the_worker_does_not_hang_the_gateway() {
     let mut full = false;
     for id in sent..sent + 1000 {
         request_for(id, &mut frame);
-        match tx.try_send(id, &frame) {
+        match tx.try_send(id, &frame.encode().expect("encode")) {
             Ok(()) => {}
             Err(e) if e.is_full() => {
                 full = true;
@@ -460,7 +462,10 @@ fn sigkill_of_the_worker_does_not_hang_the_gateway() {
     for id in 0..1000 {
         request_for(id, &mut frame);
         send_blocking(&tx, id, &frame);
-        let (got, f) = rx.recv(Duration::from_secs(10)).unwrap().unwrap();
+        let (got, f) = rx
+            .recv(Duration::from_secs(10), decode_response)
+            .unwrap()
+            .unwrap();
         assert_eq!(got, id);
         verify(id, f.unwrap(), &mut scratch);
     }
@@ -530,9 +535,8 @@ fn serve_gateway_child(generation: u64, end: GatewayEnd, tag: &str) -> (Child, U
             assert!(t.elapsed() < timeout + Duration::from_millis(150));
             match r {
                 Ok(Some(req)) => {
-                    let view = req
-                        .frame()
-                        .expect("a frame written before the kill is whole");
+                    let view =
+                        request_view(&req).expect("a frame written before the kill is whole");
                     assert_eq!(view.model_name, "echo");
                     served += 1;
                 }

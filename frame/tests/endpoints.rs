@@ -3,10 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use shm_protocol::{
-    RecvError, RequestFrame, RequestKind, ResponseFrame, Segment, SegmentConfig, SendError,
-    SpinConfig,
-};
+use shm_protocol::{RecvError, Segment, SegmentConfig, SendError, SpinConfig};
+use tfgate_frame::{decode_response, request_view, RequestFrame, RequestKind, ResponseFrame};
 use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
 
 fn config(ring: u32, arena: u64) -> SegmentConfig {
@@ -69,7 +67,7 @@ fn request_arena_exhaustion_out_of_order_completion_and_recovery() {
     // Fill the 64 KiB request arena with ~8 KiB requests.
     let mut sent = 0u64;
     loop {
-        match tx.try_send(sent, &request(8000)) {
+        match tx.try_send(sent, &request(8000).encode().expect("encode")) {
             Ok(()) => sent += 1,
             Err(SendError::Full) => break,
             Err(e) => panic!("{e}"),
@@ -77,7 +75,7 @@ fn request_arena_exhaustion_out_of_order_completion_and_recovery() {
     }
     assert!((6..=8).contains(&sent), "{sent}");
     assert!(matches!(
-        tx.try_send(0, &request(1)),
+        tx.try_send(0, &request(1).encode().expect("encode")),
         Err(SendError::DuplicateId(0))
     ));
     assert_eq!(tx.in_flight() as u64, sent);
@@ -85,16 +83,17 @@ fn request_arena_exhaustion_out_of_order_completion_and_recovery() {
     // The worker answers in reverse order; each answer frees that request's block.
     let mut incoming = Vec::new();
     while let Some(r) = wrx.recv(Duration::ZERO).unwrap() {
-        assert_eq!(r.frame().unwrap().to_frame().unwrap(), request(8000));
+        assert_eq!(request_view(&r).unwrap().to_frame().unwrap(), request(8000));
         incoming.push(r);
     }
     assert_eq!(incoming.len() as u64, sent);
     let freed0 = tx.freed_count();
     for r in incoming.iter().rev() {
-        wtx.send(r.id(), &ok(10), T).unwrap();
+        wtx.send(r.id(), &ok(10).encode().expect("encode"), T)
+            .unwrap();
     }
     for i in (0..sent).rev() {
-        let (id, frame) = rx.recv(T).unwrap().unwrap();
+        let (id, frame) = rx.recv(T, decode_response).unwrap().unwrap();
         assert_eq!(id, i);
         assert_eq!(frame.unwrap(), ok(10));
     }
@@ -103,11 +102,12 @@ fn request_arena_exhaustion_out_of_order_completion_and_recovery() {
     assert_eq!(tx.free_bytes(), tx.arena_capacity(), "all blocks coalesced");
     // A request as large as the whole arena now fits (needs every block coalesced).
     let big = (64 << 10) - 256;
-    tx.try_send(1000, &request(big)).unwrap();
+    tx.try_send(1000, &request(big).encode().expect("encode"))
+        .unwrap();
     let r = wrx.recv(T).unwrap().unwrap();
-    assert_eq!(r.frame().unwrap().inputs[0].1.byte_len(), big);
-    wtx.send(1000, &ok(1), T).unwrap();
-    assert_eq!(rx.recv(T).unwrap().unwrap().0, 1000);
+    assert_eq!(request_view(&r).unwrap().inputs[0].1.byte_len(), big);
+    wtx.send(1000, &ok(1).encode().expect("encode"), T).unwrap();
+    assert_eq!(rx.recv(T, decode_response).unwrap().unwrap().0, 1000);
 }
 
 #[test]
@@ -117,17 +117,26 @@ fn in_flight_is_bounded_by_the_ring() {
     let (tx, mut rx) = seg.into_gateway();
     let (mut wrx, mut wtx) = worker.into_worker();
     for i in 0..4 {
-        tx.try_send(i, &request(10)).unwrap();
+        tx.try_send(i, &request(10).encode().expect("encode"))
+            .unwrap();
     }
-    assert!(matches!(tx.try_send(4, &request(10)), Err(SendError::Full)));
+    assert!(matches!(
+        tx.try_send(4, &request(10).encode().expect("encode")),
+        Err(SendError::Full)
+    ));
     let r = wrx.recv(T).unwrap().unwrap();
     assert!(
-        matches!(tx.try_send(4, &request(10)), Err(SendError::Full)),
+        matches!(
+            tx.try_send(4, &request(10).encode().expect("encode")),
+            Err(SendError::Full)
+        ),
         "popped but not answered"
     );
-    wtx.send(r.id(), &ok(1), T).unwrap();
-    rx.recv(T).unwrap().unwrap().1.unwrap();
-    tx.try_send(4, &request(10)).unwrap();
+    wtx.send(r.id(), &ok(1).encode().expect("encode"), T)
+        .unwrap();
+    rx.recv(T, decode_response).unwrap().unwrap().1.unwrap();
+    tx.try_send(4, &request(10).encode().expect("encode"))
+        .unwrap();
 }
 
 #[test]
@@ -136,7 +145,9 @@ fn too_large_says_what_and_an_error_frame_still_fits() {
     let worker = Segment::attach(seg.fd().try_clone_to_owned().unwrap(), 1).unwrap();
     let (tx, mut rx) = seg.into_gateway();
     let (mut wrx, mut wtx) = worker.into_worker();
-    let e = tx.try_send(1, &request(100_000)).unwrap_err();
+    let e = tx
+        .try_send(1, &request(100_000).encode().expect("encode"))
+        .unwrap_err();
     let msg = e.to_string();
     assert!(msg.starts_with("request needs "), "{msg}");
     assert!(
@@ -145,17 +156,20 @@ fn too_large_says_what_and_an_error_frame_still_fits() {
     );
     assert_eq!(tx.in_flight(), 0);
 
-    tx.try_send(2, &request(10)).unwrap();
+    tx.try_send(2, &request(10).encode().expect("encode"))
+        .unwrap();
     let r = wrx.recv(T).unwrap().unwrap();
-    let e = wtx.send(r.id(), &ok(70_000), T).unwrap_err();
+    let e = wtx
+        .send(r.id(), &ok(70_000).encode().expect("encode"), T)
+        .unwrap_err();
     let msg = e.to_string();
     assert!(msg.ends_with("response arena holds 65536 bytes"), "{msg}");
     let err = ResponseFrame::Err {
         code: tfgate_tensor::code::Code::ResourceExhausted,
         message: msg,
     };
-    wtx.send(r.id(), &err, T).unwrap();
-    assert_eq!(rx.recv(T).unwrap().unwrap(), (2, Ok(err)));
+    wtx.send(r.id(), &err.encode().expect("encode"), T).unwrap();
+    assert_eq!(rx.recv(T, decode_response).unwrap().unwrap(), (2, Ok(err)));
 }
 
 #[test]
@@ -165,13 +179,18 @@ fn worker_blocks_while_the_response_arena_is_full() {
     let (tx, mut rx) = seg.into_gateway();
     let (mut wrx, mut wtx) = worker.into_worker();
     for i in 0..20 {
-        tx.try_send(i, &request(1)).unwrap();
+        tx.try_send(i, &request(1).encode().expect("encode"))
+            .unwrap();
     }
     let mut answered = 0;
     let t0 = Instant::now();
     loop {
         let r = wrx.recv(T).unwrap().unwrap();
-        match wtx.send(r.id(), &ok(10_000), Duration::from_millis(50)) {
+        match wtx.send(
+            r.id(),
+            &ok(10_000).encode().expect("encode"),
+            Duration::from_millis(50),
+        ) {
             Ok(()) => answered += 1,
             Err(SendError::Timeout) => break,
             Err(e) => panic!("{e}"),
@@ -183,19 +202,28 @@ fn worker_blocks_while_the_response_arena_is_full() {
     let h = std::thread::spawn(move || {
         let mut got = Vec::new();
         while got.len() < 20 {
-            if let Some((id, f)) = rx.recv(T).unwrap() {
+            if let Some((id, f)) = rx.recv(T, decode_response).unwrap() {
                 assert_eq!(f.unwrap(), ok(10_000));
                 got.push(id);
             }
         }
         got
     });
-    wtx.send(answered, &ok(10_000), Duration::from_secs(10))
-        .unwrap();
+    wtx.send(
+        answered,
+        &ok(10_000).encode().expect("encode"),
+        Duration::from_secs(10),
+    )
+    .unwrap();
     for id in answered + 1..20 {
         let r = wrx.recv(T).unwrap().unwrap();
         assert_eq!(r.id(), id);
-        wtx.send(id, &ok(10_000), Duration::from_secs(10)).unwrap();
+        wtx.send(
+            id,
+            &ok(10_000).encode().expect("encode"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
     }
     let got = h.join().unwrap();
     assert_eq!(got, (0..20).collect::<Vec<_>>());
@@ -207,21 +235,22 @@ fn closing_either_side_is_reported() {
     let worker = Segment::attach(seg.fd().try_clone_to_owned().unwrap(), 1).unwrap();
     let (tx, mut rx) = seg.into_gateway();
     let (wrx, mut wtx) = worker.into_worker();
-    tx.try_send(1, &request(1)).unwrap();
+    tx.try_send(1, &request(1).encode().expect("encode"))
+        .unwrap();
     drop(wrx);
     assert!(matches!(
-        tx.try_send(2, &request(1)),
+        tx.try_send(2, &request(1).encode().expect("encode")),
         Err(SendError::Closed)
     ));
-    wtx.send(1, &ok(1), T).unwrap();
+    wtx.send(1, &ok(1).encode().expect("encode"), T).unwrap();
     drop(wtx);
     assert!(
-        rx.recv(T).unwrap().is_some(),
+        rx.recv(T, decode_response).unwrap().is_some(),
         "drains before reporting Closed"
     );
     let t0 = Instant::now();
     assert!(matches!(
-        rx.recv(Duration::from_secs(5)),
+        rx.recv(Duration::from_secs(5), decode_response),
         Err(RecvError::Closed)
     ));
     assert!(t0.elapsed() < Duration::from_secs(1));
@@ -230,7 +259,8 @@ fn closing_either_side_is_reported() {
     let worker = Segment::attach(seg.fd().try_clone_to_owned().unwrap(), 2).unwrap();
     let (tx, _rx) = seg.into_gateway();
     let (mut wrx, _wtx) = worker.into_worker();
-    tx.try_send(5, &request(3)).unwrap();
+    tx.try_send(5, &request(3).encode().expect("encode"))
+        .unwrap();
     drop(tx);
     assert_eq!(wrx.recv(T).unwrap().unwrap().id(), 5);
     assert!(matches!(wrx.recv(T), Err(RecvError::Closed)));
@@ -244,7 +274,7 @@ fn recv_times_out() {
     let (mut wrx, _wtx) = worker.into_worker();
     for timeout in [Duration::ZERO, Duration::from_millis(30)] {
         let t0 = Instant::now();
-        assert!(rx.recv(timeout).unwrap().is_none());
+        assert!(rx.recv(timeout, decode_response).unwrap().is_none());
         assert!(wrx.recv(timeout).unwrap().is_none());
         assert!(t0.elapsed() < 2 * timeout + Duration::from_millis(50));
     }
@@ -283,9 +313,9 @@ fn numeric_payloads_can_be_read_in_place_strings_cannot() {
             .unwrap(),
         ),
     ];
-    tx.try_send(1, &frame).unwrap();
+    tx.try_send(1, &frame.encode().expect("encode")).unwrap();
     let req = wrx.recv(T).unwrap().expect("request");
-    let view = req.frame().unwrap();
+    let view = request_view(&req).unwrap();
     let payload = view.inputs[0].1.in_place().unwrap();
     assert_eq!(payload.len(), 12);
     assert_eq!(

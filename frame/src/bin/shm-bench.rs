@@ -1,6 +1,6 @@
 //! Two-process benchmark of the shared-memory transport against a Unix socket and memcpy.
 //!
-//! `cargo run --release -p shm-protocol --bin shm-bench [-- --payload=BYTES]` (one
+//! `cargo run --release -p tfgate-frame --bin shm-bench [-- --payload=BYTES]` (one
 //! payload size's throughput as a JSON line). The binary re-executes itself
 //! as the peer (`--peer shm|uds SOCKET_PATH`). Prints the machine, a table, and as its
 //! last line one JSON object.
@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use shm_protocol::fd_passing::{recv_fd, send_fd};
 use shm_protocol::{
-    RecvError, RequestFrame, RequestKind, RequestSender, ResponseReceiver, ResponseRef, Segment,
-    SegmentConfig, SpinConfig, TensorRef,
+    InPlacePayload, RecvError, RequestSender, ResponseReceiver, Segment, SegmentConfig, SpinConfig,
+};
+use tfgate_frame::{
+    decode_response, request_view, RequestFrame, RequestKind, ResponseRef, TensorDataRef, TensorRef,
 };
 use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
 
@@ -103,14 +105,12 @@ const IN_PLACE: &str = "in-place";
 
 /// Reads every byte of an in-place payload once, in cache-sized chunks, and folds them
 /// into a checksum so the reads cannot be optimised away.
-fn read_in_place(p: &shm_protocol::InPlacePayload, scratch: &mut [u8]) -> u64 {
+fn read_in_place(p: &InPlacePayload, scratch: &mut [u8]) -> u64 {
     let mut sum = 0u64;
     let mut off = 0;
     while off < p.len() {
         let n = (p.len() - off).min(scratch.len());
-        // SAFETY: `as_ptr()..+len()` is readable while `p` lives; `off + n <= len()`; the
-        // scratch buffer is private memory, so the ranges do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(p.as_ptr().add(off), scratch.as_mut_ptr(), n) };
+        p.read_into(off, &mut scratch[..n]).expect("in bounds");
         sum = sum.wrapping_add(scratch[n - 1] as u64);
         off += n;
     }
@@ -135,7 +135,7 @@ fn shm_peer(path: &Path) {
             Err(RecvError::Closed) => return,
             Err(e) => panic!("peer: {e}"),
         };
-        let view = req.frame().expect("frame");
+        let view = request_view(&req).expect("frame");
         bufs.resize_with(view.inputs.len(), Vec::new);
         let mut small = true;
         let in_place = view.model_name == IN_PLACE;
@@ -161,7 +161,7 @@ fn shm_peer(path: &Path) {
                 .zip(bufs.iter())
                 .zip(shapes.iter())
                 .map(|(((n, t), b), s)| {
-                    let data = shm_protocol::TensorDataRef::Bytes(b);
+                    let data = TensorDataRef::Bytes(b);
                     let t = TensorRef {
                         dtype: t.dtype(),
                         shape: s,
@@ -178,7 +178,8 @@ fn shm_peer(path: &Path) {
             outputs: &outs,
             timing: Default::default(),
         };
-        tx.send_ref(req.id(), frame, Duration::from_secs(10))
+        let frame = frame.encode().expect("encode");
+        tx.send(req.id(), &frame, Duration::from_secs(10))
             .expect("send");
     }
 }
@@ -254,10 +255,12 @@ fn frame_with(bytes: Vec<u8>, dtype: DataType, shape: Vec<i64>) -> RequestFrame 
 
 fn send(tx: &RequestSender, rx: &mut ResponseReceiver, id: u64, frame: &RequestFrame) {
     loop {
-        match tx.try_send(id, frame) {
+        match tx.try_send(id, &frame.encode().expect("encode")) {
             Ok(()) => return,
             Err(e) if e.is_full() => {
-                let _ = rx.recv(Duration::from_secs(5)).expect("recv");
+                let _ = rx
+                    .recv(Duration::from_secs(5), decode_response)
+                    .expect("recv");
             }
             Err(e) => panic!("send: {e}"),
         }
@@ -285,7 +288,7 @@ fn ring_rtt(
         let t = Instant::now();
         send(tx, rx, id0 + i as u64, &frame);
         let (_, f) = rx
-            .recv(Duration::from_secs(5))
+            .recv(Duration::from_secs(5), decode_response)
             .expect("recv")
             .expect("response");
         out.push(t.elapsed().as_nanos() as u64);
@@ -339,7 +342,8 @@ fn ring_throughput(
         id += 1;
     }
     while tx.in_flight() > 0 {
-        rx.recv(Duration::from_secs(5)).expect("recv");
+        rx.recv(Duration::from_secs(5), decode_response)
+            .expect("recv");
     }
     let t = Instant::now();
     let mut bytes = 0u64;
@@ -347,7 +351,7 @@ fn ring_throughput(
         for _ in 0..window {
             if tx.in_flight() >= window {
                 let (_, f) = rx
-                    .recv(Duration::from_secs(5))
+                    .recv(Duration::from_secs(5), decode_response)
                     .expect("recv")
                     .expect("response");
                 black_box(f.expect("frame"));
@@ -358,7 +362,8 @@ fn ring_throughput(
         }
     }
     while tx.in_flight() > 0 {
-        rx.recv(Duration::from_secs(5)).expect("recv");
+        rx.recv(Duration::from_secs(5), decode_response)
+            .expect("recv");
     }
     bytes as f64 / t.elapsed().as_secs_f64() / 1e9
 }

@@ -6,8 +6,8 @@ use super::{
     FrameError, RequestFrame, RequestKind, ResponseFrame, FRAME_MAGIC, HEADER_LEN, KIND_REQUEST,
     KIND_RESPONSE, MAX_META_BYTES, MAX_RANK, PAYLOAD_START,
 };
-use crate::arena::ALIGN;
-use crate::region::{OutOfBounds, Region};
+use shm_protocol::arena::ALIGN;
+use shm_protocol::{InPlacePayload, IncomingRequest, OutOfBounds, Region};
 use tfgate_tensor::tensor::{num_elements, DataType, Tensor, TensorData};
 
 /// A tensor inside a received frame: validated metadata plus the location of its bytes.
@@ -25,47 +25,6 @@ pub struct TensorView<'a> {
     len: u64,
     /// DT_STRING: the validated offsets table (n+1 entries, relative to the string bytes).
     strings: Option<Vec<u64>>,
-}
-
-/// A numeric tensor payload read in place in shared memory. It keeps the mapping alive,
-/// so the pointer stays valid for as long as this value lives. The bytes are the
-/// in-flight request's: the gateway frees the block once the response arrives, so read
-/// nothing through it (or through anything aliasing it) after answering. The peer can
-/// still write them at any time, so they must only ever be read as plain numbers (every
-/// bit pattern valid) — never as a `&[T]`.
-pub struct InPlacePayload {
-    _region: Region,
-    ptr: *const u8,
-    len: usize,
-}
-
-// SAFETY: the payload is an address range inside a mapping kept alive by the `Arc` in
-// `_region`; it has no thread affinity, and this type never dereferences it.
-unsafe impl Send for InPlacePayload {}
-
-impl InPlacePayload {
-    /// Start of the payload (64-byte aligned); valid for `len()` bytes of reads.
-    pub fn as_ptr(&self) -> *const u8 {
-        self.ptr
-    }
-
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True for an empty tensor.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-impl std::fmt::Debug for InPlacePayload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InPlacePayload")
-            .field("len", &self.len)
-            .finish()
-    }
 }
 
 impl std::fmt::Debug for TensorView<'_> {
@@ -128,13 +87,7 @@ impl<'a> TensorView<'a> {
         if matches!(self.dtype, DataType::String | DataType::Bool) {
             return Err(FrameError::NotInPlace(self.dtype));
         }
-        let len = self.byte_len();
-        let ptr = self.region.checked_ptr(self.at, len)?;
-        Ok(InPlacePayload {
-            _region: self.region.clone(),
-            ptr,
-            len,
-        })
+        Ok(self.region.in_place(self.at, self.byte_len())?)
     }
 
     /// DT_STRING: number of strings; `None` for other dtypes.
@@ -175,14 +128,16 @@ impl<'a> TensorView<'a> {
     pub fn to_tensor(&self) -> Result<Tensor, FrameError> {
         let data = match &self.strings {
             Some(t) => {
-                let all = copy_out(self.region, self.strings_at(), self.byte_len())?;
+                let all = self
+                    .region
+                    .read_to_vec(self.strings_at(), self.byte_len())?;
                 TensorData::Strings(
                     t.windows(2)
                         .map(|w| all[w[0] as usize..w[1] as usize].to_vec())
                         .collect(),
                 )
             }
-            None => TensorData::Bytes(copy_out(self.region, self.at, self.len as usize)?.into()),
+            None => TensorData::Bytes(self.region.read_to_vec(self.at, self.len as usize)?.into()),
         };
         Ok(Tensor {
             dtype: self.dtype,
@@ -190,29 +145,6 @@ impl<'a> TensorView<'a> {
             data,
         })
     }
-}
-
-/// Copies `len` bytes at `at` into a new Vec without zero-filling it first.
-fn copy_out(region: &Region, at: u64, len: usize) -> Result<Vec<u8>, FrameError> {
-    // Bounds first, so a bad length cannot cause a huge allocation.
-    if at
-        .checked_add(len as u64)
-        .is_none_or(|end| end > region.len() as u64)
-    {
-        return Err(OutOfBounds {
-            offset: at,
-            len: len as u64,
-            region_len: region.len() as u64,
-        }
-        .into());
-    }
-    let mut v = Vec::<u8>::with_capacity(len);
-    // SAFETY: the spare capacity is valid for `len` bytes of writes and is private memory,
-    // not part of the mapping.
-    unsafe { region.read_raw(at, v.as_mut_ptr(), len)? };
-    // SAFETY: `read_raw` succeeded, so all `len` bytes were initialized.
-    unsafe { v.set_len(len) };
-    Ok(v)
 }
 
 /// A received request, decoded and validated; tensors are still in shared memory.
@@ -384,8 +316,13 @@ fn view<'a>(
     ))
 }
 
+/// Decodes a request the worker took off the ring (see [`decode_request`]).
+pub fn request_view(request: &IncomingRequest) -> Result<RequestView<'_>, FrameError> {
+    decode_request(request.region(), request.offset(), request.frame_len())
+}
+
 /// Decodes the request frame in `region` at `offset..offset+len` (worker side).
-pub(crate) fn decode_request(
+pub fn decode_request(
     region: &Region,
     offset: u64,
     len: u64,
@@ -410,7 +347,7 @@ pub(crate) fn decode_request(
 }
 
 /// Decodes and copies out the response frame at `offset..offset+len` (gateway side).
-pub(crate) fn decode_response(
+pub fn decode_response(
     region: &Region,
     offset: u64,
     len: u64,

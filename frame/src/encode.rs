@@ -3,14 +3,16 @@
 
 use super::wire::{meta_err, WireRequestOut, WireResponseOut, WireTensorOut};
 use super::{
-    FrameError, RequestFrame, ResponseRef, TensorDataRef, TensorRef, FRAME_MAGIC, HEADER_LEN,
-    KIND_REQUEST, KIND_RESPONSE, MAX_META_BYTES, MAX_RANK, PAYLOAD_START,
+    FrameError, RequestFrame, ResponseFrame, ResponseRef, TensorDataRef, TensorRef, WorkerTiming,
+    FRAME_MAGIC, HEADER_LEN, KIND_REQUEST, KIND_RESPONSE, MAX_META_BYTES, MAX_RANK, PAYLOAD_START,
 };
-use crate::region::{OutOfBounds, Region};
+use shm_protocol::{Frame, OutOfBounds, Region};
+use tfgate_tensor::code::Code;
 use tfgate_tensor::tensor::{num_elements, TensorError};
 
-/// A frame laid out and ready to be written into an arena block of [`Encoded::len`] bytes.
-pub(crate) struct Encoded<'a> {
+/// A frame laid out and ready to be written into an arena block of `len()` bytes (it is
+/// the transport's [`Frame`]).
+pub struct Encoded<'a> {
     kind: u32,
     meta: Vec<u8>,
     meta_offset: u64,
@@ -70,7 +72,8 @@ fn place<'a>(
     for (name, t) in tensors {
         let len = check_tensor(name, &t)?;
         let offset = cursor;
-        cursor = crate::arena::round_up(offset + len).ok_or(FrameError::TooLong(u64::MAX))?;
+        cursor =
+            shm_protocol::arena::round_up(offset + len).ok_or(FrameError::TooLong(u64::MAX))?;
         wire.push(WireTensorOut {
             name,
             dtype: t.dtype as i32,
@@ -103,7 +106,8 @@ fn finish<'a>(
 }
 
 impl RequestFrame {
-    pub(crate) fn encode(&self) -> Result<Encoded<'_>, FrameError> {
+    /// Lays the frame out, checking every tensor against its shape.
+    pub fn encode(&self) -> Result<Encoded<'_>, FrameError> {
         let mut wire = Vec::with_capacity(self.inputs.len());
         let mut payloads = Vec::with_capacity(self.inputs.len());
         let end = place(
@@ -128,44 +132,67 @@ impl RequestFrame {
 }
 
 impl<'a> ResponseRef<'a> {
-    pub(crate) fn encode(self) -> Result<Encoded<'a>, FrameError> {
-        let mut wire = Vec::new();
-        let mut payloads = Vec::new();
-        let (end, meta) = match self {
+    /// Lays the frame out, checking every tensor against its shape.
+    pub fn encode(self) -> Result<Encoded<'a>, FrameError> {
+        match self {
             ResponseRef::Ok {
                 model_version,
                 outputs,
                 timing,
-            } => {
-                let end = place(
-                    outputs.iter().map(|(n, t)| (*n, *t)),
-                    &mut wire,
-                    &mut payloads,
-                )?;
-                let meta = postcard::to_allocvec(&WireResponseOut::Ok {
-                    model_version,
-                    outputs: wire,
-                    timing,
-                });
-                (end, meta)
-            }
-            ResponseRef::Err { code, message } => (
-                PAYLOAD_START,
-                postcard::to_allocvec(&WireResponseOut::Err { code, message }),
-            ),
-        };
-        finish(KIND_RESPONSE, end, meta.map_err(meta_err)?, payloads)
+            } => encode_ok(model_version, outputs.iter().map(|(n, t)| (*n, *t)), timing),
+            ResponseRef::Err { code, message } => encode_err(code, message),
+        }
     }
 }
 
-impl Encoded<'_> {
-    /// Bytes the frame needs in the arena.
-    pub(crate) fn len(&self) -> u64 {
+impl ResponseFrame {
+    /// Lays the frame out, checking every tensor against its shape.
+    pub fn encode(&self) -> Result<Encoded<'_>, FrameError> {
+        match self {
+            ResponseFrame::Ok {
+                model_version,
+                outputs,
+                timing,
+            } => encode_ok(
+                *model_version,
+                outputs
+                    .iter()
+                    .map(|(n, t)| (n.as_str(), TensorRef::from(t))),
+                *timing,
+            ),
+            ResponseFrame::Err { code, message } => encode_err(*code, message),
+        }
+    }
+}
+
+fn encode_ok<'a>(
+    model_version: i64,
+    outputs: impl Iterator<Item = (&'a str, TensorRef<'a>)>,
+    timing: WorkerTiming,
+) -> Result<Encoded<'a>, FrameError> {
+    let mut wire = Vec::new();
+    let mut payloads = Vec::new();
+    let end = place(outputs, &mut wire, &mut payloads)?;
+    let meta = postcard::to_allocvec(&WireResponseOut::Ok {
+        model_version,
+        outputs: wire,
+        timing,
+    })
+    .map_err(meta_err)?;
+    finish(KIND_RESPONSE, end, meta, payloads)
+}
+
+fn encode_err<'a>(code: Code, message: &str) -> Result<Encoded<'a>, FrameError> {
+    let meta = postcard::to_allocvec(&WireResponseOut::Err { code, message }).map_err(meta_err)?;
+    finish(KIND_RESPONSE, PAYLOAD_START, meta, Vec::new())
+}
+
+impl Frame for Encoded<'_> {
+    fn len(&self) -> u64 {
         self.total
     }
 
-    /// Writes the frame into `region` at `offset` (a block of at least `len()` bytes).
-    pub(crate) fn write(&self, region: &Region, offset: u64) -> Result<(), OutOfBounds> {
+    fn write(&self, region: &Region, offset: u64) -> Result<(), OutOfBounds> {
         let mut header = [0u8; HEADER_LEN];
         header[0..4].copy_from_slice(&FRAME_MAGIC.to_le_bytes());
         header[4..8].copy_from_slice(&self.kind.to_le_bytes());

@@ -2,11 +2,10 @@
 //! arbitrary bytes behind arbitrary descriptors.
 
 use super::*;
-use crate::mapping::test_mapping;
-use crate::region::Region;
+use shm_protocol::{Frame, Region};
 
 fn region(len: usize) -> Region {
-    Region::new(test_mapping(len), 0, len)
+    Region::scratch(len).unwrap()
 }
 
 pub(crate) fn sample_request() -> RequestFrame {

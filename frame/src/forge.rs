@@ -3,7 +3,6 @@
 
 use super::wire::{meta_err, WireResponseOut, WireTensorOut};
 use super::{FrameError, WorkerTiming, FRAME_MAGIC, HEADER_LEN, KIND_RESPONSE, PAYLOAD_START};
-use crate::hostile::ForgedTensor;
 
 /// An `Ok` response frame for `model_version` whose metadata lists `outputs` as given,
 /// followed by `payload_bytes` zero bytes of payload: the frame a worker would write if
@@ -39,4 +38,17 @@ pub fn forged_response(
     frame[24..HEADER_LEN].copy_from_slice(&total.to_le_bytes());
     frame[meta_offset as usize..].copy_from_slice(&meta);
     Ok(frame)
+}
+
+/// What [`forged_response`] claims about one output tensor.
+#[derive(Debug, Clone)]
+pub struct ForgedTensor {
+    pub name: String,
+    /// A `DataType` number (any value).
+    pub dtype: i32,
+    pub shape: Vec<i64>,
+    /// Where its payload lies, from the start of the frame.
+    pub offset: u64,
+    /// How long the payload says it is.
+    pub len: u64,
 }
