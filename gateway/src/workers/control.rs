@@ -1,5 +1,5 @@
 //! The gateway's end of a worker's control socket: messages framed by
-//! `shm_protocol::control`, in `proto/tfgate/control.proto`'s terms; reports turned into
+//! `tfgate_frame::control`, in `proto/tfgate/control.proto`'s terms; reports turned into
 //! what the servable table and the metrics take.
 
 use crate::servables::{Reported, ServableId};

@@ -8,7 +8,10 @@ mod attach;
 mod control;
 mod frame;
 mod incarnation;
+mod lifecycle;
 mod placement;
+#[cfg(test)]
+mod pool_tests;
 mod process;
 mod slot;
 mod succession;

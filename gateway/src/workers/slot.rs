@@ -106,23 +106,24 @@ impl Slot {
         self.current.lock().clone().filter(|i| i.is_alive())
     }
 
+    /// Shows the lifecycle's state; only the supervisor's transitions call it.
     pub fn set_state(&self, state: SlotState) {
-        let mut info = self.info.lock();
-        info.state = state;
-        if state == SlotState::Serving {
-            if let Some(lost) = info.lost_at.take() {
-                crate::monitoring::own_series::recovered(
-                    self.id().to_string(),
-                    lost.elapsed().as_micros() as u64,
-                );
-            }
+        self.info.lock().state = state;
+    }
+
+    /// The slot serves again: records how long it went without a worker, if it lost one.
+    pub fn recovered(&self) {
+        if let Some(lost) = self.info.lock().lost_at.take() {
+            crate::monitoring::own_series::recovered(
+                self.id().to_string(),
+                lost.elapsed().as_micros() as u64,
+            );
         }
     }
 
     /// A new incarnation attached.
     pub fn attached(&self, incarnation: Arc<Incarnation>) {
         *self.current.lock() = Some(incarnation);
-        self.set_state(SlotState::Loading);
     }
 
     /// A successor took over from the current incarnation (which retires).
@@ -132,10 +133,10 @@ impl Slot {
         info.answered_before += old.as_ref().map_or(0, |i| i.answered());
         info.replacements += 1;
         info.last_exit = Some(why);
-        info.state = SlotState::Serving;
     }
 
-    /// The current incarnation ended; `restart` tells whether another follows.
+    /// The current incarnation ended; `restart` tells whether another follows (which
+    /// counts a restart, and starts the recovery clock, if there was one).
     pub fn ended(&self, why: String, restart: bool) {
         let had = self.current.lock().take();
         let mut info = self.info.lock();
@@ -145,11 +146,6 @@ impl Slot {
             info.lost_at.get_or_insert_with(std::time::Instant::now);
         }
         info.last_exit = Some(why);
-        info.state = if restart {
-            SlotState::Restarting
-        } else {
-            SlotState::Stopped
-        };
     }
 
     pub fn report(&self) -> SlotReport {
