@@ -7,8 +7,8 @@
 mod attach;
 mod control;
 mod frame;
+mod harness;
 mod incarnation;
-mod lifecycle;
 mod placement;
 #[cfg(test)]
 mod pool_tests;

@@ -21,8 +21,8 @@ mod launch;
 mod monitor;
 
 use super::attach::{self, Lobby};
+use super::harness::{self, Action, Event, Harness, Mode};
 use super::incarnation::{Attached, Incarnation};
-use super::lifecycle::{self, Action, Event, Lifecycle, Mode};
 use super::process::WorkerProcess;
 use super::slot::{Slot, SlotState};
 use super::succession::Successor;
@@ -146,7 +146,7 @@ impl Supervisor {
             WorkerSource::Spawn { .. } => Mode::Spawn,
             WorkerSource::Attach(_) => Mode::Attach,
         };
-        let mut lc = Lifecycle::new(mode, self.config.replace_after_unload_excess);
+        let mut lc = Harness::new(mode, self.config.replace_after_unload_excess);
         let mut parts = Parts {
             next: None,
             models: self.models.clone(),
@@ -190,8 +190,8 @@ impl Supervisor {
 
     /// Feeds an event to the lifecycle: the slot shows the state that follows, and the
     /// actions to carry out are returned.
-    fn transit(&self, lc: &mut Lifecycle, event: Event) -> Vec<Action> {
-        let transition = lifecycle::transition(lc, event);
+    fn transit(&self, lc: &mut Harness, event: Event) -> Vec<Action> {
+        let transition = harness::transition(lc, event);
         *lc = transition.next;
         self.slot.set_state(lc.shown());
         transition.actions
@@ -237,7 +237,7 @@ impl Supervisor {
     async fn next_event(
         &self,
         source: &WorkerSource,
-        lc: &mut Lifecycle,
+        lc: &mut Harness,
         parts: &mut Parts,
     ) -> Option<Event> {
         loop {

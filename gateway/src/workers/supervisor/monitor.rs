@@ -9,8 +9,8 @@ use super::{stopped, Next, Parts, Supervisor, Watched, WorkerSource};
 use crate::servables::{Servables, WorkerId};
 use crate::server_core::Models;
 use crate::workers::control::{read_message, record_load, reported, write_message};
+use crate::workers::harness::{Action, Event, Harness};
 use crate::workers::incarnation::{Attached, Incarnation};
-use crate::workers::lifecycle::{Action, Event, Lifecycle};
 use crate::workers::succession::{retire, Successor};
 use std::future::Future;
 use std::pin::Pin;
@@ -73,7 +73,7 @@ impl Supervisor {
     pub(super) async fn watch<'s>(
         &'s self,
         source: &'s WorkerSource,
-        lc: &mut Lifecycle,
+        lc: &mut Harness,
         parts: &mut Parts,
     ) {
         let Some(attached) = parts.attached.take() else {

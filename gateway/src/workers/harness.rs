@@ -182,7 +182,7 @@ pub enum Action {
 
 /// A slot's state and what it remembers across incarnations.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Lifecycle {
+pub struct Harness {
     pub state: State,
     pub mode: Mode,
     /// The current (or last) incarnation's generation; 0 before the first.
@@ -200,13 +200,13 @@ pub struct Lifecycle {
 /// The state that follows an event, and what to do about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transition {
-    pub next: Lifecycle,
+    pub next: Harness,
     pub actions: Vec<Action>,
 }
 
-impl Lifecycle {
-    pub fn new(mode: Mode, replace_after_unload_excess: u64) -> Lifecycle {
-        Lifecycle {
+impl Harness {
+    pub fn new(mode: Mode, replace_after_unload_excess: u64) -> Harness {
+        Harness {
             state: State::New,
             mode,
             generation: 0,
@@ -232,7 +232,7 @@ impl Lifecycle {
 }
 
 /// The one place that says what follows `event` in `from`'s state.
-pub fn transition(from: &Lifecycle, event: Event) -> Transition {
+pub fn transition(from: &Harness, event: Event) -> Transition {
     let mut next = from.clone();
     let actions = match &from.state {
         State::New => begin(&mut next, event),
@@ -246,7 +246,7 @@ pub fn transition(from: &Lifecycle, event: Event) -> Transition {
     Transition { next, actions }
 }
 
-fn begin(lc: &mut Lifecycle, event: Event) -> Vec<Action> {
+fn begin(lc: &mut Harness, event: Event) -> Vec<Action> {
     match event {
         Event::Begin => vec![launch(lc)],
         _ => Vec::new(),
@@ -254,7 +254,7 @@ fn begin(lc: &mut Lifecycle, event: Event) -> Vec<Action> {
 }
 
 /// Waiting for a worker, or starting one.
-fn starting(lc: &mut Lifecycle, event: Event) -> Vec<Action> {
+fn starting(lc: &mut Harness, event: Event) -> Vec<Action> {
     match (&lc.state, event) {
         (State::Waiting, Event::Arrived) => {
             lc.state = State::Starting;
@@ -294,7 +294,7 @@ fn starting(lc: &mut Lifecycle, event: Event) -> Vec<Action> {
 }
 
 /// An attached incarnation: loading, serving or draining.
-fn live(lc: &mut Lifecycle, event: Event) -> Vec<Action> {
+fn live(lc: &mut Harness, event: Event) -> Vec<Action> {
     let (mut live, loaded, draining) = match lc.state {
         State::Loading(live) => (live, false, false),
         State::Serving(live) => (live, true, false),
@@ -302,14 +302,14 @@ fn live(lc: &mut Lifecycle, event: Event) -> Vec<Action> {
         _ => return Vec::new(),
     };
     let shown = lc.shown();
-    let set = |lc: &mut Lifecycle, live: Live, loaded: bool, draining: bool| {
+    let set = |lc: &mut Harness, live: Live, loaded: bool, draining: bool| {
         lc.state = match (draining, loaded) {
             (true, _) => State::Draining { live, loaded },
             (false, true) => State::Serving(live),
             (false, false) => State::Loading(live),
         };
     };
-    let end = |lc: &mut Lifecycle, end: End, served: bool, actions: Vec<Action>| {
+    let end = |lc: &mut Harness, end: End, served: bool, actions: Vec<Action>| {
         lc.state = State::Ending { end, served, shown };
         actions
     };
@@ -389,7 +389,7 @@ fn live(lc: &mut Lifecycle, event: Event) -> Vec<Action> {
 }
 
 /// An incarnation being reaped; what follows depends on why it ended.
-fn ending(lc: &mut Lifecycle, end: End, served: bool, event: Event) -> Vec<Action> {
+fn ending(lc: &mut Harness, end: End, served: bool, event: Event) -> Vec<Action> {
     let Event::Reaped { status, lived } = event else {
         return Vec::new();
     };
@@ -431,7 +431,7 @@ fn ending(lc: &mut Lifecycle, end: End, served: bool, event: Event) -> Vec<Actio
 }
 
 /// Spawn mode, between incarnations.
-fn restarting(lc: &mut Lifecycle, event: Event) -> Vec<Action> {
+fn restarting(lc: &mut Harness, event: Event) -> Vec<Action> {
     match event {
         Event::BackoffElapsed => vec![launch(lc)],
         Event::Stop => {
@@ -443,7 +443,7 @@ fn restarting(lc: &mut Lifecycle, event: Event) -> Vec<Action> {
 }
 
 /// Attach mode: the worker left for good; the slot closes or waits for the next.
-fn left(lc: &mut Lifecycle, event: Event) -> Vec<Action> {
+fn left(lc: &mut Harness, event: Event) -> Vec<Action> {
     match event {
         Event::SpareChecked { closed: true } => {
             lc.state = State::Stopped;
@@ -455,7 +455,7 @@ fn left(lc: &mut Lifecycle, event: Event) -> Vec<Action> {
 }
 
 /// The next incarnation begins, with the next generation.
-fn launch(lc: &mut Lifecycle) -> Action {
+fn launch(lc: &mut Harness) -> Action {
     lc.generation += 1;
     lc.state = match lc.mode {
         Mode::Spawn => State::Starting,
@@ -476,7 +476,7 @@ fn shut_down() -> Action {
 /// An incarnation died (or never started): out of routing, counted, and the next one
 /// comes — after a backoff that grows while crashes repeat, in spawn mode. Startup fails
 /// once too many in a row died before any ever served.
-fn died(lc: &mut Lifecycle, why: String, served: bool, lived: Duration) -> Vec<Action> {
+fn died(lc: &mut Harness, why: String, served: bool, lived: Duration) -> Vec<Action> {
     let next = match lc.mode {
         Mode::Spawn => "restarting",
         Mode::Attach => "waiting for a worker to attach",
@@ -523,26 +523,26 @@ mod tests {
     const MIB: u64 = 1 << 20;
     const SHORT: Duration = Duration::from_secs(1);
 
-    fn step(lc: &Lifecycle, event: Event) -> (Lifecycle, Vec<Action>) {
+    fn step(lc: &Harness, event: Event) -> (Harness, Vec<Action>) {
         let t = transition(lc, event);
         (t.next, t.actions)
     }
 
     /// The lifecycle after `events`, whatever their actions.
-    fn after(mut lc: Lifecycle, events: impl IntoIterator<Item = Event>) -> Lifecycle {
+    fn after(mut lc: Harness, events: impl IntoIterator<Item = Event>) -> Harness {
         for event in events {
             lc = transition(&lc, event).next;
         }
         lc
     }
 
-    fn serving(mode: Mode, limit: u64) -> Lifecycle {
+    fn serving(mode: Mode, limit: u64) -> Harness {
         let mut events = vec![Event::Begin];
         if mode == Mode::Attach {
             events.push(Event::Arrived);
         }
         events.extend([Event::Connected, Event::InitialLoadDone]);
-        after(Lifecycle::new(mode, limit), events)
+        after(Harness::new(mode, limit), events)
     }
 
     fn failed(why: &str) -> Event {
@@ -573,7 +573,7 @@ mod tests {
 
     #[test]
     fn started_spawns_the_first_generation() {
-        let (lc, actions) = step(&Lifecycle::new(Mode::Spawn, 0), Event::Begin);
+        let (lc, actions) = step(&Harness::new(Mode::Spawn, 0), Event::Begin);
         assert_eq!(lc.state, State::Starting);
         assert_eq!(lc.generation, 1);
         assert_eq!(lc.shown(), SlotState::Starting);
@@ -582,7 +582,7 @@ mod tests {
 
     #[test]
     fn started_in_attach_mode_waits_then_handshakes() {
-        let (lc, actions) = step(&Lifecycle::new(Mode::Attach, 0), Event::Begin);
+        let (lc, actions) = step(&Harness::new(Mode::Attach, 0), Event::Begin);
         assert_eq!(lc.state, State::Waiting);
         assert_eq!(lc.shown(), SlotState::Waiting);
         assert_eq!(actions, vec![Action::Launch { generation: 1 }]);
@@ -593,7 +593,7 @@ mod tests {
 
     #[test]
     fn connected_installs_and_loads() {
-        let lc = after(Lifecycle::new(Mode::Spawn, 0), [Event::Begin]);
+        let lc = after(Harness::new(Mode::Spawn, 0), [Event::Begin]);
         let (lc, actions) = step(&lc, Event::Connected);
         assert_eq!(lc.state, State::Loading(Live::default()));
         assert_eq!(lc.shown(), SlotState::Loading);
@@ -603,7 +603,7 @@ mod tests {
     #[test]
     fn initial_load_done_is_serving_and_records_recovery() {
         let lc = after(
-            Lifecycle::new(Mode::Spawn, 0),
+            Harness::new(Mode::Spawn, 0),
             [Event::Begin, Event::Connected],
         );
         let (lc, actions) = step(&lc, Event::InitialLoadDone);
@@ -618,7 +618,7 @@ mod tests {
     #[test]
     fn an_available_version_counts_as_served() {
         let lc = after(
-            Lifecycle::new(Mode::Spawn, 0),
+            Harness::new(Mode::Spawn, 0),
             [Event::Begin, Event::Connected],
         );
         let (lc, actions) = step(&lc, Event::VersionAvailable);
@@ -735,7 +735,7 @@ mod tests {
 
     #[test]
     fn given_up_after_five_failures_before_serving() {
-        let mut lc = after(Lifecycle::new(Mode::Spawn, 0), [Event::Begin]);
+        let mut lc = after(Harness::new(Mode::Spawn, 0), [Event::Begin]);
         for n in 1..=5 {
             let (next, actions) = step(&lc, failed("worker failed: boom"));
             let gave_up = actions.iter().any(|a| matches!(a, Action::FailStartup(_)));
@@ -771,7 +771,7 @@ mod tests {
 
     #[test]
     fn a_refusing_spawned_worker_fails_startup_at_once() {
-        let lc = after(Lifecycle::new(Mode::Spawn, 0), [Event::Begin]);
+        let lc = after(Harness::new(Mode::Spawn, 0), [Event::Begin]);
         let refused = Event::LaunchFailed {
             why: "worker failed: worker refused to start: no op library".into(),
             refused: Some("no op library".into()),
@@ -785,7 +785,7 @@ mod tests {
 
         // An attached one is only logged: another worker may attach.
         let lc = after(
-            Lifecycle::new(Mode::Attach, 0),
+            Harness::new(Mode::Attach, 0),
             [Event::Begin, Event::Arrived],
         );
         let (lc, actions) = step(&lc, refused);
@@ -826,7 +826,7 @@ mod tests {
     #[test]
     fn draining_while_loading_shows_serving_once_loaded() {
         let lc = after(
-            Lifecycle::new(Mode::Spawn, 0),
+            Harness::new(Mode::Spawn, 0),
             [Event::Begin, Event::Connected, Event::Leaving],
         );
         assert_eq!(lc.shown(), SlotState::Loading);
@@ -988,9 +988,9 @@ mod tests {
             record_end("shut down", false),
             Action::Exit,
         ];
-        let starting = after(Lifecycle::new(Mode::Spawn, 0), [Event::Begin]);
+        let starting = after(Harness::new(Mode::Spawn, 0), [Event::Begin]);
         assert_eq!(step(&starting, Event::Stop).1, exit);
-        let waiting = after(Lifecycle::new(Mode::Attach, 0), [Event::Begin]);
+        let waiting = after(Harness::new(Mode::Attach, 0), [Event::Begin]);
         let (lc, actions) = step(&waiting, Event::Stop);
         assert_eq!(actions, exit);
         assert_eq!(lc.shown(), SlotState::Stopped);
@@ -1004,9 +1004,9 @@ mod tests {
 
     #[test]
     fn events_a_state_does_not_expect_are_ignored() {
-        let new = Lifecycle::new(Mode::Spawn, 0);
+        let new = Harness::new(Mode::Spawn, 0);
         let starting = after(new.clone(), [Event::Begin]);
-        let waiting = after(Lifecycle::new(Mode::Attach, 0), [Event::Begin]);
+        let waiting = after(Harness::new(Mode::Attach, 0), [Event::Begin]);
         let ending = after(serving(Mode::Spawn, 0), [Event::Died("crash".into())]);
         let restarting = after(ending.clone(), [reaped("")]);
         let stopped = after(starting.clone(), [Event::Stop]);
