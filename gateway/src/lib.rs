@@ -9,6 +9,8 @@
 
 mod batching;
 mod classifier;
+#[doc(hidden)]
+pub mod codec_bench;
 mod config;
 mod descriptors;
 mod edge;

@@ -1,0 +1,36 @@
+//! Entry points for `codec-bench` (`tests/codec_bench.rs`, docs/benchmarks.md): the REST
+//! JSON codec run on a body the way the server runs it, without a socket or a worker, so
+//! that its speed is measured on its own. Public only so the benchmark can link them;
+//! nothing in the server calls them.
+
+use crate::rest::json::{self, PredictFormat};
+use tfgate_tensor::tensor::{DataType, Tensor};
+
+/// Parses a `:predict` body and decodes it against a signature of one input, `input` of
+/// `dtype`, as the REST front end does: the tensor it would send to the worker.
+pub fn rest_decode(body: &[u8], input: &str, dtype: DataType) -> Result<Tensor, String> {
+    let doc = json::parse(body).map_err(|e| e.message)?;
+    let signature = [(input.to_string(), dtype)];
+    let mut decoded = json::decode_predict(&doc, &signature).map_err(|e| e.message)?;
+    decoded
+        .inputs
+        .pop()
+        .map(|(_, t)| t)
+        .ok_or_else(|| "no input decoded".to_string())
+}
+
+/// Only the first step of [`rest_decode`]: the body parsed into its document.
+pub fn rest_parse(body: &[u8]) -> Result<(), String> {
+    json::parse(body).map(drop).map_err(|e| e.message)
+}
+
+/// Encodes `outputs` as the REST front end answers a row (`instances`) request, or a
+/// columnar (`inputs`) one.
+pub fn rest_encode(outputs: &[(String, Tensor)], row: bool) -> Result<Vec<u8>, String> {
+    let format = if row {
+        PredictFormat::Row
+    } else {
+        PredictFormat::Columnar
+    };
+    json::encode_predict(format, outputs).map_err(|e| e.message)
+}

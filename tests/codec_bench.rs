@@ -1,0 +1,180 @@
+//! codec-bench: how fast TF Serving's REST JSON codec (`gateway/src/rest/json`) reads and
+//! writes tensors, on its own (no socket, no worker), for the payloads users send: an
+//! image as `instances: images.tolist()` (TF Serving's REST tutorials), a model's
+//! logits, a transformer's hidden states. Prints a table naming the machine, then one
+//! JSON line. serde_json parsing the same body into a `Value` is printed beside as a
+//! point of reference, not as a ceiling.
+//!
+//! `cargo build --release -p tfgate-e2e --bin codec-bench && target/release/codec-bench`
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use tfgate::codec_bench::{rest_decode, rest_encode, rest_parse};
+use tfgate_tensor::tensor::{DataType, Tensor};
+
+/// Deterministic values in [0, 1), as a float32 image normalised by 255 would hold.
+fn values(n: usize) -> Vec<f32> {
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect()
+}
+
+/// `json.dumps({"instances": array.tolist()})` for a float32 array of `shape`: Python
+/// turns each float32 into a double and prints its shortest repr, with ", " between.
+fn instances_body(shape: &[usize], vals: &[f32]) -> Vec<u8> {
+    fn nest(out: &mut String, shape: &[usize], vals: &[f32], at: &mut usize) {
+        out.push('[');
+        for i in 0..shape[0] {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            if shape.len() == 1 {
+                let v = f64::from(vals[*at]);
+                *at += 1;
+                if v == v.trunc() {
+                    out.push_str(&format!("{v:.1}"));
+                } else {
+                    out.push_str(&format!("{v}"));
+                }
+            } else {
+                nest(out, &shape[1..], vals, at);
+            }
+        }
+        out.push(']');
+    }
+    let mut out = String::from("{\"instances\": ");
+    nest(&mut out, shape, vals, &mut 0);
+    out.push('}');
+    out.into_bytes()
+}
+
+/// The median time of `f` over repeated runs for about `budget` (at least 5 runs).
+fn median(budget: Duration, mut f: impl FnMut()) -> Duration {
+    f(); // warm-up
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < 5 || start.elapsed() < budget {
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed());
+    }
+    times.sort();
+    times[times.len() / 2]
+}
+
+struct Row {
+    what: String,
+    bytes: usize,
+    took: Duration,
+}
+
+impl Row {
+    fn mbps(&self) -> f64 {
+        self.bytes as f64 / self.took.as_secs_f64() / 1e6
+    }
+}
+
+fn main() {
+    let budget = Duration::from_millis(
+        std::env::var("CODEC_BENCH_MS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1500),
+    );
+    let mut rows = Vec::new();
+
+    // Decoding: what the REST front end does with a body before it reaches a worker.
+    let payloads: [(&str, Vec<usize>); 3] = [
+        ("image 1x224x224x3 float32", vec![1, 224, 224, 3]),
+        ("MLP row 1x64 float32", vec![1, 64]),
+        ("1 MiB float32 (4096x64)", vec![4096, 64]),
+    ];
+    for (name, shape) in &payloads {
+        let n: usize = shape.iter().product();
+        let body = instances_body(shape, &values(n));
+        let t = rest_decode(&body, "x", DataType::Float).expect("the body decodes");
+        assert_eq!(t.shape, shape.iter().map(|&d| d as i64).collect::<Vec<_>>());
+        let took = median(budget, || {
+            black_box(rest_decode(black_box(&body), "x", DataType::Float).ok());
+        });
+        rows.push(Row {
+            what: format!("decode {name}"),
+            bytes: body.len(),
+            took,
+        });
+        let took = median(budget, || {
+            black_box(rest_parse(black_box(&body)).ok());
+        });
+        rows.push(Row {
+            what: "  of which parsing the document".into(),
+            bytes: body.len(),
+            took,
+        });
+        let took = median(budget, || {
+            black_box(serde_json::from_slice::<serde_json::Value>(black_box(&body)).ok());
+        });
+        rows.push(Row {
+            what: "  (serde_json into a Value, for reference)".into(),
+            bytes: body.len(),
+            took,
+        });
+    }
+
+    // Encoding: what the REST front end does with a worker's answer.
+    let outputs: [(&str, Vec<usize>); 3] = [
+        ("logits 1x1000 float32", vec![1, 1000]),
+        ("hidden states 1x128x768 float32", vec![1, 128, 768]),
+        ("1 MiB float32 (4096x64)", vec![4096, 64]),
+    ];
+    for (name, shape) in &outputs {
+        let n: usize = shape.iter().product();
+        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let t = Tensor::from_f32(dims, &values(n)).expect("tensor");
+        let outs = [("y".to_string(), t)];
+        let body = rest_encode(&outs, true).expect("encodes");
+        let took = median(budget, || {
+            black_box(rest_encode(black_box(&outs), true).ok());
+        });
+        rows.push(Row {
+            what: format!("encode {name}"),
+            bytes: body.len(),
+            took,
+        });
+    }
+
+    println!("machine: {}", tfgate_e2e::machine());
+    println!(
+        "{:<46} {:>11} {:>10} {:>9}",
+        "TF Serving REST JSON codec", "JSON bytes", "median µs", "MB/s"
+    );
+    for r in &rows {
+        println!(
+            "{:<46} {:>11} {:>10.1} {:>9.1}",
+            r.what,
+            r.bytes,
+            r.took.as_secs_f64() * 1e6,
+            r.mbps()
+        );
+    }
+    println!("(MB/s: JSON bytes read or written per second; medians over {budget:?} each)");
+    let json: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{{\"what\":{:?},\"bytes\":{},\"us\":{:.1},\"mbps\":{:.1}}}",
+                r.what.trim(),
+                r.bytes,
+                r.took.as_secs_f64() * 1e6,
+                r.mbps()
+            )
+        })
+        .collect();
+    println!("{{\"codec\":[{}]}}", json.join(","));
+}
