@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use tfgate::codec_bench::{rest_decode, rest_encode, rest_parse};
-use tfgate_tensor::tensor::{DataType, Tensor};
+use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
 
 /// Deterministic values in [0, 1), as a float32 image normalised by 255 would hold.
 fn values(n: usize) -> Vec<f32> {
@@ -26,23 +26,33 @@ fn values(n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// `json.dumps({"instances": array.tolist()})` for a float32 array of `shape`: Python
-/// turns each float32 into a double and prints its shortest repr, with ", " between.
-fn instances_body(shape: &[usize], vals: &[f32]) -> Vec<u8> {
-    fn nest(out: &mut String, shape: &[usize], vals: &[f32], at: &mut usize) {
+/// Deterministic token ids below BERT's vocabulary size.
+fn token_ids(n: usize) -> Vec<i32> {
+    values(n).iter().map(|v| (v * 30522.0) as i32).collect()
+}
+
+/// `json.dumps({"instances": array.tolist()})` for an array of `shape`: Python turns
+/// each float32 into a double and prints its shortest repr, with ", " between.
+fn instances_body(shape: &[usize], vals: &[Number]) -> Vec<u8> {
+    fn nest(out: &mut String, shape: &[usize], vals: &[Number], at: &mut usize) {
         out.push('[');
         for i in 0..shape[0] {
             if i > 0 {
                 out.push_str(", ");
             }
             if shape.len() == 1 {
-                let v = f64::from(vals[*at]);
-                *at += 1;
-                if v == v.trunc() {
-                    out.push_str(&format!("{v:.1}"));
-                } else {
-                    out.push_str(&format!("{v}"));
+                match vals[*at] {
+                    Number::Float(v) => {
+                        let v = f64::from(v);
+                        if v == v.trunc() {
+                            out.push_str(&format!("{v:.1}"));
+                        } else {
+                            out.push_str(&format!("{v}"));
+                        }
+                    }
+                    Number::Int(v) => out.push_str(&v.to_string()),
                 }
+                *at += 1;
             } else {
                 nest(out, &shape[1..], vals, at);
             }
@@ -53,6 +63,21 @@ fn instances_body(shape: &[usize], vals: &[f32]) -> Vec<u8> {
     nest(&mut out, shape, vals, &mut 0);
     out.push('}');
     out.into_bytes()
+}
+
+/// One element of a generated body.
+#[derive(Clone, Copy)]
+enum Number {
+    Float(f32),
+    Int(i32),
+}
+
+/// `n` elements of `dtype` (float32 or int32).
+fn elements(dtype: DataType, n: usize) -> Vec<Number> {
+    match dtype {
+        DataType::Int32 => token_ids(n).into_iter().map(Number::Int).collect(),
+        _ => values(n).into_iter().map(Number::Float).collect(),
+    }
 }
 
 /// The median time of `f` over repeated runs for about `budget` (at least 5 runs).
@@ -91,18 +116,23 @@ fn main() {
     let mut rows = Vec::new();
 
     // Decoding: what the REST front end does with a body before it reaches a worker.
-    let payloads: [(&str, Vec<usize>); 3] = [
-        ("image 1x224x224x3 float32", vec![1, 224, 224, 3]),
-        ("MLP row 1x64 float32", vec![1, 64]),
-        ("1 MiB float32 (4096x64)", vec![4096, 64]),
+    let payloads: [(&str, DataType, Vec<usize>); 4] = [
+        (
+            "image 1x224x224x3 float32",
+            DataType::Float,
+            vec![1, 224, 224, 3],
+        ),
+        ("MLP row 1x64 float32", DataType::Float, vec![1, 64]),
+        ("token ids 1x128 int32", DataType::Int32, vec![1, 128]),
+        ("1 MiB float32 (4096x64)", DataType::Float, vec![4096, 64]),
     ];
-    for (name, shape) in &payloads {
+    for (name, dtype, shape) in &payloads {
         let n: usize = shape.iter().product();
-        let body = instances_body(shape, &values(n));
-        let t = rest_decode(&body, "x", DataType::Float).expect("the body decodes");
+        let body = instances_body(shape, &elements(*dtype, n));
+        let t = rest_decode(&body, "x", *dtype).expect("the body decodes");
         assert_eq!(t.shape, shape.iter().map(|&d| d as i64).collect::<Vec<_>>());
         let took = median(budget, || {
-            black_box(rest_decode(black_box(&body), "x", DataType::Float).ok());
+            black_box(rest_decode(black_box(&body), "x", *dtype).ok());
         });
         rows.push(Row {
             what: format!("decode {name}"),
@@ -128,15 +158,27 @@ fn main() {
     }
 
     // Encoding: what the REST front end does with a worker's answer.
-    let outputs: [(&str, Vec<usize>); 3] = [
-        ("logits 1x1000 float32", vec![1, 1000]),
-        ("hidden states 1x128x768 float32", vec![1, 128, 768]),
-        ("1 MiB float32 (4096x64)", vec![4096, 64]),
+    let outputs: [(&str, DataType, Vec<usize>); 4] = [
+        ("logits 1x1000 float32", DataType::Float, vec![1, 1000]),
+        (
+            "hidden states 1x128x768 float32",
+            DataType::Float,
+            vec![1, 128, 768],
+        ),
+        ("1 MiB float32 (4096x64)", DataType::Float, vec![4096, 64]),
+        ("1 MiB int32 (4096x64)", DataType::Int32, vec![4096, 64]),
     ];
-    for (name, shape) in &outputs {
+    for (name, dtype, shape) in &outputs {
         let n: usize = shape.iter().product();
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-        let t = Tensor::from_f32(dims, &values(n)).expect("tensor");
+        let t = match dtype {
+            DataType::Int32 => {
+                let bytes: Vec<u8> = token_ids(n).iter().flat_map(|v| v.to_le_bytes()).collect();
+                Tensor::new(DataType::Int32, dims, TensorData::Bytes(bytes.into()))
+            }
+            _ => Tensor::from_f32(dims, &values(n)),
+        }
+        .expect("tensor");
         let outs = [("y".to_string(), t)];
         let body = rest_encode(&outs, true).expect("encodes");
         let took = median(budget, || {

@@ -271,7 +271,7 @@ pub fn encode_classify(results: &[Vec<(Vec<u8>, f32)>]) -> Result<Vec<u8>, Servi
         for (label, score) in classes {
             w.start_array();
             w.string(label);
-            w.raw_number(&decimal_f32(*score));
+            w.raw_number(decimal_f32(*score).as_bytes());
             w.end_array();
         }
         w.end_array();
@@ -295,7 +295,7 @@ pub fn encode_regress(values: &[f32]) -> Result<String, ServingError> {
     w.set_single_line_array(true);
     w.start_array();
     for v in values {
-        w.raw_number(&decimal_f32(*v));
+        w.raw_number(decimal_f32(*v).as_bytes());
     }
     w.end_array();
     w.end_object();

@@ -36,7 +36,7 @@ impl Text {
         }
     }
 
-    fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
 }
@@ -155,7 +155,7 @@ impl Binary {
     /// hold the scaled value (very small or very large magnitudes).
     fn digits(self, p: u32) -> Option<(u64, i32)> {
         let (m, e) = (self.m, self.e);
-        let low = 10u128.pow(p - 1);
+        let low = *POW10.get(p as usize - 1)?;
         let high = low * 10;
         // The value lies in [2^t, 2^(t+1)), so its decimal exponent is floor(t·log10 2)
         // or one more (78913 / 2^18 is log10 2 to 6 digits, exact over this range of
@@ -192,7 +192,7 @@ impl Binary {
             return None;
         }
         let s = self.e.unsigned_abs();
-        let ten_k = 10u128.checked_pow(k.unsigned_abs())?;
+        let ten_k = pow10(k.unsigned_abs())?;
         // In units of 2^-s × 10^-k: the value is n, the decimal q × 2^s, half the gap
         // above ten_k / 2 (a quarter of it below, where the float below is closer).
         let n = u128::from(self.m).checked_mul(ten_k)?;
@@ -232,11 +232,28 @@ impl Binary {
     }
 }
 
+/// Every power of ten a `u128` holds, looked up rather than multiplied out per digit
+/// on every float written.
+const POW10: [u128; 39] = {
+    let mut t = [1u128; 39];
+    let mut i = 1;
+    while i < 39 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
+/// `10^k`, or `None` past what a `u128` holds.
+fn pow10(k: u32) -> Option<u128> {
+    POW10.get(k as usize).copied()
+}
+
 /// `floor(m × 2^e × 10^k)` and how what it drops compares with one half, or `None`
 /// where that does not fit in 128 bits.
 fn scaled(m: u64, e: i32, k: i32) -> Option<(u128, std::cmp::Ordering)> {
     let shl = |n: u128, by: u32| (n.leading_zeros() >= by).then(|| n << by);
-    let ten_k = 10u128.checked_pow(k.unsigned_abs())?;
+    let ten_k = pow10(k.unsigned_abs())?;
     if k >= 0 && e < 0 {
         // The common case: a fraction of a power of two, a shift.
         let s = e.unsigned_abs();

@@ -488,9 +488,11 @@ fn write_single(
 ) -> Result<(), ServingError> {
     let i = *offset;
     let ok = match t.dtype {
-        DataType::Float => element(t, i).map(|b| w.raw_number(&decimal_f32(f32::from_le_bytes(b)))),
+        DataType::Float => {
+            element(t, i).map(|b| w.raw_number(decimal_f32(f32::from_le_bytes(b)).as_bytes()))
+        }
         DataType::Double => {
-            element(t, i).map(|b| w.raw_number(&decimal_f64(f64::from_le_bytes(b))))
+            element(t, i).map(|b| w.raw_number(decimal_f64(f64::from_le_bytes(b)).as_bytes()))
         }
         DataType::Int32 => element(t, i).map(|b| w.integer(i32::from_le_bytes(b))),
         DataType::Int16 => element(t, i).map(|b| w.integer(i16::from_le_bytes(b))),

@@ -93,10 +93,12 @@ impl PrettyWriter {
             .extend_from_slice(if b { b"true" as &[u8] } else { b"false" });
     }
 
-    /// Any integer (`Int`, `Uint`, `Int64`, `Uint64` all print plain decimal).
-    pub(crate) fn integer(&mut self, v: impl std::fmt::Display) {
+    /// Any integer (`Int`, `Uint`, `Int64`, `Uint64` all print plain decimal), written
+    /// without an allocation.
+    pub(crate) fn integer(&mut self, v: impl itoa::Integer) {
         self.prefix();
-        self.out.extend_from_slice(v.to_string().as_bytes());
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     }
 
     /// `Writer::Double` without `kWriteNanAndInfFlag`: false (after the prefix) for
@@ -111,9 +113,9 @@ impl PrettyWriter {
     }
 
     /// `RawValue(text, kNumberType)`.
-    pub(crate) fn raw_number(&mut self, text: &str) {
+    pub(crate) fn raw_number(&mut self, text: &[u8]) {
         self.prefix();
-        self.out.extend_from_slice(text.as_bytes());
+        self.out.extend_from_slice(text);
     }
 
     pub(crate) fn string(&mut self, s: &[u8]) {
@@ -208,7 +210,7 @@ fn accept(v: &JsonValue, w: &mut PrettyWriter) -> bool {
     match v {
         JsonValue::Null => w.null(),
         JsonValue::Bool(b) => w.bool(*b),
-        JsonValue::Int(i) => w.integer(i),
+        JsonValue::Int(i) => w.integer(*i),
         JsonValue::Double(d) => return w.double(*d),
         JsonValue::String(s) => w.string(s),
         JsonValue::Object(members) => {
