@@ -6,7 +6,7 @@
 //! covering the whole slice. Encoding writes a frame into such a mapping and copies it
 //! out. Each call creates and maps one memfd, so these are not for a hot path.
 
-use shm_protocol::{Frame, OutOfBounds, Region};
+use shm_protocol::{Frame, Region};
 
 use super::{FrameError, RequestFrame, ResponseFrame, ResponseRef};
 
@@ -29,31 +29,27 @@ pub fn decode_response_bytes(bytes: &[u8]) -> std::io::Result<Result<ResponseFra
 
 /// Encodes a request frame into a byte vector, laid out as in the arena.
 pub fn encode_request_bytes(frame: &RequestFrame) -> std::io::Result<Result<Vec<u8>, FrameError>> {
-    let e = match frame.encode() {
-        Ok(e) => e,
-        Err(err) => return Ok(Err(err)),
-    };
-    write_out(e.len(), |r| e.write(r, 0))
+    match frame.encode() {
+        Ok(e) => write_out(&e),
+        Err(err) => Ok(Err(err)),
+    }
 }
 
 /// Encodes a response frame into a byte vector, laid out as in the arena.
 pub fn encode_response_bytes(
     response: ResponseRef<'_>,
 ) -> std::io::Result<Result<Vec<u8>, FrameError>> {
-    let e = match response.encode() {
-        Ok(e) => e,
-        Err(err) => return Ok(Err(err)),
-    };
-    write_out(e.len(), |r| e.write(r, 0))
+    match response.encode() {
+        Ok(e) => write_out(&e),
+        Err(err) => Ok(Err(err)),
+    }
 }
 
-fn write_out(
-    len: u64,
-    write: impl FnOnce(&Region) -> Result<(), OutOfBounds>,
-) -> std::io::Result<Result<Vec<u8>, FrameError>> {
-    let len = usize::try_from(len).map_err(|_| std::io::Error::other("frame too long"))?;
+/// The bytes `frame` writes into a block of its own length.
+fn write_out(frame: &impl Frame) -> std::io::Result<Result<Vec<u8>, FrameError>> {
+    let len = usize::try_from(frame.len()).map_err(|_| std::io::Error::other("frame too long"))?;
     let region = Region::scratch(len)?;
-    if let Err(e) = write(&region) {
+    if let Err(e) = frame.write(&region, 0) {
         return Ok(Err(e.into()));
     }
     let mut out = vec![0u8; len];

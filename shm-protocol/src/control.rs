@@ -20,6 +20,10 @@ pub enum ControlError {
     TooLarge(usize),
     #[error("malformed control message: {0}")]
     Decode(String),
+    /// The encoder wrote another length than it announced (a bug): sending it would
+    /// desynchronise the socket's framing.
+    #[error("control message wrote {wrote} bytes, announced {announced}")]
+    LengthMismatch { announced: usize, wrote: usize },
 }
 
 /// Frames a message of `len` bytes written by `body` into a fresh buffer.
@@ -32,10 +36,10 @@ pub fn encode(len: usize, body: impl FnOnce(&mut Vec<u8>)) -> Result<Vec<u8>, Co
     out.extend_from_slice(&prefix.to_le_bytes());
     body(&mut out);
     if out.len() != 4 + len {
-        return Err(ControlError::Decode(format!(
-            "message wrote {} bytes, announced {len}",
-            out.len() - 4
-        )));
+        return Err(ControlError::LengthMismatch {
+            announced: len,
+            wrote: out.len() - 4,
+        });
     }
     Ok(out)
 }
@@ -84,9 +88,12 @@ mod tests {
             read_frame(&mut short.as_slice()),
             Err(ControlError::Io(_))
         ));
-        assert!(
-            encode(4, |out| out.push(1)).is_err(),
-            "announced 4, wrote 1"
-        );
+        assert!(matches!(
+            encode(4, |out| out.push(1)),
+            Err(ControlError::LengthMismatch {
+                announced: 4,
+                wrote: 1
+            })
+        ));
     }
 }

@@ -283,37 +283,30 @@ impl ResponseReceiver {
         &mut self,
         read: impl FnOnce(&Region, u64, u64) -> T,
     ) -> Result<Option<(u64, T)>, RecvError> {
-        let mut read = Some(read);
-        loop {
-            if let Some(desc) = self.consumer.peek()? {
-                let Some(read) = read.take() else {
-                    return Ok(None);
-                };
-                // Copy the frame out before releasing the slot: advancing the tail lets
-                // the worker reuse the response arena block.
-                let frame = read(&self.region, desc.offset, desc.len);
-                self.consumer.advance();
-                let mut a = self.shared.alloc.lock();
-                if a.in_flight.get(&desc.id).is_some_and(|f| f.pushed) {
-                    if let Some(f) = a.in_flight.remove(&desc.id) {
-                        a.arena.free(f.block);
-                    }
-                    // Release: pairs with the Acquire load in `freed_count`.
-                    self.shared.freed.fetch_add(1, Ordering::Release);
-                }
-                drop(a);
-                self.woke_worker_seen = self.shared.woke_worker.load(Ordering::Relaxed);
-                return Ok(Some((desc.id, frame)));
-            }
-            if self.consumer.is_producer_closed() {
+        let desc = match self.consumer.peek()? {
+            Some(desc) => desc,
+            None if self.consumer.is_producer_closed() => match self.consumer.peek()? {
                 // Everything pushed before the close is visible now (Acquire): drain it.
-                if self.consumer.peek()?.is_some() {
-                    continue;
-                }
-                return Err(RecvError::Closed);
+                Some(desc) => desc,
+                None => return Err(RecvError::Closed),
+            },
+            None => return Ok(None),
+        };
+        // Copy the frame out before releasing the slot: advancing the tail lets the
+        // worker reuse the response arena block.
+        let frame = read(&self.region, desc.offset, desc.len);
+        self.consumer.advance();
+        let mut a = self.shared.alloc.lock();
+        if a.in_flight.get(&desc.id).is_some_and(|f| f.pushed) {
+            if let Some(f) = a.in_flight.remove(&desc.id) {
+                a.arena.free(f.block);
             }
-            return Ok(None);
+            // Release: pairs with the Acquire load in `freed_count`.
+            self.shared.freed.fetch_add(1, Ordering::Release);
         }
+        drop(a);
+        self.woke_worker_seen = self.shared.woke_worker.load(Ordering::Relaxed);
+        Ok(Some((desc.id, frame)))
     }
 
     /// The doorbell the worker rings for a parked receiver (see

@@ -31,7 +31,6 @@ pub async fn execute_alone<R: Runner>(mut batch: Batch<R>) -> Answer {
     out
 }
 
-/// Runs a batch in its own task, answering each of its requests.
 /// Runs a formed batch in a task of its own, answering each request: what a queue does
 /// with the batches it forms.
 pub fn start<R: Runner>(batch: Batch<R>) {

@@ -155,7 +155,7 @@ impl Binary {
     /// hold the scaled value (very small or very large magnitudes).
     fn digits(self, p: u32) -> Option<(u64, i32)> {
         let (m, e) = (self.m, self.e);
-        let low = *POW10.get(p as usize - 1)?;
+        let low = pow10(p.checked_sub(1)?)?;
         let high = low * 10;
         // The value lies in [2^t, 2^(t+1)), so its decimal exponent is floor(t·log10 2)
         // or one more (78913 / 2^18 is log10 2 to 6 digits, exact over this range of
