@@ -49,12 +49,22 @@ pub fn machine() -> String {
     format!("{cores} cores, {cpu}, kernel {}", kernel.trim())
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, and one this process has not handed out before:
+/// the kernel may give a just-released port again, and two flags given the same port
+/// (`--port` and `--rest_api_port`) make tfgate refuse to start.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A running tfgate; killed (and its workers with it) on drop.

@@ -44,17 +44,13 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from ports import free_port
+
 VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
 REGION = "us-east-1"
 # Keys for moto without IAM checks (it takes any); never real ones.
 ANY_KEY_ID = "AKIATFGATETESTANY000"
 ANY_SECRET = "tfgate-test-any-secret-0000000000000000"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port, proc, log_path, what, timeout=30.0):

@@ -30,6 +30,14 @@ impl PrettyWriter {
         }
     }
 
+    /// A writer whose body has room for `bytes` before it grows.
+    pub(crate) fn with_capacity(bytes: usize) -> PrettyWriter {
+        PrettyWriter {
+            out: Vec::with_capacity(bytes),
+            ..PrettyWriter::new()
+        }
+    }
+
     /// `SetFormatOptions(kFormatSingleLineArray)` / `SetFormatOptions(kFormatDefault)`.
     pub(crate) fn set_single_line_array(&mut self, on: bool) {
         self.single_line_array = on;
@@ -116,6 +124,31 @@ impl PrettyWriter {
     pub(crate) fn raw_number(&mut self, text: &[u8]) {
         self.prefix();
         self.out.extend_from_slice(text);
+    }
+
+    /// `count` numbers into the array just started, exactly as `count` calls of
+    /// [`raw_number`](Self::raw_number) would lay them out, with the separator worked
+    /// out once rather than per value: `write(i, out)` appends the `i`th number's text.
+    pub(crate) fn numbers(&mut self, count: usize, mut write: impl FnMut(usize, &mut Vec<u8>)) {
+        if count == 0 {
+            return;
+        }
+        debug_assert!(self.levels.last().is_some_and(|l| l.in_array));
+        self.prefix();
+        write(0, &mut self.out);
+        if let Some(level) = self.levels.last_mut() {
+            level.value_count += count - 1;
+        }
+        let single = self.single_line_array;
+        for i in 1..count {
+            if single {
+                self.out.extend_from_slice(b", ");
+            } else {
+                self.out.extend_from_slice(b",\n");
+                self.indent();
+            }
+            write(i, &mut self.out);
+        }
     }
 
     pub(crate) fn string(&mut self, s: &[u8]) {
