@@ -126,7 +126,10 @@ fn main() {
         ("token ids 1x128 int32", DataType::Int32, vec![1, 128]),
         ("1 MiB float32 (4096x64)", DataType::Float, vec![4096, 64]),
     ];
-    for (name, dtype, shape) in &payloads {
+    // CODEC_BENCH_ONLY=text runs only the rows whose payload names contain it (for a
+    // profile of one of them).
+    let only = std::env::var("CODEC_BENCH_ONLY").unwrap_or_default();
+    for (name, dtype, shape) in payloads.iter().filter(|p| p.0.contains(&only)) {
         let n: usize = shape.iter().product();
         let body = instances_body(shape, &elements(*dtype, n));
         let t = rest_decode(&body, "x", *dtype).expect("the body decodes");
@@ -143,7 +146,7 @@ fn main() {
             black_box(rest_parse(black_box(&body)).ok());
         });
         rows.push(Row {
-            what: "  of which parsing the document".into(),
+            what: "  (the general path's document alone)".into(),
             bytes: body.len(),
             took,
         });
@@ -168,7 +171,7 @@ fn main() {
         ("1 MiB float32 (4096x64)", DataType::Float, vec![4096, 64]),
         ("1 MiB int32 (4096x64)", DataType::Int32, vec![4096, 64]),
     ];
-    for (name, dtype, shape) in &outputs {
+    for (name, dtype, shape) in outputs.iter().filter(|p| p.0.contains(&only)) {
         let n: usize = shape.iter().product();
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         let t = match dtype {

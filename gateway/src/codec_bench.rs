@@ -9,9 +9,9 @@ use tfgate_tensor::tensor::{DataType, Tensor};
 /// Parses a `:predict` body and decodes it against a signature of one input, `input` of
 /// `dtype`, as the REST front end does: the tensor it would send to the worker.
 pub fn rest_decode(body: &[u8], input: &str, dtype: DataType) -> Result<Tensor, String> {
-    let doc = json::parse(body).map_err(|e| e.message)?;
+    let body = json::PredictBody::read(body).map_err(|e| e.message)?;
     let signature = [(input.to_string(), dtype)];
-    let mut decoded = json::decode_predict(&doc, &signature).map_err(|e| e.message)?;
+    let mut decoded = body.decode(&signature).map_err(|e| e.message)?;
     decoded
         .inputs
         .pop()
@@ -19,7 +19,8 @@ pub fn rest_decode(body: &[u8], input: &str, dtype: DataType) -> Result<Tensor, 
         .ok_or_else(|| "no input decoded".to_string())
 }
 
-/// Only the first step of [`rest_decode`]: the body parsed into its document.
+/// The general path's first step: the body parsed into its document (what
+/// [`rest_decode`] skips for a body of numbers only).
 pub fn rest_parse(body: &[u8]) -> Result<(), String> {
     json::parse(body).map(drop).map_err(|e| e.message)
 }

@@ -32,10 +32,19 @@ const REST_DTYPES: &[DataType] = &[
 /// A `:predict` body (`rest/json`: the parser, then `decode_predict` against a
 /// signature of one input `x` of each dtype, and of inputs `x`, `s`, `i`, `b` of several
 /// dtypes). What decodes must be consistent tensors, and what the encoder makes of them
-/// as outputs must parse again.
+/// as outputs must parse again. The server's reader (`PredictBody`, which skips the
+/// document for a body of numbers only) must answer exactly as the document does.
 pub fn rest_predict(body: &[u8]) {
-    let Ok(doc) = json::parse(body) else {
-        return;
+    let read = json::PredictBody::read(body);
+    let doc = match (json::parse(body), &read) {
+        (Ok(doc), Ok(_)) => doc,
+        (Err(a), Err(b)) if a == *b => return,
+        (a, b) => panic!(
+            "the reader and the document disagree on {:?}: {:?} / {:?}",
+            String::from_utf8_lossy(body),
+            a.err(),
+            b.as_ref().err()
+        ),
     };
     let mut signatures: Vec<Vec<(String, DataType)>> = REST_DTYPES
         .iter()
@@ -48,7 +57,16 @@ pub fn rest_predict(body: &[u8]) {
         ("b".to_string(), DataType::Bool),
     ]);
     for signature in &signatures {
-        let Ok(decoded) = json::decode_predict(&doc, signature) else {
+        let decoded = json::decode_predict(&doc, signature);
+        if let Ok(read) = &read {
+            assert_eq!(
+                read.decode(signature),
+                decoded,
+                "the reader decodes {:?} otherwise",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let Ok(decoded) = decoded else {
             continue;
         };
         for (name, t) in &decoded.inputs {

@@ -32,6 +32,7 @@ mod b64;
 mod classify;
 mod dtoa;
 pub(crate) mod float;
+mod numeric;
 pub mod parser;
 mod predict;
 mod writer;
@@ -41,7 +42,7 @@ pub use predict::{decode_predict, encode_predict, predict_signature_name};
 
 use crate::error::ServingError;
 use parser::JsonValue;
-use tfgate_tensor::tensor::Tensor;
+use tfgate_tensor::tensor::{DataType, Tensor};
 
 /// Which request shape the body used; the response uses the matching one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +111,46 @@ pub fn parse(body: &[u8]) -> Result<JsonDoc, ServingError> {
         )));
     }
     Ok(JsonDoc { root })
+}
+
+/// A `:predict` body, read: a body of numbers only without a document tree
+/// ([`numeric`]), any other as a document. Both answer as the document alone would.
+pub enum PredictBody<'a> {
+    Numeric(numeric::NumericPredict, &'a [u8]),
+    Doc(JsonDoc),
+}
+
+impl<'a> PredictBody<'a> {
+    /// `ParseJson` of a `:predict` body.
+    pub fn read(body: &'a [u8]) -> Result<PredictBody<'a>, ServingError> {
+        match numeric::scan_predict(body) {
+            Some(n) => Ok(PredictBody::Numeric(n, body)),
+            None => parse(body).map(PredictBody::Doc),
+        }
+    }
+
+    /// [`predict_signature_name`].
+    pub fn signature_name(&self) -> Result<Option<String>, ServingError> {
+        match self {
+            PredictBody::Numeric(n, _) => Ok(n.signature_name().map(str::to_string)),
+            PredictBody::Doc(doc) => predict_signature_name(doc),
+        }
+    }
+
+    /// [`decode_predict`]; a numeric body its signature does not take as it is (several
+    /// inputs, a value its dtype refuses) is parsed as a document for TF Serving's answer.
+    pub fn decode(
+        &self,
+        signature_inputs: &[(String, DataType)],
+    ) -> Result<PredictJson, ServingError> {
+        match self {
+            PredictBody::Numeric(n, body) => match n.decode(signature_inputs) {
+                Some(decoded) => Ok(decoded),
+                None => decode_predict(&parse(body)?, signature_inputs),
+            },
+            PredictBody::Doc(doc) => decode_predict(doc, signature_inputs),
+        }
+    }
 }
 
 /// `MakeJsonFromStatus`: `{"error": "<message>"}`, pretty-printed like TF Serving.

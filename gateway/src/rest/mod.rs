@@ -37,7 +37,7 @@ pub(crate) fn error_response(e: &ServingError) -> Response<Full<Bytes>> {
 /// A predict body's `instances`/`inputs`, decoded with the signature's input dtypes;
 /// remembers which of the two forms it was, for the response.
 struct JsonInputs<'a> {
-    doc: &'a json::JsonDoc,
+    body: &'a json::PredictBody<'a>,
     format: &'a mut Option<json::PredictFormat>,
 }
 
@@ -57,7 +57,7 @@ impl DecodeInputs for JsonInputs<'_> {
                     })
             })
             .collect::<Result<_, _>>()?;
-        let decoded = json::decode_predict(self.doc, &input_types)?;
+        let decoded = self.body.decode(&input_types)?;
         *self.format = Some(decoded.format);
         Ok(decoded.inputs)
     }
@@ -126,9 +126,9 @@ impl RestApi {
         body: &[u8],
     ) -> Result<Vec<u8>, ServingError> {
         let deadline = self.limits.deadline();
-        let doc = json::parse(body)?;
         if verb == Verb::Predict {
-            let signature_name = json::predict_signature_name(&doc)?;
+            let body = json::PredictBody::read(body)?;
+            let signature_name = body.signature_name()?;
             let mut format = None;
             let served = self
                 .predictor
@@ -136,7 +136,7 @@ impl RestApi {
                     servable: request.clone(),
                     signature_name: signature_name.unwrap_or_default(),
                     inputs: JsonInputs {
-                        doc: &doc,
+                        body: &body,
                         format: &mut format,
                     },
                     output_filter: Vec::new(),
@@ -147,7 +147,7 @@ impl RestApi {
             let format = format.unwrap_or(json::PredictFormat::Row);
             return served.encode(|s| json::encode_predict(format, &s.value));
         }
-        let decoded = json::decode_examples(&doc)?;
+        let decoded = json::decode_examples(&json::parse(body)?)?;
         let call = ExamplesRequest {
             servable: request.clone(),
             signature_name: decoded.signature_name.unwrap_or_default(),

@@ -901,6 +901,35 @@ fn strtod_normal_precision(d: f64, p: i64) -> f64 {
 }
 
 /// Parses a whole request body the way rapidjson does for TF Serving.
+/// Number tokens read anywhere in a body exactly as the document parser reads them
+/// (rapidjson's typing, normal-precision conversion, NaN and the infinities), for a
+/// reader that walks a body of known shape itself (`numeric.rs`).
+pub(crate) struct NumberReader<'a>(Reader<'a>);
+
+impl<'a> NumberReader<'a> {
+    pub(crate) fn new(body: &'a [u8]) -> NumberReader<'a> {
+        NumberReader(Reader {
+            s: body,
+            pos: 0,
+            error: None,
+            states: Vec::new(),
+            frames: Vec::new(),
+            elements: Vec::new(),
+            root: None,
+            number_runs: false,
+        })
+    }
+
+    /// The number at `pos` and the position after it; `None` where the parser would
+    /// stop with an error.
+    pub(crate) fn number(&mut self, pos: usize) -> Option<(JsonValue, usize)> {
+        self.0.pos = pos;
+        self.0.error = None;
+        let v = self.0.parse_number()?;
+        Some((v, self.0.pos))
+    }
+}
+
 pub fn parse_value(body: &[u8]) -> Result<JsonValue, ParseError> {
     read(body, true)
 }

@@ -1013,3 +1013,168 @@ fn decoded_inputs_round_trip_through_responses() {
         "{\n    \"predictions\": [[0.5, 1.4013e-45], [3.4e+38, -2.0]\n    ]\n}"
     );
 }
+
+/// A random body around the numeric reader's subset: nested arrays of number tokens
+/// (ragged, empty, mis-nested or not), the keys it takes and others, strings with and
+/// without escapes, and stray bytes.
+fn numeric_body(rng: &mut fastrand::Rng) -> String {
+    const NUMBERS: &[&str] = &[
+        "0",
+        "-0",
+        "1",
+        "-7",
+        "0.5",
+        "-2.5e-3",
+        "1E5",
+        "3.4e38",
+        "3.5e38",
+        "1e400",
+        "-1e-400",
+        "2147483647",
+        "2147483648",
+        "-2147483649",
+        "9223372036854775807",
+        "9223372036854775808",
+        "18446744073709551615",
+        "18446744073709551616",
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "Inf",
+        "1.",
+        ".5",
+        "01",
+        "-",
+        "1e",
+        "true",
+        "null",
+        "\"a\"",
+        "{\"b64\": \"AA==\"}",
+        "255",
+        "256",
+        "-129",
+        "0.1",
+    ];
+    fn array(rng: &mut fastrand::Rng, depth: usize, dims: &[usize], out: &mut String) {
+        out.push('[');
+        let n = if rng.u8(..) < 8 {
+            rng.usize(0..4)
+        } else {
+            dims[depth]
+        };
+        for i in 0..n {
+            if i > 0 {
+                out.push_str([",", ", ", " ,\n"][rng.usize(..3)]);
+            }
+            let leaf = depth + 1 == dims.len();
+            if (leaf && rng.u8(..) >= 6) || (!leaf && rng.u8(..) < 6) {
+                let pick = if rng.u8(..) < 230 {
+                    rng.usize(..10)
+                } else {
+                    rng.usize(..NUMBERS.len())
+                };
+                out.push_str(NUMBERS[pick]);
+            } else if depth + 1 < dims.len() {
+                array(rng, depth + 1, dims, out);
+            } else {
+                out.push_str("[1]");
+            }
+        }
+        out.push(']');
+    }
+    let dims: Vec<usize> = (0..rng.usize(1..4)).map(|_| rng.usize(1..4)).collect();
+    let mut tensor = String::new();
+    array(rng, 0, &dims, &mut tensor);
+    let key = [
+        "\"instances\"",
+        "\"inputs\"",
+        "\"instances\"",
+        "\"in\\u0070uts\"",
+    ][rng.usize(..4)];
+    let mut members = vec![format!("{key}: {tensor}")];
+    match rng.usize(..8) {
+        0 => members.push("\"signature_name\": \"serving_default\"".into()),
+        1 => members.push("\"signature_name\": \"s\\n\"".into()),
+        2 => members.push("\"signature_name\": 5".into()),
+        3 => members.push("\"inputs\": [1]".into()),
+        4 => members.push("\"other\": 1".into()),
+        5 => members.push("\"signature_name\": \"caf\u{e9}\"".into()),
+        _ => {}
+    }
+    if rng.bool() {
+        members.reverse();
+    }
+    let mut body = format!(
+        "{}{{{}}}",
+        [" ", "", "\n"][rng.usize(..3)],
+        members.join(", ")
+    );
+    if rng.u8(..) < 20 {
+        let i = rng.usize(..=body.len());
+        if body.is_char_boundary(i) {
+            body.insert(i, ['\0', ']', '[', ',', 'x', ' '][rng.usize(..6)]);
+        }
+    }
+    if rng.u8(..) < 10 {
+        body.push_str("trailing");
+    }
+    body
+}
+
+/// The numeric reader answers exactly as the document does, or not at all: for random
+/// bodies and signatures, `PredictBody` gives the same decoded tensors or the same error
+/// as parsing the document and `decode_predict`, and the reader takes enough of them
+/// for that to mean something.
+#[test]
+fn numeric_bodies_decode_as_the_document_does() {
+    let sigs: Vec<Vec<(String, DataType)>> = [
+        DataType::Float,
+        DataType::Double,
+        DataType::Int32,
+        DataType::Int8,
+        DataType::Uint8,
+        DataType::Int64,
+        DataType::Uint32,
+        DataType::Uint64,
+        DataType::Bool,
+        DataType::String,
+        DataType::Half,
+    ]
+    .iter()
+    .map(|d| sig(&[("x", *d)]))
+    .chain([sig(&[("x", DataType::Float), ("y", DataType::Float)])])
+    .collect();
+    let mut rng = fastrand::Rng::with_seed(32);
+    let (mut taken, mut decoded) = (0, 0);
+    for _ in 0..20_000 {
+        let body = numeric_body(&mut rng);
+        let general = parse(body.as_bytes());
+        let read = PredictBody::read(body.as_bytes());
+        if matches!(read, Ok(PredictBody::Numeric(..))) {
+            taken += 1;
+        }
+        let (general, read) = match (general, read) {
+            (Ok(g), Ok(r)) => (g, r),
+            (Err(g), Err(r)) => {
+                assert_eq!(g, r, "{body}");
+                continue;
+            }
+            (g, r) => panic!("{body}: document {:?}, reader {:?}", g.is_ok(), r.is_ok()),
+        };
+        assert_eq!(
+            read.signature_name(),
+            predict_signature_name(&general),
+            "{body}"
+        );
+        for s in &sigs {
+            if let PredictBody::Numeric(n, _) = &read {
+                decoded += usize::from(n.decode(s).is_some());
+            }
+            assert_eq!(read.decode(s), decode_predict(&general, s), "{body} {s:?}");
+        }
+    }
+    assert!(
+        taken > 2_000 && decoded > 5_000,
+        "reader took {taken}, decoded {decoded}"
+    );
+}
