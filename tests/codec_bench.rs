@@ -10,7 +10,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use tfgate::codec_bench::{rest_decode, rest_encode, rest_parse};
+use tfgate::codec_bench::{rest_decode, rest_encode, rest_parse, v2_decode};
 use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
 
 /// Deterministic values in [0, 1), as a float32 image normalised by 255 would hold.
@@ -34,6 +34,21 @@ fn token_ids(n: usize) -> Vec<i32> {
 /// `json.dumps({"instances": array.tolist()})` for an array of `shape`: Python turns
 /// each float32 into a double and prints its shortest repr, with ", " between.
 fn instances_body(shape: &[usize], vals: &[Number]) -> Vec<u8> {
+    format!("{{\"instances\": {}}}", nested(shape, vals)).into_bytes()
+}
+
+/// A V2 infer body of one input `x` whose `data` is `array.tolist()`, as tritonclient's
+/// JSON mode sends it.
+fn v2_body(shape: &[usize], datatype: &str, vals: &[Number]) -> Vec<u8> {
+    format!(
+        "{{\"inputs\": [{{\"name\": \"x\", \"shape\": {shape:?}, \"datatype\": \"{datatype}\", \"data\": {}}}]}}",
+        nested(shape, vals)
+    )
+    .into_bytes()
+}
+
+/// `array.tolist()` of an array of `shape`, as `json.dumps` prints it.
+fn nested(shape: &[usize], vals: &[Number]) -> String {
     fn nest(out: &mut String, shape: &[usize], vals: &[Number], at: &mut usize) {
         out.push('[');
         for i in 0..shape[0] {
@@ -59,10 +74,9 @@ fn instances_body(shape: &[usize], vals: &[Number]) -> Vec<u8> {
         }
         out.push(']');
     }
-    let mut out = String::from("{\"instances\": ");
+    let mut out = String::new();
     nest(&mut out, shape, vals, &mut 0);
-    out.push('}');
-    out.into_bytes()
+    out
 }
 
 /// One element of a generated body.
@@ -131,7 +145,8 @@ fn main() {
     let only = std::env::var("CODEC_BENCH_ONLY").unwrap_or_default();
     for (name, dtype, shape) in payloads.iter().filter(|p| p.0.contains(&only)) {
         let n: usize = shape.iter().product();
-        let body = instances_body(shape, &elements(*dtype, n));
+        let vals = elements(*dtype, n);
+        let body = instances_body(shape, &vals);
         let t = rest_decode(&body, "x", *dtype).expect("the body decodes");
         assert_eq!(t.shape, shape.iter().map(|&d| d as i64).collect::<Vec<_>>());
         let took = median(budget, || {
@@ -158,6 +173,27 @@ fn main() {
             bytes: body.len(),
             took,
         });
+        // The same tensor as KServe V2 JSON `data`.
+        let datatype = if *dtype == DataType::Int32 {
+            "INT32"
+        } else {
+            "FP32"
+        };
+        let v2: &'static [u8] = Box::leak(v2_body(shape, datatype, &vals).into_boxed_slice());
+        v2_decode(v2, false).expect("the V2 body decodes");
+        for (what, as_values) in [
+            (format!("decode V2 JSON {name}"), false),
+            ("  (its head read as one Value, as before)".into(), true),
+        ] {
+            let took = median(budget, || {
+                black_box(v2_decode(black_box(v2), as_values).ok());
+            });
+            rows.push(Row {
+                what,
+                bytes: v2.len(),
+                took,
+            });
+        }
     }
 
     // Encoding: what the REST front end does with a worker's answer.

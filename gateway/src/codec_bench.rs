@@ -35,3 +35,20 @@ pub fn rest_encode(outputs: &[(String, Tensor)], row: bool) -> Result<Vec<u8>, S
     };
     json::encode_predict(format, outputs).map_err(|e| e.message)
 }
+
+/// Decodes a V2 REST infer body (JSON only) as the V2 front end does, its inputs packed
+/// for their datatypes; `as_values` reads the head all as one `serde_json::Value`, as
+/// before `v2/json_head.rs`. The body is `'static` so that each run takes it as the
+/// server does, a `Bytes`, without a copy.
+pub fn v2_decode(body: &'static [u8], as_values: bool) -> Result<(), String> {
+    use crate::v2::rest::{decode_request, decode_request_as_values};
+    let decode = if as_values {
+        decode_request_as_values
+    } else {
+        decode_request
+    };
+    let regions = crate::v2::shared_memory::Registry::default();
+    decode(None, bytes::Bytes::from_static(body), &regions, usize::MAX)
+        .map(drop)
+        .map_err(|e| e.message)
+}

@@ -296,7 +296,8 @@ pub fn rest_route(
 /// consistent tensors. The decoder here is the oracle a faster one must agree with.
 pub fn v2_infer(data: &[u8]) {
     use crate::v2::infer::{Given, InputData};
-    use crate::v2::{datatype, rest::decode_request, shared_memory::Registry};
+    use crate::v2::rest::{decode_request, decode_request_as_values, summary};
+    use crate::v2::{datatype, shared_memory::Registry};
     use tfgate_proto::tensorflow::TensorShapeProto;
     use tfgate_proto::tensorflow::{tensor_shape_proto::Dim, SignatureDef, TensorInfo};
 
@@ -307,6 +308,17 @@ pub fn v2_infer(data: &[u8]) {
         [_, a, b, rest @ ..] => (Some(u16::from_le_bytes([*a, *b]).to_string()), rest),
         _ => return,
     };
+    // Numbers read without a `Value` each decode as the `Value`s do.
+    let both = [decode_request, decode_request_as_values].map(|decode| {
+        let body = bytes::Bytes::copy_from_slice(body);
+        summary(decode(
+            header.as_deref(),
+            body,
+            &Registry::default(),
+            1 << 20,
+        ))
+    });
+    assert_eq!(both[0], both[1], "the head's numbers read otherwise");
     let Ok(request) = decode_request(
         header.as_deref(),
         bytes::Bytes::copy_from_slice(body),

@@ -8,6 +8,7 @@
 pub mod datatype;
 pub mod grpc;
 pub mod infer;
+mod json_head;
 pub mod model;
 pub mod rest;
 pub mod shared_memory;

@@ -9,6 +9,7 @@ use crate::error::ServingError;
 use crate::request::Entrypoint;
 use crate::servables::ServableRequest;
 use crate::v2::infer::{self, element_count, Call, Input, InputData};
+use crate::v2::json_head;
 use crate::v2::shared_memory::{self, Held, Reference, Registry};
 use crate::v2::{datatype, model, servable_request, SERVER_NAME, SIGNATURE_PARAMETER};
 use bytes::Bytes;
@@ -363,6 +364,63 @@ pub fn decode_request(
     regions: &Registry,
     limit: usize,
 ) -> Result<InferRequest, ServingError> {
+    decode(header, body, regions, limit, true)
+}
+
+/// [`decode_request`] with the head read all as one `Value`, never by `json_head`: the
+/// oracle `json_head` is held to (the `v2_infer` fuzz target, the tests).
+pub fn decode_request_as_values(
+    header: Option<&str>,
+    body: Bytes,
+    regions: &Registry,
+    limit: usize,
+) -> Result<InferRequest, ServingError> {
+    decode(header, body, regions, limit, false)
+}
+
+/// A decoded request, or its error, as text: what two decodings of one body are
+/// compared by (the `v2_infer` fuzz target and the tests).
+pub fn summary(r: Result<InferRequest, ServingError>) -> String {
+    match r {
+        Err(e) => format!("error {:?}: {}", e.code, e.message),
+        Ok(r) => {
+            let inputs = match r.inputs {
+                infer::Given::Listed(inputs) => inputs
+                    .iter()
+                    .map(|i| {
+                        let data = match &i.data {
+                            InputData::Raw(b) => format!("raw {b:?}"),
+                            InputData::Packed(TensorData::Bytes(b)) => format!("{b:?}"),
+                            InputData::Packed(TensorData::Strings(s)) => format!("{s:?}"),
+                        };
+                        format!("{} {} {:?} {data}", i.name, i.datatype, i.shape)
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                infer::Given::Raw(b) => format!("raw {b:?}"),
+            };
+            let wanted: Vec<(&str, bool)> = r
+                .wanted
+                .iter()
+                .map(|w| (w.name.as_str(), w.binary))
+                .collect();
+            format!(
+                "{:?} {} [{inputs}] {wanted:?} {}",
+                r.id, r.signature_name, r.all_binary
+            )
+        }
+    }
+}
+
+/// [`decode_request`], its head read by `json_head` where it can (`typed`) or all as one
+/// `Value`.
+fn decode(
+    header: Option<&str>,
+    body: Bytes,
+    regions: &Registry,
+    limit: usize,
+    typed: bool,
+) -> Result<InferRequest, ServingError> {
     if header.map(str::trim) == Some("0") {
         return Ok(InferRequest {
             id: None,
@@ -373,9 +431,7 @@ pub fn decode_request(
         });
     }
     let (head, mut binary) = split_body(header, body)?;
-    let doc: Value = serde_json::from_slice(&head).map_err(|e| {
-        ServingError::invalid_argument(format!("failed to parse the request JSON: {e}"))
-    })?;
+    let json_head::Head { doc, mut numbers } = read_head(&head, typed)?;
     let doc = doc
         .as_object()
         .ok_or_else(|| ServingError::invalid_argument("the request JSON must be an object"))?;
@@ -407,9 +463,11 @@ pub fn decode_request(
             ))
         }
     };
+    numbers.resize_with(inputs.len(), || None);
     let inputs = inputs
         .iter()
-        .map(|i| input(i, &mut binary, regions, limit))
+        .zip(numbers)
+        .map(|(i, numbers)| input(i, numbers, &mut binary, regions, limit))
         .collect::<Result<Vec<_>, _>>()?;
     if !binary.is_empty() {
         return Err(ServingError::invalid_argument(format!(
@@ -443,6 +501,22 @@ pub fn decode_request(
         inputs: infer::Given::Listed(inputs),
         wanted,
         all_binary,
+    })
+}
+
+/// The head as a document, and each input's `data` where `json_head` read it as
+/// numbers (then absent from the document); `typed: false` reads it all as one `Value`
+/// (what `json_head` is held to in the tests).
+fn read_head(head: &[u8], typed: bool) -> Result<json_head::Head, ServingError> {
+    if let Some(read) = typed.then(|| json_head::read(head)).flatten() {
+        return Ok(read);
+    }
+    let doc = serde_json::from_slice(head).map_err(|e| {
+        ServingError::invalid_argument(format!("failed to parse the request JSON: {e}"))
+    })?;
+    Ok(json_head::Head {
+        doc,
+        numbers: Vec::new(),
     })
 }
 
@@ -501,10 +575,18 @@ async fn infer(
     })
 }
 
-/// One input of the JSON: its data inline, or the next `binary_data_size` bytes of
-/// `binary`.
+/// An input's inline `data`.
+enum Data<'a> {
+    Json(&'a Value),
+    /// Read as numbers by `json_head`.
+    Numbers(Vec<json_head::Number>),
+}
+
+/// One input of the JSON: its data inline (in `v`, or read as `numbers`), or the next
+/// `binary_data_size` bytes of `binary`.
 fn input(
     v: &Value,
+    numbers: Option<Vec<json_head::Number>>,
     binary: &mut Bytes,
     regions: &Registry,
     limit: usize,
@@ -530,8 +612,12 @@ fn input(
         })?;
     let what = format!("input '{name}'");
     let size = v.get("parameters").and_then(|p| p.get("binary_data_size"));
+    let given = match numbers {
+        Some(n) => Some(Data::Numbers(n)),
+        None => v.get("data").map(Data::Json),
+    };
     if let Some(held) = region_reference(&what, v.get("parameters"), regions)? {
-        if v.get("data").is_some() || size.is_some() {
+        if given.is_some() || size.is_some() {
             return Err(ServingError::invalid_argument(format!(
                 "input '{name}' names a shared memory region and carries data as well"
             )));
@@ -543,7 +629,7 @@ fn input(
             data: InputData::Raw(held.read(limit)?),
         });
     }
-    let data = match (v.get("data"), size) {
+    let data = match (given, size) {
         (Some(_), Some(_)) => {
             return Err(ServingError::invalid_argument(format!(
                 "input '{name}' has both 'data' and binary_data_size"
@@ -600,20 +686,63 @@ fn json_data(
     name: &str,
     dtype: DataType,
     shape: &[i64],
-    data: &Value,
+    data: Data,
 ) -> Result<TensorData, ServingError> {
     let mut values = Vec::new();
-    flatten(data, &mut values);
-    let elements = element_count(name, shape)?;
-    if values.len() != elements {
-        return Err(ServingError::invalid_argument(format!(
-            "input '{name}' has {} values, its shape needs {elements}",
+    let count = match &data {
+        Data::Json(v) => {
+            flatten(v, &mut values);
             values.len()
+        }
+        Data::Numbers(n) => n.len(),
+    };
+    let elements = element_count(name, shape)?;
+    if count != elements {
+        return Err(ServingError::invalid_argument(format!(
+            "input '{name}' has {count} values, its shape needs {elements}",
         )));
     }
     let wrong = |v: &Value, what: &str| {
         ServingError::invalid_argument(format!("input '{name}': expected {what}, got {v}"))
     };
+    let Data::Numbers(numbers) = data else {
+        return values_data(name, dtype, &values, wrong);
+    };
+    // The same checks on numbers read without a `Value` each.
+    match dtype {
+        DataType::String | DataType::Bool => {
+            let what = if dtype == DataType::String {
+                "a string"
+            } else {
+                "true or false"
+            };
+            match numbers.first() {
+                Some(n) => Err(wrong(&n.to_value(), what)),
+                None if dtype == DataType::String => Ok(TensorData::Strings(Vec::new())),
+                None => infer::pack_ints(name, dtype, std::iter::empty::<i128>()),
+            }
+        }
+        DataType::Float | DataType::Double | DataType::Half | DataType::Bfloat16 => {
+            infer::pack_floats(name, dtype, numbers.iter().map(|n| n.as_f64()))
+        }
+        _ => {
+            if let Some(n) = numbers.iter().find(|n| n.as_int().is_none()) {
+                return Err(wrong(&n.to_value(), "an integer"));
+            }
+            // Every one is an integer (checked just above).
+            let ints = numbers.iter().map(|n| n.as_int().unwrap_or_default());
+            infer::pack_ints(name, dtype, ints)
+        }
+    }
+}
+
+/// [`json_data`] for values as a `Value` holds them.
+fn values_data(
+    name: &str,
+    dtype: DataType,
+    values: &[&Value],
+    wrong: impl Fn(&Value, &str) -> ServingError,
+) -> Result<TensorData, ServingError> {
     match dtype {
         DataType::String => values
             .iter()
@@ -845,6 +974,7 @@ mod tests {
         let doc: Value = serde_json::from_slice(&json_part).unwrap();
         let input = input(
             &doc["inputs"][0],
+            None,
             &mut binary,
             &Registry::default(),
             1 << 21,
@@ -875,17 +1005,133 @@ mod tests {
     #[test]
     fn json_data_is_flattened_and_checked() {
         let v: Value = serde_json::from_str("[[1, 2], [3, 4]]").unwrap();
-        let d = json_data("x", DataType::Int32, &[2, 2], &v).unwrap();
+        let d = json_data("x", DataType::Int32, &[2, 2], Data::Json(&v)).unwrap();
         let t = Tensor::new(DataType::Int32, vec![2, 2], d).unwrap();
         assert_eq!(json_values(&t), json!([1, 2, 3, 4]));
-        let e = json_data("x", DataType::Int32, &[3], &v).unwrap_err();
+        let e = json_data("x", DataType::Int32, &[3], Data::Json(&v)).unwrap_err();
         assert_eq!(e.message, "input 'x' has 4 values, its shape needs 3");
-        let e = json_data("x", DataType::Int32, &[4], &json!([1, 2.5, 3, 4])).unwrap_err();
+        let e = json_data(
+            "x",
+            DataType::Int32,
+            &[4],
+            Data::Json(&json!([1, 2.5, 3, 4])),
+        )
+        .unwrap_err();
         assert_eq!(e.message, "input 'x': expected an integer, got 2.5");
-        let d = json_data("s", DataType::String, &[1], &json!(["hé"])).unwrap();
+        let d = json_data("s", DataType::String, &[1], Data::Json(&json!(["hé"]))).unwrap();
         assert_eq!(d, TensorData::Strings(vec!["hé".as_bytes().to_vec()]));
-        let d = json_data("b", DataType::Bool, &[2], &json!([true, false])).unwrap();
+        let d = json_data("b", DataType::Bool, &[2], Data::Json(&json!([true, false]))).unwrap();
         let t = Tensor::new(DataType::Bool, vec![2], d).unwrap();
         assert_eq!(json_values(&t), json!([true, false]));
+    }
+
+    /// Heads read with each input's numbers straight into a list decode as heads read
+    /// all as one `Value`: the same inputs, or the same error. Random heads around V2's
+    /// JSON: numbers of each kind, nested or flat, a wrong count, strings and booleans
+    /// in `data`, `data` twice, a missing or repeated key, an input not an object.
+    #[test]
+    fn numbers_read_without_a_value_decode_as_a_value() {
+        const DATA: &[&str] = &[
+            "[1, 2, 3, 4]",
+            "[[1.5, -2], [3e2, 4]]",
+            "[[[0.25]], [[-0.0]], [[7]], [[1e-7]]]",
+            "[18446744073709551615, -9223372036854775808, 0, 1]",
+            "[1, 2, 3]",
+            "[1, 2, \"a\", 4]",
+            "[true, false, true, false]",
+            "[\"a\", \"b\", \"c\", \"d\"]",
+            "[1, 2, null, 4]",
+            "5",
+            "[]",
+            "[[1, 2], [3, {\"x\": 1}]]",
+            "[1.5, 2.5, 3.5, 4.5]",
+            "[1, 2, 3, 4",
+        ];
+        const DATATYPES: &[&str] = &[
+            "FP32", "FP64", "INT32", "INT8", "UINT64", "INT64", "BOOL", "BYTES", "FP16", "NOPE",
+        ];
+        let mut rng = fastrand::Rng::with_seed(2);
+        let (mut typed, mut packed) = (0, 0);
+        for _ in 0..5_000 {
+            let mut inputs = Vec::new();
+            for i in 0..rng.usize(1..3) {
+                let mut fields = vec![
+                    format!("\"name\": \"x{i}\""),
+                    format!(
+                        "\"datatype\": \"{}\"",
+                        DATATYPES[if rng.bool() {
+                            rng.usize(..3)
+                        } else {
+                            rng.usize(..DATATYPES.len())
+                        }]
+                    ),
+                    [
+                        "\"shape\": [4]",
+                        "\"shape\": [2, 2]",
+                        "\"shape\": [4, 1, 1]",
+                        "\"shape\": [3]",
+                    ][rng.usize(..4)]
+                    .to_string(),
+                    format!(
+                        "\"data\": {}",
+                        DATA[if rng.bool() {
+                            rng.usize(..3)
+                        } else {
+                            rng.usize(..DATA.len())
+                        }]
+                    ),
+                ];
+                match rng.usize(..12) {
+                    0 => fields.push(format!("\"data\": {}", DATA[0])),
+                    1 => {
+                        fields.remove(rng.usize(..fields.len()));
+                    }
+                    2 => fields.push("\"parameters\": {\"binary_data_size\": 4}".into()),
+                    3 => fields.push("\"name\": \"again\"".into()),
+                    _ => {}
+                }
+                rng.shuffle(&mut fields);
+                inputs.push(if rng.usize(..40) == 0 {
+                    "[1]".to_string()
+                } else {
+                    format!("{{{}}}", fields.join(", "))
+                });
+            }
+            let mut top = vec![format!("\"inputs\": [{}]", inputs.join(", "))];
+            match rng.usize(..10) {
+                0 => top.push("\"id\": \"r\"".into()),
+                1 => top.push("\"id\": null".into()),
+                2 => top.push("\"inputs\": []".into()),
+                3 => top.push("\"outputs\": [{\"name\": \"y\"}]".into()),
+                4 => top.push("\"parameters\": {\"binary_data_output\": true}".into()),
+                _ => {}
+            }
+            rng.shuffle(&mut top);
+            let mut head = format!("{{{}}}", top.join(", "));
+            if rng.usize(..30) == 0 {
+                head.push_str(" x");
+            }
+            if rng.usize(..30) == 0 {
+                head = format!("[{head}]");
+            }
+            typed += usize::from(json_head::read(head.as_bytes()).is_some());
+            let registry = Registry::default();
+            let decode_with = |typed| {
+                summary(decode(
+                    None,
+                    Bytes::from(head.clone()),
+                    &registry,
+                    1 << 20,
+                    typed,
+                ))
+            };
+            let want = decode_with(false);
+            packed += usize::from(!want.starts_with("error"));
+            assert_eq!(decode_with(true), want, "{head}");
+        }
+        assert!(
+            typed > 2_000 && packed > 500,
+            "read typed {typed}, decoded {packed}"
+        );
     }
 }
