@@ -711,16 +711,10 @@ fn json_data(
     // The same checks on numbers read without a `Value` each.
     match dtype {
         DataType::String | DataType::Bool => {
-            let what = if dtype == DataType::String {
-                "a string"
-            } else {
-                "true or false"
-            };
-            match numbers.first() {
-                Some(n) => Err(wrong(&n.to_value(), what)),
-                None if dtype == DataType::String => Ok(TensorData::Strings(Vec::new())),
-                None => infer::pack_ints(name, dtype, std::iter::empty::<i128>()),
-            }
+            // No number is a string or a boolean: the `Value` path's answer for the
+            // first one (its error), or for none (an empty tensor).
+            let first: Vec<Value> = numbers.first().map(|n| n.to_value()).into_iter().collect();
+            values_data(name, dtype, &first.iter().collect::<Vec<_>>(), wrong)
         }
         DataType::Float | DataType::Double | DataType::Half | DataType::Bfloat16 => {
             infer::pack_floats(name, dtype, numbers.iter().map(|n| n.as_f64()))
