@@ -6,7 +6,7 @@
 //! covering the whole slice. Encoding writes a frame into such a mapping and copies it
 //! out. Each call creates and maps one memfd, so these are not for a hot path.
 
-use shm_protocol::{Frame, Region};
+use shm_protocol::{Frame, Region, WriteError};
 
 use super::{FrameError, RequestFrame, ResponseFrame, ResponseRef};
 
@@ -49,8 +49,10 @@ pub fn encode_response_bytes(
 fn write_out(frame: &impl Frame) -> std::io::Result<Result<Vec<u8>, FrameError>> {
     let len = usize::try_from(frame.len()).map_err(|_| std::io::Error::other("frame too long"))?;
     let region = Region::scratch(len)?;
-    if let Err(e) = frame.write(&region, 0) {
-        return Ok(Err(e.into()));
+    match frame.write(&region, 0) {
+        Ok(()) => {}
+        Err(WriteError::OutOfBounds(e)) => return Ok(Err(e.into())),
+        Err(WriteError::File(e)) => return Err(e),
     }
     let mut out = vec![0u8; len];
     if let Err(e) = region.read_into(0, &mut out) {

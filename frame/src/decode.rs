@@ -8,7 +8,8 @@ use super::{
 };
 use shm_protocol::arena::ALIGN;
 use shm_protocol::{InPlacePayload, IncomingRequest, OutOfBounds, Region};
-use tfgate_tensor::tensor::{num_elements, DataType, Tensor, TensorData};
+use std::os::fd::AsFd;
+use tfgate_tensor::tensor::{num_elements, DataType, FileBytes, Tensor, TensorData};
 
 /// A tensor inside a received frame: validated metadata plus the location of its bytes.
 ///
@@ -122,6 +123,27 @@ impl<'a> TensorView<'a> {
         let mut v = vec![0u8; self.string_len(i).ok_or(FrameError::NotStrings)?];
         self.copy_string_to(i, &mut v)?;
         Ok(v)
+    }
+
+    /// Writes the tensor's bytes into `target` straight from shared memory (`pwrite`),
+    /// when it holds fixed-size elements that fit; the tensor then names the bytes
+    /// written. `None` when it does not fit or the write fails: copy it out instead.
+    pub fn to_file(&self, target: &FileBytes) -> Option<Tensor> {
+        let len = usize::try_from(self.len).ok()?;
+        if self.strings.is_some() || len > target.len {
+            return None;
+        }
+        self.region
+            .copy_to_file(self.at, len, target.file.as_fd(), target.offset)
+            .ok()?;
+        Some(Tensor {
+            dtype: self.dtype,
+            shape: self.shape.clone(),
+            data: TensorData::File(FileBytes {
+                len,
+                ..target.clone()
+            }),
+        })
     }
 
     /// Copies the whole tensor into private memory.
@@ -352,6 +374,17 @@ pub fn decode_response(
     offset: u64,
     len: u64,
 ) -> Result<ResponseFrame, FrameError> {
+    decode_response_to(region, offset, len, &[])
+}
+
+/// As [`decode_response`], the outputs `targets` names (by name) written straight into
+/// their files where they fit ([`TensorView::to_file`]) instead of copied into memory.
+pub fn decode_response_to(
+    region: &Region,
+    offset: u64,
+    len: u64,
+    targets: &[(String, FileBytes)],
+) -> Result<ResponseFrame, FrameError> {
     let (total, meta) = read_block(region, offset, len, KIND_RESPONSE)?;
     match parse::<WireResponse>(&meta)? {
         WireResponse::Err { code, message } => Ok(ResponseFrame::Err { code, message }),
@@ -364,7 +397,15 @@ pub fn decode_response(
                 .into_iter()
                 .map(|t| {
                     let (name, v) = view(region, offset, total, t)?;
-                    Ok((name, v.to_tensor()?))
+                    let written = targets
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .and_then(|(_, target)| v.to_file(target));
+                    let tensor = match written {
+                        Some(t) => t,
+                        None => v.to_tensor()?,
+                    };
+                    Ok((name, tensor))
                 })
                 .collect::<Result<_, FrameError>>()?;
             Ok(ResponseFrame::Ok {

@@ -6,7 +6,8 @@ use super::{
     FrameError, RequestFrame, ResponseFrame, ResponseRef, TensorDataRef, TensorRef, WorkerTiming,
     FRAME_MAGIC, HEADER_LEN, KIND_REQUEST, KIND_RESPONSE, MAX_META_BYTES, MAX_RANK, PAYLOAD_START,
 };
-use shm_protocol::{Frame, OutOfBounds, Region};
+use shm_protocol::{Frame, Region, WriteError};
+use std::os::fd::AsFd;
 use tfgate_tensor::code::Code;
 use tfgate_tensor::tensor::{num_elements, TensorError};
 
@@ -32,23 +33,28 @@ fn check_tensor(name: &str, t: &TensorRef<'_>) -> Result<u64, FrameError> {
         });
     }
     let elements = num_elements(t.shape).map_err(terr)?;
-    match (t.data, t.dtype.element_size()) {
-        (TensorDataRef::Bytes(b), Some(size)) => {
+    let fixed = match t.data {
+        TensorDataRef::Bytes(b) => Some(b.len()),
+        TensorDataRef::File(f) => Some(f.len),
+        TensorDataRef::Strings(_) => None,
+    };
+    match (t.data, fixed, t.dtype.element_size()) {
+        (_, Some(actual), Some(size)) => {
             let expected = elements
                 .checked_mul(size)
                 .ok_or(TensorError::Overflow)
                 .map_err(terr)?;
-            if b.len() != expected {
+            if actual != expected {
                 return Err(terr(TensorError::ByteLength {
                     dtype: t.dtype,
                     elements,
                     expected,
-                    actual: b.len(),
+                    actual,
                 }));
             }
-            Ok(b.len() as u64)
+            Ok(actual as u64)
         }
-        (TensorDataRef::Strings(s), None) => {
+        (TensorDataRef::Strings(s), None, None) => {
             if s.len() != elements {
                 return Err(terr(TensorError::StringCount {
                     elements,
@@ -192,7 +198,7 @@ impl Frame for Encoded<'_> {
         self.total
     }
 
-    fn write(&self, region: &Region, offset: u64) -> Result<(), OutOfBounds> {
+    fn write(&self, region: &Region, offset: u64) -> Result<(), WriteError> {
         let mut header = [0u8; HEADER_LEN];
         header[0..4].copy_from_slice(&FRAME_MAGIC.to_le_bytes());
         header[4..8].copy_from_slice(&self.kind.to_le_bytes());
@@ -204,6 +210,15 @@ impl Frame for Encoded<'_> {
             let at = offset + off;
             match t.data {
                 TensorDataRef::Bytes(b) => region.write_from(at, b)?,
+                // The tensor's one copy: the kernel reads the file into the block.
+                TensorDataRef::File(f) => region
+                    .fill_from_file(at, f.len, f.file.as_fd(), f.offset)
+                    .map_err(|e| match e {
+                        WriteError::File(e) => {
+                            WriteError::File(std::io::Error::new(e.kind(), f.error(e)))
+                        }
+                        other => other,
+                    })?,
                 TensorDataRef::Strings(strings) => {
                     // Offsets table in chunks (no Vec of the whole table), then the bytes.
                     let mut chunk = [0u8; 4096];
@@ -232,6 +247,6 @@ impl Frame for Encoded<'_> {
                 }
             }
         }
-        region.write_from(offset + self.meta_offset, &self.meta)
+        Ok(region.write_from(offset + self.meta_offset, &self.meta)?)
     }
 }

@@ -38,12 +38,14 @@ use serde::{Deserialize, Serialize};
 
 use shm_protocol::OutOfBounds;
 use tfgate_tensor::code::Code;
-use tfgate_tensor::tensor::{DataType, Tensor, TensorData, TensorError};
+use tfgate_tensor::tensor::{DataType, FileBytes, Tensor, TensorData, TensorError};
 
 pub use bytes::{
     decode_request_bytes, decode_response_bytes, encode_request_bytes, encode_response_bytes,
 };
-pub use decode::{decode_request, decode_response, request_view, RequestView, TensorView};
+pub use decode::{
+    decode_request, decode_response, decode_response_to, request_view, RequestView, TensorView,
+};
 pub use encode::Encoded;
 #[cfg(feature = "hostile")]
 pub use forge::{forged_response, ForgedTensor};
@@ -130,6 +132,8 @@ pub enum ResponseFrame {
 pub enum TensorDataRef<'a> {
     Bytes(&'a [u8]),
     Strings(&'a [Vec<u8>]),
+    /// Copied from the file straight into the arena block when the frame is written.
+    File(&'a FileBytes),
 }
 
 /// A borrowed tensor (e.g. a TensorFlow output buffer) to encode.
@@ -148,6 +152,7 @@ impl<'a> From<&'a Tensor> for TensorRef<'a> {
             data: match &t.data {
                 TensorData::Bytes(b) => TensorDataRef::Bytes(b),
                 TensorData::Strings(s) => TensorDataRef::Strings(s),
+                TensorData::File(f) => TensorDataRef::File(f),
             },
         }
     }

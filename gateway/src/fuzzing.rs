@@ -340,7 +340,7 @@ pub fn v2_infer(data: &[u8]) {
         .iter()
         .map(|i| match &i.data {
             InputData::Raw(b) => b.len(),
-            InputData::Packed(_) => 0,
+            InputData::Packed(_) | InputData::Region(..) => 0,
         })
         .sum();
     assert_eq!(

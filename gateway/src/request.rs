@@ -41,7 +41,18 @@ pub struct PredictRequest<D> {
     /// When the caller stops waiting; it also bounds the session run.
     pub deadline: Instant,
     pub entrypoint: Entrypoint,
+    /// Outputs to be written from the worker's answer straight into a client's file (V2
+    /// system shared memory), by alias: see [`OutputTarget`].
+    pub output_targets: Vec<OutputTarget>,
 }
+
+/// An output that goes from the response arena straight into a client's shared-memory
+/// region (`pwrite`), never through the gateway's heap: the alias, and the region's
+/// writable bytes (`len` is its capacity). The response's tensor then names the bytes
+/// written ([`TensorData::File`](tfgate_tensor::TensorData::File)). An output that does
+/// not fit, a run batched with others, or a write that fails is answered in memory, and
+/// the front end writes (or refuses) it as before.
+pub type OutputTarget = (String, tfgate_tensor::FileBytes);
 
 /// A Classify or Regress call over serialized `tf.Example`s.
 pub struct ExamplesRequest {

@@ -183,7 +183,7 @@ impl RequestSender {
         // The payload copy runs without any lock held.
         if let Err(e) = enc.write(&inner.region, block.offset) {
             self.unwind(request_id);
-            return Err(SendError::Invalid(e));
+            return Err(e.into());
         }
         let desc = Descriptor {
             id: request_id,
@@ -283,6 +283,15 @@ impl ResponseReceiver {
         &mut self,
         read: impl FnOnce(&Region, u64, u64) -> T,
     ) -> Result<Option<(u64, T)>, RecvError> {
+        self.try_recv_for(|_, region, at, len| read(region, at, len))
+    }
+
+    /// As [`ResponseReceiver::try_recv`], `read` also told which request the response
+    /// answers (so that it can copy parts of it where that request wants them).
+    pub fn try_recv_for<T>(
+        &mut self,
+        read: impl FnOnce(u64, &Region, u64, u64) -> T,
+    ) -> Result<Option<(u64, T)>, RecvError> {
         let desc = match self.consumer.peek()? {
             Some(desc) => desc,
             None if self.consumer.is_producer_closed() => match self.consumer.peek()? {
@@ -294,7 +303,7 @@ impl ResponseReceiver {
         };
         // Copy the frame out before releasing the slot: advancing the tail lets the
         // worker reuse the response arena block.
-        let frame = read(&self.region, desc.offset, desc.len);
+        let frame = read(desc.id, &self.region, desc.offset, desc.len);
         self.consumer.advance();
         let mut a = self.shared.alloc.lock();
         if a.in_flight.get(&desc.id).is_some_and(|f| f.pushed) {

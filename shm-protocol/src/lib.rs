@@ -107,7 +107,7 @@ pub mod worker;
 pub use arena::ArenaSide;
 pub use doorbell::{doorbell, Chime, Ringer};
 pub use gateway::{RequestSender, ResponseReceiver};
-pub use region::{InPlacePayload, OutOfBounds, Region};
+pub use region::{InPlacePayload, OutOfBounds, Region, WriteError};
 pub use ring::{Descriptor, RingError};
 pub use segment::{Segment, SegmentConfig, SegmentError};
 pub use wake::SpinConfig;
@@ -136,7 +136,16 @@ pub trait Frame {
     }
 
     /// Writes the frame into `region` at `offset`, a block of at least `len()` bytes.
-    fn write(&self, region: &Region, offset: u64) -> Result<(), OutOfBounds>;
+    fn write(&self, region: &Region, offset: u64) -> Result<(), WriteError>;
+}
+
+impl From<WriteError> for SendError {
+    fn from(e: WriteError) -> SendError {
+        match e {
+            WriteError::OutOfBounds(e) => SendError::Invalid(e),
+            WriteError::File(e) => SendError::Source(e),
+        }
+    }
 }
 
 /// Why a send did not happen. Nothing was written to the ring when this is returned.
@@ -165,6 +174,10 @@ pub enum SendError {
     /// The frame wrote outside the block it said it needed.
     #[error("the frame wrote outside its block: {0}")]
     Invalid(#[from] OutOfBounds),
+    /// A file the frame copies from failed or was shorter than it said (its owner
+    /// truncated it): that request fails; the channel is fine.
+    #[error("{0}")]
+    Source(std::io::Error),
     /// The peer wrote impossible ring indices; the segment must be torn down.
     #[error(transparent)]
     Corrupt(#[from] RingError),

@@ -6,6 +6,7 @@
 //! (see the crate's # Safety contract), so bytes are only ever *copied*, or read in place
 //! through an [`InPlacePayload`] by a consumer that treats every bit pattern as valid.
 
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 use memfd::MemfdOptions;
@@ -138,6 +139,100 @@ impl Region {
     }
 }
 
+/// Why bytes could not be copied between a file and the mapping.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The range is outside the region (a bug in the caller's layout).
+    #[error(transparent)]
+    OutOfBounds(#[from] OutOfBounds),
+    /// The file failed, or ended before the range did (its owner truncated it).
+    #[error(transparent)]
+    File(std::io::Error),
+}
+
+/// Which way [`Region::file_copy`] copies.
+#[derive(Clone, Copy)]
+enum Direction {
+    FromFile,
+    ToFile,
+}
+
+impl Region {
+    /// Fills `offset..offset+len` from `file` at `file_offset` (`pread`): the kernel
+    /// copies the file's pages straight into the mapping, so the bytes take no detour
+    /// through this process's heap. A file that ends before the range is an error.
+    pub fn fill_from_file(
+        &self,
+        offset: u64,
+        len: usize,
+        file: BorrowedFd<'_>,
+        file_offset: u64,
+    ) -> Result<(), WriteError> {
+        self.file_copy(Direction::FromFile, offset, len, file, file_offset)
+    }
+
+    /// Writes `offset..offset+len` of the mapping into `file` at `file_offset`
+    /// (`pwrite`), straight from shared memory.
+    pub fn copy_to_file(
+        &self,
+        offset: u64,
+        len: usize,
+        file: BorrowedFd<'_>,
+        file_offset: u64,
+    ) -> Result<(), WriteError> {
+        self.file_copy(Direction::ToFile, offset, len, file, file_offset)
+    }
+
+    fn file_copy(
+        &self,
+        way: Direction,
+        offset: u64,
+        len: usize,
+        file: BorrowedFd<'_>,
+        file_offset: u64,
+    ) -> Result<(), WriteError> {
+        use std::io::{Error, ErrorKind};
+        use std::os::fd::AsRawFd;
+        let base = self.ptr(offset, len)?;
+        let mut done = 0usize;
+        while done < len {
+            let at = file_offset
+                .checked_add(done as u64)
+                .and_then(|at| libc::off_t::try_from(at).ok())
+                .ok_or_else(|| WriteError::File(Error::from(ErrorKind::InvalidInput)))?;
+            // SAFETY: `base..base+len` is inside the mapping (checked by `ptr`) and
+            // `done < len`, so the kernel reads or writes `len - done` bytes inside it,
+            // through a raw pointer: no reference to the shared bytes is formed. `file`
+            // is an open descriptor for the duration of the call.
+            let n = unsafe {
+                let p = base.add(done);
+                match way {
+                    Direction::FromFile => libc::pread(file.as_raw_fd(), p.cast(), len - done, at),
+                    Direction::ToFile => {
+                        libc::pwrite(file.as_raw_fd(), p.cast_const().cast(), len - done, at)
+                    }
+                }
+            };
+            match n {
+                0 => {
+                    return Err(WriteError::File(Error::new(
+                        ErrorKind::UnexpectedEof,
+                        format!("the file ends {done} bytes into a range of {len}"),
+                    )))
+                }
+                n if n > 0 => done += n as usize,
+                _ => {
+                    let e = Error::last_os_error();
+                    if e.kind() != ErrorKind::Interrupted {
+                        return Err(WriteError::File(e));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Bytes read in place in shared memory. It keeps the mapping alive, so the pointer stays
 /// valid for as long as this value lives. When the bytes are an in-flight request's, the
 /// gateway frees their block once the response arrives, so read nothing through it (or
@@ -194,5 +289,50 @@ impl std::fmt::Debug for InPlacePayload {
         f.debug_struct("InPlacePayload")
             .field("len", &self.len)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::ErrorKind;
+    use std::os::fd::AsFd;
+
+    fn file_of(bytes: &[u8]) -> std::fs::File {
+        let memfd = MemfdOptions::new().create("tfgate-test-file").unwrap();
+        std::io::Write::write_all(&mut memfd.as_file(), bytes).unwrap();
+        memfd.into_file()
+    }
+
+    #[test]
+    fn files_are_copied_in_and_out_within_bounds() {
+        let region = Region::scratch(64).unwrap();
+        let file = file_of(&(0u8..32).collect::<Vec<_>>());
+        region.fill_from_file(8, 16, file.as_fd(), 4).unwrap();
+        assert_eq!(
+            region.read_to_vec(8, 16).unwrap(),
+            (4u8..20).collect::<Vec<_>>()
+        );
+
+        region.write_from(40, &[9; 8]).unwrap();
+        region.copy_to_file(40, 8, file.as_fd(), 24).unwrap();
+        let mut back = vec![0u8; 8];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut back, 24).unwrap();
+        assert_eq!(back, [9; 8]);
+
+        // Outside the region: refused before the file is touched.
+        assert!(matches!(
+            region.fill_from_file(60, 8, file.as_fd(), 0),
+            Err(WriteError::OutOfBounds(_))
+        ));
+        // A file shorter than the range (truncated by its owner): an error, no hang.
+        file.set_len(10).unwrap();
+        match region.fill_from_file(0, 16, file.as_fd(), 4) {
+            Err(WriteError::File(e)) => {
+                assert_eq!(e.kind(), ErrorKind::UnexpectedEof);
+                assert_eq!(e.to_string(), "the file ends 6 bytes into a range of 16");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -215,7 +215,7 @@ impl ResponseSender {
                     Ok(block) => {
                         if let Err(e) = enc.write(&self.region, block.offset) {
                             self.arena.unalloc_last();
-                            return Err(SendError::Invalid(e));
+                            return Err(e.into());
                         }
                         let desc = Descriptor {
                             id: request_id,

@@ -11,4 +11,4 @@ pub mod tensor;
 pub mod tfrecord;
 
 pub use code::{Code, Status};
-pub use tensor::{num_elements, DataType, Tensor, TensorData, TensorError};
+pub use tensor::{num_elements, DataType, FileBytes, Tensor, TensorData, TensorError};

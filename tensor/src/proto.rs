@@ -205,7 +205,18 @@ pub fn to_proto(t: &Tensor, as_content: bool) -> TensorProto {
         }),
         ..Default::default()
     };
-    match &t.data {
+    // A tensor still in a file is read first (a request log's copy of a V2 request); one
+    // whose file can no longer be read is logged with no values.
+    let read;
+    let data = match &t.data {
+        TensorData::File(f) => {
+            read = TensorData::Bytes(f.read().unwrap_or_default());
+            &read
+        }
+        data => data,
+    };
+    match data {
+        TensorData::File(_) => {}
         TensorData::Strings(s) => p.string_val = s.clone(),
         TensorData::Bytes(b) if as_content => p.tensor_content = b.clone(),
         TensorData::Bytes(b) => match t.dtype {

@@ -4,6 +4,8 @@
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::sync::Arc;
 
 /// TensorFlow's `DataType` numbering (`tensorflow/core/framework/types.proto`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -99,6 +101,70 @@ pub enum TensorData {
     Bytes(Bytes),
     /// One byte string per element (DT_STRING), row-major.
     Strings(Vec<Vec<u8>>),
+    /// Fixed-size elements that stay in a file another process shares with the gateway
+    /// (a V2 client's system shared-memory region): the kernel copies them once, from the
+    /// file straight into the shared memory a worker reads, or from a worker's answer
+    /// straight into the file; they never pass through the gateway's heap. Only the
+    /// gateway makes these; they never reach a worker.
+    File(FileBytes),
+}
+
+/// `len` bytes at `offset` of an open file (see [`TensorData::File`]).
+#[derive(Clone, Debug)]
+pub struct FileBytes {
+    pub file: Arc<File>,
+    pub offset: u64,
+    pub len: usize,
+    /// What the file is, for messages: "shared memory region 'r' (key '/k')".
+    pub what: Arc<str>,
+}
+
+impl PartialEq for FileBytes {
+    fn eq(&self, other: &FileBytes) -> bool {
+        Arc::ptr_eq(&self.file, &other.file) && self.offset == other.offset && self.len == other.len
+    }
+}
+
+impl FileBytes {
+    /// A copy of the bytes in memory, for what needs them there (a batch being formed, a
+    /// request log); the error names the file.
+    pub fn read(&self) -> Result<Bytes, String> {
+        let mut buf = vec![0u8; self.len];
+        self.read_into(&mut buf)?;
+        Ok(buf.into())
+    }
+
+    /// Reads the bytes into `dst` (exactly `len` of them); the error names the file.
+    pub fn read_into(&self, dst: &mut [u8]) -> Result<(), String> {
+        use std::os::unix::fs::FileExt;
+        if dst.len() != self.len {
+            return Err(format!(
+                "cannot read {}: {} bytes asked for, {} held",
+                self.what,
+                dst.len(),
+                self.len
+            ));
+        }
+        self.file
+            .read_exact_at(dst, self.offset)
+            .map_err(|e| self.error(e))
+    }
+
+    /// "cannot read <what>: <e>".
+    pub fn error(&self, e: impl std::fmt::Display) -> String {
+        format!("cannot read {}: {e}", self.what)
+    }
+}
+
+impl TensorData {
+    /// Bytes of fixed-size elements (0 for strings).
+    pub fn byte_len(&self) -> usize {
+        match self {
+            TensorData::Bytes(b) => b.len(),
+            TensorData::File(f) => f.len,
+            TensorData::Strings(_) => 0,
+        }
+    }
 }
 
 /// A dense tensor owned by this process.
@@ -149,14 +215,15 @@ impl Tensor {
     pub fn check(&self) -> Result<(), TensorError> {
         let elements = num_elements(&self.shape)?;
         match (&self.data, self.dtype.element_size()) {
-            (TensorData::Bytes(b), Some(size)) => {
+            (TensorData::Bytes(_) | TensorData::File(_), Some(size)) => {
                 let expected = elements.checked_mul(size).ok_or(TensorError::Overflow)?;
-                if b.len() != expected {
+                let actual = self.data.byte_len();
+                if actual != expected {
                     return Err(TensorError::ByteLength {
                         dtype: self.dtype,
                         elements,
                         expected,
-                        actual: b.len(),
+                        actual,
                     });
                 }
                 Ok(())
@@ -178,7 +245,9 @@ impl Tensor {
     pub fn num_elements(&self) -> usize {
         match &self.data {
             TensorData::Strings(s) => s.len(),
-            TensorData::Bytes(b) => b.len() / self.dtype.element_size().unwrap_or(1).max(1),
+            TensorData::Bytes(_) | TensorData::File(_) => {
+                self.data.byte_len() / self.dtype.element_size().unwrap_or(1).max(1)
+            }
         }
     }
 

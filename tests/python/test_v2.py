@@ -47,8 +47,13 @@ def server(tmp_path_factory):
                                        "--allow_version_labels_for_unavailable_models",
                                        "--enable_v2_system_shared_memory",
                                        f"--v2_shared_memory_key_prefix={KEY_PREFIX}")
+    PIDS["server"] = proc.pid
     yield grpc_port, rest_port
     stop(proc)
+
+
+# The module's servers' process ids, for the tests that read their memory.
+PIDS = {}
 
 
 def clients(server):
@@ -302,9 +307,36 @@ def batching_server(tmp_path_factory):
     params.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 300 }\n"
                       "allowed_batch_sizes: 4\nallowed_batch_sizes: 8\n")
     proc, grpc_port, rest_port = start(str(tmp), config_text(("mlp", "")), ["mlp"],
-                                       "--enable_batching", f"--batching_parameters_file={params}")
+                                       "--enable_batching", f"--batching_parameters_file={params}",
+                                       "--enable_v2_system_shared_memory",
+                                       f"--v2_shared_memory_key_prefix={KEY_PREFIX}")
     yield grpc_port, rest_port
     stop(proc)
+
+
+def test_shared_memory_inputs_join_batches(batching_server, regions):
+    """With batching, a region's rows are read into the batch (padded from: 3 rows run as
+    4) and its outputs split back into the output region: the answer equals the same rows
+    carried in the request."""
+    x3 = np.random.default_rng(3).random((3, 64), dtype=np.float32)
+    in_key, in_handle = regions("batch-in", x3.nbytes)
+    out_key, out_handle = regions("batch-out", 3 * 16 * 4)
+    shm.set_shared_memory_region(in_handle, [x3])
+    for c in clients(batching_server):
+        mod = th if isinstance(c, th.InferenceServerClient) else tg
+        expect = c.infer("mlp", [infer_input(mod, "x", x3, "FP32")]).as_numpy("y")
+        c.unregister_system_shared_memory()
+        c.register_system_shared_memory("batch-in", in_key, x3.nbytes)
+        c.register_system_shared_memory("batch-out", out_key, 3 * 16 * 4)
+        i = mod.InferInput("x", [3, 64], "FP32")
+        i.set_shared_memory("batch-in", x3.nbytes)
+        o = mod.InferRequestedOutput("y")
+        o.set_shared_memory("batch-out", 3 * 16 * 4)
+        c.infer("mlp", [i], outputs=[o])
+        c.unregister_system_shared_memory()
+        got = shm.get_contents_as_numpy(out_handle, np.float32, [3, 16])
+        np.testing.assert_array_equal(got, expect)
+        shm.set_shared_memory_region(out_handle, [np.zeros((3, 16), np.float32)])
 
 
 def test_model_config_follows_batching(server, batching_server):
@@ -392,6 +424,67 @@ def test_system_shared_memory_carries_inputs_and_outputs(server, regions):
         c.unregister_system_shared_memory()
         status = c.get_system_shared_memory_status()
         assert len(status if mod is th else status.regions) == 0
+
+
+def memory_kib(pid, field):
+    """A line of /proc/PID/status in KiB: VmRSS (resident now), VmHWM (its peak)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def test_shared_memory_tensors_are_copied_once_each_way(server, regions):
+    """48 MiB of float32 through system shared memory, in and out (the dtypes model's
+    float32 identity): the gateway's peak resident memory grows by its two arena blocks
+    (the one copy in: region -> request arena, TensorFlow reads it there; the one copy
+    out: response arena -> region), about 96 MiB, not by a copy of the tensor in its
+    heap each way as well (about 192 MiB). The values come back exact."""
+    n = 12 << 20
+    x = np.random.default_rng(32).random((1, n), dtype=np.float32)
+    in_key, in_handle = regions("big-in", x.nbytes)
+    out_key, out_handle = regions("big-out", x.nbytes)
+    shm.set_shared_memory_region(in_handle, [x])
+    c = clients(server)[0]
+    c.unregister_system_shared_memory()
+    c.register_system_shared_memory("big-in", in_key, x.nbytes)
+    c.register_system_shared_memory("big-out", out_key, x.nbytes)
+    i = th.InferInput("x", list(x.shape), "FP32")
+    i.set_shared_memory("big-in", x.nbytes)
+    o = th.InferRequestedOutput("y")
+    o.set_shared_memory("big-out", x.nbytes)
+    pid = PIDS["server"]
+    before = memory_kib(pid, "VmRSS")
+    c.infer("dtypes", [i], outputs=[o], parameters={"signature_name": "float32"})
+    grown_mib = (memory_kib(pid, "VmHWM") - before) / 1024
+    c.unregister_system_shared_memory()
+    np.testing.assert_array_equal(
+        shm.get_contents_as_numpy(out_handle, np.float32, list(x.shape)), x)
+    assert grown_mib < 2.5 * x.nbytes / 2**20, \
+        f"the gateway's peak resident memory grew by {grown_mib:.0f} MiB for a " \
+        f"{x.nbytes >> 20} MiB tensor each way"
+
+
+def test_a_truncated_region_fails_only_its_request(server, regions):
+    """The client shrinks its object after registering it: the request that reads past
+    the new end is refused (as the object is, not as it was), and the server serves on."""
+    key, handle = regions("shrinks", 64)
+    shm.set_shared_memory_region(handle, [np.arange(16, dtype=np.float32)])
+    c = clients(server)[0]
+    c.unregister_system_shared_memory()
+    c.register_system_shared_memory("shrinks", key, 64)
+    os.truncate(f"/dev/shm{key}", 16)
+    i = th.InferInput("x", [16], "FP32")
+    i.set_shared_memory("shrinks", 64)
+    st, msg = v2_error(lambda: c.infer("dtypes", [i], outputs=[th.InferRequestedOutput("y")],
+                                       parameters={"signature_name": "float32"}))
+    c.unregister_system_shared_memory()
+    assert (st, msg) == ("400", f"cannot read shared memory region 'shrinks' (key '{key}'): "
+                                "the file ends 16 bytes into a range of 64")
+    r = c.infer("half_plus_two", [infer_input(th, "x", np.array([[2.0]], np.float32), "FP32")],
+                model_version="1")
+    np.testing.assert_array_equal(r.as_numpy("y"), [[3.0]])
 
 
 def test_shared_memory_mistakes_are_refused(server, regions):

@@ -71,28 +71,34 @@ pub fn concat(parts: &[&Tensor], pad: usize) -> Result<Tensor, ServingError> {
     shape[0] = i64::try_from(rows + pad).map_err(|_| internal("too many rows"))?;
     let last = parts[parts.len() - 1];
     let data = match &first.data {
-        TensorData::Bytes(_) => {
+        TensorData::Bytes(_) | TensorData::File(_) => {
             let size = first
                 .dtype
                 .element_size()
                 .ok_or_else(|| internal("dtype"))?;
             let row_bytes = per_row * size;
             let mut out = Vec::with_capacity((rows + pad) * row_bytes);
+            let mut last_at = 0;
             for t in parts {
+                last_at = out.len();
                 match &t.data {
                     TensorData::Bytes(b) => out.extend_from_slice(b),
+                    // A shared-memory input is read straight into the batch.
+                    TensorData::File(f) => {
+                        out.resize(last_at + f.len, 0);
+                        f.read_into(&mut out[last_at..])
+                            .map_err(ServingError::invalid_argument)?;
+                    }
                     TensorData::Strings(_) => return Err(internal("mixed dtypes")),
                 }
             }
             if pad > 0 {
-                let TensorData::Bytes(b) = &last.data else {
-                    return Err(internal("mixed dtypes"));
-                };
-                let row = b
-                    .get(..row_bytes)
-                    .ok_or_else(|| internal("empty request"))?;
+                // The last request's first row, as it now lies in the batch.
+                if out.len() < last_at + row_bytes {
+                    return Err(internal("empty request"));
+                }
                 for _ in 0..pad {
-                    out.extend_from_slice(row);
+                    out.extend_from_within(last_at..last_at + row_bytes);
                 }
             }
             TensorData::Bytes(out.into())
@@ -102,7 +108,9 @@ pub fn concat(parts: &[&Tensor], pad: usize) -> Result<Tensor, ServingError> {
             for t in parts {
                 match &t.data {
                     TensorData::Strings(s) => out.extend(s.iter().cloned()),
-                    TensorData::Bytes(_) => return Err(internal("mixed dtypes")),
+                    TensorData::Bytes(_) | TensorData::File(_) => {
+                        return Err(internal("mixed dtypes"))
+                    }
                 }
             }
             if pad > 0 {
@@ -146,6 +154,12 @@ pub fn split(t: &Tensor, sizes: &[usize], batch: usize) -> Result<Vec<Tensor>, S
             }
             TensorData::Strings(s) => {
                 TensorData::Strings(s[row * per_row..(row + n) * per_row].to_vec())
+            }
+            // Batched runs answer in memory: only a run of its own writes a region.
+            TensorData::File(_) => {
+                return Err(ServingError::internal(
+                    "Tensor split operation failed: the batch's output is in a file",
+                ))
             }
         };
         out.push(
@@ -225,7 +239,17 @@ pub fn pad_to(t: &Tensor, dims: &[i64]) -> Result<Tensor, ServingError> {
             "Got empty tensor in batch of non-empty tensors.",
         ));
     }
+    let read;
     let data = match &t.data {
+        // A shared-memory input is read to be padded.
+        TensorData::File(f) => {
+            read = TensorData::Bytes(f.read().map_err(ServingError::invalid_argument)?);
+            &read
+        }
+        data => data,
+    };
+    let data = match data {
+        TensorData::File(_) => return Err(internal("a file")),
         TensorData::Bytes(b) => {
             let size = t.dtype.element_size().ok_or_else(|| internal("dtype"))?;
             let mut out = Vec::with_capacity(to.iter().product::<usize>() * size);
@@ -320,6 +344,52 @@ mod tests {
         assert_eq!(
             split(&s, &[2, 1], 4).unwrap()[1].data,
             TensorData::Strings(vec![b"z".to_vec()])
+        );
+    }
+
+    /// A shared-memory input (still in its file) joins a batch as its bytes: read
+    /// straight into the batch, padded from, and a file that shrank fails the batch's
+    /// formation with the file named.
+    #[test]
+    fn inputs_still_in_files_are_read_into_the_batch() {
+        let bytes: Vec<u8> = [9.0f32, 3.0, 4.0, 5.0, 6.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let path = std::env::temp_dir().join(format!("tfgate-merge-{}", std::process::id()));
+        std::fs::write(&path, &bytes).unwrap();
+        let file = std::sync::Arc::new(
+            std::fs::File::options()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap(),
+        );
+        std::fs::remove_file(&path).unwrap();
+        let b = Tensor::new(
+            DataType::Float,
+            vec![2, 2],
+            TensorData::File(tfgate_tensor::FileBytes {
+                file: file.clone(),
+                offset: 4,
+                len: 16,
+                what: "shared memory region 'r' (key '/k')".into(),
+            }),
+        )
+        .unwrap();
+        let a = f32s(&[1, 2], &[1.0, 2.0]);
+        let batch = concat(&[&a, &b], 1).unwrap();
+        assert_eq!(
+            batch.to_f32().unwrap(),
+            vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 3.0, 4.0]
+        );
+        let padded = pad_to(&b, &[2, 3]).unwrap();
+        assert_eq!(padded.to_f32().unwrap(), vec![3.0, 4.0, 3.0, 5.0, 6.0, 3.0]);
+        file.set_len(8).unwrap();
+        let e = concat(&[&a, &b], 0).unwrap_err();
+        assert_eq!(
+            e.message,
+            "cannot read shared memory region 'r' (key '/k'): failed to fill whole buffer"
         );
     }
 

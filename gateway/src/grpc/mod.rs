@@ -123,6 +123,7 @@ impl GrpcServices {
                 output_filter: req.output_filter,
                 deadline,
                 entrypoint: Entrypoint::Grpc,
+                output_targets: Vec::new(),
             })
             .await?;
         Ok(served.encode(|served| pb::PredictResponse {

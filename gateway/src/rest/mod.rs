@@ -142,6 +142,7 @@ impl RestApi {
                     output_filter: Vec::new(),
                     deadline,
                     entrypoint: Entrypoint::Rest,
+                    output_targets: Vec::new(),
                 })
                 .await?;
             let format = format.unwrap_or(json::PredictFormat::Row);

@@ -166,7 +166,7 @@ fn inputs(
                     name: i.name,
                     datatype: i.datatype,
                     shape: i.shape,
-                    data: InputData::Raw(held.read(limit)?),
+                    data: InputData::Region(held, limit),
                 });
             }
             let data = match (raw.next(), i.contents) {
@@ -224,6 +224,12 @@ impl InferenceService {
                 signature_name,
                 inputs: crate::v2::infer::Given::Listed(inputs),
                 outputs: r.outputs.iter().map(|o| o.name.clone()).collect(),
+                output_targets: wanted
+                    .iter()
+                    .filter_map(|(name, held)| {
+                        Some((name.clone(), held.as_ref()?.output_target()?))
+                    })
+                    .collect(),
                 deadline,
                 entrypoint: Entrypoint::Grpc,
             },
@@ -244,9 +250,8 @@ impl InferenceService {
                     .find(|(n, _)| n == name)
                     .and_then(|(_, h)| h.as_ref());
                 let mut parameters = BTreeMap::new();
-                let bytes = infer::raw(tensor);
                 if let Some(held) = region {
-                    let written = held.write(name, &bytes)?;
+                    let written = infer::write_output(held, name, tensor)?;
                     let param = |c| pb::InferParameter {
                         parameter_choice: Some(c),
                     };
@@ -265,7 +270,7 @@ impl InferenceService {
                     // An empty entry keeps the indices of raw_output_contents aligned.
                     raw.push(bytes::Bytes::new());
                 } else {
-                    raw.push(bytes);
+                    raw.push(infer::raw(tensor)?);
                 }
                 outputs.push(pb::model_infer_response::InferOutputTensor {
                     name: name.clone(),

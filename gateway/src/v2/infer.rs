@@ -5,9 +5,10 @@
 
 use crate::error::ServingError;
 use crate::predictor::{Outputs, Predictor, Served};
-use crate::request::{DecodeInputs, Entrypoint, PredictRequest};
+use crate::request::{DecodeInputs, Entrypoint, OutputTarget, PredictRequest};
 use crate::servables::ServableRequest;
 use crate::v2::datatype;
+use crate::v2::shared_memory::Held;
 use bytes::{Bytes, BytesMut};
 use std::collections::HashSet;
 use tfgate_proto::tensorflow::{SignatureDef, TensorInfo};
@@ -22,6 +23,9 @@ pub struct Call {
     pub inputs: Given,
     /// Output names in the order asked for; empty: every output of the signature.
     pub outputs: Vec<String>,
+    /// Outputs asked for in a shared-memory region: written there straight from the
+    /// worker's answer.
+    pub output_targets: Vec<OutputTarget>,
     pub deadline: Instant,
     pub entrypoint: Entrypoint,
 }
@@ -37,6 +41,7 @@ pub async fn run(predictor: &Predictor, call: Call) -> Result<Served<Outputs>, S
         output_filter: call.outputs,
         deadline: call.deadline,
         entrypoint: call.entrypoint,
+        output_targets: call.output_targets,
     };
     let served = match call.inputs {
         Given::Listed(inputs) => predictor.predict(request(Given::Listed(inputs))).await?,
@@ -57,6 +62,10 @@ pub enum InputData {
     Raw(Bytes),
     /// Elements already packed for the input's datatype (from JSON or typed contents).
     Packed(TensorData),
+    /// A shared-memory region's bytes, at most the given limit of them: numeric elements
+    /// stay there until the frame's writer copies them into the worker's shared memory
+    /// (their one copy); BYTES and BOOL elements, which are checked here, are read first.
+    Region(Held, usize),
 }
 
 /// One input as a V2 request names it.
@@ -265,30 +274,61 @@ fn tensor(
     let elements = element_count(name, &shape)?;
     let data = match data {
         InputData::Packed(data) => data,
-        InputData::Raw(raw) => match dtype.element_size() {
-            None => TensorData::Strings(split_bytes(name, &raw, elements)?),
-            Some(size) => {
-                let expected = elements.checked_mul(size).ok_or_else(|| {
-                    bad(format!("input '{name}' has too many elements ({elements})"))
-                })?;
-                if raw.len() != expected {
-                    return Err(bad(format!(
-                        "input '{name}' has {} bytes of data, its shape {} of {} needs {expected}",
-                        raw.len(),
-                        shape_text(&shape),
-                        datatype::name(dtype).unwrap_or("?"),
-                    )));
-                }
-                if dtype == DataType::Bool && raw.iter().any(|&b| b > 1) {
-                    return Err(bad(format!(
-                        "input '{name}' is BOOL but holds a byte other than 0 or 1"
-                    )));
-                }
-                TensorData::Bytes(raw)
+        InputData::Raw(raw) => raw_data(name, dtype, &shape, elements, raw)?,
+        InputData::Region(held, limit) => match dtype {
+            DataType::String | DataType::Bool => {
+                raw_data(name, dtype, &shape, elements, held.read(limit)?)?
+            }
+            _ => {
+                let file = held.input(limit)?;
+                byte_size_matches(name, dtype, &shape, elements, file.len)?;
+                TensorData::File(file)
             }
         },
     };
     Tensor::new(dtype, shape, data).map_err(|e| bad(format!("input '{name}': {e}")))
+}
+
+/// Elements in V2's raw layout, checked against the datatype and shape.
+fn raw_data(
+    name: &str,
+    dtype: DataType,
+    shape: &[i64],
+    elements: usize,
+    raw: Bytes,
+) -> Result<TensorData, ServingError> {
+    if dtype.element_size().is_none() {
+        return Ok(TensorData::Strings(split_bytes(name, &raw, elements)?));
+    }
+    byte_size_matches(name, dtype, shape, elements, raw.len())?;
+    if dtype == DataType::Bool && raw.iter().any(|&b| b > 1) {
+        return Err(bad(format!(
+            "input '{name}' is BOOL but holds a byte other than 0 or 1"
+        )));
+    }
+    Ok(TensorData::Bytes(raw))
+}
+
+/// Checks `len` bytes of raw data hold `elements` elements of `dtype`.
+fn byte_size_matches(
+    name: &str,
+    dtype: DataType,
+    shape: &[i64],
+    elements: usize,
+    len: usize,
+) -> Result<(), ServingError> {
+    let expected = dtype
+        .element_size()
+        .and_then(|size| elements.checked_mul(size))
+        .ok_or_else(|| bad(format!("input '{name}' has too many elements ({elements})")))?;
+    if len != expected {
+        return Err(bad(format!(
+            "input '{name}' has {len} bytes of data, its shape {} of {} needs {expected}",
+            shape_text(shape),
+            datatype::name(dtype).unwrap_or("?"),
+        )));
+    }
+    Ok(())
 }
 
 /// BYTES elements in V2's raw layout: each a 4-byte little-endian length, then the bytes.
@@ -320,9 +360,10 @@ fn split_bytes(name: &str, mut raw: &[u8], elements: usize) -> Result<Vec<Vec<u8
 
 /// A tensor in V2's raw layout: fixed-size elements as they are (no copy), strings with
 /// their 4-byte length prefixes.
-pub fn raw(tensor: &Tensor) -> Bytes {
-    match &tensor.data {
+pub fn raw(tensor: &Tensor) -> Result<Bytes, ServingError> {
+    Ok(match &tensor.data {
         TensorData::Bytes(b) => b.clone(),
+        TensorData::File(f) => f.read().map_err(ServingError::internal)?,
         TensorData::Strings(items) => {
             let len = items.iter().map(|s| 4 + s.len()).sum();
             let mut out = BytesMut::with_capacity(len);
@@ -332,7 +373,19 @@ pub fn raw(tensor: &Tensor) -> Bytes {
             }
             out.freeze()
         }
+    })
+}
+
+/// Answers output `name` in the shared-memory region `held` names; the bytes written.
+/// An output the worker's answer already wrote there (see `workers::OutputTarget`) is
+/// not written again.
+pub fn write_output(held: &Held, name: &str, tensor: &Tensor) -> Result<usize, ServingError> {
+    if let TensorData::File(f) = &tensor.data {
+        if held.holds(f) {
+            return Ok(f.len);
+        }
     }
+    held.write(name, &raw(tensor)?)
 }
 
 /// The outputs in the order asked for (`requested` empty: as the run gave them). The
@@ -539,7 +592,7 @@ mod tests {
             got[1].1.data,
             TensorData::Strings(vec![b"ab".to_vec(), Vec::new()])
         );
-        assert_eq!(raw(&got[1].1).as_ref(), b"\x02\0\0\0ab\0\0\0\0");
+        assert_eq!(raw(&got[1].1).unwrap().as_ref(), b"\x02\0\0\0ab\0\0\0\0");
     }
 
     #[test]

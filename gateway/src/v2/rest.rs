@@ -392,6 +392,8 @@ pub fn summary(r: Result<InferRequest, ServingError>) -> String {
                             InputData::Raw(b) => format!("raw {b:?}"),
                             InputData::Packed(TensorData::Bytes(b)) => format!("{b:?}"),
                             InputData::Packed(TensorData::Strings(s)) => format!("{s:?}"),
+                            InputData::Packed(TensorData::File(f)) => format!("{f:?}"),
+                            InputData::Region(held, _) => format!("region {:?}", held.at),
                         };
                         format!("{} {} {:?} {data}", i.name, i.datatype, i.shape)
                     })
@@ -550,6 +552,10 @@ async fn infer(
             signature_name,
             inputs,
             outputs: wanted.iter().map(|w| w.name.clone()).collect(),
+            output_targets: wanted
+                .iter()
+                .filter_map(|w| Some((w.name.clone(), w.region.as_ref()?.output_target()?)))
+                .collect(),
             deadline,
             entrypoint: Entrypoint::Rest,
         },
@@ -626,7 +632,7 @@ fn input(
             name,
             datatype,
             shape,
-            data: InputData::Raw(held.read(limit)?),
+            data: InputData::Region(held, limit),
         });
     }
     let data = match (given, size) {
@@ -814,10 +820,10 @@ fn encode<'a>(
             Answer::Region(held) => {
                 // No `parameters`: Triton's HTTP clients read `binary_data_size` from any
                 // output that has them. The client knows where it asked for the output.
-                held.write(name, &infer::raw(tensor))?;
+                infer::write_output(held, name, tensor)?;
             }
             Answer::Binary => {
-                let raw = infer::raw(tensor);
+                let raw = infer::raw(tensor)?;
                 out.insert("parameters".into(), json!({"binary_data_size": raw.len()}));
                 blobs.push(raw);
             }
@@ -866,6 +872,8 @@ fn json_values(t: &Tensor) -> Value {
             )
         }
         TensorData::Bytes(b) => b,
+        // Only an output answered in a shared-memory region is in a file, never in JSON.
+        TensorData::File(_) => return Value::Null,
     };
     fn each<const N: usize, T: Into<Value>>(b: &[u8], f: impl Fn([u8; N]) -> T) -> Value {
         Value::Array(

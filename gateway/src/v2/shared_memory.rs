@@ -20,9 +20,19 @@
 //! mapped: the client may truncate it at any time, and a mapping past the new end would
 //! kill the gateway with SIGBUS, where a short read is just an error for that request.
 //! Every offset and size is checked against the region at registration and at each use.
-//! Each file operation runs off the async threads (`off_the_loop`). A region holds its
-//! file open, and each request holds the region: one unregistered while a request uses
-//! it stays open until that request is answered.
+//!
+//! **One copy each way.** A numeric input stays in the object
+//! ([`TensorData::File`](tfgate_tensor::TensorData::File)) until the request's frame is
+//! written: the kernel then reads it straight into the request arena block, where
+//! TensorFlow reads it in place. An output asked for in a region is written there by the
+//! completion task straight from the response arena, before that space is released
+//! (`workers::incarnation`). Both copies run where the frame's other bytes are copied (on
+//! the event loop: the object is in `/dev/shm`, a tmpfs, so a read is a memory copy). With
+//! batching, inputs are read into the batch and outputs answered from memory, as for every
+//! API; BYTES and BOOL inputs, which the gateway checks, are read first too. Other reads
+//! and writes run off the async threads (`off_the_loop`). A region holds its file open,
+//! and each request holds the region: one unregistered while a request uses it stays open
+//! until that request is answered.
 
 use crate::error::ServingError;
 use bytes::Bytes;
@@ -31,6 +41,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use tfgate_tensor::FileBytes;
 
 /// At most this many regions are registered at once (each holds a file descriptor, counted
 /// in the process's descriptor budget).
@@ -110,7 +121,9 @@ pub struct Region {
     /// Where the region starts in the object.
     pub offset: u64,
     pub byte_size: u64,
-    file: File,
+    file: Arc<File>,
+    /// "shared memory region 'r' (key '/k')", for messages.
+    what: Arc<str>,
     /// Opened read-only (the object's permissions allow no more): outputs are refused.
     read_only: bool,
 }
@@ -143,25 +156,6 @@ impl Region {
             )));
         }
         Ok(self.offset + r.offset)
-    }
-
-    /// A copy of the bytes `r` names.
-    pub fn read(&self, r: &Reference) -> Result<Bytes, ServingError> {
-        let at = self.locate(r)?;
-        let len = usize::try_from(r.byte_size).map_err(|_| {
-            bad(format!(
-                "shared memory byte size {} is too large",
-                r.byte_size
-            ))
-        })?;
-        let mut buf = vec![0u8; len];
-        off_the_loop(|| self.file.read_exact_at(&mut buf, at)).map_err(|e| {
-            bad(format!(
-                "cannot read shared memory region '{}' (key '{}'): {e}",
-                self.name, self.key
-            ))
-        })?;
-        Ok(buf.into())
     }
 
     /// Writes `data` where `r` names; it must fit in `r`'s byte size.
@@ -334,7 +328,8 @@ impl Registry {
             key: key.to_string(),
             offset,
             byte_size,
-            file,
+            file: Arc::new(file),
+            what: format!("shared memory region '{name}' (key '{key}')").into(),
             read_only,
         });
         let mut regions = self.regions.lock();
@@ -406,16 +401,57 @@ impl Held {
         Ok(Held { region, at })
     }
 
-    /// An input's bytes; at most `limit` of them, the bound a request carrying its data
+    /// An input's bytes where they are, to be copied once, straight into shared memory
+    /// for the worker; at most `limit` of them, the bound a request carrying its data
     /// would have (`--max_request_body_mb`, gRPC's receive limit).
-    pub fn read(&self, limit: usize) -> Result<Bytes, ServingError> {
+    pub fn input(&self, limit: usize) -> Result<FileBytes, ServingError> {
         if self.at.byte_size > limit as u64 {
             return Err(ServingError::resource_exhausted(format!(
                 "shared memory input of {} bytes exceeds the request limit of {limit} bytes",
                 self.at.byte_size
             )));
         }
-        self.region.read(&self.at)
+        let offset = self.region.locate(&self.at)?;
+        let len = usize::try_from(self.at.byte_size).map_err(|_| {
+            bad(format!(
+                "shared memory byte size {} is too large",
+                self.at.byte_size
+            ))
+        })?;
+        Ok(FileBytes {
+            file: self.region.file.clone(),
+            offset,
+            len,
+            what: self.region.what.clone(),
+        })
+    }
+
+    /// A copy of an input's bytes (BYTES and BOOL inputs, which are checked here).
+    pub fn read(&self, limit: usize) -> Result<Bytes, ServingError> {
+        let input = self.input(limit)?;
+        off_the_loop(|| input.read()).map_err(bad)
+    }
+
+    /// Where an output may be written straight from the worker's answer: the bytes the
+    /// request gave it (`len` is their count); `None` for a read-only region, whose
+    /// refusal the front end gives.
+    pub fn output_target(&self) -> Option<FileBytes> {
+        if self.region.read_only {
+            return None;
+        }
+        Some(FileBytes {
+            file: self.region.file.clone(),
+            offset: self.region.offset.checked_add(self.at.offset)?,
+            len: usize::try_from(self.at.byte_size).ok()?,
+            what: self.region.what.clone(),
+        })
+    }
+
+    /// Whether `f` is bytes of this region where this tensor goes.
+    pub fn holds(&self, f: &FileBytes) -> bool {
+        Arc::ptr_eq(&f.file, &self.region.file)
+            && Some(f.offset) == self.region.offset.checked_add(self.at.offset)
+            && f.len as u64 <= self.at.byte_size
     }
 
     /// Writes an output; returns the bytes written.
@@ -455,6 +491,15 @@ mod tests {
         Registry::new(Policy::new(true, "", "").unwrap())
     }
 
+    /// The bytes `at` names in `region`, as an input reads them.
+    fn read(region: &Arc<Region>, at: Reference) -> Result<Bytes, ServingError> {
+        Held {
+            region: region.clone(),
+            at,
+        }
+        .read(usize::MAX)
+    }
+
     fn reference(region: &str, offset: u64, byte_size: u64) -> Reference {
         Reference {
             region: region.into(),
@@ -469,10 +514,10 @@ mod tests {
         let reg = on();
         reg.register("r", &obj.0, 2, 4).unwrap();
         let r = reg.get("r").unwrap();
-        assert_eq!(&r.read(&reference("r", 1, 2)).unwrap()[..], &[3, 4]);
+        assert_eq!(&read(&r, reference("r", 1, 2)).unwrap()[..], &[3, 4]);
         r.write(&reference("r", 0, 2), "y", &[9, 9]).unwrap();
-        assert_eq!(&r.read(&reference("r", 0, 4)).unwrap()[..], &[9, 9, 4, 5]);
-        let e = r.read(&reference("r", 3, 2)).unwrap_err();
+        assert_eq!(&read(&r, reference("r", 0, 4)).unwrap()[..], &[9, 9, 4, 5]);
+        let e = read(&r, reference("r", 3, 2)).unwrap_err();
         assert_eq!(
             e.message,
             "shared memory region 'r': offset 3 + byte size 2 is past its end (4 bytes)"
@@ -495,7 +540,7 @@ mod tests {
             .unwrap()
             .set_len(3)
             .unwrap();
-        assert!(r.read(&reference("r", 0, 4)).is_err());
+        assert!(read(&r, reference("r", 0, 4)).is_err());
     }
 
     #[test]
@@ -523,7 +568,7 @@ mod tests {
         // Unregistered while in use: the holder keeps reading it.
         let held = reg.get("r").unwrap();
         reg.unregister(Some("r")).unwrap();
-        assert_eq!(held.read(&reference("r", 0, 2)).unwrap().len(), 2);
+        assert_eq!(read(&held, reference("r", 0, 2)).unwrap().len(), 2);
         assert!(reg.get("r").is_err());
         reg.unregister(Some("r"))
             .expect("a name not registered unregisters, as in Triton");

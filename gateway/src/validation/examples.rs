@@ -143,6 +143,7 @@ fn examples_run(
         inputs: vec![("inputs".into(), input)],
         output_filter,
         deadline,
+        output_targets: Vec::new(),
     }
 }
 

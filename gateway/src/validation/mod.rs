@@ -7,7 +7,7 @@
 pub mod examples;
 
 use crate::error::ServingError;
-use crate::request::{DecodeInputs, Entrypoint, PredictRequest};
+use crate::request::{DecodeInputs, Entrypoint, OutputTarget, PredictRequest};
 use crate::servables::{Servable, ServableId};
 use std::collections::BTreeSet;
 use tfgate_tensor::tensor::Tensor;
@@ -24,6 +24,7 @@ pub struct ValidRun {
     inputs: Vec<(String, Tensor)>,
     output_filter: Vec<String>,
     deadline: Instant,
+    output_targets: Vec<OutputTarget>,
 }
 
 impl ValidRun {
@@ -56,6 +57,8 @@ impl ValidRun {
             inputs,
             output_filter: like.output_filter.clone(),
             deadline,
+            // A batch's outputs are split in memory.
+            output_targets: Vec::new(),
         }
     }
 
@@ -73,13 +76,28 @@ impl ValidRun {
             inputs,
             output_filter: Vec::new(),
             deadline,
+            output_targets: Vec::new(),
         }
     }
 
-    /// Signature key, inputs and output filter, moved out (into a request frame).
-    pub fn into_parts(self) -> (String, Vec<(String, Tensor)>, Vec<String>) {
-        (self.signature_key, self.inputs, self.output_filter)
+    /// What goes into a request frame, moved out, and the outputs to write straight
+    /// into clients' files.
+    pub fn into_parts(self) -> RunParts {
+        RunParts {
+            signature_key: self.signature_key,
+            inputs: self.inputs,
+            output_filter: self.output_filter,
+            output_targets: self.output_targets,
+        }
     }
+}
+
+/// A [`ValidRun`]'s parts, for its request frame.
+pub struct RunParts {
+    pub signature_key: String,
+    pub inputs: Vec<(String, Tensor)>,
+    pub output_filter: Vec<String>,
+    pub output_targets: Vec<OutputTarget>,
 }
 
 fn join<'a>(items: impl IntoIterator<Item = &'a String>) -> String {
@@ -175,6 +193,7 @@ pub fn validate_predict<D: DecodeInputs>(
         inputs,
         output_filter,
         deadline: request.deadline,
+        output_targets: request.output_targets,
     })
 }
 
@@ -232,6 +251,7 @@ mod tests {
                 output_filter: output_filter.iter().map(|s| s.to_string()).collect(),
                 deadline: Instant::now(),
                 entrypoint,
+                output_targets: Vec::new(),
             },
         )
     }
@@ -245,7 +265,11 @@ mod tests {
         let v = check("", &["x"], &[], Entrypoint::Rest).unwrap();
         assert_eq!(v.signature_key(), DEFAULT_SIGNATURE);
         assert_eq!(v.servable().version, 1);
-        let (_, inputs, filter) = v.into_parts();
+        let RunParts {
+            inputs,
+            output_filter: filter,
+            ..
+        } = v.into_parts();
         assert_eq!((inputs.len(), filter.len()), (1, 0));
     }
 

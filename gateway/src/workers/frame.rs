@@ -2,8 +2,9 @@
 //! outcome: the only place the gateway speaks the frame format.
 
 use crate::error::ServingError;
+use crate::request::OutputTarget;
 use crate::servables::ServableId;
-use crate::validation::ValidRun;
+use crate::validation::{RunParts, ValidRun};
 use tfgate_frame::{RequestFrame, RequestKind, ResponseFrame, WorkerTiming};
 use tfgate_tensor::tensor::Tensor;
 use tokio::time::Instant;
@@ -71,11 +72,17 @@ pub fn deadline_ns(deadline: Instant) -> u64 {
     shm_protocol::monotonic_ns().saturating_add(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// The frame for `run` (taking its tensors); returns it with the servable it names.
-pub fn request_frame(run: ValidRun) -> (RequestFrame, ServableId, Instant) {
+/// The frame for `run` (taking its tensors); returns it with the servable it names, its
+/// deadline and the outputs to write straight into clients' files.
+pub fn request_frame(run: ValidRun) -> (RequestFrame, ServableId, Instant, Vec<OutputTarget>) {
     let deadline = run.deadline();
     let servable = run.servable().clone();
-    let (signature_name, inputs, output_filter) = run.into_parts();
+    let RunParts {
+        signature_key: signature_name,
+        inputs,
+        output_filter,
+        output_targets: targets,
+    } = run.into_parts();
     let frame = RequestFrame {
         kind: RequestKind::Predict,
         model_name: servable.name.clone(),
@@ -85,7 +92,7 @@ pub fn request_frame(run: ValidRun) -> (RequestFrame, ServableId, Instant) {
         inputs,
         deadline_ns: deadline_ns(deadline),
     };
-    (frame, servable, deadline)
+    (frame, servable, deadline, targets)
 }
 
 /// A response frame as the run's outcome; the worker's error codes arrive named.

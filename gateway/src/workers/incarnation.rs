@@ -9,13 +9,16 @@
 //! up: the worker still holds it. The count is what routing balances on, and the oldest
 //! one is what the supervisor's watchdog checks against its deadline.
 
+use crate::request::OutputTarget;
 use parking_lot::Mutex;
 use shm_protocol::{RequestSender, ResponseReceiver, SendError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tfgate_frame::{decode_response, Encoded, FrameError, RequestFrame, ResponseFrame};
+use tfgate_frame::{
+    decode_response, decode_response_to, Encoded, FrameError, RequestFrame, ResponseFrame,
+};
 use tokio::net::UnixStream;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
@@ -29,6 +32,9 @@ pub enum CallError {
     TooLarge(String),
     /// The request waited longer than its deadline.
     DeadlineExceeded,
+    /// An input could not be read where the client keeps it (a shared-memory region its
+    /// owner truncated): the request's own fault, not the worker's.
+    Input(String),
 }
 
 /// How a worker broke the shared-memory protocol. Each one ends the incarnation: the
@@ -52,6 +58,8 @@ struct Outstanding {
     sent_at: Instant,
     /// The version it runs (the frame names a specific one).
     servable: (String, Option<i64>),
+    /// Outputs its answer writes straight into clients' files, while the caller waits.
+    targets: Vec<OutputTarget>,
 }
 
 /// The oldest request a worker holds: the one it is running, since it runs them in
@@ -217,7 +225,9 @@ impl Incarnation {
     async fn complete_loop(self: Arc<Self>, mut receiver: ResponseReceiver, chime: Chime) {
         'serving: while self.is_alive() {
             loop {
-                let done = match receiver.try_recv(decode_response) {
+                let done = match receiver
+                    .try_recv_for(|id, region, at, len| self.decode(id, region, at, len))
+                {
                     Ok(Some((id, result))) => self.complete(id, result),
                     Ok(None) => break,
                     Err(e) => Err(Violation::Ring(e)),
@@ -244,7 +254,9 @@ impl Incarnation {
             if !open {
                 // The worker closed its end of the doorbell: it exited. What it answered
                 // before is in the ring; hand that out, then let its callers go elsewhere.
-                while let Ok(Some((id, result))) = receiver.try_recv(decode_response) {
+                while let Ok(Some((id, result))) =
+                    receiver.try_recv_for(|id, region, at, len| self.decode(id, region, at, len))
+                {
                     if self.complete(id, result).is_err() {
                         break;
                     }
@@ -253,6 +265,24 @@ impl Incarnation {
             }
         }
         self.mark_dead();
+    }
+
+    /// Reads response `id` out of the response arena before its space is released: the
+    /// outputs its caller (still waiting) wants in its own files are written there
+    /// straight from the arena, the rest copied into memory. A caller whose deadline
+    /// passes during that write is answered DEADLINE_EXCEEDED, its region written anyway.
+    fn decode(
+        &self,
+        id: u64,
+        region: &shm_protocol::Region,
+        at: u64,
+        len: u64,
+    ) -> Result<ResponseFrame, FrameError> {
+        let targets = match self.outstanding.lock().get_mut(&id) {
+            Some(o) if o.reply.is_some() && !o.targets.is_empty() => std::mem::take(&mut o.targets),
+            _ => return decode_response(region, at, len),
+        };
+        decode_response_to(region, at, len, &targets)
     }
 
     /// Hands one response to its caller, if it still waits. A malformed frame, or an
@@ -283,6 +313,7 @@ impl Incarnation {
         frame: &RequestFrame,
         encoded: &Encoded<'_>,
         deadline: Instant,
+        targets: &[OutputTarget],
     ) -> Result<(ResponseFrame, u64, u64), CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -294,6 +325,7 @@ impl Incarnation {
                 deadline,
                 sent_at: Instant::now(),
                 servable: (frame.model_name.clone(), frame.version),
+                targets: targets.to_vec(),
             },
         );
         // A caller that stops waiting leaves the entry (the worker still holds the
@@ -339,6 +371,7 @@ impl Incarnation {
                         "{e}; raise --shm_request_arena_mb"
                     )))
                 }
+                Err(SendError::Source(e)) => return Err(CallError::Input(e.to_string())),
                 Err(_) => return Err(CallError::WorkerDied),
             }
         }

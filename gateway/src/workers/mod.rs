@@ -175,7 +175,7 @@ impl WorkerPool {
     /// Runs a validated request on a worker holding its version.
     pub async fn run(&self, run: ValidRun) -> Result<RunOutput, ServingError> {
         let started_ns = shm_protocol::monotonic_ns();
-        let (request, servable, deadline) = frame::request_frame(run);
+        let (request, servable, deadline, targets) = frame::request_frame(run);
         // Laid out once, whichever worker (or workers, if one dies) takes it.
         let encoded = request
             .encode()
@@ -183,7 +183,10 @@ impl WorkerPool {
         let mut deaths = 0;
         loop {
             let incarnation = self.pick(&servable, deadline).await?;
-            match incarnation.call(&request, &encoded, deadline).await {
+            match incarnation
+                .call(&request, &encoded, deadline, &targets)
+                .await
+            {
                 Ok((response, pushed_ns, completed_ns)) => {
                     let stamps = frame::Stamps {
                         started_ns,
@@ -208,6 +211,7 @@ impl WorkerPool {
                 }
                 Err(CallError::TooLarge(msg)) => return Err(ServingError::resource_exhausted(msg)),
                 Err(CallError::DeadlineExceeded) => return Err(ServingError::deadline_exceeded()),
+                Err(CallError::Input(msg)) => return Err(ServingError::invalid_argument(msg)),
             }
         }
     }

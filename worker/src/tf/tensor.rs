@@ -51,6 +51,12 @@ impl InputTensor {
         let n = t.num_elements();
         let byte_len = match &t.data {
             TensorData::Bytes(b) => b.len(),
+            // Only the gateway holds a client's file; a frame never carries one.
+            TensorData::File(_) => {
+                return Err(TfError::internal(
+                    "a tensor still in a file reached a worker",
+                ))
+            }
             TensorData::Strings(s) => s.len() * size_of::<sys::TF_TString>(),
         };
         let dims = t.shape.as_slice();
@@ -78,6 +84,7 @@ impl InputTensor {
                     }
                 }
             }
+            TensorData::File(_) => {}
             TensorData::Strings(s) => {
                 // SAFETY: the buffer holds n TF_TStrings (byte_len above); each is
                 // initialised before use and counted in `strings` so Drop frees exactly

@@ -507,7 +507,7 @@ pub fn decode_predict(
 fn element<const N: usize>(t: &Tensor, i: usize) -> Option<[u8; N]> {
     match &t.data {
         TensorData::Bytes(b) => b.get(i * N..i * N + N)?.try_into().ok(),
-        TensorData::Strings(_) => None,
+        TensorData::Strings(_) | TensorData::File(_) => None,
     }
 }
 
@@ -549,7 +549,7 @@ fn write_single(
                     w.string(s);
                 }
             }),
-            TensorData::Bytes(_) => None,
+            TensorData::Bytes(_) | TensorData::File(_) => None,
         },
         _ => None,
     };
