@@ -41,6 +41,15 @@ impl Number {
         }
     }
 
+    /// `JsonValue::as_f64` of this number.
+    fn as_f64(self) -> f64 {
+        match self {
+            Number::Int(i) => i as f64,
+            Number::Uint(u) => u as f64,
+            Number::Double(d) => d,
+        }
+    }
+
     fn value(self) -> JsonValue {
         match self {
             Number::Int(i) => JsonValue::Int(i.into()),
@@ -128,8 +137,16 @@ impl NumericPredict {
             dtype,
             vals: Vals::with_capacity(dtype, self.numbers.len()),
         };
-        for n in &self.numbers {
-            acc.push(&n.value()).ok()?;
+        for &n in &self.numbers {
+            // `AddValueToTensor`: floats and int32s as `JsonValue::as_f32`/`as_f64`/
+            // `as_i32` take them, without making each number a `JsonValue` first; any
+            // other value through the document's own code.
+            match (&mut acc.vals, n) {
+                (Vals::Float(out), n) => out.push(n.as_f64() as f32),
+                (Vals::Double(out), n) => out.push(n.as_f64()),
+                (Vals::Int(out), Number::Int(i)) if i32::try_from(i).is_ok() => out.push(i as i32),
+                (_, n) => acc.push(&n.value()).ok()?,
+            }
         }
         let tensor = acc.into_tensor(self.shape.clone())?;
         Some(PredictJson {
