@@ -22,6 +22,13 @@ Usage: python make_models.py OUT_DIR
                        serving_default with every REST-codec dtype as an input and output named after
                        its dtype (plus string_bytes), to_half/to_bfloat16/to_uint16 (float32 x -> y
                        cast), scalar (x -> y = sum(x), rank 0) and ragged (x -> a = x, b = [x, x]).
+  image/1              float32 `image` [N, 224, 224, 3] -> `logits` [N, 1000]: a small conv net with
+                       fixed weights (two stride-2 3x3 convolutions, global average pool, dense), for
+                       benchmarks with an image model's bytes (602 KB in, 4 KB out) and little compute.
+  sequence/1           int32 `tokens` [N, 128] (ids < 1000) -> `hidden` float32 [N, 128, 768]: an embedding
+                       lookup and a layer norm, for benchmarks with a sequence model's bytes (512 B in,
+                       384 KiB out).
+  identity/1           float32 `x` [N, M] -> `y` = x, for benchmarks of the transport alone.
 """
 import os
 import sys
@@ -240,6 +247,52 @@ class Mlp(tf.Module):
         return {"y": h}
 
 
+class Image(tf.Module):
+    """An image model's shapes with little compute: the point is the bytes it takes in."""
+
+    def __init__(self):
+        super().__init__()
+        rng = np.random.default_rng(224)
+
+        def weights(*shape):
+            fan_in = int(np.prod(shape[:-1]))
+            return tf.Variable((rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32))
+
+        self.conv1, self.bias1 = weights(3, 3, 3, 16), tf.Variable(np.zeros(16, np.float32))
+        self.conv2, self.bias2 = weights(3, 3, 16, 32), tf.Variable(np.zeros(32, np.float32))
+        self.dense, self.bias3 = weights(32, 1000), tf.Variable(np.zeros(1000, np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32, name="image")])
+    def serve(self, image):
+        h = tf.nn.relu(tf.nn.conv2d(image, self.conv1, 2, "SAME") + self.bias1)
+        h = tf.nn.relu(tf.nn.conv2d(h, self.conv2, 2, "SAME") + self.bias2)
+        h = tf.reduce_mean(h, axis=[1, 2])
+        return {"logits": tf.matmul(h, self.dense) + self.bias3}
+
+
+class Sequence(tf.Module):
+    """A sequence model's shapes with little compute: the point is the bytes it answers."""
+
+    def __init__(self):
+        super().__init__()
+        rng = np.random.default_rng(128)
+        self.embedding = tf.Variable((rng.standard_normal((1000, 768)) * 0.02).astype(np.float32))
+        self.gamma = tf.Variable(np.ones(768, np.float32))
+        self.beta = tf.Variable(np.zeros(768, np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 128], tf.int32, name="tokens")])
+    def serve(self, tokens):
+        h = tf.gather(self.embedding, tokens)
+        mean, variance = tf.nn.moments(h, axes=[-1], keepdims=True)
+        return {"hidden": (h - mean) * tf.math.rsqrt(variance + 1e-6) * self.gamma + self.beta}
+
+
+class Identity(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="x")])
+    def serve(self, x):
+        return {"y": tf.identity(x)}
+
+
 def main() -> None:
     out = sys.argv[1]
     half_plus_two(os.path.join(out, "half_plus_two", "1"), 2.0)
@@ -253,6 +306,9 @@ def main() -> None:
     dtypes(os.path.join(out, "dtypes", "1"))
     mlp = Mlp()
     tf.saved_model.save(mlp, os.path.join(out, "mlp", "1"), signatures={"serving_default": mlp.serve})
+    for name, module in [("image", Image()), ("sequence", Sequence()), ("identity", Identity())]:
+        tf.saved_model.save(module, os.path.join(out, name, "1"),
+                            signatures={"serving_default": module.serve})
     print(f"wrote models under {out}")
 
 

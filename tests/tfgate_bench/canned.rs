@@ -2,7 +2,12 @@
 //! with no model behind it, so that a run measures only the client, the HTTP stack and the
 //! loopback. REST is hyper with tfgate's connection builder; gRPC is tonic answering a
 //! canned `PredictResponse`. The bench re-executes itself as one of them
-//! (`--serve-canned-rest=PORT` / `--serve-canned-grpc=PORT`).
+//! (`--serve-canned-rest=PORT` / `--serve-canned-grpc=PORT`, [`start`]).
+//!
+//! `--shapes` has floors of its own, sized to tfgate's answers on each path:
+//! `--serve-canned-http-bytes=PORT` answers every HTTP request with
+//! `--canned_response_bytes` bytes, `--serve-canned-grpc-bytes=PORT` every `Predict`
+//! with one tensor whose `tensor_content` holds that many bytes.
 
 use tfgate_proto::tensorflow::serving::prediction_service_server::{
     PredictionService, PredictionServiceServer,
@@ -45,13 +50,27 @@ fn rest_body(shape: CannedShape) -> bytes::Bytes {
 
 /// hyper, with the builder tfgate uses, answering every request with `rest_body`.
 pub fn serve_rest(port: u16, shape: CannedShape) {
+    serve_http(port, shape.threads, rest_body(shape));
+}
+
+/// hyper answering every request with `bytes` bytes of JSON-looking filler (blanks in a
+/// string), status 200: `--shapes`' HTTP floor, sized to tfgate's answer on the path.
+pub fn serve_http_bytes(port: u16, bytes: usize, threads: usize) {
+    let mut body = vec![b' '; bytes];
+    if let [first, .., last] = body.as_mut_slice() {
+        (*first, *last) = (b'"', b'"');
+    }
+    serve_http(port, threads, bytes::Bytes::from(body));
+}
+
+/// hyper, with the builder tfgate uses, reading each request's body and answering `body`.
+fn serve_http(port: u16, threads: usize, body: bytes::Bytes) {
     use http_body_util::Full;
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    runtime(shape.threads).block_on(async move {
+    runtime(threads).block_on(async move {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .unwrap_or_else(|e| crate::fail(&format!("cannot bind {port}: {e}")));
-        let body = rest_body(shape);
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
@@ -122,21 +141,40 @@ impl PredictionService for Canned {
     }
 }
 
-/// tonic, with Nagle off as tfgate's listener has it, answering the canned response.
+/// tonic answering the MLP's canned response.
 pub fn serve_grpc(port: u16, shape: CannedShape) {
     let tensor = tfgate_e2e::float_tensor(
         &[shape.rows as i64, shape.width as i64],
         &vec![0.0123456; shape.rows * shape.width],
     );
-    let response = pb::PredictResponse {
+    serve_predict(port, shape.threads, answer(tensor));
+}
+
+/// A Predict answer holding `tensor` as `y`, the version and signature named.
+fn answer(tensor: tfgate_proto::tensorflow::TensorProto) -> pb::PredictResponse {
+    pb::PredictResponse {
         model_spec: Some(ModelSpec {
             name: "canned".into(),
             signature_name: "serving_default".into(),
             version_choice: Some(pb::model_spec::VersionChoice::Version(1)),
         }),
         outputs: [("y".to_string(), tensor)].into_iter().collect(),
+    }
+}
+
+/// tonic answering every Predict with one float32 tensor of `bytes` bytes in
+/// `tensor_content` (as tfgate answers large outputs): `--shapes`' gRPC floor.
+pub fn serve_grpc_bytes(port: u16, bytes: usize, threads: usize) {
+    let tensor = tfgate_proto::tensorflow::TensorProto {
+        tensor_content: vec![0x3c; bytes].into(),
+        ..tfgate_e2e::float_tensor(&[1, (bytes / 4) as i64], &[])
     };
-    runtime(shape.threads).block_on(async move {
+    serve_predict(port, threads, answer(tensor));
+}
+
+/// tonic, with Nagle off as tfgate's listener has it, answering `response` to every Predict.
+fn serve_predict(port: u16, threads: usize, response: pb::PredictResponse) {
+    runtime(threads).block_on(async move {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .unwrap_or_else(|e| crate::fail(&format!("cannot bind {port}: {e}")));
@@ -162,4 +200,23 @@ fn nodelay_incoming(
         conn.set_nodelay(true)?;
         Ok(conn)
     })
+}
+
+/// Starts a canned server (this binary re-executed with `flag=PORT` and `args`) on a free
+/// port and waits until it accepts connections.
+pub fn start(flag: &str, args: &[String]) -> (std::process::Child, u16) {
+    let port = tfgate_e2e::free_port();
+    let exe = std::env::current_exe().unwrap_or_else(|e| crate::fail(&format!("own path: {e}")));
+    let child = std::process::Command::new(exe)
+        .arg(format!("{flag}={port}"))
+        .args(args)
+        .spawn()
+        .unwrap_or_else(|e| crate::fail(&format!("cannot start the canned server: {e}")));
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (child, port)
 }

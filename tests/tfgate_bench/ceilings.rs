@@ -26,12 +26,13 @@ pub struct ModelPoint {
     pub mode: String,
 }
 
-/// The model ceiling at `batches`, with the pools `server_flags` give a worker.
+/// The model ceiling at `batches`, with the pools `server_flags` give a worker. `input`
+/// is `tfgate-worker --measure_input`'s: `ALIAS:WIDTH` (float32 rows) or
+/// `ALIAS:DTYPE:D1xD2x...` (the dimensions after the batch's).
 pub fn model(
     bin_dir: &Path,
     model_version_dir: &Path,
     input: &str,
-    width: usize,
     batches: &[usize],
     server_flags: &[String],
 ) -> Vec<ModelPoint> {
@@ -57,7 +58,7 @@ pub fn model(
             pool("--tensorflow_inter_op_parallelism=")
         ))
         .arg(format!("--measure_model={}", model_version_dir.display()))
-        .arg(format!("--measure_input={input}:{width}"))
+        .arg(format!("--measure_input={input}"))
         .arg(format!("--measure_batches={}", list.join(",")))
         .arg("--measure_seconds=2")
         .output();
@@ -105,6 +106,13 @@ pub fn composed(http_rps: f64, model_rows_per_s: f64, rows_per_request: usize) -
 /// The shared-memory transport's one-way throughput for a payload of `bytes`, GB/s
 /// (`shm-bench --payload=BYTES`: the gateway's copy into the arena, read in place).
 pub fn shm_gbps(bin_dir: &Path, bytes: usize) -> Option<f64> {
+    shm_bench(bin_dir, bytes)?["ring_inplace_gbps"].as_f64()
+}
+
+/// `shm-bench --payload=BYTES`'s JSON line: `ring_inplace_gbps` (the gateway's copy into
+/// the arena, read in place by the peer), `ring_gbps` (copied out too) and `memcpy_gbps`
+/// (one plain memcpy of the payload in this process), GB/s.
+pub fn shm_bench(bin_dir: &Path, bytes: usize) -> Option<Value> {
     let out = std::process::Command::new(bin_dir.join("shm-bench"))
         .arg(format!("--payload={bytes}"))
         .output()
@@ -112,7 +120,7 @@ pub fn shm_gbps(bin_dir: &Path, bytes: usize) -> Option<f64> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find_map(|v| v["ring_inplace_gbps"].as_f64())
+        .find(|v| v.get("payload_bytes").is_some())
 }
 
 #[cfg(test)]

@@ -221,6 +221,19 @@ pub async fn run(
             (hist, total, failed, first_error)
         }));
     }
+    gather(tasks, seconds).await
+}
+
+/// What one client task of a closed loop gives back: its latencies, its requests in
+/// all, how many failed, and the first error.
+pub type ClientResult = (Histogram<u64>, u64, u64, Option<String>);
+
+/// The clients' results as one measurement over `seconds` (the first error of each is
+/// printed).
+pub async fn gather(
+    tasks: Vec<tokio::task::JoinHandle<ClientResult>>,
+    seconds: Duration,
+) -> Measured {
     let mut all = Histogram::<u64>::new(3).expect("a 3-digit histogram is valid");
     let (mut total, mut failed) = (0, 0);
     for t in tasks {

@@ -6,15 +6,23 @@
 //! ceiling rows) per request sent, `wk µs/req` the workers'; both from `/proc`, warm-up
 //! included.
 //!
+//! `--shapes=image,sequence,identity` measures real models' tensor sizes over all five
+//! paths (TF REST and gRPC, V2 HTTP binary, V2 gRPC, V2 shared memory) instead
+//! (`shapes.rs`).
+//!
 //! `cargo build --release && target/release/tfgate-bench --help`
 
 mod canned;
 mod ceilings;
 mod load;
+mod paths;
+mod phases;
 mod procstat;
+mod shapes;
+mod shm_object;
 
 use ceilings::ModelPoint;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use load::{Measured, Payload, Protocol, Target};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -25,7 +33,7 @@ use tfgate_e2e::{bin_dir, http, machine, model_path, Server};
 #[command(
     name = "tfgate-bench",
     about = "Closed-loop load on tfgate's REST and gRPC APIs, with the HTTP and model ceilings measured in the same run",
-    after_help = "Example: tfgate-bench --concurrency=1,32 --seconds=4\n         tfgate-bench --rows=4096 --concurrency=1 --protocols=grpc"
+    after_help = "Example: tfgate-bench --concurrency=1,32 --seconds=4\n         tfgate-bench --rows=4096 --concurrency=1 --protocols=grpc\n         tfgate-bench --shapes=image,sequence,identity --seconds=2"
 )]
 struct Args {
     /// Seconds measured per row (after the warm-up).
@@ -34,7 +42,7 @@ struct Args {
     /// Seconds of warm-up per row, not measured.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
-    /// Connections, comma-separated: one table row each.
+    /// Connections, comma-separated: one table row each (with --shapes: 1 unless given).
     #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
     concurrency: Vec<usize>,
     /// The model under models/ (written by scripts/setup.sh).
@@ -74,6 +82,19 @@ struct Args {
     /// With --attach: its gRPC port, for --protocols=grpc.
     #[arg(long = "attach_grpc")]
     attach_grpc: Option<u16>,
+    /// Instead of the MLP: these model shapes (image, sequence, identity), comma-separated,
+    /// each over all five paths beside its floors and model ceiling.
+    #[arg(long, value_delimiter = ',')]
+    shapes: Vec<String>,
+    /// Internal: the size of the --shapes canned servers' answers, bytes.
+    #[arg(long = "canned_response_bytes", hide = true, default_value_t = 0)]
+    canned_response_bytes: usize,
+    /// Internal: serve --canned_response_bytes HTTP answers on this port.
+    #[arg(long = "serve-canned-http-bytes", hide = true)]
+    serve_canned_http_bytes: Option<u16>,
+    /// Internal: serve Predict answers of --canned_response_bytes tensor bytes on this port.
+    #[arg(long = "serve-canned-grpc-bytes", hide = true)]
+    serve_canned_grpc_bytes: Option<u16>,
     /// Internal: serve the canned REST answer on this port.
     #[arg(long = "serve-canned-rest", hide = true)]
     serve_canned_rest: Option<u16>,
@@ -183,30 +204,25 @@ fn protocols(a: &Args) -> Vec<Protocol> {
 
 /// Starts the canned server of `protocol` (this binary re-executed) on a free port.
 fn start_canned(protocol: Protocol, a: &Args) -> (std::process::Child, u16) {
-    let port = tfgate_e2e::free_port();
     let flag = match protocol {
         Protocol::Rest => "--serve-canned-rest",
         Protocol::Grpc => "--serve-canned-grpc",
     };
-    let exe = std::env::current_exe().unwrap_or_else(|e| fail(&format!("own path: {e}")));
-    let child = std::process::Command::new(exe)
-        .arg(format!("{flag}={port}"))
-        .arg(format!("--rows={}", a.rows))
-        .arg(format!("--output_width={}", a.output_width))
-        .arg(format!("--server_flags={}", a.server_flags))
-        .spawn()
-        .unwrap_or_else(|e| fail(&format!("cannot start the canned server: {e}")));
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, port)
+    canned::start(
+        flag,
+        &[
+            format!("--rows={}", a.rows),
+            format!("--output_width={}", a.output_width),
+            format!("--server_flags={}", a.server_flags),
+        ],
+    )
 }
 
 fn main() {
-    let mut a = Args::parse();
+    let matches = Args::command().get_matches();
+    let mut a = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let concurrency_given =
+        matches.value_source("concurrency") != Some(clap::parser::ValueSource::DefaultValue);
     let server_flags: Vec<String> = a
         .server_flags
         .split_whitespace()
@@ -227,9 +243,36 @@ fn main() {
     if let Some(port) = a.serve_canned_grpc {
         return canned::serve_grpc(port, shape);
     }
+    if let Some(port) = a.serve_canned_http_bytes {
+        return canned::serve_http_bytes(port, a.canned_response_bytes, shape.threads);
+    }
+    if let Some(port) = a.serve_canned_grpc_bytes {
+        return canned::serve_grpc_bytes(port, a.canned_response_bytes, shape.threads);
+    }
     if a.quick {
         a.seconds = 1.0;
         a.warmup = 0.3;
+    }
+    if !a.shapes.is_empty() {
+        if !concurrency_given {
+            a.concurrency = vec![1];
+        }
+        if a.seconds <= 0.0 || a.concurrency.is_empty() || a.concurrency.contains(&0) {
+            fail("--seconds and --concurrency must be positive");
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| fail(&format!("cannot start a runtime: {e}")));
+        let settings = shapes::Settings {
+            concurrency: a.concurrency.clone(),
+            warmup: Duration::from_secs_f64(a.warmup.max(0.0)),
+            seconds: Duration::from_secs_f64(a.seconds),
+            server_flags: server_flags.clone(),
+            canned_threads: shape.threads,
+        };
+        return shapes::run(&a.shapes, &settings, &rt);
     }
     if a.seconds <= 0.0 || a.concurrency.contains(&0) || a.rows == 0 || a.width == 0 {
         fail("--seconds, --concurrency, --rows and --width must be positive");
@@ -436,8 +479,7 @@ fn main() {
     let model = ceilings::model(
         &bin_dir(),
         &model_dir.join("1"),
-        &a.input,
-        a.width,
+        &format!("{}:{}", a.input, a.width),
         &batch_sizes,
         &server_flags,
     );

@@ -1,24 +1,95 @@
 //! The model ceiling for benchmarks: how fast this worker's TensorFlow wrapper runs a
 //! SavedModel in-process, with nothing around it — the same load and session run the
-//! worker serves with, fed float32 `[batch, width]` inputs, back to back. Each batch size is
-//! run both inline and on the inter-op pool (`run_mode.rs`), and the faster is the ceiling,
-//! since the worker serves with whichever it finds faster. `tfgate-worker
-//! --measure_model=DIR` prints one JSON line per batch size; `tfgate-bench` quotes it
-//! beside the served numbers.
+//! worker serves with, fed one input of `[batch, ...]` (float32 or int32, see
+//! [`InputSpec`]), back to back. Each batch size is run both inline and on the inter-op
+//! pool (`run_mode.rs`), and the faster is the ceiling, since the worker serves with
+//! whichever it finds faster. `tfgate-worker --measure_model=DIR` prints one JSON line per
+//! batch size; `tfgate-bench` quotes it beside the served numbers.
 
 use crate::loader::Servable;
 use crate::run_mode::RunMode;
 use crate::signature::run_signature_in;
 use crate::tf::Feed;
+use anyhow::{bail, Context};
 use std::time::{Duration, Instant};
 use tfgate_proto::control::SessionConfig;
-use tfgate_tensor::tensor::Tensor;
+use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
+
+/// The input fed, from `--measure_input`: `ALIAS:WIDTH` (float32 `[batch, WIDTH]`, the
+/// MLP's form) or `ALIAS:DTYPE:D1xD2x...` (`[batch, D1, D2, ...]`; DTYPE `float` or
+/// `int32`), so that models of any shape (images, token ids) have a ceiling too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputSpec {
+    pub alias: String,
+    pub dtype: DataType,
+    /// The dimensions after the batch's.
+    pub dims: Vec<i64>,
+}
+
+impl InputSpec {
+    pub fn parse(s: &str) -> anyhow::Result<InputSpec> {
+        let usage = "--measure_input is ALIAS:WIDTH or ALIAS:DTYPE:D1xD2x...";
+        let parts: Vec<&str> = s.split(':').collect();
+        let (alias, dtype, dims) = match parts.as_slice() {
+            [alias, width] => (*alias, DataType::Float, *width),
+            [alias, dtype, dims] => {
+                let dtype = match *dtype {
+                    "float" | "float32" => DataType::Float,
+                    "int32" => DataType::Int32,
+                    other => bail!("--measure_input: dtype {other:?} is not float or int32"),
+                };
+                (*alias, dtype, *dims)
+            }
+            _ => bail!(usage),
+        };
+        if alias.is_empty() {
+            bail!(usage);
+        }
+        let dims = dims
+            .split('x')
+            .filter(|d| !d.is_empty())
+            .map(|d| {
+                d.trim()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|&d| d > 0)
+                    .with_context(|| format!("--measure_input: dimension {d:?}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(InputSpec {
+            alias: alias.to_string(),
+            dtype,
+            dims,
+        })
+    }
+
+    /// The input for a batch of `batch`: floats cycling through a few exact values, or
+    /// int32 ids below 1000 (valid in any embedding of a vocabulary that large).
+    pub fn tensor(&self, batch: usize) -> anyhow::Result<Tensor> {
+        let shape: Vec<i64> = std::iter::once(batch as i64)
+            .chain(self.dims.iter().copied())
+            .collect();
+        let elements = tfgate_tensor::tensor::num_elements(&shape)?;
+        let bytes: Vec<u8> = match self.dtype {
+            DataType::Int32 => (0..elements)
+                .flat_map(|i| ((i % 1000) as i32).to_le_bytes())
+                .collect(),
+            _ => (0..elements)
+                .flat_map(|i| ((i % 7) as f32 * 0.25).to_le_bytes())
+                .collect(),
+        };
+        Ok(Tensor::new(
+            self.dtype,
+            shape,
+            TensorData::Bytes(bytes.into()),
+        )?)
+    }
+}
 
 /// What to measure.
 pub struct Ceiling {
     pub model_dir: String,
-    pub input: String,
-    pub width: usize,
+    pub input: InputSpec,
     pub batches: Vec<usize>,
     pub duration: Duration,
     pub config_proto: Vec<u8>,
@@ -42,17 +113,14 @@ pub fn measure(c: &Ceiling) -> anyhow::Result<()> {
     };
     let servable = Servable::load(1, &c.model_dir, &session)?;
     for &batch in &c.batches {
-        let values: Vec<f32> = (0..batch * c.width)
-            .map(|i| (i % 7) as f32 * 0.25)
-            .collect();
-        let input = Tensor::from_f32(vec![batch as i64, c.width as i64], &values)?;
+        let input = c.input.tensor(batch)?;
         let mut results = Vec::new();
         for mode in [RunMode::Inline, RunMode::Pool] {
             let run = || {
                 run_signature_in(
                     &servable,
                     "",
-                    vec![(c.input.clone(), Feed::Copy(input.clone()))],
+                    vec![(c.input.alias.clone(), Feed::Copy(input.clone()))],
                     &[],
                     0,
                     mode,
@@ -95,4 +163,36 @@ pub fn measure(c: &Ceiling) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_specs_parse_in_both_forms() {
+        let mlp = InputSpec::parse("x:64").unwrap();
+        assert_eq!(
+            (mlp.alias.as_str(), mlp.dtype, mlp.dims),
+            ("x", DataType::Float, vec![64])
+        );
+        let image = InputSpec::parse("image:float:224x224x3").unwrap();
+        assert_eq!(
+            (image.dtype, image.dims),
+            (DataType::Float, vec![224, 224, 3])
+        );
+        let t = InputSpec::parse("tokens:int32:128")
+            .unwrap()
+            .tensor(2)
+            .unwrap();
+        assert_eq!((t.dtype, t.shape.clone()), (DataType::Int32, vec![2, 128]));
+        let TensorData::Bytes(b) = &t.data else {
+            panic!("int32 is bytes")
+        };
+        let last = i32::from_le_bytes([b[252 * 4], b[252 * 4 + 1], b[252 * 4 + 2], b[252 * 4 + 3]]);
+        assert_eq!(last, 252);
+        for bad in ["x", "x:0", "x:bool:3", ":64", "x:float:3xy", "a:b:c:d"] {
+            assert!(InputSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -49,7 +49,8 @@ struct Flags {
     log_format: String,
     #[arg(long = "measure_model")]
     measure_model: Option<String>,
-    /// Benchmarks: the float32 input to feed, as `ALIAS:WIDTH` (rows are `[batch, WIDTH]`).
+    /// Benchmarks: the input to feed, as `ALIAS:WIDTH` (float32 `[batch, WIDTH]`) or
+    /// `ALIAS:DTYPE:D1xD2x...` (`[batch, D1, D2, ...]`, DTYPE `float` or `int32`).
     #[arg(long = "measure_input", default_value = "x:64")]
     measure_input: String,
     /// Benchmarks: batch sizes, comma-separated.
@@ -332,10 +333,7 @@ fn run(flags: Flags) -> anyhow::Result<()> {
 /// worker would use: the given pool sizes, or its share of the cores.
 fn measure(flags: &Flags, model_dir: &str, share: Option<i32>) -> anyhow::Result<()> {
     use prost::Message;
-    let (input, width) = flags
-        .measure_input
-        .split_once(':')
-        .context("--measure_input is ALIAS:WIDTH")?;
+    let input = ceiling::InputSpec::parse(&flags.measure_input)?;
     let batches = flags
         .measure_batches
         .split(',')
@@ -349,8 +347,7 @@ fn measure(flags: &Flags, model_dir: &str, share: Option<i32>) -> anyhow::Result
     let config_proto = pools_sized_to(&pools.encode_to_vec(), share.unwrap_or(0))?;
     ceiling::measure(&ceiling::Ceiling {
         model_dir: model_dir.to_string(),
-        input: input.to_string(),
-        width: width.parse().context("--measure_input width")?,
+        input,
         batches,
         duration: Duration::from_secs_f64(flags.measure_seconds),
         config_proto,
