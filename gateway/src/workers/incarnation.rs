@@ -228,7 +228,7 @@ impl Incarnation {
                 let done = match receiver
                     .try_recv_for(|id, region, at, len| self.decode(id, region, at, len))
                 {
-                    Ok(Some((id, result))) => self.complete(id, result),
+                    Ok(Some((id, (waiting, result)))) => self.complete(id, waiting, result),
                     Ok(None) => break,
                     Err(e) => Err(Violation::Ring(e)),
                 };
@@ -254,10 +254,10 @@ impl Incarnation {
             if !open {
                 // The worker closed its end of the doorbell: it exited. What it answered
                 // before is in the ring; hand that out, then let its callers go elsewhere.
-                while let Ok(Some((id, result))) =
+                while let Ok(Some((id, (waiting, result)))) =
                     receiver.try_recv_for(|id, region, at, len| self.decode(id, region, at, len))
                 {
-                    if self.complete(id, result).is_err() {
+                    if self.complete(id, waiting, result).is_err() {
                         break;
                     }
                 }
@@ -267,8 +267,9 @@ impl Incarnation {
         self.mark_dead();
     }
 
-    /// Reads response `id` out of the response arena before its space is released: the
-    /// outputs its caller (still waiting) wants in its own files are written there
+    /// Takes request `id` off the outstanding ones (`None`: the worker does not hold it)
+    /// and reads its response out of the response arena before that space is released:
+    /// the outputs its caller (still waiting) wants in its own files are written there
     /// straight from the arena, the rest copied into memory. A caller whose deadline
     /// passes during that write is answered DEADLINE_EXCEEDED, its region written anyway.
     fn decode(
@@ -277,12 +278,15 @@ impl Incarnation {
         region: &shm_protocol::Region,
         at: u64,
         len: u64,
-    ) -> Result<ResponseFrame, FrameError> {
-        let targets = match self.outstanding.lock().get_mut(&id) {
-            Some(o) if o.reply.is_some() && !o.targets.is_empty() => std::mem::take(&mut o.targets),
-            _ => return decode_response(region, at, len),
+    ) -> (Option<Outstanding>, Result<ResponseFrame, FrameError>) {
+        let waiting = self.outstanding.lock().remove(&id);
+        let result = match &waiting {
+            Some(o) if o.reply.is_some() && !o.targets.is_empty() => {
+                decode_response_to(region, at, len, &o.targets)
+            }
+            _ => decode_response(region, at, len),
         };
-        decode_response_to(region, at, len, &targets)
+        (waiting, result)
     }
 
     /// Hands one response to its caller, if it still waits. A malformed frame, or an
@@ -291,9 +295,10 @@ impl Incarnation {
     fn complete(
         &self,
         id: u64,
+        waiting: Option<Outstanding>,
         result: Result<ResponseFrame, FrameError>,
     ) -> Result<(), Violation> {
-        let Some(waiting) = self.outstanding.lock().remove(&id) else {
+        let Some(waiting) = waiting else {
             return Err(Violation::Unknown(id));
         };
         let response = result.map_err(|error| Violation::Malformed { id, error })?;
