@@ -8,7 +8,6 @@ use super::{
 };
 use shm_protocol::arena::ALIGN;
 use shm_protocol::{InPlacePayload, IncomingRequest, OutOfBounds, Region};
-use std::os::fd::AsFd;
 use tfgate_tensor::tensor::{num_elements, DataType, FileBytes, Tensor, TensorData};
 
 /// A tensor inside a received frame: validated metadata plus the location of its bytes.
@@ -125,7 +124,7 @@ impl<'a> TensorView<'a> {
         Ok(v)
     }
 
-    /// Writes the tensor's bytes into `target` straight from shared memory (`pwrite`),
+    /// Writes the tensor's bytes into `target` straight from shared memory (one copy),
     /// when it holds fixed-size elements that fit; the tensor then names the bytes
     /// written. `None` when it does not fit or the write fails: copy it out instead.
     pub fn to_file(&self, target: &FileBytes) -> Option<Tensor> {
@@ -134,7 +133,7 @@ impl<'a> TensorView<'a> {
             return None;
         }
         self.region
-            .copy_to_file(self.at, len, target.file.as_fd(), target.offset)
+            .copy_to_object(self.at, len, &target.file, target.offset)
             .ok()?;
         Some(Tensor {
             dtype: self.dtype,

@@ -7,7 +7,6 @@ use super::{
     FRAME_MAGIC, HEADER_LEN, KIND_REQUEST, KIND_RESPONSE, MAX_META_BYTES, MAX_RANK, PAYLOAD_START,
 };
 use shm_protocol::{Frame, Region, WriteError};
-use std::os::fd::AsFd;
 use tfgate_tensor::code::Code;
 use tfgate_tensor::tensor::{num_elements, TensorError};
 
@@ -210,9 +209,9 @@ impl Frame for Encoded<'_> {
             let at = offset + off;
             match t.data {
                 TensorDataRef::Bytes(b) => region.write_from(at, b)?,
-                // The tensor's one copy: the kernel reads the file into the block.
+                // The tensor's one copy, from the client's pages into the block.
                 TensorDataRef::File(f) => region
-                    .fill_from_file(at, f.len, f.file.as_fd(), f.offset)
+                    .fill_from_object(at, f.len, &f.file, f.offset)
                     .map_err(|e| match e {
                         WriteError::File(e) => {
                             WriteError::File(std::io::Error::new(e.kind(), f.error(e)))

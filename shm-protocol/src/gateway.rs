@@ -151,6 +151,13 @@ impl RequestSender {
     /// dropped its receiver), [`SendError::DuplicateId`], [`SendError::Invalid`] (the
     /// frame wrote outside its block), [`SendError::Corrupt`].
     pub fn try_send(&self, request_id: u64, enc: &impl Frame) -> Result<(), SendError> {
+        self.try_send_at(request_id, enc).map(drop)
+    }
+
+    /// [`RequestSender::try_send`], returning when the descriptor was published
+    /// ([`crate::monotonic_ns`]): the end of forming the request, before waking a parked
+    /// worker, which on a busy machine can take this thread's CPU for a while.
+    pub fn try_send_at(&self, request_id: u64, enc: &impl Frame) -> Result<u64, SendError> {
         let inner = &*self.inner;
         let block = {
             let mut a = inner.shared.alloc.lock();
@@ -206,7 +213,7 @@ impl RequestSender {
                     // Relaxed: a hint for the receiver's spin budget, nothing is published.
                     inner.shared.woke_worker.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(())
+                Ok(producer.published_ns())
             }
             Ok(false) => {
                 drop(producer);

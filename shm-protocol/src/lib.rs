@@ -90,6 +90,7 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod arena;
+pub mod client_object;
 pub mod control;
 pub mod doorbell;
 pub mod fd_passing;
@@ -105,6 +106,7 @@ pub mod wake;
 pub mod worker;
 
 pub use arena::ArenaSide;
+pub use client_object::ClientObject;
 pub use doorbell::{doorbell, Chime, Ringer};
 pub use gateway::{RequestSender, ResponseReceiver};
 pub use region::{InPlacePayload, OutOfBounds, Region, WriteError};

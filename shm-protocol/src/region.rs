@@ -6,11 +6,12 @@
 //! (see the crate's # Safety contract), so bytes are only ever *copied*, or read in place
 //! through an [`InPlacePayload`] by a consumer that treats every bit pattern as valid.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
 
 use memfd::MemfdOptions;
 
+use crate::client_object::{file_io, ClientObject, Direction};
 use crate::mapping::Mapping;
 
 /// An offset/length that does not fit the region it was checked against.
@@ -150,13 +151,6 @@ pub enum WriteError {
     File(std::io::Error),
 }
 
-/// Which way [`Region::file_copy`] copies.
-#[derive(Clone, Copy)]
-enum Direction {
-    FromFile,
-    ToFile,
-}
-
 impl Region {
     /// Fills `offset..offset+len` from `file` at `file_offset` (`pread`): the kernel
     /// copies the file's pages straight into the mapping, so the bytes take no detour
@@ -168,68 +162,39 @@ impl Region {
         file: BorrowedFd<'_>,
         file_offset: u64,
     ) -> Result<(), WriteError> {
-        self.file_copy(Direction::FromFile, offset, len, file, file_offset)
+        let p = self.ptr(offset, len)?;
+        // SAFETY: `p..p+len` is inside the mapping (checked by `ptr`).
+        unsafe { file_io(Direction::FromFile, file.as_raw_fd(), p, len, file_offset) }
+            .map_err(WriteError::File)
     }
 
-    /// Writes `offset..offset+len` of the mapping into `file` at `file_offset`
-    /// (`pwrite`), straight from shared memory.
-    pub fn copy_to_file(
+    /// Fills `offset..offset+len` from a client's object at `object_offset`: one
+    /// `memcpy` from its mapped pages (or the file's `pread` where it is not mapped).
+    pub fn fill_from_object(
         &self,
         offset: u64,
         len: usize,
-        file: BorrowedFd<'_>,
-        file_offset: u64,
+        object: &ClientObject,
+        object_offset: u64,
     ) -> Result<(), WriteError> {
-        self.file_copy(Direction::ToFile, offset, len, file, file_offset)
+        let p = self.ptr(offset, len)?;
+        // SAFETY: `p..p+len` is inside this process's arena mapping (checked by `ptr`),
+        // which is not the client's.
+        unsafe { object.copy(Direction::FromFile, object_offset, p, len) }.map_err(WriteError::File)
     }
 
-    fn file_copy(
+    /// Writes `offset..offset+len` of the mapping into a client's object at
+    /// `object_offset`, straight from shared memory.
+    pub fn copy_to_object(
         &self,
-        way: Direction,
         offset: u64,
         len: usize,
-        file: BorrowedFd<'_>,
-        file_offset: u64,
+        object: &ClientObject,
+        object_offset: u64,
     ) -> Result<(), WriteError> {
-        use std::io::{Error, ErrorKind};
-        use std::os::fd::AsRawFd;
-        let base = self.ptr(offset, len)?;
-        let mut done = 0usize;
-        while done < len {
-            let at = file_offset
-                .checked_add(done as u64)
-                .and_then(|at| libc::off_t::try_from(at).ok())
-                .ok_or_else(|| WriteError::File(Error::from(ErrorKind::InvalidInput)))?;
-            // SAFETY: `base..base+len` is inside the mapping (checked by `ptr`) and
-            // `done < len`, so the kernel reads or writes `len - done` bytes inside it,
-            // through a raw pointer: no reference to the shared bytes is formed. `file`
-            // is an open descriptor for the duration of the call.
-            let n = unsafe {
-                let p = base.add(done);
-                match way {
-                    Direction::FromFile => libc::pread(file.as_raw_fd(), p.cast(), len - done, at),
-                    Direction::ToFile => {
-                        libc::pwrite(file.as_raw_fd(), p.cast_const().cast(), len - done, at)
-                    }
-                }
-            };
-            match n {
-                0 => {
-                    return Err(WriteError::File(Error::new(
-                        ErrorKind::UnexpectedEof,
-                        format!("the file ends {done} bytes into a range of {len}"),
-                    )))
-                }
-                n if n > 0 => done += n as usize,
-                _ => {
-                    let e = Error::last_os_error();
-                    if e.kind() != ErrorKind::Interrupted {
-                        return Err(WriteError::File(e));
-                    }
-                }
-            }
-        }
-        Ok(())
+        let p = self.ptr(offset, len)?;
+        // SAFETY: as in `fill_from_object`; the copy only reads `p..p+len`.
+        unsafe { object.copy(Direction::ToFile, object_offset, p, len) }.map_err(WriteError::File)
     }
 }
 
@@ -314,11 +279,23 @@ mod tests {
             (4u8..20).collect::<Vec<_>>()
         );
 
+        // A client's object: mapped, both ways.
+        let object = ClientObject::new(file.try_clone().unwrap(), 0, 32, true);
+        assert!(object.is_mapped());
+        region.fill_from_object(0, 8, &object, 20).unwrap();
+        assert_eq!(
+            region.read_to_vec(0, 8).unwrap(),
+            (20u8..28).collect::<Vec<_>>()
+        );
         region.write_from(40, &[9; 8]).unwrap();
-        region.copy_to_file(40, 8, file.as_fd(), 24).unwrap();
+        region.copy_to_object(40, 8, &object, 24).unwrap();
         let mut back = vec![0u8; 8];
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut back, 24).unwrap();
         assert_eq!(back, [9; 8]);
+        assert!(matches!(
+            region.copy_to_object(60, 8, &object, 0),
+            Err(WriteError::OutOfBounds(_))
+        ));
 
         // Outside the region: refused before the file is touched.
         assert!(matches!(

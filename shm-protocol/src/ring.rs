@@ -147,6 +147,9 @@ pub struct Producer {
     tail: u64,
     /// Whether the last push had to wake a parked consumer.
     woke: bool,
+    /// When the last push published its descriptor ([`crate::monotonic_ns`]), before
+    /// any wake-up: waking a parked consumer can hand it this thread's CPU for a while.
+    published_ns: u64,
     /// Where the consumer parks, when it waits in an event loop rather than on the futex.
     doorbell: Option<Arc<Ringer>>,
 }
@@ -179,6 +182,7 @@ pub(crate) unsafe fn producer(map: Arc<Mapping>, offset: usize, capacity: u64) -
         head,
         tail,
         woke: false,
+        published_ns: 0,
         doorbell: None,
     }
 }
@@ -251,6 +255,7 @@ impl Producer {
         // Release: publishes the slot write above; pairs with the consumer's Acquire load
         // of `head` in `Consumer::peek` / `has_data`.
         self.ring.ctrl().head.0.store(self.head, Ordering::Release);
+        self.published_ns = crate::monotonic_ns();
         self.woke = self.notify_consumer();
         Ok(true)
     }
@@ -268,6 +273,11 @@ impl Producer {
     /// loop) instead of on the futex.
     pub fn set_doorbell(&mut self, doorbell: Arc<Ringer>) {
         self.doorbell = Some(doorbell);
+    }
+
+    /// When the last push published its descriptor, before it woke anyone.
+    pub fn published_ns(&self) -> u64 {
+        self.published_ns
     }
 
     /// Whether the last push found the consumer parked and woke it: it is not running,

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use std::fs::File;
+use shm_protocol::ClientObject;
 use std::sync::Arc;
 
 /// TensorFlow's `DataType` numbering (`tensorflow/core/framework/types.proto`).
@@ -109,10 +109,11 @@ pub enum TensorData {
     File(FileBytes),
 }
 
-/// `len` bytes at `offset` of an open file (see [`TensorData::File`]).
+/// `len` bytes at `offset` of a client's open (and, where it could be, mapped) file (see
+/// [`TensorData::File`]).
 #[derive(Clone, Debug)]
 pub struct FileBytes {
-    pub file: Arc<File>,
+    pub file: Arc<ClientObject>,
     pub offset: u64,
     pub len: usize,
     /// What the file is, for messages: "shared memory region 'r' (key '/k')".
@@ -136,7 +137,6 @@ impl FileBytes {
 
     /// Reads the bytes into `dst` (exactly `len` of them); the error names the file.
     pub fn read_into(&self, dst: &mut [u8]) -> Result<(), String> {
-        use std::os::unix::fs::FileExt;
         if dst.len() != self.len {
             return Err(format!(
                 "cannot read {}: {} bytes asked for, {} held",
@@ -146,7 +146,7 @@ impl FileBytes {
             ));
         }
         self.file
-            .read_exact_at(dst, self.offset)
+            .read_at(dst, self.offset)
             .map_err(|e| self.error(e))
     }
 

@@ -435,12 +435,27 @@ def memory_kib(pid, field):
     raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
+def mapped_kib(pid, paths):
+    """Resident KiB of PID's mappings of these files (/proc/PID/smaps)."""
+    total, ours = 0, False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if fields and "-" in fields[0] and not fields[0].endswith(":"):
+                # A mapping's first line: range, perms, offset, device, inode, path.
+                ours = len(fields) >= 6 and fields[5] in paths
+            elif ours and fields[0] == "Rss:":
+                total += int(fields[1])
+    return total
+
+
 def test_shared_memory_tensors_are_copied_once_each_way(server, regions):
     """48 MiB of float32 through system shared memory, in and out (the dtypes model's
     float32 identity): the gateway's peak resident memory grows by its two arena blocks
     (the one copy in: region -> request arena, TensorFlow reads it there; the one copy
     out: response arena -> region), about 96 MiB, not by a copy of the tensor in its
-    heap each way as well (about 192 MiB). The values come back exact."""
+    heap each way as well (about 192 MiB). The client's pages the gateway maps are its
+    own memory, counted apart. The values come back exact."""
     n = 12 << 20
     x = np.random.default_rng(32).random((1, n), dtype=np.float32)
     in_key, in_handle = regions("big-in", x.nbytes)
@@ -457,8 +472,11 @@ def test_shared_memory_tensors_are_copied_once_each_way(server, regions):
     pid = PIDS["server"]
     before = memory_kib(pid, "VmRSS")
     c.infer("dtypes", [i], outputs=[o], parameters={"signature_name": "float32"})
-    grown_mib = (memory_kib(pid, "VmHWM") - before) / 1024
+    # The client's own pages, mapped by the gateway, are not copies: left out.
+    clients_pages = mapped_kib(pid, {f"/dev/shm{in_key}", f"/dev/shm{out_key}"})
+    grown_mib = (memory_kib(pid, "VmHWM") - before - clients_pages) / 1024
     c.unregister_system_shared_memory()
+    assert clients_pages > 0, "the gateway maps the client's regions"
     np.testing.assert_array_equal(
         shm.get_contents_as_numpy(out_handle, np.float32, list(x.shape)), x)
     assert grown_mib < 2.5 * x.nbytes / 2**20, \
@@ -466,22 +484,26 @@ def test_shared_memory_tensors_are_copied_once_each_way(server, regions):
         f"{x.nbytes >> 20} MiB tensor each way"
 
 
-def test_a_truncated_region_fails_only_its_request(server, regions):
+@pytest.mark.parametrize("size", [64, 64 << 10])
+def test_a_truncated_region_fails_only_its_request(server, regions, size):
     """The client shrinks its object after registering it: the request that reads past
-    the new end is refused (as the object is, not as it was), and the server serves on."""
-    key, handle = regions("shrinks", 64)
-    shm.set_shared_memory_region(handle, [np.arange(16, dtype=np.float32)])
+    the new end is refused (as the object is, not as it was), and the server serves on.
+    64 bytes: the end moves inside the mapping's one page; 64 KiB: pages the gateway has
+    mapped vanish, and reading them raises SIGBUS in it, which the copy's guard turns
+    into this request's error."""
+    key, handle = regions(f"shrinks-{size}", size)
+    shm.set_shared_memory_region(handle, [np.arange(size // 4, dtype=np.float32)])
     c = clients(server)[0]
     c.unregister_system_shared_memory()
-    c.register_system_shared_memory("shrinks", key, 64)
+    c.register_system_shared_memory("shrinks", key, size)
     os.truncate(f"/dev/shm{key}", 16)
-    i = th.InferInput("x", [16], "FP32")
-    i.set_shared_memory("shrinks", 64)
+    i = th.InferInput("x", [size // 4], "FP32")
+    i.set_shared_memory("shrinks", size)
     st, msg = v2_error(lambda: c.infer("dtypes", [i], outputs=[th.InferRequestedOutput("y")],
                                        parameters={"signature_name": "float32"}))
     c.unregister_system_shared_memory()
     assert (st, msg) == ("400", f"cannot read shared memory region 'shrinks' (key '{key}'): "
-                                "the file ends 16 bytes into a range of 64")
+                                f"the file ends 16 bytes into a range of {size}")
     r = c.infer("half_plus_two", [infer_input(th, "x", np.array([[2.0]], np.float32), "FP32")],
                 model_version="1")
     np.testing.assert_array_equal(r.as_numpy("y"), [[3.0]])

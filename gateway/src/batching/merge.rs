@@ -358,13 +358,16 @@ mod tests {
             .collect();
         let path = std::env::temp_dir().join(format!("tfgate-merge-{}", std::process::id()));
         std::fs::write(&path, &bytes).unwrap();
-        let file = std::sync::Arc::new(
+        let file = std::sync::Arc::new(shm_protocol::ClientObject::new(
             std::fs::File::options()
                 .read(true)
                 .write(true)
                 .open(&path)
                 .unwrap(),
-        );
+            0,
+            bytes.len() as u64,
+            true,
+        ));
         std::fs::remove_file(&path).unwrap();
         let b = Tensor::new(
             DataType::Float,
@@ -385,11 +388,12 @@ mod tests {
         );
         let padded = pad_to(&b, &[2, 3]).unwrap();
         assert_eq!(padded.to_f32().unwrap(), vec![3.0, 4.0, 3.0, 5.0, 6.0, 3.0]);
-        file.set_len(8).unwrap();
+        // Its owner truncates it: the mapped copy is caught and the file answers.
+        file.file().set_len(8).unwrap();
         let e = concat(&[&a, &b], 0).unwrap_err();
         assert_eq!(
             e.message,
-            "cannot read shared memory region 'r' (key '/k'): failed to fill whole buffer"
+            "cannot read shared memory region 'r' (key '/k'): the file ends 4 bytes into a range of 16"
         );
     }
 

@@ -16,20 +16,25 @@
 //! descriptor, and only then is the same inode reopened for reading and writing
 //! (`O_NONBLOCK`, through `/proc/self/fd`, its identity checked again).
 //!
-//! The object is read and written with `pread`/`pwrite` on its file descriptor, never
-//! mapped: the client may truncate it at any time, and a mapping past the new end would
-//! kill the gateway with SIGBUS, where a short read is just an error for that request.
+//! The registered range is mapped into the gateway once, at registration
+//! ([`ClientObject`]), as Triton does, so a tensor is one `memcpy` between the client's
+//! pages and an arena block. The client may truncate the object at any time, and a
+//! mapped page past its new end raises SIGBUS: every copy through the mapping runs under
+//! a guard that puts zero pages there instead, and the request's bytes are then copied
+//! through the file (`pread`/`pwrite`), where a short file is an error for that request
+//! alone; that region goes through the file from then on. A client's pages that the
+//! gateway has touched count in its resident memory (shared, not a copy).
+//!
 //! Every offset and size is checked against the region at registration and at each use.
 //!
 //! **One copy each way.** A numeric input stays in the object
 //! ([`TensorData::File`](tfgate_tensor::TensorData::File)) until the request's frame is
-//! written: the kernel then reads it straight into the request arena block, where
-//! TensorFlow reads it in place. An output asked for in a region is written there by the
+//! written: it is then copied from the client's pages straight into the request arena
+//! block, where TensorFlow reads it in place. An output asked for in a region is written there by the
 //! completion task straight from the response arena, before that space is released
 //! (`workers::incarnation`). Both copies run where the frame's other bytes are copied (on
-//! the event loop: the object is in `/dev/shm`, a tmpfs, so a read is a memory copy). With
-//! batching, inputs are read into the batch and outputs answered from memory, as for every
-//! API; BYTES and BOOL inputs, which the gateway checks, are read first too. Other reads
+//! the event loop: they are memory copies). With batching, inputs are read into the batch
+//! and outputs answered from memory, as for every API; BYTES and BOOL inputs, which the gateway checks, are read first too. Other reads
 //! and writes run off the async threads (`off_the_loop`). A region holds its file open,
 //! and each request holds the region: one unregistered while a request uses it stays open
 //! until that request is answered.
@@ -37,6 +42,7 @@
 use crate::error::ServingError;
 use bytes::Bytes;
 use parking_lot::Mutex;
+use shm_protocol::ClientObject;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -121,7 +127,7 @@ pub struct Region {
     /// Where the region starts in the object.
     pub offset: u64,
     pub byte_size: u64,
-    file: Arc<File>,
+    file: Arc<ClientObject>,
     /// "shared memory region 'r' (key '/k')", for messages.
     what: Arc<str>,
     /// Opened read-only (the object's permissions allow no more): outputs are refused.
@@ -175,7 +181,7 @@ impl Region {
                 r.byte_size
             )));
         }
-        off_the_loop(|| self.file.write_all_at(data, at)).map_err(|e| {
+        off_the_loop(|| self.file.file().write_all_at(data, at)).map_err(|e| {
             ServingError::internal(format!(
                 "cannot write shared memory region '{}' (key '{}'): {e}",
                 self.name, self.key
@@ -328,7 +334,7 @@ impl Registry {
             key: key.to_string(),
             offset,
             byte_size,
-            file: Arc::new(file),
+            file: Arc::new(ClientObject::new(file, offset, byte_size, !read_only)),
             what: format!("shared memory region '{name}' (key '{key}')").into(),
             read_only,
         });

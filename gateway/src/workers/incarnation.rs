@@ -357,15 +357,16 @@ impl Incarnation {
             id,
             sent: false,
         };
-        loop {
+        // When the frame was pushed: the end of its formation, before the worker's wake-up.
+        let pushed_ns = loop {
             let notified = self.space.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if !self.is_alive() {
                 return Err(CallError::WorkerDied);
             }
-            match self.sender.try_send(id, encoded) {
-                Ok(()) => break,
+            match self.sender.try_send_at(id, encoded) {
+                Ok(pushed_ns) => break pushed_ns,
                 Err(SendError::Full) => {
                     if tokio::time::timeout_at(deadline, notified).await.is_err() {
                         return Err(CallError::DeadlineExceeded);
@@ -379,8 +380,7 @@ impl Incarnation {
                 Err(SendError::Source(e)) => return Err(CallError::Input(e.to_string())),
                 Err(_) => return Err(CallError::WorkerDied),
             }
-        }
-        let pushed_ns = shm_protocol::monotonic_ns();
+        };
         guard.sent = true;
         if let Some(o) = self.outstanding.lock().get_mut(&id) {
             o.sent_at = Instant::now();
