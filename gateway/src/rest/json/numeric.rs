@@ -16,48 +16,9 @@
 
 use tfgate_tensor::tensor::DataType;
 
-use super::parser::{JsonValue, NumberReader};
+use super::parser::{Number, NumberReader};
 use super::predict::{single_input, Acc, Vals};
 use super::{PredictFormat, PredictJson};
-
-/// A number as the parser typed it, in 16 bytes (a `JsonValue` takes 32).
-#[derive(Clone, Copy)]
-enum Number {
-    Int(i64),
-    /// An integer above `i64::MAX` (the parser's integers fit `i64` or `u64`).
-    Uint(u64),
-    Double(f64),
-}
-
-impl Number {
-    fn of(v: JsonValue) -> Option<Number> {
-        match v {
-            JsonValue::Int(i) => match i64::try_from(i) {
-                Ok(i) => Some(Number::Int(i)),
-                Err(_) => u64::try_from(i).ok().map(Number::Uint),
-            },
-            JsonValue::Double(d) => Some(Number::Double(d)),
-            _ => None,
-        }
-    }
-
-    /// `JsonValue::as_f64` of this number.
-    fn as_f64(self) -> f64 {
-        match self {
-            Number::Int(i) => i as f64,
-            Number::Uint(u) => u as f64,
-            Number::Double(d) => d,
-        }
-    }
-
-    fn value(self) -> JsonValue {
-        match self {
-            Number::Int(i) => JsonValue::Int(i.into()),
-            Number::Uint(u) => JsonValue::Int(u.into()),
-            Number::Double(d) => JsonValue::Double(d),
-        }
-    }
-}
 
 /// A numeric predict body, read; its values still to be typed by the signature.
 pub struct NumericPredict {
@@ -236,7 +197,7 @@ impl<'a> Scan<'a> {
             // The innermost level: `number (, number)* ]`.
             loop {
                 let (n, end) = self.numbers.number(self.pos)?;
-                numbers.push(Number::of(n)?);
+                numbers.push(n);
                 counts[depth] += 1;
                 self.pos = end;
                 self.ws();

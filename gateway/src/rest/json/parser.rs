@@ -14,6 +14,35 @@
 
 use std::sync::OnceLock;
 
+/// A number as rapidjson types it: an integer that fits `int64`, one above it that fits
+/// `uint64`, or a double. `JsonValue::Int` holds the first two.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Number {
+    Int(i64),
+    Uint(u64),
+    Double(f64),
+}
+
+impl Number {
+    /// `JsonValue::as_f64` of this number.
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Number::Int(i) => i as f64,
+            Number::Uint(u) => u as f64,
+            Number::Double(d) => d,
+        }
+    }
+
+    /// The number as the document holds it.
+    pub fn value(self) -> JsonValue {
+        match self {
+            Number::Int(i) => JsonValue::Int(i.into()),
+            Number::Uint(u) => JsonValue::Int(u.into()),
+            Number::Double(d) => JsonValue::Double(d),
+        }
+    }
+}
+
 /// One JSON value. Object members keep their document order and duplicates, like a
 /// rapidjson DOM.
 #[derive(Debug, Clone, PartialEq)]
@@ -444,7 +473,7 @@ impl<'a> Reader<'a> {
                 return true;
             }
             match self.parse_number() {
-                Some(v) => self.emit(v),
+                Some(n) => self.emit(n.value()),
                 None => return false,
             }
         }
@@ -559,7 +588,7 @@ impl<'a> Reader<'a> {
             b't' => self.parse_literal(b"rue", JsonValue::Bool(true)),
             b'f' => self.parse_literal(b"alse", JsonValue::Bool(false)),
             b'"' => self.parse_string().map(JsonValue::String),
-            _ => self.parse_number(),
+            _ => self.parse_number().map(Number::value),
         };
         match v {
             Some(v) => {
@@ -669,7 +698,11 @@ impl<'a> Reader<'a> {
     }
 
     /// rapidjson's `ParseNumber` without `kParseFullPrecisionFlag`, step for step.
-    fn parse_number(&mut self) -> Option<JsonValue> {
+    /// Inlined where it is called: its result then stays in registers (a returned value
+    /// read back through memory cost the numeric reader a store-forwarding stall per
+    /// number, behind the division that ends the conversion).
+    #[inline(always)]
+    fn parse_number(&mut self) -> Option<Number> {
         let start = self.pos;
         let minus = self.consume(b'-');
         let mut i: u32 = 0;
@@ -851,19 +884,23 @@ impl<'a> Reader<'a> {
 
         Some(if use_double {
             let d = strtod_normal_precision(d, exp + exp_frac);
-            JsonValue::Double(if minus { -d } else { d })
+            Number::Double(if minus { -d } else { d })
         } else if use_nan_or_inf {
-            JsonValue::Double(d)
+            Number::Double(d)
         } else if use64 {
             if minus {
-                JsonValue::Int(-i128::from(i64v))
+                // At most 2^63 here (the loop stops before passing it): fits an i64.
+                Number::Int(i64::try_from(-i128::from(i64v)).unwrap_or(i64::MIN))
             } else {
-                JsonValue::Int(i128::from(i64v))
+                match i64::try_from(i64v) {
+                    Ok(i) => Number::Int(i),
+                    Err(_) => Number::Uint(i64v),
+                }
             }
         } else if minus {
-            JsonValue::Int(-i128::from(i))
+            Number::Int(-i64::from(i))
         } else {
-            JsonValue::Int(i128::from(i))
+            Number::Int(i64::from(i))
         })
     }
 }
@@ -929,6 +966,7 @@ fn fast_path(significand: f64, exp: i64) -> f64 {
 }
 
 /// rapidjson's `StrtodNormalPrecision`: not always correctly rounded, on purpose.
+#[inline]
 fn strtod_normal_precision(d: f64, p: i64) -> f64 {
     if p < -308 {
         let d = fast_path(d, -308);
@@ -961,7 +999,8 @@ impl<'a> NumberReader<'a> {
 
     /// The number at `pos` and the position after it; `None` where the parser would
     /// stop with an error.
-    pub(crate) fn number(&mut self, pos: usize) -> Option<(JsonValue, usize)> {
+    #[inline(always)]
+    pub(crate) fn number(&mut self, pos: usize) -> Option<(Number, usize)> {
         self.0.pos = pos;
         self.0.error = None;
         let v = self.0.parse_number()?;
