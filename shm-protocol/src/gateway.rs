@@ -207,13 +207,15 @@ impl RequestSender {
         if let Some(f) = inner.shared.alloc.lock().in_flight.get_mut(&request_id) {
             f.pushed = true;
         }
-        match producer.try_push(desc) {
+        match producer.publish(desc) {
             Ok(true) => {
+                let published_ns = crate::monotonic_ns();
+                producer.wake_consumer();
                 if producer.woke_consumer() {
                     // Relaxed: a hint for the receiver's spin budget, nothing is published.
                     inner.shared.woke_worker.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(producer.published_ns())
+                Ok(published_ns)
             }
             Ok(false) => {
                 drop(producer);

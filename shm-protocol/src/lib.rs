@@ -87,6 +87,9 @@
 //!    rings; with [`SegmentConfig::prefault`] every page is faulted in up front.
 //! 5. Allocator metadata lives in the writer's private memory; the reader only ever
 //!    learns offsets through descriptors, which it bounds-checks.
+//! 6. A client's file ([`ClientObject`]) cannot be sealed: its owner may truncate it
+//!    under the gateway's mapping. Every copy through that mapping runs under a SIGBUS
+//!    guard and is made again through the file when the guard fired (see its module).
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod arena;

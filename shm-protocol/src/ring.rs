@@ -147,9 +147,6 @@ pub struct Producer {
     tail: u64,
     /// Whether the last push had to wake a parked consumer.
     woke: bool,
-    /// When the last push published its descriptor ([`crate::monotonic_ns`]), before
-    /// any wake-up: waking a parked consumer can hand it this thread's CPU for a while.
-    published_ns: u64,
     /// Where the consumer parks, when it waits in an event loop rather than on the futex.
     doorbell: Option<Arc<Ringer>>,
 }
@@ -182,7 +179,6 @@ pub(crate) unsafe fn producer(map: Arc<Mapping>, offset: usize, capacity: u64) -
         head,
         tail,
         woke: false,
-        published_ns: 0,
         doorbell: None,
     }
 }
@@ -244,6 +240,17 @@ impl Producer {
 
     /// Pushes one descriptor; `Ok(false)` if the ring is full. Wakes a parked consumer.
     pub fn try_push(&mut self, desc: Descriptor) -> Result<bool, RingError> {
+        let pushed = self.publish(desc)?;
+        if pushed {
+            self.wake_consumer();
+        }
+        Ok(pushed)
+    }
+
+    /// [`Producer::try_push`] without the wake-up: the caller calls
+    /// [`Producer::wake_consumer`] next (in between it may note the time of the push,
+    /// which waking a parked consumer can delay by handing it this thread's CPU).
+    pub fn publish(&mut self, desc: Descriptor) -> Result<bool, RingError> {
         if self.free_slots()? == 0 {
             return Ok(false);
         }
@@ -255,9 +262,12 @@ impl Producer {
         // Release: publishes the slot write above; pairs with the consumer's Acquire load
         // of `head` in `Consumer::peek` / `has_data`.
         self.ring.ctrl().head.0.store(self.head, Ordering::Release);
-        self.published_ns = crate::monotonic_ns();
-        self.woke = self.notify_consumer();
         Ok(true)
+    }
+
+    /// Wakes the consumer if it parked (after [`Producer::publish`]).
+    pub fn wake_consumer(&mut self) {
+        self.woke = self.notify_consumer();
     }
 
     /// Wakes a parked consumer, on its doorbell if it has one.
@@ -273,11 +283,6 @@ impl Producer {
     /// loop) instead of on the futex.
     pub fn set_doorbell(&mut self, doorbell: Arc<Ringer>) {
         self.doorbell = Some(doorbell);
-    }
-
-    /// When the last push published its descriptor, before it woke anyone.
-    pub fn published_ns(&self) -> u64 {
-        self.published_ns
     }
 
     /// Whether the last push found the consumer parked and woke it: it is not running,

@@ -102,8 +102,8 @@ pub enum TensorData {
     /// One byte string per element (DT_STRING), row-major.
     Strings(Vec<Vec<u8>>),
     /// Fixed-size elements that stay in a file another process shares with the gateway
-    /// (a V2 client's system shared-memory region): the kernel copies them once, from the
-    /// file straight into the shared memory a worker reads, or from a worker's answer
+    /// (a V2 client's system shared-memory region): they are copied once, from the file's
+    /// pages straight into the shared memory a worker reads, or from a worker's answer
     /// straight into the file; they never pass through the gateway's heap. Only the
     /// gateway makes these; they never reach a worker.
     File(FileBytes),
