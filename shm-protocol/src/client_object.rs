@@ -78,6 +78,14 @@ impl ClientObject {
         unsafe { self.copy(Direction::FromFile, at, dst.as_mut_ptr(), dst.len()) }
     }
 
+    /// Writes `src` at file offset `at` (a write past the file's end grows it, as
+    /// `pwrite` does).
+    pub fn write_at(&self, src: &[u8], at: u64) -> std::io::Result<()> {
+        // SAFETY: `src` is valid for reads of its length, the copy only reads it, and it
+        // is private memory, apart from the client's pages.
+        unsafe { self.copy(Direction::ToFile, at, src.as_ptr().cast_mut(), src.len()) }
+    }
+
     /// Copies `len` bytes between file offset `at` and `mem`: from the mapping when the
     /// range is inside it and it is intact, else through the file.
     ///
@@ -363,8 +371,7 @@ mod tests {
         assert_eq!(got, bytes[5..105]);
 
         let src = [7u8; 64];
-        // SAFETY: `src` is valid for 64 bytes of reads; the copy only reads it.
-        unsafe { object.copy(Direction::ToFile, 4000, src.as_ptr().cast_mut(), 64) }.unwrap();
+        object.write_at(&src, 4000).unwrap();
         let mut back = [0u8; 64];
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut back, 4000).unwrap();
         assert_eq!(back, src);
@@ -401,9 +408,7 @@ mod tests {
         object.read_at(&mut head, 8).unwrap();
         assert_eq!(head, bytes[8..8 + page]);
         // Writes past the end grow the file through `pwrite`, as they would have.
-        // SAFETY: `head` is valid for its length of reads.
-        unsafe { object.copy(Direction::ToFile, 2 * page as u64, head.as_mut_ptr(), page) }
-            .unwrap();
+        object.write_at(&head, 2 * page as u64).unwrap();
         assert_eq!(file.metadata().unwrap().len(), 3 * page as u64);
     }
 
@@ -418,8 +423,7 @@ mod tests {
         assert_eq!(e.to_string(), "the file ends 40 bytes into a range of 100");
         // A write there grows the file through `pwrite` instead of being lost.
         let src = [3u8; 20];
-        // SAFETY: `src` is valid for its length of reads.
-        unsafe { object.copy(Direction::ToFile, 60, src.as_ptr().cast_mut(), 20) }.unwrap();
+        object.write_at(&src, 60).unwrap();
         assert_eq!(file.metadata().unwrap().len(), 80);
         let mut back = [0u8; 20];
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut back, 60).unwrap();
@@ -433,16 +437,7 @@ mod tests {
         let (file, object) = object_of(&vec![1u8; 2 * page], true);
         file.set_len(0).unwrap();
         let src = vec![9u8; page];
-        // SAFETY: `src` is valid for its length of reads.
-        unsafe {
-            object.copy(
-                Direction::ToFile,
-                page as u64,
-                src.as_ptr().cast_mut(),
-                page,
-            )
-        }
-        .unwrap();
+        object.write_at(&src, page as u64).unwrap();
         assert!(!object.is_mapped());
         let mut back = vec![0u8; page];
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut back, page as u64).unwrap();

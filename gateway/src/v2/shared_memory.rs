@@ -45,7 +45,6 @@ use parking_lot::Mutex;
 use shm_protocol::ClientObject;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use tfgate_tensor::FileBytes;
 
@@ -181,7 +180,7 @@ impl Region {
                 r.byte_size
             )));
         }
-        off_the_loop(|| self.file.file().write_all_at(data, at)).map_err(|e| {
+        off_the_loop(|| self.file.write_at(data, at)).map_err(|e| {
             ServingError::internal(format!(
                 "cannot write shared memory region '{}' (key '{}'): {e}",
                 self.name, self.key
