@@ -9,7 +9,7 @@ use tfgate_tensor::tensor::{DataType, Tensor};
 /// Parses a `:predict` body and decodes it against a signature of one input, `input` of
 /// `dtype`, as the REST front end does: the tensor it would send to the worker.
 pub fn rest_decode(body: &[u8], input: &str, dtype: DataType) -> Result<Tensor, String> {
-    let body = json::PredictBody::read(body).map_err(|e| e.message)?;
+    let body = json::PredictBody::read(body, |_| Some(dtype)).map_err(|e| e.message)?;
     let signature = [(input.to_string(), dtype)];
     let mut decoded = body.decode(&signature).map_err(|e| e.message)?;
     decoded

@@ -16,7 +16,7 @@ use crate::validation::examples::{self, ExamplesMethod, MethodNameCheck};
 use crate::workers::{RunOutput, WorkerPool};
 use tfgate_proto::tensorflow::serving::model_version_status::State;
 use tfgate_proto::tensorflow::serving::GetModelStatusResponse;
-use tfgate_tensor::tensor::Tensor;
+use tfgate_tensor::tensor::{DataType, Tensor};
 
 /// A successful call: the version that served it, the signature that ran, the result.
 #[derive(Debug)]
@@ -244,6 +244,25 @@ impl Predictor {
         let served = self.run(run, api).await?;
         let value = shape(&served.value, n)?;
         Ok(served.map(|_| value))
+    }
+
+    /// The dtype of the one input of the signature `signature_name` (the default when
+    /// `None`) of the version `request` resolves to now; `None` where that signature is
+    /// not found or has several inputs. A guess for a decoder that wants to read values
+    /// straight into their dtype: the version may change before the request runs, and
+    /// `predict` decodes against the one it resolves then.
+    pub fn single_input_dtype(
+        &self,
+        request: &ServableRequest,
+        signature_name: Option<&str>,
+    ) -> Option<DataType> {
+        let servable = self.servables.resolve(request).ok()?;
+        let key = validation::signature_key(signature_name.unwrap_or_default());
+        let mut inputs = servable.signature(key)?.inputs.values();
+        match (inputs.next(), inputs.next()) {
+            (Some(info), None) => DataType::from_i32(info.dtype),
+            _ => None,
+        }
     }
 
     /// The servable GetModelMetadata describes.

@@ -121,9 +121,14 @@ pub enum PredictBody<'a> {
 }
 
 impl<'a> PredictBody<'a> {
-    /// `ParseJson` of a `:predict` body.
-    pub fn read(body: &'a [u8]) -> Result<PredictBody<'a>, ServingError> {
-        match numeric::scan_predict(body) {
+    /// `ParseJson` of a `:predict` body. `dtype_for` tells the dtype the signature a
+    /// name (as sent; `None` if absent) resolves to most likely takes as its one input,
+    /// for a body of numbers to be read straight into it ([`numeric`]); a guess only.
+    pub fn read(
+        body: &'a [u8],
+        dtype_for: impl Fn(Option<&str>) -> Option<DataType>,
+    ) -> Result<PredictBody<'a>, ServingError> {
+        match numeric::scan_predict(body, dtype_for) {
             Some(n) => Ok(PredictBody::Numeric(n, body)),
             None => parse(body).map(PredictBody::Doc),
         }
@@ -144,7 +149,7 @@ impl<'a> PredictBody<'a> {
         signature_inputs: &[(String, DataType)],
     ) -> Result<PredictJson, ServingError> {
         match self {
-            PredictBody::Numeric(n, body) => match n.decode(signature_inputs) {
+            PredictBody::Numeric(n, body) => match n.decode(body, signature_inputs) {
                 Some(decoded) => Ok(decoded),
                 None => decode_predict(&parse(body)?, signature_inputs),
             },

@@ -127,7 +127,9 @@ impl RestApi {
     ) -> Result<Vec<u8>, ServingError> {
         let deadline = self.limits.deadline();
         if verb == Verb::Predict {
-            let body = json::PredictBody::read(body)?;
+            let body = json::PredictBody::read(body, |signature_name| {
+                self.predictor.single_input_dtype(request, signature_name)
+            })?;
             let signature_name = body.signature_name()?;
             let mut format = None;
             let served = self

@@ -1,44 +1,53 @@
-//! A predict body that is only numbers, read without a document tree: `{"instances":
-//! [[...]]}` or `{"inputs": [[...]]}` (with at most a plain `signature_name`), every
-//! leaf a number at the same depth, every array at a depth the same non-zero length.
-//! That is what `instances: images.tolist()` and most numeric requests are, and for
-//! them the general path builds a `JsonValue` per number and a `Vec` per innermost
-//! array only to walk them once.
+//! A predict body that is only numbers, read without a document tree and straight into
+//! the tensor's bytes: `{"instances": [[...]]}` or `{"inputs": [[...]]}` (with at most a
+//! plain `signature_name`), every leaf a number at the same depth, every array at a
+//! depth the same non-zero length. That is what `instances: images.tolist()` and most
+//! numeric requests are, and for them the general path builds a `JsonValue` per number
+//! and a `Vec` per innermost array only to walk them once.
 //!
-//! This reader accepts a strict subset of what the general path accepts, reads each
-//! number with the general parser's own code ([`NumberReader`]), and converts it with
-//! the same `AddValueToTensor` (`predict::add_value`). Anything else — another key, an
-//! escape, an empty or ragged array, a value of the wrong type, more than one input —
-//! makes it answer `None`, and the caller runs the general path on the same body,
-//! which then produces TF Serving's exact error or result. So it can only ever
-//! return what the general path returns; a unit test and the `rest_predict` fuzz
-//! target hold it to that.
+//! The reader is told the dtype the signature's one input most likely has (the caller
+//! asks the servable it would resolve), and converts each number as it is read, with
+//! the rules of `AddValueToTensor` (`predict::add_value`), into the packed
+//! little-endian bytes the worker receives: one pass from text to tensor. Whatever
+//! decides otherwise later — a `signature_name` after the array, a version loaded
+//! between the read and the run whose input has another dtype — reads the array again
+//! with the right dtype; the body is still at hand.
+//!
+//! It accepts a strict subset of what the general path accepts, and reads each number
+//! with the general parser's own code ([`NumberReader`]). Anything else — another key,
+//! an escape, an empty or ragged array, a value the dtype refuses, a dtype JSON numbers
+//! cannot fill, more than one input — makes it answer `None`, and the caller runs the
+//! general path on the same body, which then produces TF Serving's exact error or
+//! result. So it can only ever return what the general path returns; a unit test and
+//! the `rest_predict` fuzz target hold it to that.
 
-use tfgate_tensor::tensor::DataType;
+use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
 
 use super::parser::{Number, NumberReader};
-use super::predict::{single_input, Acc, Vals};
+use super::predict::single_input;
 use super::{PredictFormat, PredictJson};
 
-/// A numeric predict body, read; its values still to be typed by the signature.
+/// A numeric predict body, read: its array as a tensor of the dtype asked for.
 pub struct NumericPredict {
     signature_name: Option<String>,
     format: PredictFormat,
-    /// The dense shape of `instances` (batch first) or of `inputs`.
-    shape: Vec<i64>,
-    numbers: Vec<Number>,
+    /// Where the tensor's outermost `[` is, to read it again with another dtype.
+    array_at: usize,
+    /// The array, read with the dtype the signature's input was expected to have.
+    tensor: Tensor,
 }
 
 /// Deeper than any model input; deeper bodies take the general path.
 const MAX_DEPTH: usize = 32;
 
-/// Reads `body` if it is a numeric predict body; `None` for anything else.
-pub fn scan_predict(body: &[u8]) -> Option<NumericPredict> {
-    let mut s = Scan {
-        body,
-        pos: 0,
-        numbers: NumberReader::new(body),
-    };
+/// Reads `body` if it is a numeric predict body whose numbers all convert to the dtype
+/// `dtype_for` gives for its signature name (as sent, `None` if absent); `None` for
+/// anything else, and where `dtype_for` knows no single numeric input.
+pub fn scan_predict(
+    body: &[u8],
+    dtype_for: impl Fn(Option<&str>) -> Option<DataType>,
+) -> Option<NumericPredict> {
+    let mut s = Scan::new(body, 0);
     s.ws();
     s.byte(b'{')?;
     let (mut signature_name, mut tensor) = (None, None);
@@ -62,7 +71,9 @@ pub fn scan_predict(body: &[u8]) -> Option<NumericPredict> {
                 } else {
                     PredictFormat::Columnar
                 };
-                tensor = Some((format, s.nested_array()?));
+                let array_at = s.pos;
+                let dtype = dtype_for(signature_name.as_deref())?;
+                tensor = Some((format, array_at, dtype, s.typed_array(dtype)?));
             }
             _ => return None,
         }
@@ -74,13 +85,25 @@ pub fn scan_predict(body: &[u8]) -> Option<NumericPredict> {
         }
     }
     // Whatever follows the root is ignored, as the general parser ignores it.
-    let (format, (shape, numbers)) = tensor?;
+    let (format, array_at, dtype, mut tensor) = tensor?;
+    if signature_name.is_some() {
+        // The name may have come after the array.
+        let named = dtype_for(signature_name.as_deref())?;
+        if named != dtype {
+            tensor = read_array(body, array_at, named)?;
+        }
+    }
     Some(NumericPredict {
         signature_name,
         format,
-        shape,
-        numbers,
+        array_at,
+        tensor,
     })
+}
+
+/// The array at `at` of `body`, as a tensor of `dtype`.
+fn read_array(body: &[u8], at: usize, dtype: DataType) -> Option<Tensor> {
+    Scan::new(body, at).typed_array(dtype)
 }
 
 impl NumericPredict {
@@ -91,30 +114,97 @@ impl NumericPredict {
 
     /// `decode_predict` for this body: `None` wherever that would not return a tensor
     /// made of these numbers (more than one input, a value its dtype refuses, a dtype
-    /// JSON cannot carry), for the caller to run it on the general path.
-    pub fn decode(&self, signature_inputs: &[(String, DataType)]) -> Option<PredictJson> {
+    /// JSON numbers cannot fill), for the caller to run it on the general path. `body`
+    /// is the body this was read from.
+    pub fn decode(
+        &self,
+        body: &[u8],
+        signature_inputs: &[(String, DataType)],
+    ) -> Option<PredictJson> {
         let (name, dtype) = single_input(signature_inputs)?;
-        let mut acc = Acc {
-            dtype,
-            vals: Vals::with_capacity(dtype, self.numbers.len()),
+        let tensor = if dtype == self.tensor.dtype {
+            self.tensor.clone()
+        } else {
+            read_array(body, self.array_at, dtype)?
         };
-        for &n in &self.numbers {
-            // `AddValueToTensor`: floats and int32s as `JsonValue::as_f32`/`as_f64`/
-            // `as_i32` take them, without making each number a `JsonValue` first; any
-            // other value through the document's own code.
-            match (&mut acc.vals, n) {
-                (Vals::Float(out), n) => out.push(n.as_f64() as f32),
-                (Vals::Double(out), n) => out.push(n.as_f64()),
-                (Vals::Int(out), Number::Int(i)) if i32::try_from(i).is_ok() => out.push(i as i32),
-                (_, n) => acc.push(&n.value()).ok()?,
-            }
-        }
-        let tensor = acc.into_tensor(self.shape.clone())?;
         Some(PredictJson {
             signature_name: self.signature_name.clone(),
             format: self.format,
             inputs: vec![(name, tensor)],
         })
+    }
+}
+
+/// `AddValueToTensor` of one number for a dtype that packs it in `N` bytes: its bytes,
+/// or `None` where the general path answers an error. Integers are typed as rapidjson
+/// types them (`Int` for any that fits `i64`), so `IsInt()` is `i32::try_from`.
+trait Element<const N: usize> {
+    fn convert(n: Number) -> Option<[u8; N]>;
+}
+
+/// `GetFloat()`: `static_cast<float>(GetDouble())`, for any number.
+struct F32;
+impl Element<4> for F32 {
+    #[inline(always)]
+    fn convert(n: Number) -> Option<[u8; 4]> {
+        Some((n.as_f64() as f32).to_le_bytes())
+    }
+}
+
+struct F64;
+impl Element<8> for F64 {
+    #[inline(always)]
+    fn convert(n: Number) -> Option<[u8; 8]> {
+        Some(n.as_f64().to_le_bytes())
+    }
+}
+
+/// `int_val`, narrowed to `N` bytes as a C++ integer conversion narrows it (int32,
+/// int16, int8 and uint8 all take `IsInt()` values).
+struct IntVal;
+impl<const N: usize> Element<N> for IntVal {
+    #[inline(always)]
+    fn convert(n: Number) -> Option<[u8; N]> {
+        let Number::Int(i) = n else { return None };
+        let bytes = i32::try_from(i).ok()?.to_le_bytes();
+        let mut out = [0u8; N];
+        out.copy_from_slice(bytes.get(..N)?);
+        Some(out)
+    }
+}
+
+struct I64;
+impl Element<8> for I64 {
+    #[inline(always)]
+    fn convert(n: Number) -> Option<[u8; 8]> {
+        match n {
+            Number::Int(i) => Some(i.to_le_bytes()),
+            _ => None,
+        }
+    }
+}
+
+struct U32;
+impl Element<4> for U32 {
+    #[inline(always)]
+    fn convert(n: Number) -> Option<[u8; 4]> {
+        match n {
+            Number::Int(i) => u32::try_from(i).ok().map(u32::to_le_bytes),
+            Number::Uint(u) => u32::try_from(u).ok().map(u32::to_le_bytes),
+            Number::Double(_) => None,
+        }
+    }
+}
+
+struct U64;
+impl Element<8> for U64 {
+    #[inline(always)]
+    fn convert(n: Number) -> Option<[u8; 8]> {
+        match n {
+            Number::Int(i) => u64::try_from(i).ok().map(u64::to_le_bytes),
+            Number::Uint(u) => Some(u.to_le_bytes()),
+            Number::Double(_) => None,
+        }
     }
 }
 
@@ -125,6 +215,14 @@ struct Scan<'a> {
 }
 
 impl<'a> Scan<'a> {
+    fn new(body: &'a [u8], pos: usize) -> Scan<'a> {
+        Scan {
+            body,
+            pos,
+            numbers: NumberReader::new(body),
+        }
+    }
+
     fn peek(&self) -> Option<u8> {
         self.body.get(self.pos).copied()
     }
@@ -160,8 +258,25 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// A rectangular array of numbers: its dense shape and its numbers in order.
-    fn nested_array(&mut self) -> Option<(Vec<i64>, Vec<Number>)> {
+    /// The array here as a tensor of `dtype`; `None` for a dtype numbers cannot fill.
+    fn typed_array(&mut self, dtype: DataType) -> Option<Tensor> {
+        let (shape, bytes) = match dtype {
+            DataType::Float => self.nested_array::<4, F32>(),
+            DataType::Double => self.nested_array::<8, F64>(),
+            DataType::Int32 => self.nested_array::<4, IntVal>(),
+            DataType::Int16 => self.nested_array::<2, IntVal>(),
+            DataType::Int8 | DataType::Uint8 => self.nested_array::<1, IntVal>(),
+            DataType::Int64 => self.nested_array::<8, I64>(),
+            DataType::Uint32 => self.nested_array::<4, U32>(),
+            DataType::Uint64 => self.nested_array::<8, U64>(),
+            _ => None,
+        }?;
+        Tensor::new(dtype, shape, TensorData::Bytes(bytes.into())).ok()
+    }
+
+    /// A rectangular array of numbers: its dense shape and its numbers, each converted
+    /// by `E` into `N` bytes, in order.
+    fn nested_array<const N: usize, E: Element<N>>(&mut self) -> Option<(Vec<i64>, Vec<u8>)> {
         // The shape, following first elements (`GetDenseTensorShape`).
         let mut shape = Vec::new();
         let mut at = self.pos;
@@ -180,11 +295,11 @@ impl<'a> Scan<'a> {
             return None;
         }
         // Room for as many numbers as a body of short ones (`0.5, `) holds, bounded;
-        // longer ones leave it spare, more grow it.
+        // longer ones leave it spare (untouched, so never resident), more grow it.
         let room = self.body.len().saturating_sub(self.pos) / 5;
-        let mut numbers = Vec::with_capacity(room.min(1 << 24));
+        let mut out: Vec<u8> = Vec::with_capacity(room.min(1 << 24) * N);
         // How many elements the open array at each depth has had so far.
-        let mut counts = vec![0i64; rank];
+        let mut counts = [0i64; MAX_DEPTH];
         let mut depth = 0;
         self.byte(b'[')?;
         loop {
@@ -195,10 +310,11 @@ impl<'a> Scan<'a> {
                 continue;
             }
             // The innermost level: `number (, number)* ]`.
+            let mut row = 0;
             loop {
                 let (n, end) = self.numbers.number(self.pos)?;
-                numbers.push(n);
-                counts[depth] += 1;
+                out.extend_from_slice(&E::convert(n)?);
+                row += 1;
                 self.pos = end;
                 self.ws();
                 match self.next()? {
@@ -207,6 +323,7 @@ impl<'a> Scan<'a> {
                     _ => return None,
                 }
             }
+            counts[depth] = row;
             // Close arrays until one continues.
             loop {
                 let size = std::mem::take(&mut counts[depth]);
@@ -220,7 +337,7 @@ impl<'a> Scan<'a> {
                     return None;
                 }
                 if depth == 0 {
-                    return Some((shape, numbers));
+                    return Some((shape, out));
                 }
                 depth -= 1;
                 counts[depth] += 1;

@@ -14,7 +14,7 @@ use super::{format_error, status_to_string, JsonDoc, PredictFormat, PredictJson}
 use crate::error::ServingError;
 
 /// Values as a `TensorProto` holds them while the JSON is read.
-pub(super) enum Vals {
+enum Vals {
     Float(Vec<f32>),
     Double(Vec<f64>),
     /// `int_val`: int32, int16, int8 and uint8.
@@ -44,37 +44,14 @@ impl Vals {
             _ => Vals::Unsupported,
         }
     }
-
-    /// [`Vals::new`] with room for `n` values of a numeric dtype.
-    pub(super) fn with_capacity(dtype: DataType, n: usize) -> Vals {
-        match Vals::new(dtype) {
-            Vals::Float(_) => Vals::Float(Vec::with_capacity(n)),
-            Vals::Double(_) => Vals::Double(Vec::with_capacity(n)),
-            Vals::Int(_) => Vals::Int(Vec::with_capacity(n)),
-            Vals::Int64(_) => Vals::Int64(Vec::with_capacity(n)),
-            other => other,
-        }
-    }
 }
 
 /// Decoded inputs by name: dtype, shape, values.
 type Decoded = BTreeMap<String, (DataType, Vec<i64>, Vals)>;
 
-pub(super) struct Acc {
-    pub(super) dtype: DataType,
-    pub(super) vals: Vals,
-}
-
-impl Acc {
-    /// `AddValueToTensor` of one value.
-    pub(super) fn push(&mut self, v: &JsonValue) -> Result<(), ServingError> {
-        add_value(v, self)
-    }
-
-    /// The tensor of these values in `shape`, as `decode_predict` builds it.
-    pub(super) fn into_tensor(self, shape: Vec<i64>) -> Option<Tensor> {
-        to_tensor(self.dtype, shape, self.vals)
-    }
+struct Acc {
+    dtype: DataType,
+    vals: Vals,
 }
 
 /// The name and dtype of a signature's only input; `None` when it has several (or
