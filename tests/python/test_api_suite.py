@@ -287,6 +287,21 @@ def test_rest_columnar_format_every_dtype(server, name):
     assert_json(body, {"outputs": json_value(name, values[1])})
 
 
+@pytest.mark.parametrize("name", [d for d in JSON_DTYPES if d not in ("bool", "string")])
+def test_rest_signature_name_after_the_numbers(server, name):
+    """A body of numbers whose signature_name follows them: the gateway reads the numbers
+    before it knows the signature (as float: serving_default has many inputs), then again
+    with the named signature's dtype; every value of that dtype comes back exactly."""
+    values = VALUES[name]
+    want = [[json_value(name, v) for v in p] for p in pairs(values)]
+    status, body = server.predict("dtypes", {"instances": pairs(values), "signature_name": name})
+    assert status == 200, body
+    assert_json(body, {"predictions": want})
+    status, body = server.predict("dtypes", {"inputs": pairs(values), "signature_name": name})
+    assert status == 200, body
+    assert_json(body, {"outputs": want})
+
+
 def expected_outputs(n_by_dtype):
     out = {d: [json_value(d, v) for v in VALUES[d][:n_by_dtype[d]]] for d in JSON_DTYPES}
     out["string_bytes"] = [b64(s) for s in VALUES["string"][:n_by_dtype["string"]]]
@@ -460,6 +475,10 @@ def test_rest_json_type_errors(server, name, value, text, kind):
     assert server.predict("dtypes", {"signature_name": name,
                                      "instances": [VALUES[name][0], value]}) == (
         400, {"error": ROW.format(1, "INVALID_ARGUMENT: " + msg)})
+    # The name after the value: a body of numbers is read before its signature is known,
+    # then again with the named signature's dtype, which refuses it as above.
+    assert server.predict("dtypes", {"inputs": [value], "signature_name": name}) == (
+        400, {"error": msg})
 
 
 def test_rest_predict_request_errors(server):

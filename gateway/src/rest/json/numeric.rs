@@ -6,7 +6,8 @@
 //! and a `Vec` per innermost array only to walk them once.
 //!
 //! The reader is told the dtype the signature's one input most likely has (the caller
-//! asks the servable it would resolve), and converts each number as it is read, with
+//! asks the servable it would resolve; float where that is not one input's), and
+//! converts each number as it is read, with
 //! the rules of `AddValueToTensor` (`predict::add_value`), into the packed
 //! little-endian bytes the worker receives: one pass from text to tensor. Whatever
 //! decides otherwise later — a `signature_name` after the array, a version loaded
@@ -41,12 +42,15 @@ pub struct NumericPredict {
 const MAX_DEPTH: usize = 32;
 
 /// Reads `body` if it is a numeric predict body whose numbers all convert to the dtype
-/// `dtype_for` gives for its signature name (as sent, `None` if absent); `None` for
-/// anything else, and where `dtype_for` knows no single numeric input.
+/// `dtype_for` gives for its signature name (as sent, `None` if absent), or to float
+/// where it knows none (no such signature, or one of several inputs: the answer will be
+/// an error or the document's, but a name may still follow the array); `None` for
+/// anything else.
 pub fn scan_predict(
     body: &[u8],
     dtype_for: impl Fn(Option<&str>) -> Option<DataType>,
 ) -> Option<NumericPredict> {
+    let dtype_for = |name: Option<&str>| dtype_for(name).unwrap_or(DataType::Float);
     let mut s = Scan::new(body, 0);
     s.ws();
     s.byte(b'{')?;
@@ -72,7 +76,7 @@ pub fn scan_predict(
                     PredictFormat::Columnar
                 };
                 let array_at = s.pos;
-                let dtype = dtype_for(signature_name.as_deref())?;
+                let dtype = dtype_for(signature_name.as_deref());
                 tensor = Some((format, array_at, dtype, s.typed_array(dtype)?));
             }
             _ => return None,
@@ -88,7 +92,7 @@ pub fn scan_predict(
     let (format, array_at, dtype, mut tensor) = tensor?;
     if signature_name.is_some() {
         // The name may have come after the array.
-        let named = dtype_for(signature_name.as_deref())?;
+        let named = dtype_for(signature_name.as_deref());
         if named != dtype {
             tensor = read_array(body, array_at, named)?;
         }
