@@ -188,27 +188,28 @@ impl Element<8> for I64 {
     }
 }
 
-struct U32;
-impl Element<4> for U32 {
+/// uint32 and uint64: `IsUint()` / `IsUint64()`, any non-negative integer that fits.
+struct Unsigned;
+impl Element<4> for Unsigned {
     #[inline(always)]
     fn convert(n: Number) -> Option<[u8; 4]> {
-        match n {
-            Number::Int(i) => u32::try_from(i).ok().map(u32::to_le_bytes),
-            Number::Uint(u) => u32::try_from(u).ok().map(u32::to_le_bytes),
-            Number::Double(_) => None,
-        }
+        unsigned(n).map(u32::to_le_bytes)
     }
 }
 
-struct U64;
-impl Element<8> for U64 {
+impl Element<8> for Unsigned {
     #[inline(always)]
     fn convert(n: Number) -> Option<[u8; 8]> {
-        match n {
-            Number::Int(i) => u64::try_from(i).ok().map(u64::to_le_bytes),
-            Number::Uint(u) => Some(u.to_le_bytes()),
-            Number::Double(_) => None,
-        }
+        unsigned(n).map(u64::to_le_bytes)
+    }
+}
+
+#[inline(always)]
+fn unsigned<T: TryFrom<i64> + TryFrom<u64>>(n: Number) -> Option<T> {
+    match n {
+        Number::Int(i) => T::try_from(i).ok(),
+        Number::Uint(u) => T::try_from(u).ok(),
+        Number::Double(_) => None,
     }
 }
 
@@ -271,8 +272,8 @@ impl<'a> Scan<'a> {
             DataType::Int16 => self.nested_array::<2, IntVal>(),
             DataType::Int8 | DataType::Uint8 => self.nested_array::<1, IntVal>(),
             DataType::Int64 => self.nested_array::<8, I64>(),
-            DataType::Uint32 => self.nested_array::<4, U32>(),
-            DataType::Uint64 => self.nested_array::<8, U64>(),
+            DataType::Uint32 => self.nested_array::<4, Unsigned>(),
+            DataType::Uint64 => self.nested_array::<8, Unsigned>(),
             _ => None,
         }?;
         Tensor::new(dtype, shape, TensorData::Bytes(bytes.into())).ok()
