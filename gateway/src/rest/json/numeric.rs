@@ -67,7 +67,17 @@ pub fn scan_predict(
                 s.byte(b'"')?;
                 let name = s.plain_string()?;
                 // Printable ASCII only, so the bytes are the String as is.
-                signature_name = Some(String::from_utf8(name.to_vec()).ok()?);
+                let name = String::from_utf8(name.to_vec()).ok()?;
+                // A name after the array: read it again if its signature takes another
+                // dtype than the one it was read with.
+                if let Some((_, at, dtype, read)) = &mut tensor {
+                    let named = dtype_for(Some(&name));
+                    if named != *dtype {
+                        *read = read_array(body, *at, named)?;
+                        *dtype = named;
+                    }
+                }
+                signature_name = Some(name);
             }
             b"instances" | b"inputs" if tensor.is_none() => {
                 let format = if key == b"instances" {
@@ -89,14 +99,7 @@ pub fn scan_predict(
         }
     }
     // Whatever follows the root is ignored, as the general parser ignores it.
-    let (format, array_at, dtype, mut tensor) = tensor?;
-    if signature_name.is_some() {
-        // The name may have come after the array.
-        let named = dtype_for(signature_name.as_deref());
-        if named != dtype {
-            tensor = read_array(body, array_at, named)?;
-        }
-    }
+    let (format, array_at, _, tensor) = tensor?;
     Some(NumericPredict {
         signature_name,
         format,
