@@ -3,7 +3,10 @@
 //! image as `instances: images.tolist()` (TF Serving's REST tutorials), a model's
 //! logits, a transformer's hidden states. Prints a table naming the machine, then one
 //! JSON line. serde_json parsing the same body into a `Value` is printed beside as a
-//! point of reference, not as a ceiling.
+//! point of reference, not as a ceiling. Beside each float32 encode, the same values
+//! written with `ryu` (the well-kept crate's shortest text) in the same layout: the
+//! ceiling for printing that many floats on this machine (compare the µs; ryu's text
+//! is shorter, and is not TF Serving's).
 //!
 //! `cargo build --release -p tfgate-e2e --bin codec-bench && target/release/codec-bench`
 
@@ -24,6 +27,24 @@ fn values(n: usize) -> Vec<f32> {
             (s >> 40) as f32 / (1u64 << 24) as f32
         })
         .collect()
+}
+
+/// `vals` laid out as the encoder lays out a float32 tensor (rows of `row` values,
+/// `, ` between them), each value as ryu's shortest text.
+fn ryu_rows(vals: &[f32], row: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(vals.len() * 14);
+    let mut text = ryu::Buffer::new();
+    for chunk in vals.chunks(row.max(1)) {
+        out.push(b'[');
+        for (i, v) in chunk.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(text.format_finite(*v).as_bytes());
+        }
+        out.extend_from_slice(b"],\n");
+    }
+    out
 }
 
 /// Deterministic token ids below BERT's vocabulary size.
@@ -228,6 +249,19 @@ fn main() {
             bytes: body.len(),
             took,
         });
+        if *dtype == DataType::Float {
+            let vals = values(n);
+            let row = shape.last().copied().unwrap_or(1);
+            let bytes = ryu_rows(&vals, row).len();
+            let took = median(budget, || {
+                black_box(ryu_rows(black_box(&vals), row));
+            });
+            rows.push(Row {
+                what: "  (the same floats by ryu, shortest: a ceiling)".into(),
+                bytes,
+                took,
+            });
+        }
     }
 
     println!("machine: {}", tfgate_e2e::machine());

@@ -426,28 +426,130 @@ fn round_div<const D: u64>(whole: u64, exact: bool) -> u64 {
     q + u64::from(up)
 }
 
-/// `WriteDecimal<float>` for the magnitudes models return (about 1e-22 up to 2^23), in
-/// one 128-bit multiply: the value times `10^k` has 10 or 11 integer digits, from
-/// which both the 6-digit and the 9-digit roundings are taken exactly (ties to even),
-/// and whether the 6-digit one reads back is an integer comparison with half the gap
-/// to the neighbouring floats. Writes at most 15 bytes (`-1.23456789e-05`) and
-/// returns how many; `None` outside that range: then the general path.
-fn fast_f32(v: f32, out: &mut [u8; 24]) -> Option<usize> {
+/// `b"0.00000000000000"` read as one little-endian word: the lead of a `%g` text
+/// between 1e-4 and 1, cut to length.
+const LEADING_ZEROS: u128 = u128::from_le_bytes(*b"0.00000000000000");
+
+/// The first `n < 16` bytes of a little-endian text word.
+fn first_bytes(text: u128, n: usize) -> u128 {
+    text & ((1u128 << (8 * n)) - 1)
+}
+
+/// What each binary exponent of a float in the fast range needs. The value is
+/// `m × 2^-s`; scaled by `10^k` to 10 or 11 integer digits it is
+/// `m × pre × five / 2^shift`, with `pre × five = 5^k × 2^(k-s+shift)`: `pre` a small
+/// factor that keeps `m × pre` in a `u64` and `five` below 2^64, so one 64×64
+/// multiply gives it. The gap between neighbouring floats is `pre × five / 2^shift`
+/// of those units. `five == 0` outside the range.
+#[derive(Clone, Copy)]
+struct Scale {
+    pre: u64,
+    five: u64,
+    shift: u32,
+    /// floor(half the gap), or -1 where half the gap is a whole number (the top
+    /// binades, whose values are integers at this scale): then compared exactly.
+    half_gap: i64,
+    /// The decimal exponent of the binade's low end (the high end's may be one more).
+    x: i32,
+}
+
+const SCALES: [Scale; 256] = {
+    let none = Scale {
+        pre: 0,
+        five: 0,
+        shift: 0,
+        half_gap: 0,
+        x: 0,
+    };
+    let mut t = [none; 256];
+    let mut exp = 1;
+    while exp < 255 {
+        let s = 150 - exp as i32;
+        let x = ((23 - s) * 78913) >> 18;
+        let k = 9 - x;
+        // 5^27 is the last power of five a u64 holds; 625 × 2^24 fits many times over.
+        if s >= 1 && k >= 0 && k <= 31 {
+            let five = 5u64.pow(if k > 27 { 27 } else { k as u32 });
+            let (pre, shift) = if s < k {
+                (1u64 << (k - s), 0)
+            } else {
+                (
+                    5u64.pow(if k > 27 { (k - 27) as u32 } else { 0 }),
+                    (s - k) as u32,
+                )
+            };
+            let gap = pre as u128 * five as u128;
+            let half_gap = if shift == 0 && gap.is_multiple_of(2) {
+                -1
+            } else {
+                (gap >> (shift + 1)) as i64
+            };
+            t[exp] = Scale {
+                pre,
+                five,
+                shift,
+                half_gap,
+                x,
+            };
+        }
+        exp += 1;
+    }
+    t
+};
+
+/// Whether the decimal `c` reads back as the float `n / 2^shift` (both in the scaled
+/// units, `gap` apart from its neighbours): within half the gap, a quarter of it
+/// below where the float below is closer, ties to the even significand.
+fn reads_back_exactly(
+    n: u128,
+    c: u64,
+    shift: u32,
+    gap: u128,
+    closer_below: bool,
+    even: bool,
+) -> Option<bool> {
+    let c = u128::from(c) << shift;
+    let below = c < n;
+    let off = c
+        .abs_diff(n)
+        .checked_mul(if below && closer_below { 4 } else { 2 })?;
+    Some(match off.cmp(&gap) {
+        std::cmp::Ordering::Less => true,
+        std::cmp::Ordering::Equal => even,
+        std::cmp::Ordering::Greater => false,
+    })
+}
+
+/// `WriteDecimal<float>` for the magnitudes models return (about 1e-22 up to 2^23):
+/// the value scaled to 10 or 11 integer digits by one 64×64 multiply (the binade's
+/// factors looked up in [`SCALES`]), from which both the 6-digit and the 9-digit
+/// roundings are taken exactly (ties to even). Whether the 6-digit one reads back is
+/// a comparison of integers with half the gap to the neighbouring floats, exact but
+/// for two borderline distances and powers of two, which take the 128-bit comparison.
+/// `None` outside that range: then the general path.
+///
+/// The text (at most 15 bytes, `-1.23456789e-05`) comes back in a register, first
+/// byte lowest, with its length: laid out by shifts, never stored byte by byte and
+/// read back whole.
+fn fast_f32(v: f32) -> Option<(u128, usize)> {
     let bits = v.to_bits();
     let (frac, exp) = (bits & 0x7F_FFFF, (bits >> 23) & 0xFF);
-    let m = u128::from(frac | 0x80_0000);
-    // v = m × 2^-s, in [2^t, 2^(t+1)).
-    let s = 150u32.checked_sub(exp).filter(|&s| (1..128).contains(&s))?;
-    let t = 23 - s as i32;
-    let xg = (t * 78913) >> 18;
-    let k = u32::try_from(9 - xg).ok()?;
-    let ten_k = pow10(k)?;
-    let n = m.checked_mul(ten_k)?;
-    // n = (whole + rest) × 2^s.
-    let whole = u64::try_from(n >> s).ok()?;
-    let rest = n & ((1u128 << s) - 1);
-    let exact = rest == 0;
-    // whole has 11 digits when the value's decimal exponent is one above the guess.
+    let Scale {
+        pre,
+        five,
+        shift,
+        half_gap,
+        x: xg,
+    } = SCALES[exp as usize];
+    if five == 0 {
+        return None;
+    }
+    let m = frac | 0x80_0000;
+    let n = u128::from(u64::from(m) * pre) * u128::from(five);
+    // n = (whole + rest) × 2^shift; rest is zero when 2^shift divides m (pre × five
+    // is odd where shift > 0).
+    let whole = (n >> shift) as u64;
+    let exact = m.trailing_zeros() >= shift;
     let (over, x, q9, q6) = if whole >= 10_000_000_000 {
         let q9 = round_div::<100>(whole, exact);
         (100, xg + 1, q9, round_div::<100_000>(whole, exact))
@@ -455,90 +557,82 @@ fn fast_f32(v: f32, out: &mut [u8; 24]) -> Option<usize> {
         let q9 = round_div::<10>(whole, exact);
         (10, xg, q9, round_div::<10_000>(whole, exact))
     };
-    // Does q6 × 10^(x-5) read back? In units of 2^-s × 10^-k the value is n, the
-    // candidate q6 × over × 1000 × 2^s, and half the gap to a neighbour 10^k / 2 (a
-    // quarter below where the float below is closer).
-    let candidate = u128::from(q6 * over * 1000);
-    if candidate.leading_zeros() < s {
-        return None;
-    }
-    let c = candidate << s;
-    // Without branches, as in round_div: the candidate lies below or above at random.
-    let off = c.abs_diff(n);
-    let scale = 2 << u32::from((c < n) & (frac == 0) & (exp > 1));
-    let reads_back = match off.checked_mul(scale)?.cmp(&ten_k) {
-        std::cmp::Ordering::Less => true,
-        std::cmp::Ordering::Equal => frac % 2 == 0,
-        std::cmp::Ordering::Greater => false,
+    // Does q6 × 10^(x-5) read back? It lies `delta - rest / 2^shift` units from the
+    // value (`0 <= rest < 2^shift`), against half the gap, which is never a whole
+    // number of units: integers settle it except where `delta` is `half_gap + 1` or
+    // `-half_gap`, and for a power of two, whose float below is closer.
+    let c6 = q6 * over * 1000;
+    let delta = c6 as i64 - whole as i64;
+    let reads_back = if frac == 0 || half_gap < 0 || delta == half_gap + 1 || delta == -half_gap {
+        let gap = u128::from(pre) * u128::from(five);
+        reads_back_exactly(n, c6, shift, gap, frac == 0 && exp > 1, frac % 2 == 0)?
+    } else {
+        delta <= half_gap && delta > -half_gap
     };
-    let (mut q, mut x, p) = if reads_back { (q6, x, 6) } else { (q9, x, 9) };
-    if q == 10u64.pow(p as u32) {
-        q /= 10;
-        x += 1;
-    }
-    // The nine digits of q (a 6-digit q scaled up) as bytes 0-8 of a register, '0's
-    // above: every piece copied out below is 8 bytes of it shifted, never a read of
-    // digits just stored (which stalls) nor a call to memcpy.
-    let q = (q * [1000, 1][usize::from(p == 9)]) as u32;
+    // q's nine digits (a 6-digit q scaled up): a rounding up to 10^p is 10^(p-1),
+    // one decade higher.
+    let (q, p) = if reads_back { (q6 * 1000, 6) } else { (q9, 9) };
+    let (q, x) = if q == 1_000_000_000 {
+        (100_000_000, x + 1)
+    } else {
+        (q, x)
+    };
+    let q = q as u32;
     let low8 = eight_digits(q % 100_000_000);
+    // Significant digits, trailing zeros dropped.
     let len = if low8 == 0 {
         1
     } else {
         9 - low8.leading_zeros() as usize / 8
     };
+    // The nine digits as bytes 0-8 of a word, '0's above.
     let digits = u128::from(b'0' + (q / 100_000_000) as u8)
         | u128::from(low8 | 0x3030_3030_3030_3030) << 8
         | 0x30_3030_3030_3030u128 << 72;
-    let eight = |from: usize| ((digits >> (8 * from)) as u64).to_le_bytes();
-    let mut at = usize::from(v < 0.0);
-    out[0] = b'-';
-    if (-4..p).contains(&x) {
-        if x >= 0 {
-            // At most 8 integer digits, the zeros past `len` included.
-            let int_len = x as usize + 1;
-            out[at..at + 8].copy_from_slice(&eight(0));
-            at += int_len;
-            out[at] = b'.';
-            at += 1;
-            if len > int_len {
-                out[at..at + 8].copy_from_slice(&eight(int_len));
-                at += len - int_len;
-            } else {
-                out[at] = b'0';
-                at += 1;
-            }
-        } else {
-            out[at..at + 6].copy_from_slice(b"0.0000");
-            at += (1 - x) as usize;
-            out[at..at + 8].copy_from_slice(&eight(0));
-            out[at + 8] = eight(8)[0];
-            at += len;
-        }
+    let (text, used) = if (0..p).contains(&x) {
+        // At most 9 integer digits, then '.' and the rest, or ".0" (the digits past
+        // `len` are '0's).
+        let int_len = x as usize + 1;
+        let text = first_bytes(digits, int_len)
+            | u128::from(b'.') << (8 * int_len)
+            | (digits >> (8 * int_len)) << (8 * int_len + 8);
+        (text, int_len + 1 + len.saturating_sub(int_len).max(1))
+    } else if (-4..0).contains(&x) {
+        // "0." and -x-1 zeros, then the digits.
+        let lead = (1 - x) as usize;
+        (
+            first_bytes(LEADING_ZEROS, lead) | digits << (8 * lead),
+            lead + len,
+        )
     } else {
-        out[at] = eight(0)[0];
-        at += 1;
-        if len > 1 {
-            out[at] = b'.';
-            out[at + 1..at + 9].copy_from_slice(&eight(1));
-            at += len;
-        }
-        out[at..at + 2].copy_from_slice(if x < 0 { b"e-" } else { b"e+" });
+        // d.ddde-xx: an exponent of two digits at most in this range.
         let ax = x.unsigned_abs() as usize;
-        out[at + 2..at + 4].copy_from_slice(&DIGIT_PAIRS[ax * 2..ax * 2 + 2]);
-        at += 4;
-    }
-    Some(at)
+        let pair = DIGIT_PAIRS.get(ax * 2..ax * 2 + 2)?;
+        let sign = if x < 0 { b'-' } else { b'+' };
+        let exponent = u128::from(u32::from_le_bytes([b'e', sign, pair[0], pair[1]]));
+        let (mantissa, at) = if len > 1 {
+            let rest = first_bytes(digits >> 8, len - 1);
+            (digits & 0xFF | u128::from(b'.') << 8 | rest << 16, len + 1)
+        } else {
+            (digits & 0xFF, 1)
+        };
+        (mantissa | exponent << (8 * at), at + 4)
+    };
+    Some(if v < 0.0 {
+        (text << 8 | u128::from(b'-'), used + 1)
+    } else {
+        (text, used)
+    })
 }
 
 /// Appends `WriteDecimal<float>`'s text of `v` to `out`, through the one-multiply path
-/// where it applies (no stack text copied around).
+/// where it applies.
 pub fn push_f32(out: &mut Vec<u8>, v: f32) {
-    let mut buf = [0u8; 24];
-    match v.is_normal().then(|| fast_f32(v, &mut buf)).flatten() {
-        Some(len) => {
-            // The whole buffer, then the tail cut: a fixed-size copy.
+    match v.is_normal().then(|| fast_f32(v)).flatten() {
+        Some((text, len)) => {
+            // The whole word, then the tail cut: a fixed-size store.
             let start = out.len();
-            out.extend_from_slice(&buf);
+            out.extend_from_slice(&text.to_le_bytes());
             out.truncate(start + len);
         }
         None => out.extend_from_slice(decimal_f32(v).as_bytes()),
@@ -551,10 +645,9 @@ pub fn decimal_f32(v: f32) -> Text {
         // Zero, subnormals and non-finite values.
         return literal_f32(v);
     }
-    let mut buf = [0u8; 24];
-    if let Some(len) = fast_f32(v, &mut buf) {
+    if let Some((fast, len)) = fast_f32(v) {
         let mut text = Text::new();
-        text.push_bytes(&buf[..len]);
+        text.push_bytes(&fast.to_le_bytes()[..len]);
         return text;
     }
     let negative = v < 0.0;
