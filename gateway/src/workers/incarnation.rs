@@ -271,7 +271,8 @@ impl Incarnation {
     /// and reads its response out of the response arena before that space is released:
     /// the outputs its caller (still waiting) wants in its own files are written there
     /// straight from the arena, the rest copied into memory. A caller whose deadline
-    /// passes during that write is answered DEADLINE_EXCEEDED, its region written anyway.
+    /// passes during that write waits for it and gets the answer ([`Incarnation::call`]):
+    /// no region is written after its caller was told DEADLINE_EXCEEDED.
     fn decode(
         &self,
         id: u64,
@@ -311,7 +312,8 @@ impl Incarnation {
     }
 
     /// Sends one request (`encoded`, laid out from `frame`) and waits for its response
-    /// until `deadline`; with the response, when the frame was pushed and when the answer
+    /// until `deadline` (past it only for an answer the completion task has already
+    /// taken); with the response, when the frame was pushed and when the answer
     /// came ([`shm_protocol::monotonic_ns`]).
     pub async fn call(
         &self,
@@ -340,15 +342,26 @@ impl Incarnation {
             id: u64,
             sent: bool,
         }
+        impl GiveUp<'_> {
+            /// Stops waiting for a sent request: true, unless the completion task has
+            /// already taken its answer off the outstanding ones (it may be writing the
+            /// caller's outputs into its regions right now).
+            fn give_up(&self) -> bool {
+                match self.inc.outstanding.lock().get_mut(&self.id) {
+                    Some(o) => {
+                        o.reply = None;
+                        true
+                    }
+                    None => false,
+                }
+            }
+        }
         impl Drop for GiveUp<'_> {
             fn drop(&mut self) {
-                let mut outstanding = self.inc.outstanding.lock();
                 if self.sent {
-                    if let Some(o) = outstanding.get_mut(&self.id) {
-                        o.reply = None;
-                    }
+                    self.give_up();
                 } else {
-                    outstanding.remove(&self.id);
+                    self.inc.outstanding.lock().remove(&self.id);
                 }
             }
         }
@@ -385,10 +398,18 @@ impl Incarnation {
         if let Some(o) = self.outstanding.lock().get_mut(&id) {
             o.sent_at = Instant::now();
         }
-        match tokio::time::timeout_at(deadline, rx).await {
-            Err(_) => Err(CallError::DeadlineExceeded),
-            Ok(Err(_)) => Err(CallError::WorkerDied),
-            Ok(Ok(response)) => Ok((response, pushed_ns, shm_protocol::monotonic_ns())),
+        let mut rx = rx;
+        let answer = match tokio::time::timeout_at(deadline, &mut rx).await {
+            Ok(answer) => answer,
+            Err(_) if guard.give_up() => return Err(CallError::DeadlineExceeded),
+            // Past the deadline, but the answer is already being read out of the response
+            // arena (a copy, bounded by its size): wait for it, so that a caller told
+            // DEADLINE_EXCEEDED never has a region written afterwards.
+            Err(_) => rx.await,
+        };
+        match answer {
+            Err(_) => Err(CallError::WorkerDied),
+            Ok(response) => Ok((response, pushed_ns, shm_protocol::monotonic_ns())),
         }
     }
 }
@@ -398,4 +419,134 @@ pub struct Attached {
     pub process: super::process::WorkerProcess,
     pub stream: UnixStream,
     pub incarnation: Arc<Incarnation>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shm_protocol::{Segment, SegmentConfig, SpinConfig};
+    use tfgate_frame::RequestKind;
+    use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
+
+    /// An incarnation on a fresh segment whose worker end this test plays by hand: its
+    /// request receiver, and what must stay open for the worker to count as alive (a
+    /// closed response side or doorbell reads as the worker's exit).
+    fn started() -> (
+        Arc<Incarnation>,
+        shm_protocol::RequestReceiver,
+        (shm_protocol::ResponseSender, shm_protocol::Ringer),
+    ) {
+        let config = SegmentConfig {
+            ring_capacity: 8,
+            request_arena_bytes: 1 << 20,
+            response_arena_bytes: 1 << 20,
+            spin: SpinConfig {
+                spin: Duration::from_micros(20),
+            },
+            prefault: false,
+        };
+        let (ringer, chime) = shm_protocol::doorbell().expect("doorbell");
+        let segment = Segment::create(&config, 1)
+            .expect("segment")
+            .with_chime(chime);
+        let worker =
+            Segment::attach(segment.fd().try_clone_to_owned().expect("fd"), 1).expect("attach");
+        let (sender, receiver) = segment.into_gateway();
+        let inc = Incarnation::start(1, (0, "test".into()), sender, receiver).expect("start");
+        let (requests, responses) = worker.into_worker();
+        (inc, requests, (responses, ringer))
+    }
+
+    fn request() -> RequestFrame {
+        RequestFrame {
+            deadline_ns: 0,
+            kind: RequestKind::Predict,
+            model_name: "m".into(),
+            version: None,
+            signature_name: String::new(),
+            output_filter: vec![],
+            inputs: vec![(
+                "x".into(),
+                Tensor::new(
+                    DataType::Uint8,
+                    vec![4],
+                    TensorData::Bytes(vec![7; 4].into()),
+                )
+                .expect("tensor"),
+            )],
+        }
+    }
+
+    /// Sends a request with a deadline `after` from now; the worker end receives it.
+    async fn sent(
+        inc: &Arc<Incarnation>,
+        requests: shm_protocol::RequestReceiver,
+        after: Duration,
+    ) -> (
+        tokio::task::JoinHandle<Result<(ResponseFrame, u64, u64), CallError>>,
+        u64,
+        Instant,
+    ) {
+        let deadline = Instant::now() + after;
+        let call = {
+            let inc = inc.clone();
+            tokio::spawn(async move {
+                let frame = request();
+                let encoded = frame.encode().expect("encode");
+                inc.call(&frame, &encoded, deadline, &[]).await
+            })
+        };
+        let id = tokio::task::spawn_blocking(move || {
+            let mut requests = requests;
+            requests
+                .recv(Duration::from_secs(5))
+                .expect("ring")
+                .map(|r| r.id())
+        })
+        .await
+        .expect("worker end");
+        let Some(id) = id else {
+            panic!("no request: {:?}", call.await);
+        };
+        (call, id, deadline)
+    }
+
+    #[tokio::test]
+    async fn a_caller_past_its_deadline_waits_for_an_answer_already_taken() {
+        let (inc, requests, _open) = started();
+        let (call, id, deadline) = sent(&inc, requests, Duration::from_millis(200)).await;
+        // What the completion task does first with an answer: take the request off the
+        // outstanding ones (then it writes the outputs the caller wants in its regions).
+        let taken = inc.outstanding.lock().remove(&id).expect("outstanding");
+        tokio::time::sleep_until(deadline + Duration::from_millis(100)).await;
+        assert!(
+            !call.is_finished(),
+            "answered while its answer was being read"
+        );
+        let answer = ResponseFrame::Err {
+            code: tfgate_tensor::code::Code::InvalidArgument,
+            message: "read out after the deadline".into(),
+        };
+        let _ = taken.reply.expect("still waiting").send(answer.clone());
+        let (response, _, _) = call.await.expect("call task").expect("the answer");
+        assert_eq!(response, answer);
+    }
+
+    #[tokio::test]
+    async fn a_caller_past_its_deadline_gives_up_an_answer_not_taken() {
+        let (inc, requests, _open) = started();
+        let (call, id, _) = sent(&inc, requests, Duration::from_millis(100)).await;
+        let result = call.await.expect("call task");
+        assert!(
+            matches!(result, Err(CallError::DeadlineExceeded)),
+            "{result:?}"
+        );
+        // Still outstanding (the worker holds it), but nobody waits: the completion task
+        // writes no region for it.
+        assert!(inc
+            .outstanding
+            .lock()
+            .get(&id)
+            .is_some_and(|o| o.reply.is_none()));
+    }
 }
