@@ -426,7 +426,7 @@ mod tests {
     use super::*;
     use shm_protocol::{Segment, SegmentConfig, SpinConfig};
     use tfgate_frame::RequestKind;
-    use tfgate_tensor::tensor::{DataType, Tensor, TensorData};
+    use tfgate_tensor::tensor::Tensor;
 
     /// An incarnation on a fresh segment whose worker end this test plays by hand: its
     /// request receiver, and what must stay open for the worker to count as alive (a
@@ -457,23 +457,17 @@ mod tests {
         (inc, requests, (responses, ringer))
     }
 
+    /// A one-float predict request: what it asks does not matter here.
     fn request() -> RequestFrame {
+        let x = Tensor::from_f32(vec![1], &[0.5]).expect("tensor");
         RequestFrame {
-            deadline_ns: 0,
             kind: RequestKind::Predict,
             model_name: "m".into(),
+            inputs: vec![("x".into(), x)],
+            deadline_ns: 0,
             version: None,
             signature_name: String::new(),
             output_filter: vec![],
-            inputs: vec![(
-                "x".into(),
-                Tensor::new(
-                    DataType::Uint8,
-                    vec![4],
-                    TensorData::Bytes(vec![7; 4].into()),
-                )
-                .expect("tensor"),
-            )],
         }
     }
 
